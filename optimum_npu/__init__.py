@@ -1,0 +1,11 @@
+"""optimum-npu: compile Hugging Face models into bucketed static-shape artifacts and run them
+on a simulated multi-device NPU that reports memory, time per phase and fit."""
+
+from optimum_npu.compile.artifact import ArtifactError
+from optimum_npu.device.memory import DeviceOutOfMemoryError
+from optimum_npu.device.spec import PRESETS, NPUSpec
+from optimum_npu.models.decoder import NPUConfigError, NPUDecoderConfig, NPUModelForCausalLM
+from optimum_npu.version import __version__
+
+__all__ = ["NPUModelForCausalLM", "NPUDecoderConfig", "NPUConfigError", "NPUSpec", "PRESETS", "ArtifactError",
+           "DeviceOutOfMemoryError", "__version__"]

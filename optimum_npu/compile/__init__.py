@@ -1,0 +1,1 @@
+"""Graph capture, the artifact writer/reader and the compile pipeline's passes."""

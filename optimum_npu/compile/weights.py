@@ -1,0 +1,42 @@
+"""Weights in safetensors, stored once however many graphs use them.
+
+Tensors that share storage (tied embeddings) are written once; the other names are
+recorded as aliases in the file's metadata and restored on load.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import torch
+from safetensors import safe_open
+from safetensors.torch import save_file
+
+ALIASES_KEY = "optimum_npu.aliases"
+
+
+def save_weights(path: Path, tensors: dict[str, torch.Tensor]) -> None:
+    unique: dict[str, torch.Tensor] = {}
+    aliases: dict[str, str] = {}
+    owner_of_storage: dict[tuple[int, tuple, tuple], str] = {}
+    for name in sorted(tensors):
+        tensor = tensors[name]
+        key = (tensor.untyped_storage().data_ptr(), tuple(tensor.shape), tuple(tensor.stride()))
+        if key in owner_of_storage:
+            aliases[name] = owner_of_storage[key]
+            continue
+        owner_of_storage[key] = name
+        unique[name] = tensor.detach().contiguous()
+    save_file(unique, str(path), metadata={ALIASES_KEY: json.dumps(aliases)})
+
+
+def load_weights(path: Path) -> dict[str, torch.Tensor]:
+    tensors: dict[str, torch.Tensor] = {}
+    with safe_open(str(path), framework="pt") as handle:
+        for name in handle.keys():
+            tensors[name] = handle.get_tensor(name)
+        aliases = json.loads((handle.metadata() or {}).get(ALIASES_KEY, "{}"))
+    for alias, target in aliases.items():
+        tensors[alias] = tensors[target]
+    return tensors

@@ -1,0 +1,1 @@
+"""The simulated NPU: specs, devices and memory, executor, kernels and the cost model."""

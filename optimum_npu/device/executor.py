@@ -1,0 +1,77 @@
+"""Turns a stored graph into an executable program for the simulated device.
+
+Each node's operator name is resolved against the allow-listed namespaces and the graph
+is rebuilt as a ``torch.fx`` graph, whose generated Python calls the ATen kernels (the
+device's arithmetic units) with little interpreter overhead. Only names from the graph
+file and registered operators are used: no code from the artifact is ever executed.
+"""
+
+from __future__ import annotations
+
+import math
+import operator
+from typing import Callable
+
+import torch
+import torch.fx
+
+import optimum_npu.device.kernels  # noqa: F401  (registers torch.ops.npu.*)
+from optimum_npu.device.cost import FREE_OPS
+from optimum_npu.schema import Graph, GraphFormatError, check_op_name, decode_arg, dtype_from_name, iter_refs
+
+
+def resolve_op(name: str) -> Callable:
+    """``aten.mm.default`` -> ``torch.ops.aten.mm.default`` (allow-listed namespaces only)."""
+    check_op_name(name)
+    if name == "getitem":
+        return operator.getitem
+    namespace, op, overload = name.split(".")
+    try:
+        return getattr(getattr(getattr(torch.ops, namespace), op), overload)
+    except (AttributeError, RuntimeError):
+        raise GraphFormatError(
+            f"operator {name!r} is not available in this torch build; the artifact was compiled with another "
+            "torch version: recompile it with `optimum-npu export`"
+        ) from None
+
+
+class Program:
+    """An executable graph: ``program(*tensors)`` with tensors in ``graph.inputs`` order."""
+
+    def __init__(self, graph: Graph):
+        self.graph = graph
+        fx_graph = torch.fx.Graph()
+        env: dict[str, torch.fx.Node] = {}
+        for spec in graph.inputs:
+            env[spec.name] = fx_graph.placeholder(spec.name)
+        for node in graph.nodes:
+            args = decode_arg(node.args, env.__getitem__)
+            kwargs = {k: decode_arg(v, env.__getitem__) for k, v in node.kwargs.items()}
+            env[node.name] = fx_graph.call_function(resolve_op(node.op), tuple(args), kwargs)
+        outputs = [env[name] for name in graph.outputs]
+        fx_graph.output(outputs[0] if len(outputs) == 1 else tuple(outputs))
+        self._module = torch.fx.GraphModule(torch.nn.Module(), fx_graph, class_name=f"npu_{graph.name}")
+
+    def __call__(self, *tensors: torch.Tensor):
+        with torch.no_grad():
+            return self._module(*tensors)
+
+
+def peak_activation_bytes(graph: Graph) -> int:
+    """Workspace a graph needs: the largest total size of intermediates alive at once."""
+    last_use: dict[str, int] = {}
+    for index, node in enumerate(graph.nodes):
+        for ref in iter_refs(node.args) + iter_refs(node.kwargs):
+            last_use[ref] = index
+    for name in graph.outputs:
+        last_use[name] = len(graph.nodes)
+    live: dict[str, int] = {}
+    peak = 0
+    for index, node in enumerate(graph.nodes):
+        if "shape" in node.meta and node.op not in FREE_OPS:
+            live[node.name] = math.prod(node.meta["shape"]) * dtype_from_name(node.meta["dtype"]).itemsize
+        peak = max(peak, sum(live.values()))
+        for name in [n for n in live if last_use.get(n, -1) <= index]:
+            del live[name]
+    return peak
+

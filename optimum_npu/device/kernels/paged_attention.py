@@ -1,0 +1,63 @@
+"""Paged causal attention with an in-place KV-cache update: ``torch.ops.npu.paged_attention``.
+
+The KV cache of one layer is a pool of blocks ``[num_blocks, kv_heads, block_size, head_dim]``.
+A block table ``[batch, blocks_per_seq]`` maps each sequence's logical block to a pool
+block. ``positions`` gives the absolute position of each query token, ``-1`` for padding
+(padding is neither written to the cache nor attended to). The kernel first writes the
+new keys/values into the cache, then attends over each sequence's cached context up to
+the position of every query (causal).
+"""
+
+from __future__ import annotations
+
+import torch
+from torch.library import custom_op
+
+
+@custom_op("npu::paged_attention", mutates_args=("k_cache", "v_cache"))
+def paged_attention(
+    query: torch.Tensor,
+    key: torch.Tensor,
+    value: torch.Tensor,
+    k_cache: torch.Tensor,
+    v_cache: torch.Tensor,
+    block_table: torch.Tensor,
+    positions: torch.Tensor,
+    scale: float,
+) -> torch.Tensor:
+    """query [B, S, H, D]; key/value [B, S, KVH, D]; caches [NB, KVH, BS, D];
+    block_table [B, MB] int32; positions [B, S] int64 (-1 = padding). Returns [B, S, H, D]."""
+    batch, seq, heads, head_dim = query.shape
+    kv_heads, block_size = k_cache.shape[1], k_cache.shape[2]
+    valid = positions >= 0                                                  # [B, S]
+    safe_pos = positions.clamp(min=0)
+    blocks = block_table.long().gather(1, safe_pos // block_size)           # [B, S]
+    offsets = safe_pos % block_size                                         # [B, S]
+    k_cache[blocks[valid], :, offsets[valid]] = key[valid].to(k_cache.dtype)     # [N, KVH, D]
+    v_cache[blocks[valid], :, offsets[valid]] = value[valid].to(v_cache.dtype)
+
+    if not bool(valid.any()):
+        return torch.zeros_like(query)
+    context = int(positions.max()) + 1
+    num_blocks = -(-context // block_size)
+    table = block_table[:, :num_blocks].long()                              # [B, nb]
+    keys = k_cache[table].permute(0, 2, 1, 3, 4).reshape(batch, kv_heads, num_blocks * block_size, head_dim)
+    values = v_cache[table].permute(0, 2, 1, 3, 4).reshape(batch, kv_heads, num_blocks * block_size, head_dim)
+    keys, values = keys[:, :, :context], values[:, :, :context]             # [B, KVH, T, D]
+
+    group = heads // kv_heads
+    q = query.permute(0, 2, 1, 3).reshape(batch, kv_heads, group * seq, head_dim)   # [B, KVH, G*S, D]
+    scores = torch.matmul(q.float(), keys.float().transpose(-1, -2)) * scale       # [B, KVH, G*S, T]
+    scores = scores.view(batch, kv_heads, group, seq, context)
+    key_pos = torch.arange(context)
+    allowed = (key_pos[None, None, :] <= positions[:, :, None]) & valid[:, :, None]   # [B, S, T]
+    scores = scores.masked_fill(~allowed[:, None, None], float("-inf"))
+    probs = torch.softmax(scores, dim=-1).nan_to_num(0.0)                   # fully masked rows -> 0
+    out = torch.matmul(probs.view(batch, kv_heads, group * seq, context), values.float())  # [B, KVH, G*S, D]
+    out = out.view(batch, heads, seq, head_dim).permute(0, 2, 1, 3)         # [B, S, H, D]
+    return out.to(query.dtype).contiguous()
+
+
+@paged_attention.register_fake
+def _paged_attention_fake(query, key, value, k_cache, v_cache, block_table, positions, scale):
+    return torch.empty_like(query)

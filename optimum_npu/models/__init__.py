@@ -1,0 +1,1 @@
+"""HF-facing model classes, one folder per family."""

@@ -1,0 +1,88 @@
+"""HF-facing base class: resolve a checkpoint, compile it or load its artifact, save it."""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import torch
+from transformers import PreTrainedModel
+
+from optimum_npu.compile.artifact import ArtifactError, copy_artifact, verify_artifact
+from optimum_npu.schema import MANIFEST_FILE
+
+#: ``from_pretrained`` keyword arguments forwarded to ``huggingface_hub.snapshot_download``.
+HUB_KWARGS = ("revision", "cache_dir", "token", "local_files_only", "force_download")
+
+
+def resolve_checkpoint(model_id: str | os.PathLike, hub_kwargs: dict[str, Any]) -> Path:
+    """A local directory as is; anything else is fetched from the Hub (honours HF_HUB_OFFLINE)."""
+    path = Path(model_id)
+    if path.is_dir():
+        return path
+    if path.exists():
+        raise ValueError(f"{model_id!r} is a file; pass a checkpoint directory or a Hub repo id")
+    from huggingface_hub import snapshot_download
+
+    return Path(snapshot_download(str(model_id), **hub_kwargs))
+
+
+class NPUPreTrainedModel(PreTrainedModel):
+    """Common behaviour of compiled NPU models. Subclasses implement ``_export`` and ``_load``.
+
+    The compiled artifact is the source of truth: a freshly exported model lives in a
+    temporary artifact directory until ``save_pretrained`` copies it (atomically) elsewhere.
+    """
+
+    base_model_prefix = "npu"
+    _tmp_dir: tempfile.TemporaryDirectory | None = None
+    artifact_dir: Path
+
+    @property
+    def device(self) -> torch.device:
+        """Inputs and outputs live on the host; the graphs run on the simulated NPU."""
+        return torch.device("cpu")
+
+    @classmethod
+    def from_pretrained(cls, model_id: str | os.PathLike, *, export: bool = False, npu_config: Any = None,
+                        **kwargs) -> "NPUPreTrainedModel":
+        """Loads a compiled artifact, or compiles an HF checkpoint when ``export=True``.
+
+        Args:
+            model_id: a local directory or a Hub repo id.
+            export: compile the HF checkpoint (``True``) or load a compiled artifact (``False``).
+            npu_config: compile knobs (when exporting) or runtime options (when loading), as the
+                family's config object or a dict.
+            kwargs: ``revision``, ``cache_dir``, ``token``, ``local_files_only``, ``force_download``
+                for Hub downloads.
+        """
+        unknown = sorted(set(kwargs) - set(HUB_KWARGS))
+        if unknown:
+            raise TypeError(f"from_pretrained() got unexpected arguments {unknown}; compile knobs go in "
+                            f"npu_config={{...}}, Hub options are {list(HUB_KWARGS)}")
+        hub_kwargs = {k: kwargs[k] for k in HUB_KWARGS if k in kwargs}
+        path = resolve_checkpoint(model_id, hub_kwargs)
+        is_compiled = (path / MANIFEST_FILE).is_file()
+        if export and is_compiled:
+            raise ValueError(f"{model_id} is already a compiled optimum-npu artifact; load it without export=True "
+                             "(from_pretrained(path)) or point export=True at the original HF checkpoint")
+        if export:
+            return cls._export(path, npu_config)
+        if not is_compiled:
+            raise ArtifactError(f"{model_id} is not a compiled optimum-npu artifact ({MANIFEST_FILE} is missing); "
+                                "pass export=True to compile the HF checkpoint")
+        return cls._load(path, verify_artifact(path), npu_config)
+
+    @staticmethod
+    def _new_artifact_dir() -> tuple[tempfile.TemporaryDirectory, Path]:
+        tmp = tempfile.TemporaryDirectory(prefix="optimum-npu-")
+        return tmp, Path(tmp.name) / "artifact"
+
+    def save_pretrained(self, save_directory: str | os.PathLike, **kwargs) -> None:
+        """Writes the compiled artifact to ``save_directory`` (temporary directory, then rename)."""
+        target = Path(save_directory).absolute()
+        if target == Path(self.artifact_dir).absolute():
+            return
+        copy_artifact(self.artifact_dir, target)

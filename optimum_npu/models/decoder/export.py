@@ -1,0 +1,102 @@
+"""Compile a decoder-only HF model into an NPU artifact: one prefill graph and one graph per decode batch."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import torch
+from tqdm.auto import tqdm
+from transformers import GenerationConfig, PreTrainedModel
+
+from optimum_npu.compile.artifact import graph_path, write_atomically
+from optimum_npu.compile.capture import capture
+from optimum_npu.compile.weights import save_weights
+from optimum_npu.device.spec import resolve_spec
+from optimum_npu.models.decoder.memory_plan import check_fits, plan_memory
+from optimum_npu.models.decoder.npu_config import NPUDecoderConfig
+from optimum_npu.models.decoder.wrapper import HF_PREFIX, StaticDecoder
+from optimum_npu.models.model_config import DecoderModelConfig
+from optimum_npu.models.registry import Architecture
+from optimum_npu.schema import ARTIFACT_FORMAT_VERSION, GRAPH_DIR, NPU_CONFIG_FILE, WEIGHTS_FILE
+from optimum_npu.version import __version__
+
+TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "tokenizer.model",
+                   "vocab.json", "merges.txt", "chat_template.jinja", "added_tokens.json")
+INPUT_NAMES = ["input_ids", "positions", "block_table", "logits_index"]
+
+
+def graph_names(config: NPUDecoderConfig) -> list[str]:
+    return ["prefill"] + [f"decoder_batch_{size}" for size in config.decoder_batch_sizes]
+
+
+def example_inputs(config: NPUDecoderConfig, model: DecoderModelConfig, batch: int, seq: int, dtype: torch.dtype):
+    """Zero-filled inputs with the static shapes of one graph."""
+    cache_shape = (config.kvcache_num_blocks, model.num_kv_heads, config.kvcache_block_size, model.head_dim)
+    kv_cache = [torch.zeros(cache_shape, dtype=dtype) for _ in range(2 * model.num_layers)]
+    return (
+        torch.zeros(batch, seq, dtype=torch.long),
+        torch.zeros(batch, seq, dtype=torch.long),
+        torch.zeros(batch, config.blocks_per_sequence, dtype=torch.int32),
+        torch.zeros(batch, dtype=torch.long),
+        kv_cache,
+    )
+
+
+def compile_decoder(
+    hf_model: PreTrainedModel,
+    arch: Architecture,
+    config: NPUDecoderConfig,
+    target: Path,
+    tokenizer_source: Path | None = None,
+    progress: bool = True,
+) -> Path:
+    """Captures every graph of ``config`` and writes the artifact atomically to ``target``.
+
+    ``config`` must already be resolved against the model (``NPUDecoderConfig.resolve``).
+    """
+    model_config = DecoderModelConfig.from_hf(hf_model.config)
+    spec = resolve_spec(config.npu)
+    check_fits(plan_memory(model_config, config), spec, owner=f"{model_config.architecture} (compile check)")
+    dtype = getattr(torch, config.dtype)
+    hf_model = hf_model.to(dtype).eval()
+    wrapper = StaticDecoder(hf_model, model_config, arch)
+    names = graph_names(config)
+    kinds = ["input"] * len(INPUT_NAMES) + ["kv_cache"] * (2 * model_config.num_layers)
+    kv_names = [f"{kind}_cache_{layer}" for layer in range(model_config.num_layers) for kind in ("key", "value")]
+
+    graphs, weights = {}, {}
+    for name in tqdm(names, desc="compiling graphs", unit="graph", disable=not progress):
+        batch, seq = (1, config.prefill_chunk_size) if name == "prefill" else (int(name.rsplit("_", 1)[1]), 1)
+        args = example_inputs(config, model_config, batch, seq, dtype)
+        graph, graph_weights = capture(wrapper, args, name, INPUT_NAMES + kv_names, kinds, HF_PREFIX,
+                                       attributes={"batch": batch, "seq_len": seq})
+        graphs[name] = graph
+        weights.update(graph_weights)
+
+    def fill(tmp: Path) -> None:
+        (tmp / GRAPH_DIR).mkdir()
+        for name, graph in graphs.items():
+            graph_path(tmp, name).write_text(graph.to_json())
+        save_weights(tmp / WEIGHTS_FILE, weights)
+        hf_model.config.save_pretrained(tmp)
+        generation_config = hf_model.generation_config or GenerationConfig.from_model_config(hf_model.config)
+        generation_config.save_pretrained(tmp)
+        if tokenizer_source is not None:
+            for file_name in TOKENIZER_FILES:
+                if (Path(tokenizer_source) / file_name).is_file():
+                    shutil.copy2(Path(tokenizer_source) / file_name, tmp / file_name)
+        document = {
+            "architecture": model_config.architecture,
+            "family": arch.family,
+            **config.to_dict(),
+            "graphs": names,
+            "npu_spec": spec.to_dict(),
+            "library_version": __version__,
+            "format_version": ARTIFACT_FORMAT_VERSION,
+            "torch_version": torch.__version__,
+        }
+        (tmp / NPU_CONFIG_FILE).write_text(json.dumps(document, indent=1))
+
+    return write_atomically(target, fill)

@@ -1,0 +1,198 @@
+"""``NPUModelForCausalLM``: a compiled decoder-only LM with Transformers' ``generate()``."""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+from typing import Any
+
+import torch
+from transformers import AutoConfig, AutoModelForCausalLM, GenerationConfig, GenerationMixin, PreTrainedModel
+from transformers.modeling_outputs import CausalLMOutputWithPast
+
+from optimum_npu.device.spec import NPUSpec, resolve_spec
+from optimum_npu.models.base import NPUPreTrainedModel
+from optimum_npu.models.decoder.export import compile_decoder
+from optimum_npu.models.decoder.memory_plan import check_fits, plan_memory
+from optimum_npu.models.decoder.npu_config import RUNTIME_OPTIONS, NPUConfigError, NPUDecoderConfig
+from optimum_npu.models.decoder.runtime import DecoderRuntime
+from optimum_npu.models.decoder.stats import NPUStats
+from optimum_npu.models.model_config import DecoderModelConfig
+from optimum_npu.models.registry import lookup_architecture
+
+
+class NPUModelForCausalLM(NPUPreTrainedModel, GenerationMixin):
+    """A causal LM compiled into static-shape graphs and run on the simulated NPU.
+
+    ``generate()`` is Transformers' own (greedy, sampling, repetition penalty, stop strings,
+    streamers...). Each call prefills every prompt on the ``prefill`` graph, then decodes
+    all sequences together on the smallest compiled decode batch that holds them.
+    """
+
+    main_input_name = "input_ids"
+    _supports_cache_class = False
+
+    def __init__(self, config, runtime: DecoderRuntime, artifact_dir: Path, npu_config: NPUDecoderConfig,
+                 generation_config: GenerationConfig | None = None, tmp_dir=None):
+        super().__init__(config)
+        self.npu_config = npu_config
+        self.artifact_dir = artifact_dir
+        self._tmp_dir = tmp_dir
+        self._runtime = runtime
+        self._lengths: list[int] = []
+        self.generation_config = generation_config or GenerationConfig.from_model_config(config)
+
+    # ---- construction -------------------------------------------------------------------------
+    @classmethod
+    def _export(cls, checkpoint: Path, npu_config: Any) -> "NPUModelForCausalLM":
+        hf_config = AutoConfig.from_pretrained(checkpoint)
+        config = cls._resolve_for_export(hf_config, npu_config)
+        hf_model = AutoModelForCausalLM.from_pretrained(checkpoint, dtype=getattr(torch, config.dtype))
+        return cls._compile_and_load(hf_model, config, checkpoint)
+
+    @classmethod
+    def from_model(cls, hf_model: PreTrainedModel, npu_config: Any = None,
+                   tokenizer_dir: str | Path | None = None) -> "NPUModelForCausalLM":
+        """Compiles an in-memory HF model (``tokenizer_dir``: optional folder of tokenizer files to ship)."""
+        config = cls._resolve_for_export(hf_model.config, npu_config)
+        return cls._compile_and_load(hf_model, config, Path(tokenizer_dir) if tokenizer_dir else None)
+
+    @staticmethod
+    def _resolve_for_export(hf_config, npu_config: Any) -> NPUDecoderConfig:
+        arch = lookup_architecture(hf_config, "decoder")
+        model = DecoderModelConfig.from_hf(hf_config)
+        config = NPUDecoderConfig.coerce(npu_config).resolve(model)
+        check_fits(plan_memory(model, config), resolve_spec(config.npu), owner=arch.name)
+        return config
+
+    @classmethod
+    def _compile_and_load(cls, hf_model, config: NPUDecoderConfig, tokenizer_dir: Path | None):
+        arch = lookup_architecture(hf_model.config, "decoder")
+        tmp, target = cls._new_artifact_dir()
+        compile_decoder(hf_model, arch, config, target, tokenizer_source=tokenizer_dir)
+        from optimum_npu.compile.artifact import verify_artifact
+
+        model = cls._load(target, verify_artifact(target), None)
+        model._tmp_dir = tmp
+        return model
+
+    @classmethod
+    def _load(cls, root: Path, stored: dict, npu_config: Any) -> "NPUModelForCausalLM":
+        knobs = {f.name: stored[f.name] for f in dataclasses.fields(NPUDecoderConfig) if f.name in stored}
+        config = NPUDecoderConfig.from_dict(knobs)
+        config = dataclasses.replace(config, **_runtime_overrides(config, npu_config))
+        hf_config = AutoConfig.from_pretrained(root)
+        model = DecoderModelConfig.from_hf(hf_config)
+        spec = NPUSpec.from_dict(stored["npu_spec"], origin=f"{root}/npu_config.json")
+        runtime = DecoderRuntime(root, config, model, spec, stored["graphs"])
+        try:
+            generation_config = GenerationConfig.from_pretrained(root)
+        except OSError:
+            generation_config = None
+        return cls(hf_config, runtime, root, config, generation_config)
+
+    # ---- generation ---------------------------------------------------------------------------
+    @property
+    def npu_stats(self) -> NPUStats:
+        """Simulated NPU time per phase, graphs used and device memory of the last call."""
+        return self._runtime.stats
+
+    @classmethod
+    def _supports_default_dynamic_cache(cls) -> bool:
+        return False  # the KV cache lives on the simulated device, owned by the runtime
+
+    def generate(self, inputs: torch.Tensor | None = None, generation_config: GenerationConfig | None = None,
+                 **kwargs):
+        """Transformers' ``generate()``, after checking the request fits the compiled envelope."""
+        self._check_request(inputs, generation_config, kwargs)
+        self._runtime.stats = self._runtime.new_stats()
+        return super().generate(inputs, generation_config=generation_config, **kwargs)
+
+    def _check_request(self, inputs, generation_config, kwargs: dict) -> None:
+        input_ids = inputs if inputs is not None else kwargs.get("input_ids")
+        if input_ids is None or input_ids.dim() != 2:
+            raise ValueError("generate() needs input_ids of shape [batch, seq_len] (e.g. from the tokenizer with "
+                             "return_tensors='pt')")
+        resolved, _ = self._prepare_generation_config(generation_config, **dict(kwargs))
+        if (resolved.num_beams or 1) > 1:
+            raise ValueError(f"num_beams={resolved.num_beams} is not supported on the NPU runtime; use greedy or "
+                             "sampling (num_beams=1)")
+        batch = input_ids.shape[0] * (resolved.num_return_sequences or 1)
+        if batch > self.npu_config.batch_size:
+            raise ValueError(f"a batch of {batch} sequences exceeds the compiled batch_size="
+                             f"{self.npu_config.batch_size}; split the batch or recompile with batch_size >= {batch}")
+        mask = kwargs.get("attention_mask")
+        longest = int(mask.sum(-1).max()) if mask is not None else input_ids.shape[1]
+        if resolved.max_new_tokens is not None:
+            total = longest + resolved.max_new_tokens
+        else:
+            total = longest + resolved.max_length - input_ids.shape[1]
+        if total > self.npu_config.max_seq_len:
+            raise ValueError(f"prompt ({longest} tokens) + new tokens ({total - longest}) = {total} exceeds the "
+                             f"compiled max_seq_len={self.npu_config.max_seq_len}; lower max_new_tokens/max_length "
+                             "or recompile with a larger max_seq_len")
+
+    def prepare_inputs_for_generation(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None,
+                                      is_first_iteration: bool = False, **kwargs) -> dict[str, Any]:
+        return {"input_ids": input_ids, "attention_mask": attention_mask,
+                "npu_phase": "prefill" if is_first_iteration else "decode"}
+
+    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None,
+                npu_phase: str = "prefill", **kwargs) -> CausalLMOutputWithPast:
+        """Prefill (every row of ``input_ids``, left padding removed by ``attention_mask``) or one
+        decode step (the last column); returns the next-token logits [B, 1, V] in float32."""
+        if npu_phase == "prefill":
+            logits = self._prefill_prompts(input_ids, attention_mask)
+        else:
+            logits = self._decode_step(input_ids[:, -1])
+        return CausalLMOutputWithPast(logits=logits.float().unsqueeze(1))
+
+    def _prefill_prompts(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None) -> torch.Tensor:
+        batch = input_ids.shape[0]
+        if batch > self.npu_config.batch_size:
+            raise ValueError(f"a batch of {batch} exceeds the compiled batch_size={self.npu_config.batch_size}")
+        rows = []
+        for row in range(batch):
+            ids = input_ids[row] if attention_mask is None else input_ids[row][attention_mask[row].bool()]
+            rows.append(ids.tolist())
+        for ids in rows:
+            self._runtime._check_length(len(ids))
+        self._runtime.stats.sequences = batch
+        self._lengths = [len(ids) for ids in rows]
+        return torch.stack([self._runtime.prefill(ids, slot) for slot, ids in enumerate(rows)])
+
+    def _decode_step(self, tokens: torch.Tensor) -> torch.Tensor:
+        if len(self._lengths) != tokens.shape[0]:
+            raise RuntimeError("decode step without a matching prefill; call generate() or forward() on a prompt")
+        logits = self._runtime.decode(tokens.tolist(), list(range(len(self._lengths))), list(self._lengths))
+        self._lengths = [length + 1 for length in self._lengths]
+        return logits
+
+    def release(self) -> None:
+        """Frees the model's memory on its simulated device."""
+        self._runtime.release()
+
+
+def _runtime_overrides(stored: NPUDecoderConfig, requested: Any) -> dict[str, Any]:
+    """Runtime options from ``requested``; a changed compile knob is an error."""
+    if requested is None:
+        return {}
+    if isinstance(requested, NPUDecoderConfig):
+        requested = {f.name: getattr(requested, f.name) for f in dataclasses.fields(requested)
+                     if getattr(requested, f.name) != f.default}
+    if not isinstance(requested, dict):
+        raise NPUConfigError(f"npu_config must be a dict or NPUDecoderConfig, got {type(requested).__name__}")
+    stored_knobs = stored.to_dict()
+    for key, value in requested.items():
+        if key in RUNTIME_OPTIONS:
+            continue
+        if key not in stored_knobs:
+            raise NPUConfigError(f"unknown npu_config key {key!r}; runtime options are {list(RUNTIME_OPTIONS)}")
+        expected = list(value) if isinstance(value, tuple) else value
+        if expected != stored_knobs[key]:
+            raise NPUConfigError(
+                f"npu_config[{key!r}]={value!r} differs from the compiled {key}={stored_knobs[key]!r}; compile "
+                f"knobs cannot change at load time (only {list(RUNTIME_OPTIONS)} can): recompile with "
+                "from_pretrained(checkpoint, export=True, npu_config=...)"
+            )
+    return {key: value for key, value in requested.items() if key in RUNTIME_OPTIONS}

@@ -1,0 +1,188 @@
+"""Compile knobs of a decoder-only model: one typed, frozen, validated object.
+
+``NPUDecoderConfig(...)`` checks each knob on its own; ``resolve(model_config)`` fills
+the defaults derived from the model and checks the knobs against it. Both run before
+any compile work, and every error names the knob, the value, what is allowed and the fix.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from typing import Any
+
+from optimum_npu.device.spec import resolve_spec
+from optimum_npu.models.model_config import DecoderModelConfig
+
+SUPPORTED_DTYPES = ("float32", "float16", "bfloat16")
+#: Options that may differ between compile time and load time.
+RUNTIME_OPTIONS = ("device",)
+
+
+class NPUConfigError(ValueError):
+    """An invalid compile knob (the message names the knob, the value, the range and the fix)."""
+
+
+def _positive_int(name: str, value: Any, fix: str = "") -> None:
+    if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+        raise NPUConfigError(f"{name}={value!r} is invalid: it must be an integer >= 1. {fix}".rstrip())
+
+
+@dataclass(frozen=True)
+class NPUDecoderConfig:
+    """Compile configuration of a decoder-only causal LM.
+
+    Args:
+        max_seq_len: longest sequence (prompt + generated tokens) the KV cache holds.
+            Default: the model's position limit, capped at 2048.
+        batch_size: most sequences generated together.
+        decoder_batch_sizes: the decode graphs to compile (one per entry); a batch of n runs
+            on the smallest entry >= n. Default: powers of two below ``batch_size``, and it.
+        prefill_chunk_size: tokens per prefill graph call (batch 1); longer prompts run
+            as successive chunks. Default: min(128, max_seq_len).
+        dtype: compute and weight dtype, one of float32/float16/bfloat16. Default: the
+            checkpoint's dtype when it is one of those, else float32.
+        npu: target device spec, a preset name or a JSON spec file path.
+        kvcache_block_size: tokens per KV-cache block. Default: ``max_seq_len``.
+        kvcache_partition_len: flash-attention partition length for decode (optional).
+        tensor_parallel_size: devices one model is split across.
+        device: runtime option: the simulated device id the model runs on.
+    """
+
+    max_seq_len: int | None = None
+    batch_size: int = 1
+    decoder_batch_sizes: tuple[int, ...] | None = None
+    prefill_chunk_size: int | None = None
+    dtype: str | None = None
+    npu: str = "atom"
+    kvcache_block_size: int | None = None
+    kvcache_partition_len: int | None = None
+    tensor_parallel_size: int = 1
+    device: int = field(default=0, metadata={"runtime": True})
+
+    def __post_init__(self):
+        if isinstance(self.decoder_batch_sizes, list):
+            object.__setattr__(self, "decoder_batch_sizes", tuple(self.decoder_batch_sizes))
+        for name in ("max_seq_len", "prefill_chunk_size", "kvcache_block_size", "kvcache_partition_len"):
+            value = getattr(self, name)
+            if value is not None:
+                _positive_int(name, value)
+        _positive_int("batch_size", self.batch_size)
+        _positive_int("tensor_parallel_size", self.tensor_parallel_size)
+        if self.tensor_parallel_size != 1:
+            raise NPUConfigError(
+                f"tensor_parallel_size={self.tensor_parallel_size} is not available yet: this release compiles "
+                "for one device; set tensor_parallel_size=1"
+            )
+        if self.decoder_batch_sizes is not None:
+            self._check_decoder_batch_sizes()
+        if self.dtype is not None and self.dtype not in SUPPORTED_DTYPES:
+            raise NPUConfigError(f"dtype={self.dtype!r} is not supported; choose one of {list(SUPPORTED_DTYPES)}")
+        resolve_spec(self.npu)
+        if not isinstance(self.device, int) or self.device < 0:
+            raise NPUConfigError(f"device={self.device!r} is invalid: it must be a device id >= 0")
+
+    def _check_decoder_batch_sizes(self) -> None:
+        sizes = self.decoder_batch_sizes
+        if not sizes:
+            raise NPUConfigError("decoder_batch_sizes=() is empty: give at least one size, e.g. [1]")
+        for size in sizes:
+            _positive_int("decoder_batch_sizes entry", size)
+            if size > self.batch_size:
+                raise NPUConfigError(
+                    f"decoder_batch_sizes entry {size} is larger than batch_size={self.batch_size}; entries must "
+                    f"be in [1, batch_size]: raise batch_size to {size} or drop the entry"
+                )
+        if len(set(sizes)) != len(sizes):
+            raise NPUConfigError(f"decoder_batch_sizes={list(sizes)} has duplicates; list each size once")
+        if max(sizes) != self.batch_size:
+            raise NPUConfigError(
+                f"decoder_batch_sizes={list(sizes)} has no graph for batch_size={self.batch_size}, so a full batch "
+                f"could not decode; add {self.batch_size} to decoder_batch_sizes or set batch_size={max(sizes)}"
+            )
+        object.__setattr__(self, "decoder_batch_sizes", tuple(sorted(sizes)))
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> "NPUDecoderConfig":
+        unknown = sorted(set(data) - {f.name for f in dataclasses.fields(cls)})
+        if unknown:
+            known = [f.name for f in dataclasses.fields(cls)]
+            raise NPUConfigError(f"unknown npu_config keys {unknown}; known keys: {known}")
+        return cls(**data)
+
+    @classmethod
+    def coerce(cls, value: "NPUDecoderConfig | dict | None") -> "NPUDecoderConfig":
+        """Accepts the object itself, a dict of knobs, or None (all defaults)."""
+        if value is None:
+            return cls()
+        if isinstance(value, cls):
+            return value
+        if isinstance(value, dict):
+            return cls.from_dict(value)
+        raise NPUConfigError(f"npu_config must be an NPUDecoderConfig or a dict, got {type(value).__name__}")
+
+    def to_dict(self) -> dict[str, Any]:
+        data = dataclasses.asdict(self)
+        data["decoder_batch_sizes"] = list(self.decoder_batch_sizes or [])
+        return data
+
+    def compile_knobs(self) -> dict[str, Any]:
+        """Every field except the runtime options."""
+        return {k: v for k, v in self.to_dict().items() if k not in RUNTIME_OPTIONS}
+
+    @property
+    def blocks_per_sequence(self) -> int:
+        return self.max_seq_len // self.kvcache_block_size
+
+    @property
+    def kvcache_num_blocks(self) -> int:
+        return self.batch_size * self.blocks_per_sequence
+
+    def resolve(self, model: DecoderModelConfig) -> "NPUDecoderConfig":
+        """Fills model-derived defaults and checks the knobs against the model."""
+        limit = model.max_position_embeddings
+        max_seq_len = self.max_seq_len or min(limit, 2048)
+        if max_seq_len > limit:
+            raise NPUConfigError(
+                f"max_seq_len={max_seq_len} exceeds the model's position limit max_position_embeddings={limit}; "
+                f"set max_seq_len <= {limit}"
+            )
+        if model.sliding_window is not None and max_seq_len > model.sliding_window:
+            raise NPUConfigError(
+                f"max_seq_len={max_seq_len} is longer than the model's sliding_window={model.sliding_window}, and "
+                f"sliding-window attention is not compiled yet; set max_seq_len <= {model.sliding_window}"
+            )
+        chunk = self.prefill_chunk_size or min(128, max_seq_len)
+        if chunk > max_seq_len:
+            raise NPUConfigError(
+                f"prefill_chunk_size={chunk} is larger than max_seq_len={max_seq_len}; set it in [1, {max_seq_len}]"
+            )
+        block = self.kvcache_block_size or max_seq_len
+        if max_seq_len % block:
+            raise NPUConfigError(
+                f"max_seq_len={max_seq_len} is not a multiple of kvcache_block_size={block}; choose a block size "
+                f"that divides max_seq_len (e.g. {_largest_divisor_at_most(max_seq_len, block)})"
+            )
+        partition = self.kvcache_partition_len
+        if partition is not None and (max_seq_len % partition or partition % block and block % partition):
+            raise NPUConfigError(
+                f"kvcache_partition_len={partition} must divide max_seq_len={max_seq_len} and be a multiple or a "
+                f"divisor of kvcache_block_size={block}; e.g. kvcache_partition_len={block}"
+            )
+        sizes = self.decoder_batch_sizes or _default_decoder_batch_sizes(self.batch_size)
+        dtype = self.dtype or (model.dtype if model.dtype in SUPPORTED_DTYPES else "float32")
+        return dataclasses.replace(self, max_seq_len=max_seq_len, prefill_chunk_size=chunk, kvcache_block_size=block,
+                                   decoder_batch_sizes=sizes, dtype=dtype)
+
+
+def _default_decoder_batch_sizes(batch_size: int) -> tuple[int, ...]:
+    sizes = {batch_size}
+    size = 1
+    while size < batch_size:
+        sizes.add(size)
+        size *= 2
+    return tuple(sorted(sizes))
+
+
+def _largest_divisor_at_most(n: int, bound: int) -> int:
+    return max(d for d in range(1, min(n, bound) + 1) if n % d == 0)

@@ -1,0 +1,96 @@
+"""What the simulated NPU reports after a generate() call: time per phase, buckets, memory."""
+
+from __future__ import annotations
+
+from collections import Counter
+from dataclasses import dataclass, field
+
+from optimum_npu.device.memory import format_bytes
+
+
+@dataclass(frozen=True)
+class StepRecord:
+    """One graph call: which graph, how many real rows/tokens it carried, and its simulated time."""
+
+    phase: str
+    graph: str
+    active: int
+    tokens: int
+    seconds: float
+    attention_seconds: float
+    host_seconds: float
+
+
+@dataclass
+class NPUStats:
+    """Simulated NPU figures of the last generate() (or forward) call.
+
+    ``ttft_s`` is the simulated time until the first token of every sequence is known
+    (all prefills); ``decode_s_per_token`` is the mean time of one decode step;
+    ``tokens_per_s`` is generated tokens over the simulated decode time.
+    """
+
+    device: str
+    spec: str
+    memory: dict[str, int] = field(default_factory=dict)
+    memory_capacity: int = 0
+    steps: list[StepRecord] = field(default_factory=list)
+    sequences: int = 0
+
+    def record(self, step: StepRecord) -> None:
+        self.steps.append(step)
+
+    def _phase(self, phase: str) -> list[StepRecord]:
+        return [s for s in self.steps if s.phase == phase]
+
+    @property
+    def prefill_s(self) -> float:
+        return sum(s.seconds + s.host_seconds for s in self._phase("prefill"))
+
+    @property
+    def ttft_s(self) -> float:
+        return self.prefill_s
+
+    @property
+    def decode_steps(self) -> int:
+        return len(self._phase("decode"))
+
+    @property
+    def decode_s(self) -> float:
+        return sum(s.seconds + s.host_seconds for s in self._phase("decode"))
+
+    @property
+    def decode_s_per_token(self) -> float:
+        return self.decode_s / self.decode_steps if self.decode_steps else 0.0
+
+    @property
+    def tokens_per_s(self) -> float:
+        """Decode throughput: tokens produced by decode steps per simulated second."""
+        return sum(s.active for s in self._phase("decode")) / self.decode_s if self.decode_s else 0.0
+
+    @property
+    def buckets(self) -> Counter:
+        return Counter(s.graph for s in self.steps)
+
+    def to_dict(self) -> dict:
+        return {
+            "device": self.device, "spec": self.spec, "sequences": self.sequences,
+            "ttft_ms": self.ttft_s * 1e3, "decode_ms_per_token": self.decode_s_per_token * 1e3,
+            "tokens_per_s": self.tokens_per_s, "prefill_chunks": len(self._phase("prefill")),
+            "decode_steps": self.decode_steps, "buckets": dict(self.buckets),
+            "memory_bytes": dict(self.memory), "memory_capacity_bytes": self.memory_capacity,
+        }
+
+    def __str__(self) -> str:
+        used = sum(self.memory.values())
+        lines = [
+            f"simulated NPU: {self.device}",
+            f"  TTFT (all prefills)     {self.ttft_s * 1e3:10.3f} ms   ({len(self._phase('prefill'))} prefill chunks)",
+            f"  decode                  {self.decode_s_per_token * 1e3:10.3f} ms/step ({self.decode_steps} steps)",
+            f"  decode throughput       {self.tokens_per_s:10.1f} tokens/s",
+            "  graphs used             " + ", ".join(f"{g} x{n}" for g, n in sorted(self.buckets.items())),
+            f"  memory                  {format_bytes(used)} of {format_bytes(self.memory_capacity)}"
+            f" ({100 * used / max(self.memory_capacity, 1):.2f}%)",
+        ]
+        lines += [f"    {category:<10} {format_bytes(nbytes):>12}" for category, nbytes in self.memory.items()]
+        return "\n".join(lines)

@@ -1,0 +1,53 @@
+"""One registry of supported architectures, keyed by the HF ``architectures`` name.
+
+Adding a decoder architecture that follows the shared pre-norm block is one entry
+here plus a parity test; its HF modules are reused as they are.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from transformers import PretrainedConfig
+
+
+@dataclass(frozen=True)
+class Architecture:
+    """How the shared decoder path reads one HF architecture.
+
+    Attributes:
+        name: HF class name (``config.architectures[0]``).
+        family: the optimum-npu model family that compiles it (``decoder``).
+        qk_norm: the attention applies RMSNorm per head to queries and keys (Qwen3).
+    """
+
+    name: str
+    family: str
+    qk_norm: bool = False
+
+
+_ARCHITECTURES = (
+    Architecture("LlamaForCausalLM", "decoder"),
+    Architecture("MistralForCausalLM", "decoder"),
+    Architecture("Qwen2ForCausalLM", "decoder"),
+    Architecture("Qwen3ForCausalLM", "decoder", qk_norm=True),
+)
+REGISTRY: dict[str, Architecture] = {arch.name: arch for arch in _ARCHITECTURES}
+
+
+def supported_architectures(family: str | None = None) -> list[str]:
+    return sorted(name for name, arch in REGISTRY.items() if family in (None, arch.family))
+
+
+def lookup_architecture(config: PretrainedConfig, family: str) -> Architecture:
+    """The registry entry for an HF config, or a ValueError listing what is supported."""
+    names = list(config.architectures or [])
+    for name in names:
+        arch = REGISTRY.get(name)
+        if arch is not None and arch.family == family:
+            return arch
+    shown = names or [f"(no 'architectures' in config.json, model_type={config.model_type!r})"]
+    raise ValueError(
+        f"architecture {', '.join(shown)} is not supported by optimum-npu's {family} path; "
+        f"supported: {', '.join(supported_architectures(family))}"
+    )

@@ -1,0 +1,63 @@
+"""Small decoder models and a byte-level tokenizer built in code (nothing is downloaded).
+
+Used by the built-in demo, the examples, the benchmarks and the tests.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+from transformers import AutoConfig, AutoModelForCausalLM, PreTrainedModel, PreTrainedTokenizerFast
+
+#: Size presets: "tiny" for tests, "demo" for the README's main command, "bench" (~80M parameters).
+SIZES = {
+    "tiny": dict(hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=4,
+                 num_key_value_heads=2, head_dim=16),
+    "demo": dict(hidden_size=256, intermediate_size=704, num_hidden_layers=4, num_attention_heads=8,
+                 num_key_value_heads=4, head_dim=32),
+    "bench": dict(hidden_size=640, intermediate_size=1792, num_hidden_layers=10, num_attention_heads=10,
+                  num_key_value_heads=5, head_dim=64),
+}
+MODEL_TYPES = {"LlamaForCausalLM": "llama", "MistralForCausalLM": "mistral",
+               "Qwen2ForCausalLM": "qwen2", "Qwen3ForCausalLM": "qwen3"}
+SPECIAL_TOKENS = ["<pad>", "<s>", "</s>"]
+VOCAB_SIZE = 256 + len(SPECIAL_TOKENS)
+
+
+def build_tokenizer() -> PreTrainedTokenizerFast:
+    """A byte-level tokenizer: 256 byte tokens plus <pad>=0, <s>=1, </s>=2, left padding."""
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers
+    from tokenizers.pre_tokenizers import ByteLevel
+
+    alphabet = ByteLevel.alphabet()
+    vocab = {tok: i for i, tok in enumerate(SPECIAL_TOKENS)}
+    vocab.update({ch: len(SPECIAL_TOKENS) + i for i, ch in enumerate(sorted(alphabet))})
+    core = Tokenizer(models.BPE(vocab=vocab, merges=[]))
+    core.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False)
+    core.decoder = decoders.ByteLevel()
+    return PreTrainedTokenizerFast(tokenizer_object=core, pad_token="<pad>", bos_token="<s>", eos_token="</s>",
+                                   padding_side="left")
+
+
+def build_causal_lm(architecture: str = "LlamaForCausalLM", size: str = "tiny", seed: int = 0,
+                    **overrides) -> PreTrainedModel:
+    """A randomly initialised causal LM of a registered architecture (fp32, eval mode)."""
+    kwargs = dict(SIZES[size], vocab_size=VOCAB_SIZE, max_position_embeddings=1024, pad_token_id=0,
+                  bos_token_id=1, eos_token_id=2, tie_word_embeddings=False)
+    if architecture == "Qwen2ForCausalLM":
+        kwargs["attention_bias"] = True  # Qwen2 has biases on q/k/v (its HF class reads this config key)
+    kwargs.update(overrides)
+    config = AutoConfig.for_model(MODEL_TYPES[architecture], architectures=[architecture], **kwargs)
+    torch.manual_seed(seed)
+    model = AutoModelForCausalLM.from_config(config, dtype=torch.float32)
+    return model.eval()
+
+
+def save_causal_lm(path: str | Path, architecture: str = "LlamaForCausalLM", size: str = "tiny", seed: int = 0,
+                   **overrides) -> Path:
+    """Builds a model and its tokenizer and saves both as an HF checkpoint directory."""
+    path = Path(path)
+    build_causal_lm(architecture, size, seed, **overrides).save_pretrained(path)
+    build_tokenizer().save_pretrained(path)
+    return path
