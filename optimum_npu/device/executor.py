@@ -15,7 +15,7 @@ from typing import Callable
 import torch
 import torch.fx
 
-import optimum_npu.device.kernels  # noqa: F401  (registers torch.ops.npu.*)
+from optimum_npu.device.kernels import KERNELS
 from optimum_npu.device.cost import FREE_OPS
 from optimum_npu.schema import Graph, GraphFormatError, check_op_name, decode_arg, dtype_from_name, iter_refs
 
@@ -25,6 +25,8 @@ def resolve_op(name: str) -> Callable:
     check_op_name(name)
     if name == "getitem":
         return operator.getitem
+    if name in KERNELS:
+        return KERNELS[name]
     namespace, op, overload = name.split(".")
     try:
         return getattr(getattr(getattr(torch.ops, namespace), op), overload)

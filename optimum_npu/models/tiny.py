@@ -10,14 +10,14 @@ from pathlib import Path
 import torch
 from transformers import AutoConfig, AutoModelForCausalLM, PreTrainedModel, PreTrainedTokenizerFast
 
-#: Size presets: "tiny" for tests, "demo" for the README's main command, "bench" (~80M parameters).
+#: Size presets: "tiny" for tests, "demo" for the README's main command, "bench" (~76M parameters).
 SIZES = {
     "tiny": dict(hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=4,
                  num_key_value_heads=2, head_dim=16),
     "demo": dict(hidden_size=256, intermediate_size=704, num_hidden_layers=4, num_attention_heads=8,
                  num_key_value_heads=4, head_dim=32),
-    "bench": dict(hidden_size=640, intermediate_size=1792, num_hidden_layers=10, num_attention_heads=10,
-                  num_key_value_heads=5, head_dim=64),
+    "bench": dict(hidden_size=768, intermediate_size=2048, num_hidden_layers=12, num_attention_heads=12,
+                  num_key_value_heads=4, head_dim=64),
 }
 MODEL_TYPES = {"LlamaForCausalLM": "llama", "MistralForCausalLM": "mistral",
                "Qwen2ForCausalLM": "qwen2", "Qwen3ForCausalLM": "qwen3"}

@@ -4,4 +4,7 @@ Model wrappers call them while being captured, so each kernel appears as a singl
 node in the compiled graph; the device runs the same registered implementation.
 """
 
-from optimum_npu.device.kernels import paged_attention  # noqa: F401  (registers torch.ops.npu.*)
+from optimum_npu.device.kernels.paged_attention import paged_attention_kernel
+
+#: Direct implementations the executor calls, bypassing the dispatcher (same arithmetic).
+KERNELS = {"npu.paged_attention.default": paged_attention_kernel}

@@ -14,8 +14,7 @@ import torch
 from torch.library import custom_op
 
 
-@custom_op("npu::paged_attention", mutates_args=("k_cache", "v_cache"))
-def paged_attention(
+def paged_attention_kernel(
     query: torch.Tensor,
     key: torch.Tensor,
     value: torch.Tensor,
@@ -30,20 +29,20 @@ def paged_attention(
     batch, seq, heads, head_dim = query.shape
     kv_heads, block_size = k_cache.shape[1], k_cache.shape[2]
     valid = positions >= 0                                                  # [B, S]
-    safe_pos = positions.clamp(min=0)
-    blocks = block_table.long().gather(1, safe_pos // block_size)           # [B, S]
-    offsets = safe_pos % block_size                                         # [B, S]
-    k_cache[blocks[valid], :, offsets[valid]] = key[valid].to(k_cache.dtype)     # [N, KVH, D]
-    v_cache[blocks[valid], :, offsets[valid]] = value[valid].to(v_cache.dtype)
-
-    if not bool(valid.any()):
+    rows, cols = valid.nonzero(as_tuple=True)                               # [N], [N]
+    if rows.numel() == 0:
         return torch.zeros_like(query)
-    context = int(positions.max()) + 1
+    token_pos = positions[rows, cols]                                       # [N]
+    blocks = block_table[rows, token_pos // block_size].long()              # [N]
+    offsets = token_pos % block_size                                        # [N]
+    k_cache[blocks, :, offsets] = key[rows, cols].to(k_cache.dtype)         # [N, KVH, D]
+    v_cache[blocks, :, offsets] = value[rows, cols].to(v_cache.dtype)
+
+    context = int(token_pos.max()) + 1
     num_blocks = -(-context // block_size)
     table = block_table[:, :num_blocks].long()                              # [B, nb]
-    keys = k_cache[table].permute(0, 2, 1, 3, 4).reshape(batch, kv_heads, num_blocks * block_size, head_dim)
-    values = v_cache[table].permute(0, 2, 1, 3, 4).reshape(batch, kv_heads, num_blocks * block_size, head_dim)
-    keys, values = keys[:, :, :context], values[:, :, :context]             # [B, KVH, T, D]
+    keys = _gather_context(k_cache, table, context)                         # [B, KVH, T, D]
+    values = _gather_context(v_cache, table, context)                       # [B, KVH, T, D]
 
     group = heads // kv_heads
     q = query.permute(0, 2, 1, 3).reshape(batch, kv_heads, group * seq, head_dim)   # [B, KVH, G*S, D]
@@ -52,10 +51,23 @@ def paged_attention(
     key_pos = torch.arange(context)
     allowed = (key_pos[None, None, :] <= positions[:, :, None]) & valid[:, :, None]   # [B, S, T]
     scores = scores.masked_fill(~allowed[:, None, None], float("-inf"))
-    probs = torch.softmax(scores, dim=-1).nan_to_num(0.0)                   # fully masked rows -> 0
+    probs = torch.softmax(scores, dim=-1).nan_to_num_(0.0)                  # fully masked rows -> 0
     out = torch.matmul(probs.view(batch, kv_heads, group * seq, context), values.float())  # [B, KVH, G*S, D]
     out = out.view(batch, heads, seq, head_dim).permute(0, 2, 1, 3)         # [B, S, H, D]
     return out.to(query.dtype).contiguous()
+
+
+def _gather_context(cache: torch.Tensor, table: torch.Tensor, context: int) -> torch.Tensor:
+    """cache [NB, KVH, BS, D], table [B, nb] -> the first ``context`` cached tokens [B, KVH, T, D]."""
+    batch, num_blocks = table.shape
+    _, kv_heads, block_size, head_dim = cache.shape
+    if num_blocks == 1:
+        return cache[table[:, 0], :, :context]
+    gathered = cache[table].permute(0, 2, 1, 3, 4)                          # [B, KVH, nb, BS, D]
+    return gathered.reshape(batch, kv_heads, num_blocks * block_size, head_dim)[:, :, :context]
+
+
+paged_attention = custom_op("npu::paged_attention", paged_attention_kernel, mutates_args=("k_cache", "v_cache"))
 
 
 @paged_attention.register_fake

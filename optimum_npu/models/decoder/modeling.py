@@ -93,6 +93,11 @@ class NPUModelForCausalLM(NPUPreTrainedModel, GenerationMixin):
 
     # ---- generation ---------------------------------------------------------------------------
     @property
+    def npu_graphs(self) -> list[str]:
+        """Names of the compiled graphs (``prefill``, ``decoder_batch_<n>``...)."""
+        return list(self._runtime.programs)
+
+    @property
     def npu_stats(self) -> NPUStats:
         """Simulated NPU time per phase, graphs used and device memory of the last call."""
         return self._runtime.stats

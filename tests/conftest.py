@@ -1,0 +1,107 @@
+"""Shared fixtures: tiny checkpoints built in code, compiled once per session, and their eager references.
+
+Nothing is downloaded (ARCHITECTURE.md §8). Every compiled model goes through the full artifact
+path: ``from_pretrained(checkpoint, export=True)`` -> ``save_pretrained(dir)`` ->
+``from_pretrained(dir)``; tests use the *reloaded* model, so they also cover the artifact round trip.
+
+Compiles are the expensive part (~1-2 s each), so they are cached for the session by their
+(architecture, model overrides, compile knobs) key: a fixture that asks for a configuration
+already compiled by another test module gets the same model back.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable
+
+import pytest
+import torch
+from transformers import AutoModelForCausalLM, PreTrainedModel
+
+from optimum_npu.models.decoder import NPUModelForCausalLM
+from optimum_npu.models.tiny import build_tokenizer, save_causal_lm
+
+ARCHITECTURES = ["LlamaForCausalLM", "MistralForCausalLM", "Qwen2ForCausalLM", "Qwen3ForCausalLM"]
+
+#: The compile envelope every test model shares (variants override single knobs).
+NPU_CONFIG = {"max_seq_len": 128, "batch_size": 4, "decoder_batch_sizes": [1, 2, 4], "prefill_chunk_size": 16}
+
+
+@dataclass(frozen=True)
+class CompiledPair:
+    """A compiled-and-reloaded NPU model and the same checkpoint in eager Transformers."""
+
+    architecture: str
+    checkpoint: Path
+    artifact: Path
+    model: NPUModelForCausalLM
+    ref: PreTrainedModel
+    npu_config: dict[str, Any]
+
+    def __repr__(self) -> str:  # keeps pytest ids and failure output short
+        return f"CompiledPair({self.architecture}, {self.npu_config})"
+
+
+def _key(value: dict[str, Any]) -> str:
+    return json.dumps(value, sort_keys=True, default=str)
+
+
+@pytest.fixture(scope="session")
+def tokenizer():
+    return build_tokenizer()
+
+
+@pytest.fixture(scope="session")
+def make_checkpoint(tmp_path_factory) -> Callable[..., Path]:
+    """``make_checkpoint(architecture, **overrides)`` -> a saved tiny HF checkpoint (seed 0), built once per key."""
+    cache: dict[str, Path] = {}
+
+    def make(architecture: str, **overrides) -> Path:
+        key = _key({"architecture": architecture, **overrides})
+        if key not in cache:
+            path = tmp_path_factory.mktemp(f"ckpt-{architecture}")
+            cache[key] = save_causal_lm(path, architecture, size="tiny", seed=0, **overrides)
+        return cache[key]
+
+    return make
+
+
+@pytest.fixture(scope="session")
+def make_compiled(make_checkpoint, tmp_path_factory) -> Callable[..., CompiledPair]:
+    """``make_compiled(architecture, npu_overrides=None, **model_overrides)`` -> a CompiledPair, compiled once per key.
+
+    The NPU model is compiled from the checkpoint, saved with ``save_pretrained`` and reloaded
+    from the saved directory. The eager reference is loaded in the compiled dtype.
+    """
+    cache: dict[str, CompiledPair] = {}
+
+    def make(architecture: str, npu_overrides: dict[str, Any] | None = None, **model_overrides) -> CompiledPair:
+        npu_config = {**NPU_CONFIG, **(npu_overrides or {})}
+        key = _key({"architecture": architecture, "model": model_overrides, "npu": npu_config})
+        if key not in cache:
+            checkpoint = make_checkpoint(architecture, **model_overrides)
+            compiled = NPUModelForCausalLM.from_pretrained(checkpoint, export=True, npu_config=dict(npu_config))
+            artifact = tmp_path_factory.mktemp(f"npu-{architecture}") / "artifact"
+            compiled.save_pretrained(artifact)
+            compiled.release()  # free the exported copy's simulated-device memory; the reloaded one is used
+            model = NPUModelForCausalLM.from_pretrained(artifact)
+            dtype = getattr(torch, npu_config.get("dtype", "float32"))
+            ref = AutoModelForCausalLM.from_pretrained(checkpoint, dtype=dtype).eval()
+            cache[key] = CompiledPair(architecture, checkpoint, artifact, model, ref, npu_config)
+        return cache[key]
+
+    return make
+
+
+@pytest.fixture(scope="session", params=ARCHITECTURES)
+def compiled(request, make_compiled) -> CompiledPair:
+    """Every registered architecture, compiled once with NPU_CONFIG (the reloaded artifact + eager reference)."""
+    return make_compiled(request.param)
+
+
+@pytest.fixture(scope="session")
+def llama(make_compiled) -> CompiledPair:
+    """The Llama model of ``compiled`` (same cache entry: no extra compile)."""
+    return make_compiled("LlamaForCausalLM")
