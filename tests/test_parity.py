@@ -15,7 +15,7 @@ import torch
 CHUNK = 16
 #: 43 tokens with the byte-level tokenizer: three prefill chunks of 16.
 LONG_PROMPT = "The quick brown fox jumps over the lazy dog"
-#: Three prompts of different lengths (20, 2 and 12 tokens): one spans two prefill chunks.
+#: Three prompts of different lengths (21, 2 and 12 tokens): one spans two prefill chunks.
 BATCH_PROMPTS = ["Once upon a time, far", "hi", "Hello world!"]
 NEW_TOKENS = 24
 
@@ -69,7 +69,7 @@ def test_greedy_left_padded_batch(compiled, tokenizer):
     # 3 active sequences run on the smallest compiled decode batch >= 3: the batch-4 graph, and only it.
     assert buckets["decoder_batch_4"] == NEW_TOKENS - 1
     assert buckets["decoder_batch_1"] == 0 and buckets["decoder_batch_2"] == 0
-    # Padding is stripped before prefill: each prompt runs ceil(len / 16) chunks (20 -> 2, 2 -> 1, 12 -> 1).
+    # Padding is stripped before prefill: each prompt runs ceil(len / 16) chunks (21 -> 2, 2 -> 1, 12 -> 1).
     assert buckets["prefill"] == _expected_prefill_chunks(inputs.attention_mask) == 4
     assert compiled.model.npu_stats.sequences == 3
 

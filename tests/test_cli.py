@@ -1,0 +1,75 @@
+"""The command line and the example script, run as a user would (real subprocesses, real files)."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from optimum_npu.cli import build_parser
+from optimum_npu.models.tiny import save_causal_lm
+
+COMPILE_FLAGS = ["--max-seq-len", "--batch-size", "--decoder-batch-sizes", "--prefill-chunk-size", "--dtype",
+                 "--npu", "--kvcache-block-size", "--kvcache-partition-len", "--tensor-parallel-size"]
+GENERATE_FLAGS = ["--prompt", "--max-new-tokens", "--do-sample", "--temperature", "--top-k", "--top-p",
+                  "--repetition-penalty", "--seed", "--stream", "--stats-json", "--device"]
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def run_cli(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "optimum_npu.cli", *args], capture_output=True, text=True,
+                          timeout=300)
+
+
+@pytest.mark.parametrize("command, flags", [("export", COMPILE_FLAGS + ["--revision"]),
+                                            ("generate", GENERATE_FLAGS)])
+def test_help_documents_every_option(command, flags):
+    subparser = build_parser()._subparsers._group_actions[0].choices[command]
+    help_text = subparser.format_help()
+    for flag in flags:
+        assert flag in help_text, f"{command} --help does not mention {flag}"
+    for action in subparser._actions:
+        if action.option_strings and action.dest != "help":
+            assert action.help, f"{command} option {action.option_strings} has no help text"
+
+
+def test_export_then_generate(tmp_path):
+    checkpoint = save_causal_lm(tmp_path / "ckpt", "Qwen3ForCausalLM")
+    artifact = tmp_path / "qwen3-npu"
+    exported = run_cli("export", str(checkpoint), str(artifact), "--max-seq-len", "64", "--batch-size", "2",
+                       "--decoder-batch-sizes", "1,2", "--prefill-chunk-size", "16")
+    assert exported.returncode == 0, exported.stderr
+    assert "compiling graphs" in exported.stderr  # the progress bar over graphs
+    assert sorted(p.name for p in (artifact / "graphs").iterdir()) == [
+        "decoder_batch_1.graph.json", "decoder_batch_2.graph.json", "prefill.graph.json"]
+
+    stats_file = tmp_path / "stats.json"
+    generated = run_cli("generate", str(artifact), "--prompt", "Hello", "--prompt", "a longer prompt here",
+                        "--max-new-tokens", "5", "--stats-json", str(stats_file))
+    assert generated.returncode == 0, generated.stderr
+    assert generated.stdout.count("--- prompt:") == 2
+    stats = json.loads(stats_file.read_text())
+    assert stats["buckets"] == {"prefill": 3, "decoder_batch_2": 4}  # 5 + 20 tokens -> 1 + 2 chunks of 16
+    assert stats["sequences"] == 2 and stats["ttft_ms"] > 0 and stats["tokens_per_s"] > 0
+
+
+def test_bad_knob_is_a_clean_error(tmp_path):
+    checkpoint = save_causal_lm(tmp_path / "ckpt", "LlamaForCausalLM")
+    result = run_cli("export", str(checkpoint), str(tmp_path / "out"), "--batch-size", "2",
+                     "--decoder-batch-sizes", "1,4")
+    assert result.returncode == 2
+    assert "decoder_batch_sizes entry 4 is larger than batch_size=2" in result.stderr
+    assert "Traceback" not in result.stderr
+    assert not (tmp_path / "out").exists()
+
+
+def test_example_runs(tmp_path):
+    result = subprocess.run([sys.executable, str(ROOT / "examples" / "text_generation.py"), "--output",
+                             str(tmp_path / "artifact"), "--max-new-tokens", "3"],
+                            capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr
+    assert "decoder_batch_2 x2" in result.stdout
+    assert (tmp_path / "artifact" / "npu_manifest.json").is_file()

@@ -1,0 +1,66 @@
+"""What npu_stats reports after generate(): time per phase, graphs used, device memory."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from optimum_npu import NPUModelForCausalLM
+from optimum_npu.models.tiny import build_causal_lm, build_tokenizer
+
+KNOBS = {"max_seq_len": 256, "batch_size": 2, "decoder_batch_sizes": [1, 2], "prefill_chunk_size": 32,
+         "kvcache_block_size": 64, "device": 3}
+
+
+@pytest.fixture(scope="module")
+def model():
+    compiled = NPUModelForCausalLM.from_model(build_causal_lm("LlamaForCausalLM"), npu_config=KNOBS)
+    yield compiled
+    compiled.release()
+
+
+def generate(model, prompt_len: int, batch: int = 1, new_tokens: int = 4):
+    ids = torch.randint(3, 200, (batch, prompt_len), generator=torch.Generator().manual_seed(prompt_len))
+    return model.generate(input_ids=ids, attention_mask=torch.ones_like(ids), max_new_tokens=new_tokens,
+                          do_sample=False)
+
+
+def test_phases_buckets_and_memory(model):
+    generate(model, prompt_len=70, batch=1, new_tokens=5)
+    stats = model.npu_stats
+    assert stats.buckets == {"prefill": 3, "decoder_batch_1": 4}  # 70 tokens = 3 chunks of 32
+    assert stats.device.startswith("npu:3")
+    assert stats.ttft_s > 0 and stats.decode_s_per_token > 0
+    assert stats.tokens_per_s == pytest.approx(1 / stats.decode_s_per_token)
+    # KV cache: 2 (k, v) x 2 layers x (2 slots x 4 blocks) x 2 kv heads x 64 tokens x 16 dims x 4 bytes
+    assert stats.memory["kv_cache"] == 2 * 2 * 8 * 2 * 64 * 16 * 4
+    weights = sum(p.numel() for p in build_causal_lm("LlamaForCausalLM").parameters()) * 4
+    assert weights <= stats.memory["weights"] <= weights + 1024  # + rotary inv_freq
+    assert 0 < stats.memory["workspace"] < stats.memory["weights"]
+    assert "TTFT" in str(stats) and "decoder_batch_1 x4" in str(stats)
+
+
+def test_decode_time_follows_the_attended_context(model):
+    generate(model, prompt_len=8)
+    short = [s.attention_seconds for s in model.npu_stats.steps if s.phase == "decode"]
+    generate(model, prompt_len=200)
+    long = [s.attention_seconds for s in model.npu_stats.steps if s.phase == "decode"]
+    assert min(long) > 5 * max(short)
+    assert all(b > a for a, b in zip(long, long[1:]))  # grows token by token
+
+
+def test_ttft_grows_with_prompt_chunks(model):
+    generate(model, prompt_len=20)
+    one_chunk = model.npu_stats.ttft_s
+    generate(model, prompt_len=100)
+    four_chunks = model.npu_stats.ttft_s
+    assert 3.5 * one_chunk < four_chunks
+
+
+def test_batch_two_uses_the_batch_two_graph_and_is_cheaper_per_token(model):
+    generate(model, prompt_len=16, batch=1, new_tokens=6)
+    single = model.npu_stats
+    generate(model, prompt_len=16, batch=2, new_tokens=6)
+    double = model.npu_stats
+    assert double.buckets["decoder_batch_2"] == 5 and "decoder_batch_1" not in double.buckets
+    assert double.tokens_per_s > 1.5 * single.tokens_per_s  # weights are read once per step for both rows
