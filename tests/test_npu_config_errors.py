@@ -275,13 +275,27 @@ def test_npu_spec_file_bad_value(llama_ckpt, compile_spy, tmp_path):
     assert compile_spy == []
 
 
+def test_npu_spec_given_as_pathlib_path(llama_ckpt, tmp_path):
+    """BUG (currently fails): npu=Path(...) passes validation, every graph is captured, and
+    then writing npu_config.json fails with "PosixPath is not JSON serializable"."""
+    spec = write_spec(tmp_path / "path-spec.json", name="path-spec-npu")
+    model = export(llama_ckpt, {**BASE, "npu": spec, "decoder_batch_sizes": [2]})
+    try:
+        stored = json.loads((model.artifact_dir / "npu_config.json").read_text())
+        assert stored["npu"] == str(spec)
+        assert stored["npu_spec"]["name"] == "path-spec-npu"
+        assert model.npu_stats.spec == "path-spec-npu"
+    finally:
+        model.release()
+
+
 # ---- the model -------------------------------------------------------------------------------
-def test_sliding_window_shorter_than_max_seq_len(mistral_sliding_ckpt, compile_spy):
+def test_prefix_caching_refused_for_sliding_window_layers(mistral_sliding_ckpt, compile_spy):
     with pytest.raises(NPUConfigError) as err:
-        export(mistral_sliding_ckpt, {**BASE, "max_seq_len": 64})
+        export(mistral_sliding_ckpt, {**BASE, "max_seq_len": 64, "enable_prefix_caching": True})
     message = str(err.value)
-    assert "max_seq_len=64" in message and "sliding_window=32" in message
-    assert "set max_seq_len <= 32" in message
+    assert "enable_prefix_caching=True" in message and "sliding-window" in message
+    assert "set enable_prefix_caching=False" in message
     assert compile_spy == []
 
 

@@ -9,7 +9,7 @@ from optimum_npu import NPUModelForCausalLM
 from optimum_npu.models.tiny import build_causal_lm, build_tokenizer
 
 KNOBS = {"max_seq_len": 256, "batch_size": 2, "decoder_batch_sizes": [1, 2], "prefill_chunk_size": 32,
-         "kvcache_block_size": 64, "device": 3}
+         "kvcache_block_size": 64, "attn_impl": "flash_attn", "kvcache_partition_len": 64, "device": 3}
 
 
 @pytest.fixture(scope="module")
@@ -40,13 +40,23 @@ def test_phases_buckets_and_memory(model):
     assert "TTFT" in str(stats) and "decoder_batch_1 x4" in str(stats)
 
 
-def test_decode_time_follows_the_attended_context(model):
+def test_flash_decode_time_follows_the_attended_partitions(model):
     generate(model, prompt_len=8)
     short = [s.attention_seconds for s in model.npu_stats.steps if s.phase == "decode"]
     generate(model, prompt_len=200)
     long = [s.attention_seconds for s in model.npu_stats.steps if s.phase == "decode"]
-    assert min(long) > 5 * max(short)
-    assert all(b > a for a, b in zip(long, long[1:]))  # grows token by token
+    assert len(set(short)) == 1 and len(set(long)) == 1  # same partition count within each run
+    assert min(long) > 3 * max(short)  # 4 partitions of 64 against 1
+
+
+def test_eager_decode_reads_the_whole_static_cache():
+    eager = NPUModelForCausalLM.from_model(build_causal_lm("LlamaForCausalLM"), npu_config=KNOBS | {
+        "attn_impl": "eager", "kvcache_partition_len": None, "device": 4})
+    generate(eager, prompt_len=8)
+    short = eager.npu_stats.steps[-1].attention_seconds
+    generate(eager, prompt_len=200)
+    assert eager.npu_stats.steps[-1].attention_seconds == short
+    eager.release()
 
 
 def test_ttft_grows_with_prompt_chunks(model):

@@ -61,19 +61,22 @@ def write_atomically(target: Path, fill: Callable[[Path], None]) -> Path:
     target = Path(target).absolute()
     target.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.tmp-", dir=target.parent))
+    old = None
     try:
         fill(tmp)
         write_manifest(tmp)
         if target.exists():
             old = Path(tempfile.mkdtemp(prefix=f".{target.name}.old-", dir=target.parent))
             os.replace(target, old / "artifact")
-            os.replace(tmp, target)
-            shutil.rmtree(old, ignore_errors=True)
-        else:
-            os.replace(tmp, target)
+        os.replace(tmp, target)
     except BaseException:
+        if old is not None and (old / "artifact").exists() and not target.exists():
+            os.replace(old / "artifact", target)  # put the previous artifact back
         shutil.rmtree(tmp, ignore_errors=True)
         raise
+    finally:
+        if old is not None:
+            shutil.rmtree(old, ignore_errors=True)
     return target
 
 

@@ -12,6 +12,9 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
+import torch
+
+from optimum_npu.device.kernels import ATTENTION_OPS
 from optimum_npu.device.spec import NPUSpec
 from optimum_npu.schema import Graph, Node, TensorSpec, dtype_from_name
 
@@ -62,7 +65,7 @@ class GraphCostModel:
         for node in graph.nodes:
             if "shape" in node.meta:
                 self._shapes[node.name] = (node.meta["shape"], node.meta["dtype"])
-            if node.op == "npu.paged_attention.default":
+            if node.op in ATTENTION_OPS:
                 self.attention_nodes.append(node)
                 continue
             cost = self.op_cost(node)
@@ -88,21 +91,38 @@ class GraphCostModel:
             return OpCost(0.0, 2.0 * out_bytes)
         return OpCost(float(math.prod(out_shape)), sum(_nbytes(s, d) for s, d in args) + out_bytes)
 
-    def attention_cost(self, node: Node, contexts: list[list[int]]) -> OpCost:
-        """Cost of one paged-attention call; ``contexts[b]`` lists each query's attended length."""
+    def attention_cost(self, node: Node, positions: torch.Tensor) -> OpCost:
+        """Cost of one attention call given the query positions [B, S] (-1 = padding).
+
+        The static-shape kernels compute every row of the graph, padding included. Eager
+        paged attention reads the whole static cache (``blocks_per_seq x block_size`` keys);
+        flash attention reads ``ceil(context / partition) x partition`` keys per sequence;
+        the sliding-window kernel reads its ring plus the new tokens.
+        """
         q_shape, q_dtype = self._shapes[node.args[0]["ref"]]
         cache_shape, cache_dtype = self._shapes[node.args[3]["ref"]]
-        heads, head_dim = q_shape[2], q_shape[3]
+        batch, seq, heads, head_dim = q_shape
         kv_heads = cache_shape[1]
-        flops = sum(4.0 * heads * head_dim * ctx for row in contexts for ctx in row)
-        kv_read = sum(max(row, default=0) for row in contexts) * 2 * kv_heads * head_dim
-        new_tokens = sum(1 for row in contexts for ctx in row if ctx)
-        kv_write = new_tokens * 2 * kv_heads * head_dim
-        io = 2 * _nbytes(q_shape, q_dtype)
-        return OpCost(flops, (kv_read + kv_write) * dtype_from_name(cache_dtype).itemsize + io)
+        if node.op == "npu.sliding_window_attention.default":
+            keys_per_row = [cache_shape[2] + seq] * batch
+        else:
+            table_shape, _ = self._shapes[node.args[5]["ref"]]
+            static_keys = table_shape[1] * cache_shape[2]
+            partition = node.args[8] if len(node.args) > 8 else 0
+            if partition:
+                context = (positions.max(dim=1).values + 1).tolist()                 # 0 for padding rows
+                keys_per_row = [-(-ctx // partition) * partition for ctx in context]
+            else:
+                keys_per_row = [static_keys] * batch
+        keys = sum(keys_per_row)
+        itemsize = dtype_from_name(cache_dtype).itemsize
+        flops = 4.0 * heads * head_dim * seq * keys
+        new_tokens = int((positions >= 0).sum())
+        kv_bytes = (keys + new_tokens) * 2 * kv_heads * head_dim * itemsize
+        return OpCost(flops, kv_bytes + 2 * _nbytes(q_shape, q_dtype))
 
-    def call_seconds(self, contexts: list[list[int]]) -> tuple[float, float]:
-        """(total, attention) simulated seconds of one graph call."""
-        attention = sum(roofline_seconds(self.attention_cost(node, contexts), self.spec, self.dtype)
+    def call_seconds(self, positions: torch.Tensor) -> tuple[float, float]:
+        """(total, attention) simulated seconds of one graph call with query positions [B, S]."""
+        attention = sum(roofline_seconds(self.attention_cost(node, positions), self.spec, self.dtype)
                         for node in self.attention_nodes)
         return self.static_seconds + attention, attention

@@ -11,7 +11,7 @@ import torch
 from transformers import PreTrainedModel
 
 from optimum_npu.compile.artifact import ArtifactError, copy_artifact, verify_artifact
-from optimum_npu.schema import MANIFEST_FILE
+from optimum_npu.schema import MANIFEST_FILE, NPU_CONFIG_FILE
 
 #: ``from_pretrained`` keyword arguments forwarded to ``huggingface_hub.snapshot_download``.
 HUB_KWARGS = ("revision", "cache_dir", "token", "local_files_only", "force_download")
@@ -47,7 +47,7 @@ class NPUPreTrainedModel(PreTrainedModel):
 
     @classmethod
     def from_pretrained(cls, model_id: str | os.PathLike, *, export: bool = False, npu_config: Any = None,
-                        **kwargs) -> "NPUPreTrainedModel":
+                        compile_cache: Any = None, **kwargs) -> "NPUPreTrainedModel":
         """Loads a compiled artifact, or compiles an HF checkpoint when ``export=True``.
 
         Args:
@@ -55,6 +55,8 @@ class NPUPreTrainedModel(PreTrainedModel):
             export: compile the HF checkpoint (``True``) or load a compiled artifact (``False``).
             npu_config: compile knobs (when exporting) or runtime options (when loading), as the
                 family's config object or a dict.
+            compile_cache: when exporting: None (default; on unless ``OPTIMUM_NPU_DISABLE_CACHE=1``),
+                True, False, a cache directory or an ``optimum_npu.hub.CompileCache``.
             kwargs: ``revision``, ``cache_dir``, ``token``, ``local_files_only``, ``force_download``
                 for Hub downloads.
         """
@@ -65,11 +67,15 @@ class NPUPreTrainedModel(PreTrainedModel):
         hub_kwargs = {k: kwargs[k] for k in HUB_KWARGS if k in kwargs}
         path = resolve_checkpoint(model_id, hub_kwargs)
         is_compiled = (path / MANIFEST_FILE).is_file()
-        if export and is_compiled:
+        if export and (is_compiled or (path / NPU_CONFIG_FILE).is_file()):
             raise ValueError(f"{model_id} is already a compiled optimum-npu artifact; load it without export=True "
                              "(from_pretrained(path)) or point export=True at the original HF checkpoint")
         if export:
-            return cls._export(path, npu_config)
+            return cls._export(path, npu_config, compile_cache)
+        if not is_compiled and (path / NPU_CONFIG_FILE).is_file():
+            raise ArtifactError(f"{model_id} holds a compiled artifact ({NPU_CONFIG_FILE}) without its "
+                                f"{MANIFEST_FILE}, so its files cannot be verified; it is refused. Re-upload the "
+                                "complete artifact (save_pretrained / `optimum-npu push`) or recompile the checkpoint")
         if not is_compiled:
             raise ArtifactError(f"{model_id} is not a compiled optimum-npu artifact ({MANIFEST_FILE} is missing); "
                                 "pass export=True to compile the HF checkpoint")
@@ -79,6 +85,20 @@ class NPUPreTrainedModel(PreTrainedModel):
     def _new_artifact_dir() -> tuple[tempfile.TemporaryDirectory, Path]:
         tmp = tempfile.TemporaryDirectory(prefix="optimum-npu-")
         return tmp, Path(tmp.name) / "artifact"
+
+    def push_to_hub(self, repo_id: str, *, token: str | None = None, private: bool | None = None,
+                    revision: str | None = None, commit_message: str | None = None, base_model: str | None = None,
+                    model_card: bool = True, speed_estimate: bool = True, **kwargs):
+        """Uploads the compiled artifact and a generated model card; see ``optimum_npu.hub.push_artifact``.
+
+        Returns:
+            The ``huggingface_hub.CommitInfo`` of the upload commit.
+        """
+        from optimum_npu.hub.push import push_artifact
+
+        return push_artifact(self.artifact_dir, repo_id, token=token, private=private, revision=revision,
+                             commit_message=commit_message, base_model=base_model, model_card=model_card,
+                             speed_estimate=speed_estimate, model=self, **kwargs)
 
     def save_pretrained(self, save_directory: str | os.PathLike, **kwargs) -> None:
         """Writes the compiled artifact to ``save_directory`` (temporary directory, then rename)."""

@@ -9,6 +9,9 @@ from dataclasses import dataclass
 
 from transformers import PretrainedConfig
 
+FULL = "full_attention"
+SLIDING = "sliding_attention"
+
 
 @dataclass(frozen=True)
 class DecoderModelConfig:
@@ -27,6 +30,27 @@ class DecoderModelConfig:
     tie_word_embeddings: bool
     dtype: str
     sliding_window: int | None = None
+    layer_types: tuple[str, ...] = ()
+    attention_scale: float | None = None
+    attn_logit_softcapping: float | None = None
+    final_logit_softcapping: float | None = None
+
+    def is_sliding(self, layer: int) -> bool:
+        """Whether a layer attends only to the last ``sliding_window`` positions."""
+        return self.layer_types[layer] == SLIDING
+
+    @property
+    def has_sliding_layers(self) -> bool:
+        return SLIDING in self.layer_types
+
+    def ring_window(self, layer: int, max_seq_len: int) -> int:
+        """The ring length a layer keeps, or 0 when it needs the full paged cache.
+
+        A sliding window at least ``max_seq_len`` long never slides: the layer is global.
+        """
+        if self.is_sliding(layer) and self.sliding_window < max_seq_len:
+            return self.sliding_window
+        return 0
 
     @classmethod
     def from_hf(cls, config: PretrainedConfig) -> "DecoderModelConfig":
@@ -37,6 +61,11 @@ class DecoderModelConfig:
         window = getattr(text, "sliding_window", None)
         if getattr(text, "use_sliding_window", True) is False:
             window = None
+        layer_types = tuple(getattr(text, "layer_types", None) or
+                            [SLIDING if window is not None else FULL] * text.num_hidden_layers)
+        if window is None:
+            layer_types = (FULL,) * text.num_hidden_layers
+        pre_attn_scalar = getattr(text, "query_pre_attn_scalar", None)
         return cls(
             architecture=(config.architectures or [type(config).__name__])[0],
             model_type=config.model_type,
@@ -50,7 +79,11 @@ class DecoderModelConfig:
             max_position_embeddings=text.max_position_embeddings,
             tie_word_embeddings=bool(getattr(config, "tie_word_embeddings", False)),
             dtype=str(dtype).removeprefix("torch.") if dtype is not None else "float32",
-            sliding_window=window,
+            sliding_window=window if SLIDING in layer_types else None,
+            layer_types=layer_types,
+            attention_scale=(pre_attn_scalar or head_dim) ** -0.5,
+            attn_logit_softcapping=getattr(text, "attn_logit_softcapping", None),
+            final_logit_softcapping=getattr(text, "final_logit_softcapping", None),
         )
 
     @property
@@ -58,6 +91,6 @@ class DecoderModelConfig:
         """Parameter count of the standard pre-norm gated-MLP decoder these fields describe."""
         attn = self.hidden_size * self.head_dim * (2 * self.num_heads + 2 * self.num_kv_heads)
         mlp = 3 * self.hidden_size * self.intermediate_size
-        norms = 2 * self.hidden_size
+        norms = 4 * self.hidden_size  # up to four per layer (sandwich norms); negligible either way
         embed = self.vocab_size * self.hidden_size * (1 if self.tie_word_embeddings else 2)
         return self.num_layers * (attn + mlp + norms) + embed + self.hidden_size

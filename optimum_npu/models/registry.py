@@ -18,12 +18,18 @@ class Architecture:
     Attributes:
         name: HF class name (``config.architectures[0]``).
         family: the optimum-npu model family that compiles it (``decoder``).
-        qk_norm: the attention applies RMSNorm per head to queries and keys (Qwen3).
+        qk_norm: the attention applies RMSNorm per head to queries and keys (Qwen3, Gemma 3).
+        block: the decoder layer layout, ``pre_norm`` (Llama) or ``sandwich_norm`` (Gemma 3:
+            norms before and after both attention and MLP).
+        rope_per_layer_type: the rotary embedding takes the layer type (Gemma 3: local and
+            global layers use different bases).
     """
 
     name: str
     family: str
     qk_norm: bool = False
+    block: str = "pre_norm"
+    rope_per_layer_type: bool = False
 
 
 _ARCHITECTURES = (
@@ -31,6 +37,7 @@ _ARCHITECTURES = (
     Architecture("MistralForCausalLM", "decoder"),
     Architecture("Qwen2ForCausalLM", "decoder"),
     Architecture("Qwen3ForCausalLM", "decoder", qk_norm=True),
+    Architecture("Gemma3ForCausalLM", "decoder", qk_norm=True, block="sandwich_norm", rope_per_layer_type=True),
 )
 REGISTRY: dict[str, Architecture] = {arch.name: arch for arch in _ARCHITECTURES}
 

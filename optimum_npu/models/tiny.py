@@ -20,7 +20,7 @@ SIZES = {
                   num_key_value_heads=4, head_dim=64),
 }
 MODEL_TYPES = {"LlamaForCausalLM": "llama", "MistralForCausalLM": "mistral",
-               "Qwen2ForCausalLM": "qwen2", "Qwen3ForCausalLM": "qwen3"}
+               "Qwen2ForCausalLM": "qwen2", "Qwen3ForCausalLM": "qwen3", "Gemma3ForCausalLM": "gemma3_text"}
 SPECIAL_TOKENS = ["<pad>", "<s>", "</s>"]
 VOCAB_SIZE = 256 + len(SPECIAL_TOKENS)
 
@@ -47,6 +47,9 @@ def build_causal_lm(architecture: str = "LlamaForCausalLM", size: str = "tiny", 
                   bos_token_id=1, eos_token_id=2, tie_word_embeddings=False)
     if architecture == "Qwen2ForCausalLM":
         kwargs["attention_bias"] = True  # Qwen2 has biases on q/k/v (its HF class reads this config key)
+    if architecture == "Gemma3ForCausalLM":  # local layers with a short window around one global layer
+        kwargs.update(sliding_window=16, query_pre_attn_scalar=kwargs["head_dim"],
+                      layer_types=["sliding_attention"] * (kwargs["num_hidden_layers"] - 1) + ["full_attention"])
     kwargs.update(overrides)
     config = AutoConfig.for_model(MODEL_TYPES[architecture], architectures=[architecture], **kwargs)
     torch.manual_seed(seed)

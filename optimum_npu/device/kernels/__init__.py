@@ -1,10 +1,16 @@
 """The simulated NPU's own kernels, registered as ``torch.ops.npu.*`` operators.
 
 Model wrappers call them while being captured, so each kernel appears as a single
-node in the compiled graph; the device runs the same registered implementation.
+node in the compiled graph; the device runs the same implementation.
 """
 
 from optimum_npu.device.kernels.paged_attention import paged_attention_kernel
+from optimum_npu.device.kernels.sliding_window_attention import sliding_window_attention_kernel
 
 #: Direct implementations the executor calls, bypassing the dispatcher (same arithmetic).
-KERNELS = {"npu.paged_attention.default": paged_attention_kernel}
+KERNELS = {
+    "npu.paged_attention.default": paged_attention_kernel,
+    "npu.sliding_window_attention.default": sliding_window_attention_kernel,
+}
+#: Kernels whose cost depends on the run-time context (costed per call by the cost model).
+ATTENTION_OPS = tuple(KERNELS)

@@ -5,13 +5,16 @@ A block table ``[batch, blocks_per_seq]`` maps each sequence's logical block to 
 block. ``positions`` gives the absolute position of each query token, ``-1`` for padding
 (padding is neither written to the cache nor attended to). The kernel first writes the
 new keys/values into the cache, then attends over each sequence's cached context up to
-the position of every query (causal).
+the position of every query (causal). ``partition_len`` > 0 selects flash attention: the
+context is processed partition by partition with an online softmax.
 """
 
 from __future__ import annotations
 
 import torch
 from torch.library import custom_op
+
+from optimum_npu.device.kernels.attention_math import attend
 
 
 def paged_attention_kernel(
@@ -23,13 +26,13 @@ def paged_attention_kernel(
     block_table: torch.Tensor,
     positions: torch.Tensor,
     scale: float,
+    partition_len: int = 0,
+    softcap: float = 0.0,
 ) -> torch.Tensor:
     """query [B, S, H, D]; key/value [B, S, KVH, D]; caches [NB, KVH, BS, D];
     block_table [B, MB] int32; positions [B, S] int64 (-1 = padding). Returns [B, S, H, D]."""
-    batch, seq, heads, head_dim = query.shape
-    kv_heads, block_size = k_cache.shape[1], k_cache.shape[2]
-    valid = positions >= 0                                                  # [B, S]
-    rows, cols = valid.nonzero(as_tuple=True)                               # [N], [N]
+    block_size = k_cache.shape[2]
+    rows, cols = (positions >= 0).nonzero(as_tuple=True)                    # [N], [N]
     if rows.numel() == 0:
         return torch.zeros_like(query)
     token_pos = positions[rows, cols]                                       # [N]
@@ -39,22 +42,11 @@ def paged_attention_kernel(
     v_cache[blocks, :, offsets] = value[rows, cols].to(v_cache.dtype)
 
     context = int(token_pos.max()) + 1
-    num_blocks = -(-context // block_size)
-    table = block_table[:, :num_blocks].long()                              # [B, nb]
+    table = block_table[:, : -(-context // block_size)].long()              # [B, nb]
     keys = _gather_context(k_cache, table, context)                         # [B, KVH, T, D]
     values = _gather_context(v_cache, table, context)                       # [B, KVH, T, D]
-
-    group = heads // kv_heads
-    q = query.permute(0, 2, 1, 3).reshape(batch, kv_heads, group * seq, head_dim)   # [B, KVH, G*S, D]
-    scores = torch.matmul(q.float(), keys.float().transpose(-1, -2)) * scale       # [B, KVH, G*S, T]
-    scores = scores.view(batch, kv_heads, group, seq, context)
-    key_pos = torch.arange(context)
-    allowed = (key_pos[None, None, :] <= positions[:, :, None]) & valid[:, :, None]   # [B, S, T]
-    scores = scores.masked_fill(~allowed[:, None, None], float("-inf"))
-    probs = torch.softmax(scores, dim=-1).nan_to_num_(0.0)                  # fully masked rows -> 0
-    out = torch.matmul(probs.view(batch, kv_heads, group * seq, context), values.float())  # [B, KVH, G*S, D]
-    out = out.view(batch, heads, seq, head_dim).permute(0, 2, 1, 3)         # [B, S, H, D]
-    return out.to(query.dtype).contiguous()
+    key_pos = torch.arange(context).expand(query.shape[0], context)         # [B, T]
+    return attend(query, keys, values, key_pos, positions, scale, softcap=softcap, partition_len=partition_len)
 
 
 def _gather_context(cache: torch.Tensor, table: torch.Tensor, context: int) -> torch.Tensor:
@@ -71,5 +63,6 @@ paged_attention = custom_op("npu::paged_attention", paged_attention_kernel, muta
 
 
 @paged_attention.register_fake
-def _paged_attention_fake(query, key, value, k_cache, v_cache, block_table, positions, scale):
+def _paged_attention_fake(query, key, value, k_cache, v_cache, block_table, positions, scale, partition_len=0,
+                          softcap=0.0):
     return torch.empty_like(query)

@@ -14,9 +14,9 @@ from optimum_npu.compile.artifact import graph_path, write_atomically
 from optimum_npu.compile.capture import capture
 from optimum_npu.compile.weights import save_weights
 from optimum_npu.device.spec import resolve_spec
-from optimum_npu.models.decoder.memory_plan import check_fits, plan_memory
+from optimum_npu.models.decoder.memory_plan import cache_shapes, check_fits, plan_memory
 from optimum_npu.models.decoder.npu_config import NPUDecoderConfig
-from optimum_npu.models.decoder.wrapper import HF_PREFIX, StaticDecoder
+from optimum_npu.models.decoder.wrapper import HF_PREFIX, StaticDecoder, attention_layouts
 from optimum_npu.models.model_config import DecoderModelConfig
 from optimum_npu.models.registry import Architecture
 from optimum_npu.schema import ARTIFACT_FORMAT_VERSION, GRAPH_DIR, NPU_CONFIG_FILE, WEIGHTS_FILE
@@ -24,7 +24,7 @@ from optimum_npu.version import __version__
 
 TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "tokenizer.model",
                    "vocab.json", "merges.txt", "chat_template.jinja", "added_tokens.json")
-INPUT_NAMES = ["input_ids", "positions", "block_table", "logits_index"]
+INPUT_NAMES = ["input_ids", "positions", "block_table", "slots", "logits_index"]
 
 
 def graph_names(config: NPUDecoderConfig) -> list[str]:
@@ -33,12 +33,12 @@ def graph_names(config: NPUDecoderConfig) -> list[str]:
 
 def example_inputs(config: NPUDecoderConfig, model: DecoderModelConfig, batch: int, seq: int, dtype: torch.dtype):
     """Zero-filled inputs with the static shapes of one graph."""
-    cache_shape = (config.kvcache_num_blocks, model.num_kv_heads, config.kvcache_block_size, model.head_dim)
-    kv_cache = [torch.zeros(cache_shape, dtype=dtype) for _ in range(2 * model.num_layers)]
+    kv_cache = [torch.zeros(shape, dtype=dtype) for shape in cache_shapes(model, config) for _ in range(2)]
     return (
         torch.zeros(batch, seq, dtype=torch.long),
         torch.zeros(batch, seq, dtype=torch.long),
         torch.zeros(batch, config.blocks_per_sequence, dtype=torch.int32),
+        torch.zeros(batch, dtype=torch.long),
         torch.zeros(batch, dtype=torch.long),
         kv_cache,
     )
@@ -61,7 +61,8 @@ def compile_decoder(
     check_fits(plan_memory(model_config, config), spec, owner=f"{model_config.architecture} (compile check)")
     dtype = getattr(torch, config.dtype)
     hf_model = hf_model.to(dtype).eval()
-    wrapper = StaticDecoder(hf_model, model_config, arch)
+    layouts = attention_layouts(model_config, arch, config.max_seq_len, config.partition_len)
+    wrapper = StaticDecoder(hf_model, model_config, arch, layouts)
     names = graph_names(config)
     kinds = ["input"] * len(INPUT_NAMES) + ["kv_cache"] * (2 * model_config.num_layers)
     kv_names = [f"{kind}_cache_{layer}" for layer in range(model_config.num_layers) for kind in ("key", "value")]

@@ -11,6 +11,8 @@ from transformers import AutoConfig, AutoModelForCausalLM, GenerationConfig, Gen
 from transformers.modeling_outputs import CausalLMOutputWithPast
 
 from optimum_npu.device.spec import NPUSpec, resolve_spec
+from optimum_npu.hub.cache import compile_with_cache
+from optimum_npu.hub.cache_key import decoder_cache_key
 from optimum_npu.models.base import NPUPreTrainedModel
 from optimum_npu.models.decoder.export import compile_decoder
 from optimum_npu.models.decoder.memory_plan import check_fits, plan_memory
@@ -44,18 +46,19 @@ class NPUModelForCausalLM(NPUPreTrainedModel, GenerationMixin):
 
     # ---- construction -------------------------------------------------------------------------
     @classmethod
-    def _export(cls, checkpoint: Path, npu_config: Any) -> "NPUModelForCausalLM":
+    def _export(cls, checkpoint: Path, npu_config: Any, compile_cache: Any = None) -> "NPUModelForCausalLM":
         hf_config = AutoConfig.from_pretrained(checkpoint)
         config = cls._resolve_for_export(hf_config, npu_config)
         hf_model = AutoModelForCausalLM.from_pretrained(checkpoint, dtype=getattr(torch, config.dtype))
-        return cls._compile_and_load(hf_model, config, checkpoint)
+        return cls._compile_and_load(hf_model, config, checkpoint, compile_cache)
 
     @classmethod
     def from_model(cls, hf_model: PreTrainedModel, npu_config: Any = None,
-                   tokenizer_dir: str | Path | None = None) -> "NPUModelForCausalLM":
-        """Compiles an in-memory HF model (``tokenizer_dir``: optional folder of tokenizer files to ship)."""
+                   tokenizer_dir: str | Path | None = None, compile_cache: Any = None) -> "NPUModelForCausalLM":
+        """Compiles an in-memory HF model (``tokenizer_dir``: optional folder of tokenizer files to ship;
+        ``compile_cache``: None/True/False/directory/``CompileCache``, see ``optimum_npu.hub.CompileCache``)."""
         config = cls._resolve_for_export(hf_model.config, npu_config)
-        return cls._compile_and_load(hf_model, config, Path(tokenizer_dir) if tokenizer_dir else None)
+        return cls._compile_and_load(hf_model, config, Path(tokenizer_dir) if tokenizer_dir else None, compile_cache)
 
     @staticmethod
     def _resolve_for_export(hf_config, npu_config: Any) -> NPUDecoderConfig:
@@ -66,10 +69,12 @@ class NPUModelForCausalLM(NPUPreTrainedModel, GenerationMixin):
         return config
 
     @classmethod
-    def _compile_and_load(cls, hf_model, config: NPUDecoderConfig, tokenizer_dir: Path | None):
+    def _compile_and_load(cls, hf_model, config: NPUDecoderConfig, tokenizer_dir: Path | None, compile_cache=None):
         arch = lookup_architecture(hf_model.config, "decoder")
         tmp, target = cls._new_artifact_dir()
-        compile_decoder(hf_model, arch, config, target, tokenizer_source=tokenizer_dir)
+        compile_with_cache(target, lambda: decoder_cache_key(hf_model, arch.name, config, tokenizer_dir),
+                           lambda path: compile_decoder(hf_model, arch, config, path, tokenizer_source=tokenizer_dir),
+                           compile_cache)
         from optimum_npu.compile.artifact import verify_artifact
 
         model = cls._load(target, verify_artifact(target), None)
@@ -111,7 +116,14 @@ class NPUModelForCausalLM(NPUPreTrainedModel, GenerationMixin):
         """Transformers' ``generate()``, after checking the request fits the compiled envelope."""
         self._check_request(inputs, generation_config, kwargs)
         self._runtime.stats = self._runtime.new_stats()
-        return super().generate(inputs, generation_config=generation_config, **kwargs)
+        try:
+            return super().generate(inputs, generation_config=generation_config, **kwargs)
+        finally:
+            self._finish_sequences()
+
+    def _finish_sequences(self) -> None:
+        self._runtime.finish(list(range(len(self._lengths))))
+        self._lengths = []
 
     def _check_request(self, inputs, generation_config, kwargs: dict) -> None:
         input_ids = inputs if inputs is not None else kwargs.get("input_ids")
@@ -162,6 +174,7 @@ class NPUModelForCausalLM(NPUPreTrainedModel, GenerationMixin):
             rows.append(ids.tolist())
         for ids in rows:
             self._runtime._check_length(len(ids))
+        self._finish_sequences()
         self._runtime.stats.sequences = batch
         self._lengths = [len(ids) for ids in rows]
         return torch.stack([self._runtime.prefill(ids, slot) for slot, ids in enumerate(rows)])

@@ -8,15 +8,19 @@ any compile work, and every error names the knob, the value, what is allowed and
 from __future__ import annotations
 
 import dataclasses
+import os
 from dataclasses import dataclass, field
 from typing import Any
 
-from optimum_npu.device.spec import resolve_spec
+from optimum_npu.device.spec import PRESETS, resolve_spec
 from optimum_npu.models.model_config import DecoderModelConfig
 
 SUPPORTED_DTYPES = ("float32", "float16", "bfloat16")
 #: Options that may differ between compile time and load time.
-RUNTIME_OPTIONS = ("device",)
+RUNTIME_OPTIONS = ("device", "enable_prefix_caching")
+ATTN_IMPLS = ("eager", "flash_attn")
+#: Partition length chosen for flash attention when none is given.
+DEFAULT_PARTITION_LEN = 4096
 
 
 class NPUConfigError(ValueError):
@@ -44,9 +48,17 @@ class NPUDecoderConfig:
             checkpoint's dtype when it is one of those, else float32.
         npu: target device spec, a preset name or a JSON spec file path.
         kvcache_block_size: tokens per KV-cache block. Default: ``max_seq_len``.
-        kvcache_partition_len: flash-attention partition length for decode (optional).
+        kvcache_num_blocks: blocks in the paged KV pool. Default: enough for ``batch_size``
+            full sequences, or as many as fit in the device memory left after the weights.
+        attn_impl: ``eager`` (attention over the whole static cache) or ``flash_attn``
+            (partition by partition, skipping partitions past the context). Default:
+            ``flash_attn`` when ``kvcache_partition_len`` is set or ``max_seq_len`` > 8192.
+        kvcache_partition_len: flash-attention partition length. Default with flash_attn:
+            min(4096, max_seq_len).
         tensor_parallel_size: devices one model is split across.
         device: runtime option: the simulated device id the model runs on.
+        enable_prefix_caching: runtime option: reuse the KV blocks of a prompt prefix seen
+            before (full blocks only; not for models with sliding-window layers).
     """
 
     max_seq_len: int | None = None
@@ -56,14 +68,26 @@ class NPUDecoderConfig:
     dtype: str | None = None
     npu: str = "atom"
     kvcache_block_size: int | None = None
+    kvcache_num_blocks: int | None = None
+    attn_impl: str | None = None
     kvcache_partition_len: int | None = None
     tensor_parallel_size: int = 1
     device: int = field(default=0, metadata={"runtime": True})
+    enable_prefix_caching: bool = field(default=False, metadata={"runtime": True})
 
     def __post_init__(self):
+        if self.decoder_batch_sizes is not None and not isinstance(self.decoder_batch_sizes, (list, tuple)):
+            raise NPUConfigError(f"decoder_batch_sizes={self.decoder_batch_sizes!r} must be a list of batch sizes, "
+                                 f"e.g. decoder_batch_sizes=[{self.decoder_batch_sizes!r}]")
+        if isinstance(self.npu, os.PathLike):
+            object.__setattr__(self, "npu", os.fspath(self.npu))
+        if not isinstance(self.npu, str):
+            raise NPUConfigError(f"npu={self.npu!r} is invalid: give a preset name {sorted(PRESETS)} or the path "
+                                 "of a JSON spec file")
         if isinstance(self.decoder_batch_sizes, list):
             object.__setattr__(self, "decoder_batch_sizes", tuple(self.decoder_batch_sizes))
-        for name in ("max_seq_len", "prefill_chunk_size", "kvcache_block_size", "kvcache_partition_len"):
+        for name in ("max_seq_len", "prefill_chunk_size", "kvcache_block_size", "kvcache_partition_len",
+                     "kvcache_num_blocks"):
             value = getattr(self, name)
             if value is not None:
                 _positive_int(name, value)
@@ -78,8 +102,14 @@ class NPUDecoderConfig:
             self._check_decoder_batch_sizes()
         if self.dtype is not None and self.dtype not in SUPPORTED_DTYPES:
             raise NPUConfigError(f"dtype={self.dtype!r} is not supported; choose one of {list(SUPPORTED_DTYPES)}")
-        resolve_spec(self.npu)
-        if not isinstance(self.device, int) or self.device < 0:
+        if self.attn_impl is not None and self.attn_impl not in ATTN_IMPLS:
+            raise NPUConfigError(f"attn_impl={self.attn_impl!r} is not supported; choose one of {list(ATTN_IMPLS)}")
+        if self.attn_impl == "eager" and self.kvcache_partition_len is not None:
+            raise NPUConfigError(f"kvcache_partition_len={self.kvcache_partition_len} only applies to "
+                                 "attn_impl='flash_attn'; drop it or set attn_impl='flash_attn'")
+        if not isinstance(self.enable_prefix_caching, bool):
+            raise NPUConfigError(f"enable_prefix_caching={self.enable_prefix_caching!r} must be True or False")
+        if not isinstance(self.device, int) or isinstance(self.device, bool) or self.device < 0:
             raise NPUConfigError(f"device={self.device!r} is invalid: it must be a device id >= 0")
 
     def _check_decoder_batch_sizes(self) -> None:
@@ -135,22 +165,25 @@ class NPUDecoderConfig:
         return self.max_seq_len // self.kvcache_block_size
 
     @property
-    def kvcache_num_blocks(self) -> int:
-        return self.batch_size * self.blocks_per_sequence
+    def partition_len(self) -> int:
+        """The flash partition length, 0 for eager attention."""
+        return self.kvcache_partition_len if self.attn_impl == "flash_attn" else 0
 
     def resolve(self, model: DecoderModelConfig) -> "NPUDecoderConfig":
-        """Fills model-derived defaults and checks the knobs against the model."""
+        """Fills model-derived defaults and checks the knobs against the model and the target spec."""
+        try:
+            spec = resolve_spec(self.npu)
+        except ValueError as err:
+            raise NPUConfigError(str(err)) from None
+        if self.device >= spec.devices_per_node:
+            raise NPUConfigError(f"device={self.device} does not exist: the {spec.name!r} node has devices "
+                                 f"0..{spec.devices_per_node - 1}; choose a device id in that range")
         limit = model.max_position_embeddings
         max_seq_len = self.max_seq_len or min(limit, 2048)
         if max_seq_len > limit:
             raise NPUConfigError(
                 f"max_seq_len={max_seq_len} exceeds the model's position limit max_position_embeddings={limit}; "
                 f"set max_seq_len <= {limit}"
-            )
-        if model.sliding_window is not None and max_seq_len > model.sliding_window:
-            raise NPUConfigError(
-                f"max_seq_len={max_seq_len} is longer than the model's sliding_window={model.sliding_window}, and "
-                f"sliding-window attention is not compiled yet; set max_seq_len <= {model.sliding_window}"
             )
         chunk = self.prefill_chunk_size or min(128, max_seq_len)
         if chunk > max_seq_len:
@@ -163,16 +196,39 @@ class NPUDecoderConfig:
                 f"max_seq_len={max_seq_len} is not a multiple of kvcache_block_size={block}; choose a block size "
                 f"that divides max_seq_len (e.g. {_largest_divisor_at_most(max_seq_len, block)})"
             )
+        attn_impl = self.attn_impl or ("flash_attn" if self.kvcache_partition_len or max_seq_len > 8192 else "eager")
         partition = self.kvcache_partition_len
-        if partition is not None and (max_seq_len % partition or partition % block and block % partition):
+        if attn_impl == "flash_attn":
+            partition = partition or min(DEFAULT_PARTITION_LEN, max_seq_len)
+            if max_seq_len % partition or (partition % block and block % partition):
+                raise NPUConfigError(
+                    f"kvcache_partition_len={partition} must divide max_seq_len={max_seq_len} and be a multiple or "
+                    f"a divisor of kvcache_block_size={block}; e.g. kvcache_partition_len={block}"
+                )
+        num_blocks = self.kvcache_num_blocks or self.batch_size * (max_seq_len // block)
+        if num_blocks < max_seq_len // block:
             raise NPUConfigError(
-                f"kvcache_partition_len={partition} must divide max_seq_len={max_seq_len} and be a multiple or a "
-                f"divisor of kvcache_block_size={block}; e.g. kvcache_partition_len={block}"
+                f"kvcache_num_blocks={num_blocks} cannot hold one sequence of max_seq_len={max_seq_len} "
+                f"({max_seq_len // block} blocks of {block}); set kvcache_num_blocks >= {max_seq_len // block}"
+            )
+        if self.enable_prefix_caching and model.has_sliding_layers:
+            raise NPUConfigError(
+                "enable_prefix_caching=True is not supported for models with sliding-window layers (their ring "
+                "keeps only the window, so a cached prefix cannot restore it); set enable_prefix_caching=False"
             )
         sizes = self.decoder_batch_sizes or _default_decoder_batch_sizes(self.batch_size)
         dtype = self.dtype or (model.dtype if model.dtype in SUPPORTED_DTYPES else "float32")
-        return dataclasses.replace(self, max_seq_len=max_seq_len, prefill_chunk_size=chunk, kvcache_block_size=block,
-                                   decoder_batch_sizes=sizes, dtype=dtype)
+        resolved = dataclasses.replace(self, max_seq_len=max_seq_len, prefill_chunk_size=chunk,
+                                       kvcache_block_size=block, decoder_batch_sizes=sizes, dtype=dtype,
+                                       attn_impl=attn_impl, kvcache_partition_len=partition,
+                                       kvcache_num_blocks=num_blocks)
+        if self.kvcache_num_blocks is None:
+            from optimum_npu.models.decoder.memory_plan import blocks_that_fit
+
+            fitting = blocks_that_fit(model, resolved, spec)
+            if fitting >= resolved.blocks_per_sequence:
+                resolved = dataclasses.replace(resolved, kvcache_num_blocks=min(num_blocks, fitting))
+        return resolved
 
 
 def _default_decoder_batch_sizes(batch_size: int) -> tuple[int, ...]:

@@ -1,9 +1,10 @@
-"""Host runtime of a compiled decoder: owns the KV cache and block table, picks the graph
-for each step, and runs it on the simulated device.
+"""Host runtime of a compiled decoder: owns the KV cache and its block manager, picks the
+graph for each step, and runs it on the simulated device.
 
-Prefill runs one sequence at a time on the batch-1 ``prefill`` graph, chunk by chunk.
-Decode runs all active sequences on the smallest compiled decode batch that holds them,
-padding the rest (padding rows have position -1: they neither write nor read the cache).
+Prefill runs one sequence at a time on the batch-1 ``prefill`` graph, chunk by chunk,
+starting after any prefix already cached. Decode runs all active sequences on the
+smallest compiled decode batch that holds them, padding the rest (padding rows have
+position -1: they neither write nor read the cache).
 """
 
 from __future__ import annotations
@@ -19,7 +20,9 @@ from optimum_npu.device.cost import GraphCostModel
 from optimum_npu.device.device import get_device
 from optimum_npu.device.executor import Program, peak_activation_bytes
 from optimum_npu.device.spec import NPUSpec
-from optimum_npu.models.decoder.npu_config import NPUDecoderConfig
+from optimum_npu.models.decoder.block_manager import BlockManager
+from optimum_npu.models.decoder.memory_plan import kv_pool_bytes
+from optimum_npu.models.decoder.npu_config import NPUConfigError, NPUDecoderConfig
 from optimum_npu.models.decoder.stats import NPUStats, StepRecord
 from optimum_npu.models.model_config import DecoderModelConfig
 from optimum_npu.schema import WEIGHTS_FILE, Graph, dtype_from_name
@@ -38,28 +41,30 @@ class DecoderRuntime:
 
     def __init__(self, root: Path, config: NPUDecoderConfig, model: DecoderModelConfig, spec: NPUSpec,
                  graph_names: list[str]):
+        if config.enable_prefix_caching and model.has_sliding_layers:
+            raise NPUConfigError("enable_prefix_caching=True is not supported for models with sliding-window "
+                                 "layers; load with enable_prefix_caching=False")
         self.config = config
         self.model = model
         self.spec = spec
         self.device = get_device(spec, config.device)
         graphs = {name: read_graph(root, name) for name in graph_names}
         weights = load_weights(root / WEIGHTS_FILE)
-        dtype = getattr(torch, config.dtype)
-        cache_shape = (config.kvcache_num_blocks, model.num_kv_heads, config.kvcache_block_size, model.head_dim)
+        cache_specs = graphs["prefill"].inputs_of_kind("kv_cache")
         request = {
             "weights": sum(t.nbytes for t in {id(t): t for t in weights.values()}.values()),
-            "kv_cache": 2 * model.num_layers * torch.Size(cache_shape).numel() * dtype.itemsize,
+            "kv_cache": sum(spec.nbytes for spec in cache_specs),
             "workspace": max(peak_activation_bytes(g) for g in graphs.values()),
         }
         owner = f"{model.architecture} (max_seq_len={config.max_seq_len}, batch_size={config.batch_size})"
         handles = self.device.memory.reserve(owner, request)
         self._finalizer = weakref.finalize(self, self.device.memory.release, handles)
         self.memory = request
+        self.kv_pools = kv_pool_bytes(model, config)
 
-        self.kv_cache = {f"{kind}_cache_{layer}": torch.zeros(cache_shape, dtype=dtype)
-                         for layer in range(model.num_layers) for kind in ("key", "value")}
-        self.block_table = torch.arange(config.kvcache_num_blocks, dtype=torch.int32).view(
-            config.batch_size, config.blocks_per_sequence)
+        self.kv_cache = {s.name: torch.zeros(s.shape, dtype=dtype_from_name(s.dtype)) for s in cache_specs}
+        self.blocks = BlockManager(config.kvcache_num_blocks, config.kvcache_block_size,
+                                   config.enable_prefix_caching)
         self.programs = {name: Program(graph) for name, graph in graphs.items()}
         self.costs = {name: GraphCostModel(graph, spec, config.dtype) for name, graph in graphs.items()}
         self.bindings = {name: self._bind(graph, weights) for name, graph in graphs.items()}
@@ -68,7 +73,8 @@ class DecoderRuntime:
 
     def new_stats(self) -> NPUStats:
         return NPUStats(device=self.device.name, spec=self.spec.name, memory=dict(self.memory),
-                        memory_capacity=self.device.memory.capacity)
+                        memory_capacity=self.device.memory.capacity, kv_blocks_total=self.blocks.num_blocks,
+                        kv_pools=dict(self.kv_pools))
 
     def release(self) -> None:
         """Frees this model's memory on the device (also done when the runtime is garbage collected)."""
@@ -89,34 +95,41 @@ class DecoderRuntime:
                 binding.append(spec.name)
         return binding
 
-    def _run(self, graph_name: str, phase: str, inputs: dict[str, torch.Tensor], contexts: list[list[int]],
-             active: int, tokens: int) -> torch.Tensor:
+    def _block_table(self, slots: list[int]) -> torch.Tensor:
+        width = self.config.blocks_per_sequence
+        return torch.tensor([self.blocks.table_row(slot, width) for slot in slots], dtype=torch.int32)
+
+    def _run(self, graph_name: str, phase: str, inputs: dict[str, torch.Tensor], active: int,
+             tokens: int) -> torch.Tensor:
         args = [inputs[item] if isinstance(item, str) else item for item in self.bindings[graph_name]]
         logits = self.programs[graph_name](*args)
-        seconds, attention = self.costs[graph_name].call_seconds(contexts)
+        seconds, attention = self.costs[graph_name].call_seconds(inputs["positions"])
         host_bytes = sum(t.nbytes for t in inputs.values()) + logits.nbytes
         host = host_bytes / self.spec.host_link_bandwidth
         self.device.advance(seconds + host)
         self.stats.record(StepRecord(phase, graph_name, active, tokens, seconds, attention, host))
+        self.stats.kv_blocks_peak = max(self.stats.kv_blocks_peak, self.blocks.used_blocks)
         return logits
 
     def prefill(self, tokens: list[int], slot: int) -> torch.Tensor:
-        """Runs a prompt through the prefill graph chunk by chunk; returns the last token's logits [V]."""
+        """Prefills a prompt into ``slot`` chunk by chunk (after any cached prefix); returns last logits [V]."""
         chunk = self.config.prefill_chunk_size
         self._check_length(len(tokens))
+        cached = self.blocks.start_sequence(slot, tokens)
+        self.stats.prefix_hit_tokens += cached
+        table = self._block_table([slot])
         logits = None
-        for start in range(0, len(tokens), chunk):
+        for start in range(cached, len(tokens), chunk):
             part = tokens[start:start + chunk]
             count = len(part)
             input_ids = torch.zeros(1, chunk, dtype=torch.long)
             input_ids[0, :count] = torch.tensor(part, dtype=torch.long)
             positions = torch.full((1, chunk), -1, dtype=torch.long)
             positions[0, :count] = torch.arange(start, start + count)
-            inputs = {"input_ids": input_ids, "positions": positions,
-                      "block_table": self.block_table[slot:slot + 1],
-                      "logits_index": torch.tensor([count - 1])}
-            contexts = [[p + 1 for p in range(start, start + count)] + [0] * (chunk - count)]
-            logits = self._run("prefill", "prefill", inputs, contexts, active=1, tokens=count)
+            inputs = {"input_ids": input_ids, "positions": positions, "block_table": table,
+                      "slots": torch.tensor([slot]), "logits_index": torch.tensor([count - 1])}
+            logits = self._run("prefill", "prefill", inputs, active=1, tokens=count)
+            self.blocks.append_tokens(slot, part)
         return logits[0]
 
     def decode_bucket(self, active: int) -> int:
@@ -130,15 +143,24 @@ class DecoderRuntime:
         """One decode step for the active sequences; returns logits [n, V]."""
         active = len(tokens)
         self._check_length(max(positions) + 1)
+        for slot, position in zip(slots, positions):
+            self.blocks.reserve(slot, position + 1)
         bucket = self.decode_bucket(active)
         pad = bucket - active
-        input_ids = torch.tensor(tokens + [0] * pad, dtype=torch.long).view(bucket, 1)
-        position_tensor = torch.tensor(positions + [-1] * pad, dtype=torch.long).view(bucket, 1)
-        table = self.block_table[torch.tensor(slots + [slots[0]] * pad)]
-        inputs = {"input_ids": input_ids, "positions": position_tensor, "block_table": table,
+        inputs = {"input_ids": torch.tensor(tokens + [0] * pad, dtype=torch.long).view(bucket, 1),
+                  "positions": torch.tensor(positions + [-1] * pad, dtype=torch.long).view(bucket, 1),
+                  "block_table": self._block_table(slots + [slots[0]] * pad),
+                  "slots": torch.tensor(slots + [slots[0]] * pad, dtype=torch.long),
                   "logits_index": torch.zeros(bucket, dtype=torch.long)}
-        contexts = [[p + 1] for p in positions] + [[0]] * pad
-        return self._run(f"decoder_batch_{bucket}", "decode", inputs, contexts, active, active)[:active]
+        logits = self._run(f"decoder_batch_{bucket}", "decode", inputs, active, active)[:active]
+        for slot, token in zip(slots, tokens):
+            self.blocks.append_tokens(slot, [token])
+        return logits
+
+    def finish(self, slots: list[int]) -> None:
+        """Returns the blocks of finished sequences to the pool (cached blocks stay reusable)."""
+        for slot in slots:
+            self.blocks.free_sequence(slot)
 
     def _check_length(self, length: int) -> None:
         if length > self.config.max_seq_len:

@@ -36,6 +36,10 @@ class NPUStats:
     memory_capacity: int = 0
     steps: list[StepRecord] = field(default_factory=list)
     sequences: int = 0
+    prefix_hit_tokens: int = 0
+    kv_blocks_total: int = 0
+    kv_blocks_peak: int = 0
+    kv_pools: dict[str, int] = field(default_factory=dict)
 
     def record(self, step: StepRecord) -> None:
         self.steps.append(step)
@@ -79,6 +83,8 @@ class NPUStats:
             "tokens_per_s": self.tokens_per_s, "prefill_chunks": len(self._phase("prefill")),
             "decode_steps": self.decode_steps, "buckets": dict(self.buckets),
             "memory_bytes": dict(self.memory), "memory_capacity_bytes": self.memory_capacity,
+            "prefix_hit_tokens": self.prefix_hit_tokens, "kv_blocks_peak": self.kv_blocks_peak,
+            "kv_blocks_total": self.kv_blocks_total, "kv_pool_bytes": dict(self.kv_pools),
         }
 
     def __str__(self) -> str:
@@ -93,4 +99,10 @@ class NPUStats:
             f" ({100 * used / max(self.memory_capacity, 1):.2f}%)",
         ]
         lines += [f"    {category:<10} {format_bytes(nbytes):>12}" for category, nbytes in self.memory.items()]
+        lines.append(f"  paged KV pool           {self.kv_blocks_peak} of {self.kv_blocks_total} blocks used at peak"
+                     f" ({format_bytes(self.kv_pools.get('paged', 0))})")
+        if self.kv_pools.get("sliding"):
+            lines.append(f"  sliding-window rings    {format_bytes(self.kv_pools['sliding'])}")
+        if self.prefix_hit_tokens:
+            lines.append(f"  prefix cache hits       {self.prefix_hit_tokens} tokens not prefilled")
         return "\n".join(lines)

@@ -1,19 +1,21 @@
 """The static-shape forward of a decoder-only HF model, as captured into NPU graphs.
 
 Every tensor the graph touches is explicit: token ids, absolute positions (``-1`` for
-padding), the block table that maps each sequence to its KV-cache blocks, the index of
-the token whose logits are wanted, and one key and one value cache tensor per layer.
+padding), the block table that maps each sequence to its KV-cache blocks, the batch slot
+of each row, the index of the token whose logits are wanted, and one key and one value
+cache tensor per layer (a paged block pool for global layers, a ring for sliding layers).
 The wrapper holds no state: the host runtime owns the caches and the block table.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import partial
 
 import torch
 from torch import nn
 
-from optimum_npu.models.decoder.blocks import pre_norm_decoder_layer
+from optimum_npu.models.decoder.blocks import LAYER_BLOCKS, AttentionLayout, StepInputs, self_attention
 from optimum_npu.models.model_config import DecoderModelConfig
 from optimum_npu.models.registry import Architecture
 
@@ -30,6 +32,19 @@ class _Parts:
     rotary: nn.Module
 
 
+def attention_layouts(model: DecoderModelConfig, arch: Architecture, max_seq_len: int,
+                      partition_len: int) -> list[AttentionLayout]:
+    """One layout per layer. A sliding window at least ``max_seq_len`` long is plain causal attention."""
+    layouts = []
+    for layer in range(model.num_layers):
+        window = model.ring_window(layer, max_seq_len)
+        layouts.append(AttentionLayout(
+            head_dim=model.head_dim, qk_norm=arch.qk_norm, scale=model.attention_scale,
+            softcap=model.attn_logit_softcapping or 0.0, partition_len=0 if window else partition_len,
+            window=window))
+    return layouts
+
+
 class StaticDecoder(nn.Module):
     """Wraps an HF ``*ForCausalLM`` with a static-shape, explicit-cache forward.
 
@@ -37,32 +52,48 @@ class StaticDecoder(nn.Module):
         causal_lm: the HF model (its modules and weights are used as they are).
         model_config: the normalised config.
         arch: the registry entry of the architecture.
+        layouts: the attention layout of each layer (see ``attention_layouts``).
     """
 
-    def __init__(self, causal_lm: nn.Module, model_config: DecoderModelConfig, arch: Architecture):
+    def __init__(self, causal_lm: nn.Module, model_config: DecoderModelConfig, arch: Architecture,
+                 layouts: list[AttentionLayout]):
         super().__init__()
         self.lm = causal_lm
         base = causal_lm.model
         self._parts = _Parts(base.embed_tokens, base.layers, base.norm, causal_lm.lm_head, base.rotary_emb)
-        self.head_dim = model_config.head_dim
-        self.qk_norm = arch.qk_norm
+        self.layouts = layouts
+        self.layer_types = model_config.layer_types
+        self.rope_per_layer_type = arch.rope_per_layer_type
+        self.layer_block = LAYER_BLOCKS[arch.block]
+        self.final_softcap = model_config.final_logit_softcapping
+
+    def _rope(self, hidden: torch.Tensor, positions: torch.Tensor) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
+        if not self.rope_per_layer_type:
+            rope = self._parts.rotary(hidden, positions)
+            return {layer_type: rope for layer_type in set(self.layer_types)}
+        return {layer_type: self._parts.rotary(hidden, positions, layer_type) for layer_type in set(self.layer_types)}
 
     def forward(
         self,
         input_ids: torch.Tensor,        # [B, S] int64
         positions: torch.Tensor,        # [B, S] int64, -1 = padding
         block_table: torch.Tensor,      # [B, blocks_per_seq] int32
+        slots: torch.Tensor,            # [B] int64: batch slot of each row
         logits_index: torch.Tensor,     # [B] int64: which of the S tokens to return logits for
-        kv_cache: list[torch.Tensor],   # 2 x num_layers of [num_blocks, KVH, block_size, D]
+        kv_cache: list[torch.Tensor],   # 2 per layer: paged pool [NB, KVH, BS, D] or ring [slots, KVH, W, D]
     ) -> torch.Tensor:
         parts = self._parts
         hidden = parts.embed(input_ids)                                        # [B, S, E]
-        cos, sin = parts.rotary(hidden, positions.clamp(min=0))               # [B, S, D]
-        attention_kwargs = dict(cos=cos, sin=sin, block_table=block_table, positions=positions,
-                                head_dim=self.head_dim, qk_norm=self.qk_norm)
+        ropes = self._rope(hidden, positions.clamp(min=0))                     # each [B, S, D]
         for i, layer in enumerate(parts.layers):
-            attention_kwargs.update(k_cache=kv_cache[2 * i], v_cache=kv_cache[2 * i + 1])
-            hidden = pre_norm_decoder_layer(layer, hidden, attention_kwargs)
+            cos, sin = ropes[self.layer_types[i]]
+            step = StepInputs(cos, sin, positions, block_table, slots)
+            attention = partial(self_attention, layer.self_attn, layout=self.layouts[i], step=step,
+                                k_cache=kv_cache[2 * i], v_cache=kv_cache[2 * i + 1])
+            hidden = self.layer_block(layer, hidden, attention)
         batch = input_ids.shape[0]
         last = hidden[torch.arange(batch), logits_index]                       # [B, E]
-        return parts.lm_head(parts.norm(last))                                 # [B, V]
+        logits = parts.lm_head(parts.norm(last))                               # [B, V]
+        if self.final_softcap:
+            logits = torch.tanh(logits / self.final_softcap) * self.final_softcap
+        return logits

@@ -1,0 +1,70 @@
+"""Masked attention arithmetic shared by the NPU attention kernels: one-shot or by partitions."""
+
+from __future__ import annotations
+
+import torch
+
+
+def allowed_mask(key_pos: torch.Tensor, query_pos: torch.Tensor, window: int) -> torch.Tensor:
+    """key_pos [B, T], query_pos [B, S] (-1 = invalid) -> [B, S, T]: causal, inside the window (0 = none)."""
+    keys, queries = key_pos[:, None, :], query_pos[:, :, None]
+    allowed = (keys >= 0) & (keys <= queries) & (queries >= 0)
+    if window:
+        allowed &= (queries - keys) < window
+    return allowed
+
+
+def _scores(q: torch.Tensor, keys: torch.Tensor, scale: float, softcap: float) -> torch.Tensor:
+    """q [B, KVH, G*S, D], keys [B, KVH, T, D] -> [B, KVH, G*S, T] in float32."""
+    scores = torch.matmul(q.float(), keys.float().transpose(-1, -2)) * scale
+    if softcap:
+        scores = torch.tanh(scores / softcap) * softcap
+    return scores
+
+
+def attend(query: torch.Tensor, keys: torch.Tensor, values: torch.Tensor, key_pos: torch.Tensor,
+           query_pos: torch.Tensor, scale: float, window: int = 0, softcap: float = 0.0,
+           partition_len: int = 0) -> torch.Tensor:
+    """query [B, S, H, D]; keys/values [B, KVH, T, D]; key_pos [B, T]; query_pos [B, S] -> [B, S, H, D].
+
+    With ``partition_len`` > 0 the keys are processed ``partition_len`` at a time with an
+    online softmax (flash attention), and partitions past every query's position are skipped.
+    """
+    batch, seq, heads, head_dim = query.shape
+    kv_heads = keys.shape[1]
+    group = heads // kv_heads
+    q = query.permute(0, 2, 1, 3).reshape(batch, kv_heads, group * seq, head_dim)   # [B, KVH, G*S, D]
+    allowed = allowed_mask(key_pos, query_pos, window)                                # [B, S, T]
+    allowed = allowed[:, None, None].expand(batch, kv_heads, group, seq, -1).reshape(
+        batch, kv_heads, group * seq, -1)                                            # [B, KVH, G*S, T]
+    if partition_len:
+        out = _attend_partitioned(q, keys, values, allowed, scale, softcap, partition_len, key_pos, query_pos)
+    else:
+        scores = _scores(q, keys, scale, softcap).masked_fill(~allowed, float("-inf"))
+        probs = torch.softmax(scores, dim=-1).nan_to_num_(0.0)                        # fully masked rows -> 0
+        out = torch.matmul(probs, values.float())                                     # [B, KVH, G*S, D]
+    out = out.view(batch, heads, seq, head_dim).permute(0, 2, 1, 3)                  # [B, S, H, D]
+    return out.to(query.dtype).contiguous()
+
+
+def _attend_partitioned(q, keys, values, allowed, scale, softcap, partition_len, key_pos, query_pos):
+    """Online-softmax attention over key partitions; returns [B, KVH, G*S, D] in float32."""
+    rows = q.shape[:3]
+    running_max = torch.full(rows, float("-inf"))                                     # [B, KVH, G*S]
+    denominator = torch.zeros(rows)                                                   # [B, KVH, G*S]
+    accumulator = torch.zeros(*rows, q.shape[-1])                                     # [B, KVH, G*S, D]
+    last_needed = int(query_pos.max()) if query_pos.numel() else -1
+    for start in range(0, keys.shape[2], partition_len):
+        if int(key_pos[:, start].min()) > last_needed:                                # nothing causal left
+            break
+        stop = start + partition_len
+        scores = _scores(q, keys[:, :, start:stop], scale, softcap)
+        scores = scores.masked_fill(~allowed[..., start:stop], float("-inf"))        # [B, KVH, G*S, P]
+        new_max = torch.maximum(running_max, scores.amax(dim=-1))
+        safe_max = torch.where(torch.isinf(new_max), torch.zeros_like(new_max), new_max)
+        correction = torch.exp(running_max - safe_max)                                # 0 when running_max=-inf
+        weights = torch.exp(scores - safe_max[..., None])                             # [B, KVH, G*S, P]
+        denominator = denominator * correction + weights.sum(dim=-1)
+        accumulator = accumulator * correction[..., None] + torch.matmul(weights, values[:, :, start:stop].float())
+        running_max = new_max
+    return accumulator / denominator.clamp(min=1e-30)[..., None]

@@ -1,0 +1,65 @@
+"""Sliding-window causal attention over a ring buffer: ``torch.ops.npu.sliding_window_attention``.
+
+A sliding layer keeps, per batch slot, only the last ``window`` positions: a ring
+``[num_slots, kv_heads, window, head_dim]`` where position ``p`` lives at ``p % window``
+and is overwritten in place ``window`` positions later. A call attends over the ring as
+it was before the call (the positions just before the first new token) plus the new
+tokens themselves, then writes the new tokens into the ring.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch.library import custom_op
+
+from optimum_npu.device.kernels.attention_math import attend
+
+
+def sliding_window_attention_kernel(
+    query: torch.Tensor,
+    key: torch.Tensor,
+    value: torch.Tensor,
+    k_ring: torch.Tensor,
+    v_ring: torch.Tensor,
+    slots: torch.Tensor,
+    positions: torch.Tensor,
+    window: int,
+    scale: float,
+    softcap: float = 0.0,
+) -> torch.Tensor:
+    """query [B, S, H, D]; key/value [B, S, KVH, D]; rings [NS, KVH, W, D]; slots [B];
+    positions [B, S] (-1 = padding). Returns [B, S, H, D]."""
+    ring_size = k_ring.shape[2]
+    valid = positions >= 0                                                            # [B, S]
+    big = torch.iinfo(positions.dtype).max
+    first = torch.where(valid, positions, big).amin(dim=1)                            # [B] first new position
+    ring_index = torch.arange(ring_size)                                              # [W]
+    # position held by ring entry i just before ``first``: the latest p < first with p % W == i
+    held = first[:, None] - 1 - (first[:, None] - 1 - ring_index[None, :]) % ring_size  # [B, W]
+    held = torch.where((held >= 0) & (first[:, None] < big), held, -1)
+    slot_index = slots.long()
+    ring_keys = k_ring[slot_index]                                                    # [B, KVH, W, D]
+    ring_values = v_ring[slot_index]
+    keys = torch.cat([ring_keys, key.permute(0, 2, 1, 3).to(k_ring.dtype)], dim=2)  # [B, KVH, W+S, D]
+    values = torch.cat([ring_values, value.permute(0, 2, 1, 3).to(v_ring.dtype)], dim=2)
+    key_pos = torch.cat([held, positions], dim=1)                                     # [B, W+S]
+    out = attend(query, keys, values, key_pos, positions, scale, window=window, softcap=softcap)
+
+    last = torch.where(valid, positions, -1).amax(dim=1)                              # [B]
+    keep = valid & (positions > last[:, None] - ring_size)                            # last W new tokens
+    rows, cols = keep.nonzero(as_tuple=True)
+    if rows.numel():
+        ring_pos = positions[rows, cols] % ring_size
+        k_ring[slot_index[rows], :, ring_pos] = key[rows, cols].to(k_ring.dtype)     # [N, KVH, D]
+        v_ring[slot_index[rows], :, ring_pos] = value[rows, cols].to(v_ring.dtype)
+    return out
+
+
+sliding_window_attention = custom_op("npu::sliding_window_attention", sliding_window_attention_kernel,
+                                     mutates_args=("k_ring", "v_ring"))
+
+
+@sliding_window_attention.register_fake
+def _sliding_window_attention_fake(query, key, value, k_ring, v_ring, slots, positions, window, scale,
+                                   softcap=0.0):
+    return torch.empty_like(query)

@@ -1,0 +1,121 @@
+"""The compile-cache key: a sha256 over everything that determines a compiled artifact's bytes.
+
+``key = sha256(canonical JSON of {...})`` where the JSON object holds (see ``docs/hub.md``):
+
+==================  =====================================================================
+``key_version``     version of this scheme (bumped when the recipe changes)
+``family``          model family (``decoder``...) and ``architecture`` (HF class name)
+``weights``         sha256 over the state dict: for each tensor in name order, its name,
+                    dtype, shape and raw bytes
+``config``          the HF config as a dict, without private ``_*`` keys and
+                    ``transformers_version`` (so the checkpoint's path does not matter)
+``generation``      the generation config dict (same exclusions), or null
+``npu_config``      the resolved compile configuration (every field)
+``npu_spec``        the target NPU spec (every field: a custom JSON spec is hashed by content)
+``files``           sha256 of each extra file shipped in the artifact (tokenizer files), by name
+``versions``        optimum-npu, artifact format, torch and transformers versions
+==================  =====================================================================
+
+The JSON is serialised with sorted keys and no whitespace, so the key is stable across
+processes and machines.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Iterable
+
+import torch
+import transformers
+
+from optimum_npu.compile.artifact import sha256_file
+from optimum_npu.schema import ARTIFACT_FORMAT_VERSION
+from optimum_npu.version import __version__
+
+#: Version of the key recipe above. Bump it whenever an input is added, removed or hashed differently.
+KEY_VERSION = 1
+_EXCLUDED_CONFIG_KEYS = ("transformers_version",)
+
+
+@dataclass(frozen=True)
+class CacheKey:
+    """A compile-cache key and the (hashed) inputs it was computed from."""
+
+    key: str
+    inputs: dict[str, Any]
+
+
+def weights_digest(state_dict: dict[str, torch.Tensor]) -> str:
+    """sha256 over ``(name, dtype, shape, raw bytes)`` of every tensor, in name order."""
+    digest = hashlib.sha256()
+    for name in sorted(state_dict):
+        tensor = state_dict[name].detach()
+        header = json.dumps([name, str(tensor.dtype).removeprefix("torch."), list(tensor.shape)])
+        digest.update(header.encode() + b"\0")
+        raw = tensor.contiguous().reshape(-1).view(torch.uint8)
+        digest.update(memoryview(raw.cpu().numpy()))
+    return digest.hexdigest()
+
+
+def _public_dict(config: Any) -> dict[str, Any] | None:
+    if config is None:
+        return None
+    data = config.to_dict() if hasattr(config, "to_dict") else dict(config)
+    return {k: v for k, v in data.items() if not k.startswith("_") and k not in _EXCLUDED_CONFIG_KEYS}
+
+
+def canonical_json(value: Any) -> str:
+    """Sorted keys, no whitespace; non-JSON values (dtypes, paths) as their ``str``."""
+    return json.dumps(value, sort_keys=True, separators=(",", ":"), default=str)
+
+
+def compute_cache_key(*, family: str, architecture: str, state_dict: dict[str, torch.Tensor], config: Any,
+                      generation_config: Any, npu_config: dict[str, Any], npu_spec: dict[str, Any],
+                      extra_files: Iterable[Path] = ()) -> CacheKey:
+    """The cache key of compiling one model with one configuration for one target.
+
+    Args:
+        family: model family, e.g. ``"decoder"``.
+        architecture: HF architecture name, e.g. ``"LlamaForCausalLM"``.
+        state_dict: the weights as they will be compiled.
+        config: the HF ``PretrainedConfig`` (or a dict).
+        generation_config: the HF ``GenerationConfig`` (or a dict, or None).
+        npu_config: the resolved compile configuration as a dict.
+        npu_spec: the target spec as a dict (``NPUSpec.to_dict()``).
+        extra_files: files copied into the artifact (tokenizer files); missing paths are skipped.
+
+    Returns:
+        ``CacheKey(key, inputs)``: the hex key and the JSON object it hashes.
+    """
+    files = {Path(p).name: sha256_file(Path(p)) for p in extra_files if Path(p).is_file()}
+    inputs = {
+        "key_version": KEY_VERSION,
+        "family": family,
+        "architecture": architecture,
+        "weights": weights_digest(state_dict),
+        "config": _public_dict(config),
+        "generation": _public_dict(generation_config),
+        "npu_config": npu_config,
+        "npu_spec": npu_spec,
+        "files": files,
+        "versions": {"optimum_npu": __version__, "artifact_format": ARTIFACT_FORMAT_VERSION,
+                     "torch": torch.__version__, "transformers": transformers.__version__},
+    }
+    inputs = json.loads(canonical_json(inputs))  # what is hashed is exactly what is recorded
+    return CacheKey(hashlib.sha256(canonical_json(inputs).encode()).hexdigest(), inputs)
+
+
+def decoder_cache_key(hf_model: Any, architecture: str, npu_config: Any, tokenizer_dir: Path | None) -> CacheKey:
+    """``compute_cache_key`` for a decoder compile: weights in the compile dtype, tokenizer files shipped."""
+    from optimum_npu.device.spec import resolve_spec
+    from optimum_npu.models.decoder.export import TOKENIZER_FILES
+
+    dtype = getattr(torch, npu_config.dtype)
+    state = {name: t.to(dtype) if t.is_floating_point() else t for name, t in hf_model.state_dict().items()}
+    files = [Path(tokenizer_dir) / name for name in TOKENIZER_FILES] if tokenizer_dir else []
+    return compute_cache_key(family="decoder", architecture=architecture, state_dict=state, config=hf_model.config,
+                             generation_config=hf_model.generation_config, npu_config=npu_config.to_dict(),
+                             npu_spec=resolve_spec(npu_config.npu).to_dict(), extra_files=files)

@@ -1,0 +1,108 @@
+"""Push a compiled artifact to the Hub with a generated model card.
+
+``push_artifact`` verifies the artifact against its manifest, creates the repository (and
+the branch) when missing, writes ``README.md`` and uploads everything in one commit with
+``huggingface_hub``. The token comes from the usual places when not given (``HF_TOKEN``,
+``hf auth login``); ``HF_ENDPOINT`` selects another Hub.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+from pathlib import Path
+from typing import Any
+
+from huggingface_hub import CommitInfo, HfApi
+from huggingface_hub.errors import HfHubHTTPError
+
+from optimum_npu.compile.artifact import ArtifactError, verify_artifact
+from optimum_npu.hub.card import build_model_card
+from optimum_npu.hub.figures import measure_figures
+from optimum_npu.schema import MANIFEST_FILE
+
+#: Repository files removed when absent from the pushed artifact (stale graphs and weight shards).
+STALE_PATTERNS = ["graphs/*", "*.safetensors"]
+
+
+class HubPushError(ValueError):
+    """A push the Hub refused (authentication, permissions, missing branch...); the message says why."""
+
+
+def _stage(artifact: Path, card_text: str | None) -> tempfile.TemporaryDirectory:
+    """A temporary folder of hard links to the artifact's files, plus README.md."""
+    tmp = tempfile.TemporaryDirectory(prefix="optimum-npu-push-")
+    for path in artifact.rglob("*"):
+        if path.is_file():
+            target = Path(tmp.name) / path.relative_to(artifact)
+            target.parent.mkdir(parents=True, exist_ok=True)
+            try:
+                os.link(path, target)
+            except OSError:
+                shutil.copy2(path, target)
+    if card_text is not None:
+        (Path(tmp.name) / "README.md").write_text(card_text)
+    return tmp
+
+
+def push_artifact(artifact_dir: str | os.PathLike, repo_id: str, *, token: str | None = None,
+                  private: bool | None = None, revision: str | None = None, commit_message: str | None = None,
+                  commit_description: str | None = None, base_model: str | None = None, model_card: bool = True,
+                  speed_estimate: bool = True, model: Any = None) -> CommitInfo:
+    """Uploads a compiled artifact and its model card to the Hub repository ``repo_id``.
+
+    Args:
+        artifact_dir: a compiled artifact directory (verified before anything is uploaded).
+        repo_id: ``"org/name"``; created when missing.
+        token: Hub token (default: ``HF_TOKEN`` or the stored login).
+        private: visibility of a newly created repository (ignored when it exists).
+        revision: branch to push to (created from ``main`` when missing); default ``main``.
+        commit_message: default ``"Upload <architecture> compiled for <npu> with optimum-npu"``.
+        commit_description: longer commit description.
+        base_model: Hub id of the source checkpoint, written in the card metadata.
+        model_card: write a generated ``README.md`` (False keeps the repository's own).
+        speed_estimate: run a short simulated ``generate()`` for the card's speed figures.
+        model: the artifact already loaded, to measure figures without loading a second copy.
+
+    Returns:
+        The ``huggingface_hub.CommitInfo`` of the upload commit.
+    """
+    artifact = Path(artifact_dir)
+    if not (artifact / MANIFEST_FILE).is_file():
+        raise ArtifactError(f"cannot push {artifact}: it is not a compiled optimum-npu artifact ({MANIFEST_FILE} "
+                            "is missing); compile it first with `optimum-npu export` or save_pretrained()")
+    stored = verify_artifact(artifact)
+    if "/" not in repo_id:
+        raise ValueError(f"repo_id={repo_id!r} must be 'namespace/name' (your user or organisation, then the "
+                         "repository name), e.g. 'my-org/llama-npu'")
+    card_text = None
+    if model_card:
+        figures = measure_figures(artifact, model, speed=speed_estimate)
+        card_text = str(build_model_card(artifact, repo_id=repo_id, base_model=base_model, figures=figures))
+    message = commit_message or (f"Upload {stored.get('architecture', 'model')} compiled for "
+                                 f"{stored['npu_spec']['name']} with optimum-npu")
+    api = HfApi(token=token)
+    staged = _stage(artifact, card_text)
+    try:
+        api.create_repo(repo_id, private=private, exist_ok=True)
+        if revision not in (None, "main"):
+            api.create_branch(repo_id, branch=revision, exist_ok=True)
+        return api.upload_folder(repo_id=repo_id, folder_path=staged.name, revision=revision,
+                                 commit_message=message, commit_description=commit_description,
+                                 delete_patterns=STALE_PATTERNS)
+    except HfHubHTTPError as err:
+        raise HubPushError(_explain(err, repo_id, api.endpoint)) from err
+    finally:
+        staged.cleanup()
+
+
+def _explain(err: HfHubHTTPError, repo_id: str, endpoint: str) -> str:
+    status = err.response.status_code if err.response is not None else None
+    if status == 401:
+        return (f"pushing to {repo_id} on {endpoint} was refused (401: the token is missing or invalid); pass "
+                "token=... / --token, set HF_TOKEN, or log in with `hf auth login`")
+    if status == 403:
+        return (f"pushing to {repo_id} on {endpoint} was refused (403: the token cannot write to this namespace); "
+                "use a token with write access to it or push to your own namespace")
+    return f"pushing to {repo_id} on {endpoint} failed: {err}"
