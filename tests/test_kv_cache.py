@@ -1,0 +1,177 @@
+"""Paged KV cache, flash partitions, sliding-window rings and prefix caching, against eager Transformers."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+from optimum_npu import NPUModelForCausalLM
+from optimum_npu.device.spec import PRESETS
+from optimum_npu.models.decoder.block_manager import BlockManager, KVCacheFullError
+from optimum_npu.models.decoder.npu_config import NPUDecoderConfig
+from optimum_npu.models.model_config import DecoderModelConfig
+from optimum_npu.models.tiny import build_causal_lm, build_tokenizer
+
+PAGED_FLASH = {"max_seq_len": 128, "batch_size": 3, "decoder_batch_sizes": [1, 3], "prefill_chunk_size": 16,
+               "kvcache_block_size": 16, "attn_impl": "flash_attn", "kvcache_partition_len": 32}
+# (architecture, model overrides, prefix caching?) -- sliding-window models keep rings, not cacheable prefixes
+CASES = [
+    ("LlamaForCausalLM", {}, True),
+    ("MistralForCausalLM", {"sliding_window": None}, True),
+    ("MistralForCausalLM", {"sliding_window": 16}, False),
+    ("Qwen2ForCausalLM", {}, True),
+    ("Qwen3ForCausalLM", {}, True),
+    ("Gemma3ForCausalLM", {}, False),
+]
+PROMPTS = ["A shared system prompt that is longer than two blocks of sixteen. User: hi",
+           "A shared system prompt that is longer than two blocks of sixteen. User: how are you?", "short"]
+
+
+def eager_reference(architecture, overrides):
+    model = build_causal_lm(architecture, **overrides)
+    model.config._attn_implementation = "eager"
+    return model
+
+
+@pytest.fixture(scope="module")
+def tokenizer():
+    return build_tokenizer()
+
+
+@pytest.mark.parametrize("architecture, overrides, prefix_caching", CASES,
+                         ids=[f"{a}-{o.get('sliding_window', 'default')}" for a, o, _ in CASES])
+def test_paged_flash_prefix_cached_generation_matches_eager(architecture, overrides, prefix_caching, tokenizer):
+    reference = eager_reference(architecture, overrides)
+    model = NPUModelForCausalLM.from_model(reference, npu_config=PAGED_FLASH | {
+        "enable_prefix_caching": prefix_caching})
+    inputs = tokenizer(PROMPTS, return_tensors="pt", padding=True)
+    kwargs = dict(max_new_tokens=30, do_sample=False, output_logits=True, return_dict_in_generate=True)
+    expected = reference.generate(**inputs, **kwargs)
+    first = model.generate(**inputs, **kwargs)
+    second = model.generate(**inputs, **kwargs)  # with prefix caching, the prompts' full blocks now hit
+    for run in (first, second):
+        assert torch.equal(run.sequences, expected.sequences)
+        for got, want in zip(run.logits, expected.logits):
+            torch.testing.assert_close(got, want, atol=1e-4, rtol=0)
+    if prefix_caching:
+        assert model.npu_stats.prefix_hit_tokens >= 3 * 16
+        assert "prefix cache hits" in str(model.npu_stats)
+    else:
+        assert model.npu_stats.prefix_hit_tokens == 0
+    model.release()
+
+
+@pytest.mark.parametrize("architecture", ["MistralForCausalLM", "Gemma3ForCausalLM"])
+def test_sliding_layers_keep_only_the_window(architecture):
+    model_config = DecoderModelConfig.from_hf(build_causal_lm(architecture, sliding_window=16).config)
+    sliding = NPUDecoderConfig(**{**PAGED_FLASH, "attn_impl": None, "kvcache_partition_len": None}).resolve(
+        model_config)
+    from optimum_npu.models.decoder.memory_plan import kv_pool_bytes
+
+    pools = kv_pool_bytes(model_config, sliding)
+    per_token_layer = 2 * model_config.num_kv_heads * model_config.head_dim * 4
+    sliding_layers = sum(model_config.is_sliding(i) for i in range(model_config.num_layers))
+    assert pools["sliding"] == sliding_layers * 3 * 16 * per_token_layer   # 3 slots x 16-token window
+    global_layers = model_config.num_layers - sliding_layers
+    assert pools["paged"] == global_layers * sliding.kvcache_num_blocks * 16 * per_token_layer
+
+
+def test_flash_and_eager_agree_on_long_context(tokenizer):
+    reference = eager_reference("LlamaForCausalLM", {})
+    prompt = tokenizer(["x" * 180], return_tensors="pt")
+    outputs = {}
+    for impl, extra in (("eager", {}), ("flash_attn", {"kvcache_partition_len": 64})):
+        model = NPUModelForCausalLM.from_model(reference, npu_config={
+            "max_seq_len": 256, "prefill_chunk_size": 64, "kvcache_block_size": 64, "attn_impl": impl, **extra})
+        outputs[impl] = model.generate(**prompt, max_new_tokens=8, do_sample=False, output_logits=True,
+                                       return_dict_in_generate=True)
+        model.release()
+    assert torch.equal(outputs["eager"].sequences, outputs["flash_attn"].sequences)
+    for a, b in zip(outputs["eager"].logits, outputs["flash_attn"].logits):
+        torch.testing.assert_close(a, b, atol=1e-4, rtol=0)
+
+
+def test_prefix_caching_cuts_ttft(tokenizer):
+    model = NPUModelForCausalLM.from_model(eager_reference("LlamaForCausalLM", {}), npu_config={
+        "max_seq_len": 256, "prefill_chunk_size": 16, "kvcache_block_size": 16, "enable_prefix_caching": True})
+    system = "You are a helpful assistant running on a simulated NPU. " * 3
+    model.generate(**tokenizer([system + "Question one?"], return_tensors="pt"), max_new_tokens=2)
+    cold = model.npu_stats
+    model.generate(**tokenizer([system + "Another question?"], return_tensors="pt"), max_new_tokens=2)
+    warm = model.npu_stats
+    assert cold.prefix_hit_tokens == 0 and warm.prefix_hit_tokens == (len(system) // 16) * 16
+    assert warm.ttft_s < 0.5 * cold.ttft_s
+    model.release()
+
+
+def test_out_of_blocks_is_a_clear_error(tokenizer):
+    model = NPUModelForCausalLM.from_model(eager_reference("LlamaForCausalLM", {}), npu_config={
+        "max_seq_len": 64, "batch_size": 2, "prefill_chunk_size": 16, "kvcache_block_size": 16,
+        "kvcache_num_blocks": 4})
+    inputs = tokenizer(["a" * 30, "b" * 30], return_tensors="pt")
+    with pytest.raises(KVCacheFullError, match="all 4 blocks of 16 tokens are in use; raise kvcache_num_blocks"):
+        model.generate(**inputs, max_new_tokens=10, min_new_tokens=10)
+    assert model._runtime.blocks.used_blocks == 0  # generate() returned every block despite the error
+    model.release()
+
+
+def test_default_pool_is_sized_from_memory_left_after_weights(tmp_path):
+    model_config = DecoderModelConfig.from_hf(build_causal_lm("LlamaForCausalLM").config)
+    per_block = 2 * model_config.num_layers * 16 * model_config.num_kv_heads * model_config.head_dim * 4
+    weights = model_config.num_parameters * 4
+    spec = PRESETS["atom"].to_dict() | {"name": "small", "dram_bytes": weights + 200_000 + 10 * per_block}
+    path = tmp_path / "small.json"
+    path.write_text(json.dumps(spec))
+    config = NPUDecoderConfig(max_seq_len=64, batch_size=8, kvcache_block_size=16, prefill_chunk_size=16,
+                              npu=str(path)).resolve(model_config)
+    assert 4 <= config.kvcache_num_blocks < 8 * 4           # fewer than batch x blocks per sequence
+    roomy = NPUDecoderConfig(max_seq_len=64, batch_size=8, kvcache_block_size=16).resolve(model_config)
+    assert roomy.kvcache_num_blocks == 8 * 4                 # capped at what the batch can use
+
+
+class TestBlockManager:
+    def test_allocates_as_sequences_grow_and_frees(self):
+        manager = BlockManager(num_blocks=4, block_size=4, enable_prefix_caching=False)
+        assert manager.start_sequence(0, list(range(5))) == 0
+        assert manager.tables[0] == [0, 1] and manager.used_blocks == 2
+        manager.reserve(0, 9)
+        assert manager.tables[0] == [0, 1, 2]
+        manager.free_sequence(0)
+        assert manager.used_blocks == 0 and sorted(manager.free) == [0, 1, 2, 3]
+
+    def test_prefix_blocks_are_shared_and_refcounted(self):
+        manager = BlockManager(num_blocks=8, block_size=4, enable_prefix_caching=True)
+        prompt = list(range(10))
+        manager.start_sequence(0, prompt)
+        manager.append_tokens(0, prompt)
+        hit = manager.start_sequence(1, prompt[:8] + [99, 98])
+        assert hit == 8 and manager.tables[1][:2] == manager.tables[0][:2]
+        assert manager.ref_count[manager.tables[0][0]] == 2
+        manager.free_sequence(0)
+        assert manager.ref_count[manager.tables[1][0]] == 1
+
+    def test_whole_prompt_hit_still_prefills_its_last_block(self):
+        manager = BlockManager(num_blocks=8, block_size=4, enable_prefix_caching=True)
+        prompt = list(range(8))
+        manager.start_sequence(0, prompt)
+        manager.append_tokens(0, prompt)
+        manager.free_sequence(0)
+        assert manager.start_sequence(1, prompt) == 4  # one block recomputed for the last token's logits
+
+    def test_lru_eviction_of_unused_cached_blocks(self):
+        manager = BlockManager(num_blocks=4, block_size=2, enable_prefix_caching=True)
+        for slot, prompt in enumerate(([1, 2, 3], [4, 5, 6])):
+            manager.start_sequence(slot, prompt)
+            manager.append_tokens(slot, prompt[:2])   # the first block of each prompt becomes cached
+            manager.free_sequence(slot)
+        assert len(manager.cached) == 2 and manager.used_blocks == 0
+        manager.start_sequence(0, [7, 8, 9, 10, 11])  # 3 blocks: 2 free ones + the least recently used ([1, 2])
+        manager.free_sequence(0)
+        assert manager.start_sequence(1, [4, 5, 0]) == 2
+        manager.free_sequence(1)
+        assert manager.start_sequence(2, [1, 2, 0]) == 0
+        with pytest.raises(KVCacheFullError, match="raise kvcache_num_blocks"):
+            manager.start_sequence(3, list(range(20)))
+        assert 3 not in manager.tables               # a refused sequence keeps no blocks
