@@ -31,17 +31,45 @@ def graph_names(config: NPUDecoderConfig) -> list[str]:
     return ["prefill"] + [f"decoder_batch_{size}" for size in config.decoder_batch_sizes]
 
 
-def example_inputs(config: NPUDecoderConfig, model: DecoderModelConfig, batch: int, seq: int, dtype: torch.dtype):
-    """Zero-filled inputs with the static shapes of one graph."""
-    kv_cache = [torch.zeros(shape, dtype=dtype) for shape in cache_shapes(model, config) for _ in range(2)]
+def example_inputs(config: NPUDecoderConfig, model: DecoderModelConfig, batch: int, seq: int, dtype: torch.dtype,
+                   device: torch.device | str = "cpu"):
+    """Zero-filled inputs with the static shapes of one graph (on ``meta`` they take no memory)."""
+    kv_cache = [torch.zeros(shape, dtype=dtype, device=device) for shape in cache_shapes(model, config)
+                for _ in range(2)]
     return (
-        torch.zeros(batch, seq, dtype=torch.long),
-        torch.zeros(batch, seq, dtype=torch.long),
-        torch.zeros(batch, config.blocks_per_sequence, dtype=torch.int32),
-        torch.zeros(batch, dtype=torch.long),
-        torch.zeros(batch, dtype=torch.long),
+        torch.zeros(batch, seq, dtype=torch.long, device=device),
+        torch.zeros(batch, seq, dtype=torch.long, device=device),
+        torch.zeros(batch, config.blocks_per_sequence, dtype=torch.int32, device=device),
+        torch.zeros(batch, dtype=torch.long, device=device),
+        torch.zeros(batch, dtype=torch.long, device=device),
         kv_cache,
     )
+
+
+def capture_graphs(hf_model: PreTrainedModel, arch: Architecture, config: NPUDecoderConfig,
+                   names: list[str] | None = None, progress: bool = True):
+    """Captures the named graphs (default: all of ``config``); returns (graphs, weights by name).
+
+    Works on a weightless model on the ``meta`` device too: the graphs and their costs
+    are the same, only the weights are absent (that is how the planner sizes large models).
+    """
+    model_config = DecoderModelConfig.from_hf(hf_model.config)
+    dtype = getattr(torch, config.dtype)
+    hf_model = hf_model.to(dtype).eval()
+    device = next(hf_model.parameters()).device
+    layouts = attention_layouts(model_config, arch, config.max_seq_len, config.partition_len)
+    wrapper = StaticDecoder(hf_model, model_config, arch, layouts)
+    kinds = ["input"] * len(INPUT_NAMES) + ["kv_cache"] * (2 * model_config.num_layers)
+    kv_names = [f"{kind}_cache_{layer}" for layer in range(model_config.num_layers) for kind in ("key", "value")]
+    graphs, weights = {}, {}
+    for name in tqdm(names or graph_names(config), desc="compiling graphs", unit="graph", disable=not progress):
+        batch, seq = (1, config.prefill_chunk_size) if name == "prefill" else (int(name.rsplit("_", 1)[1]), 1)
+        args = example_inputs(config, model_config, batch, seq, dtype, device)
+        graph, graph_weights = capture(wrapper, args, name, INPUT_NAMES + kv_names, kinds, HF_PREFIX,
+                                       attributes={"batch": batch, "seq_len": seq})
+        graphs[name] = graph
+        weights.update(graph_weights)
+    return graphs, weights
 
 
 def compile_decoder(
@@ -59,22 +87,8 @@ def compile_decoder(
     model_config = DecoderModelConfig.from_hf(hf_model.config)
     spec = resolve_spec(config.npu)
     check_fits(plan_memory(model_config, config), spec, owner=f"{model_config.architecture} (compile check)")
-    dtype = getattr(torch, config.dtype)
-    hf_model = hf_model.to(dtype).eval()
-    layouts = attention_layouts(model_config, arch, config.max_seq_len, config.partition_len)
-    wrapper = StaticDecoder(hf_model, model_config, arch, layouts)
     names = graph_names(config)
-    kinds = ["input"] * len(INPUT_NAMES) + ["kv_cache"] * (2 * model_config.num_layers)
-    kv_names = [f"{kind}_cache_{layer}" for layer in range(model_config.num_layers) for kind in ("key", "value")]
-
-    graphs, weights = {}, {}
-    for name in tqdm(names, desc="compiling graphs", unit="graph", disable=not progress):
-        batch, seq = (1, config.prefill_chunk_size) if name == "prefill" else (int(name.rsplit("_", 1)[1]), 1)
-        args = example_inputs(config, model_config, batch, seq, dtype)
-        graph, graph_weights = capture(wrapper, args, name, INPUT_NAMES + kv_names, kinds, HF_PREFIX,
-                                       attributes={"batch": batch, "seq_len": seq})
-        graphs[name] = graph
-        weights.update(graph_weights)
+    graphs, weights = capture_graphs(hf_model, arch, config, names, progress)
 
     def fill(tmp: Path) -> None:
         (tmp / GRAPH_DIR).mkdir()
