@@ -17,7 +17,7 @@ from optimum_npu.models.model_config import DecoderModelConfig
 
 SUPPORTED_DTYPES = ("float32", "float16", "bfloat16")
 #: Options that may differ between compile time and load time.
-RUNTIME_OPTIONS = ("device", "enable_prefix_caching")
+RUNTIME_OPTIONS = ("device", "enable_prefix_caching", "profile")
 ATTN_IMPLS = ("eager", "flash_attn")
 #: Partition length chosen for flash attention when none is given.
 DEFAULT_PARTITION_LEN = 4096
@@ -59,6 +59,7 @@ class NPUDecoderConfig:
         device: runtime option: the simulated device id the model runs on.
         enable_prefix_caching: runtime option: reuse the KV blocks of a prompt prefix seen
             before (full blocks only; not for models with sliding-window layers).
+        profile: runtime option: record every op on its device's track (see ``model.npu_profile``).
     """
 
     max_seq_len: int | None = None
@@ -74,6 +75,7 @@ class NPUDecoderConfig:
     tensor_parallel_size: int = 1
     device: int = field(default=0, metadata={"runtime": True})
     enable_prefix_caching: bool = field(default=False, metadata={"runtime": True})
+    profile: bool = field(default=False, metadata={"runtime": True})
 
     def __post_init__(self):
         if self.decoder_batch_sizes is not None and not isinstance(self.decoder_batch_sizes, (list, tuple)):
@@ -107,8 +109,9 @@ class NPUDecoderConfig:
         if self.attn_impl == "eager" and self.kvcache_partition_len is not None:
             raise NPUConfigError(f"kvcache_partition_len={self.kvcache_partition_len} only applies to "
                                  "attn_impl='flash_attn'; drop it or set attn_impl='flash_attn'")
-        if not isinstance(self.enable_prefix_caching, bool):
-            raise NPUConfigError(f"enable_prefix_caching={self.enable_prefix_caching!r} must be True or False")
+        for name in ("enable_prefix_caching", "profile"):
+            if not isinstance(getattr(self, name), bool):
+                raise NPUConfigError(f"{name}={getattr(self, name)!r} must be True or False")
         if not isinstance(self.device, int) or isinstance(self.device, bool) or self.device < 0:
             raise NPUConfigError(f"device={self.device!r} is invalid: it must be a device id >= 0")
 
