@@ -1,4 +1,4 @@
-"""The ``optimum-npu`` command line: export, generate, and a built-in demo."""
+"""The ``optimum-npu`` command line: export, generate, a built-in demo, and Hub push / compile cache."""
 
 from __future__ import annotations
 
@@ -153,6 +153,10 @@ def build_parser() -> argparse.ArgumentParser:
     _add_compile_options(demo)
     _add_generation_options(demo)
     demo.set_defaults(func=cmd_demo, max_seq_len=256, batch_size=4, prefill_chunk_size=32)
+
+    from optimum_npu.hub.commands import add_hub_commands
+
+    add_hub_commands(commands)  # push, cache
     return parser
 
 

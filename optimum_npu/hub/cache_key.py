@@ -13,7 +13,9 @@
 ``npu_config``      the resolved compile configuration (every field)
 ``npu_spec``        the target NPU spec (every field: a custom JSON spec is hashed by content)
 ``files``           sha256 of each extra file shipped in the artifact (tokenizer files), by name
-``versions``        optimum-npu, artifact format, torch and transformers versions
+``versions``        optimum-npu, artifact format, torch and transformers versions, and a sha256
+                    of optimum-npu's own ``.py`` files (an edited or patched install never
+                    reuses artifacts compiled by other code)
 ==================  =====================================================================
 
 The JSON is serialised with sorted keys and no whitespace, so the key is stable across
@@ -22,6 +24,7 @@ processes and machines.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 from dataclasses import dataclass
@@ -46,6 +49,16 @@ class CacheKey:
 
     key: str
     inputs: dict[str, Any]
+
+
+@functools.lru_cache(maxsize=1)
+def library_source_digest() -> str:
+    """sha256 over the relative path and content of every ``.py`` file of the optimum_npu package."""
+    root = Path(__file__).resolve().parents[1]
+    digest = hashlib.sha256()
+    for path in sorted(root.rglob("*.py")):
+        digest.update(path.relative_to(root).as_posix().encode() + b"\0" + path.read_bytes() + b"\0")
+    return digest.hexdigest()
 
 
 def weights_digest(state_dict: dict[str, torch.Tensor]) -> str:
@@ -102,7 +115,8 @@ def compute_cache_key(*, family: str, architecture: str, state_dict: dict[str, t
         "npu_spec": npu_spec,
         "files": files,
         "versions": {"optimum_npu": __version__, "artifact_format": ARTIFACT_FORMAT_VERSION,
-                     "torch": torch.__version__, "transformers": transformers.__version__},
+                     "torch": torch.__version__, "transformers": transformers.__version__,
+                     "optimum_npu_source": library_source_digest()},
     }
     inputs = json.loads(canonical_json(inputs))  # what is hashed is exactly what is recorded
     return CacheKey(hashlib.sha256(canonical_json(inputs).encode()).hexdigest(), inputs)

@@ -73,7 +73,8 @@ def _usage(repo_id: str) -> str:
 
 
 def _compile_section(stored: dict[str, Any]) -> str:
-    skip = {"npu_spec", "graphs", "library_version", "format_version", "torch_version", "family", "architecture"}
+    skip = {"npu_spec", "graphs", "library_version", "format_version", "torch_version", "family", "architecture",
+            "device"}  # device: a runtime option, chosen at load time
     rows = [f"| `{k}` | `{json.dumps(v)}` |" for k, v in stored.items() if k not in skip]
     graphs = ", ".join(f"`{g}`" for g in stored.get("graphs", []))
     return ("## Compile configuration\n\n| knob | value |\n|---|---|\n" + "\n".join(rows)

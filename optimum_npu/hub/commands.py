@@ -119,14 +119,23 @@ def add_hub_commands(commands: argparse._SubParsersAction) -> None:
                                             "compile knobs, target and versions are compiled again. Entries live "
                                             "in $OPTIMUM_NPU_CACHE (default ~/.cache/optimum-npu/compiled); a Hub "
                                             "repository (--repo-id) can hold a shared copy.")
-    cache.add_argument("action", choices=["list", "clear", "push", "pull"],
-                       help="list entries, remove them, upload local entries to --repo-id, or download from it")
-    cache.add_argument("keys", nargs="*", help="entry keys or unique key prefixes (default: every entry)")
-    cache.add_argument("--cache-dir", type=Path, help="local cache directory (default: $OPTIMUM_NPU_CACHE or "
-                                                      "~/.cache/optimum-npu/compiled)")
-    cache.add_argument("--repo-id", help="Hub repository used as a shared cache (list/clear act on it when given)")
-    cache.add_argument("--all", action="store_true", help="with clear: remove every entry (no keys given)")
-    cache.add_argument("--private", action="store_true", default=None,
-                       help="create --repo-id as private when pushing")
-    _add_hub_options(cache)
-    cache.set_defaults(func=cmd_cache)
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("keys", nargs="*", help="entry keys or unique key prefixes (default: every entry)")
+    common.add_argument("--cache-dir", type=Path, help="local cache directory (default: $OPTIMUM_NPU_CACHE or "
+                                                       "~/.cache/optimum-npu/compiled)")
+    _add_hub_options(common)
+    actions = cache.add_subparsers(dest="action", required=True)
+    for name, text, repo_help in (
+        ("list", "list the entries", "list the entries of this Hub repository instead"),
+        ("clear", "remove entries (the given keys, or all with --all)", "remove them from this Hub repository"),
+        ("push", "upload local entries to a Hub repository", "the Hub repository to upload to (required)"),
+        ("pull", "download entries from a Hub repository", "the Hub repository to download from (required)"),
+    ):
+        action = actions.add_parser(name, parents=[common], help=text, description=text)
+        action.add_argument("--repo-id", help=repo_help)
+        if name == "clear":
+            action.add_argument("--all", action="store_true", help="remove every entry (when no keys are given)")
+        if name == "push":
+            action.add_argument("--private", action="store_true", default=None,
+                                help="create --repo-id as private when it does not exist")
+        action.set_defaults(func=cmd_cache)

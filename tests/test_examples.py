@@ -1,0 +1,77 @@
+"""Every script in ``examples/`` documents itself with ``--help`` and runs end to end on a tiny model.
+
+A new example must add its tiny-settings run to ``TINY_RUNS`` (the test fails otherwise).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import runpy
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from hub_fixtures import hub, hub_server, new_repo_id  # noqa: F401  (fixtures)
+from hub_server import TOKEN
+
+from optimum_npu.schema import MANIFEST_FILE
+
+ROOT = Path(__file__).resolve().parents[1]
+EXAMPLES = sorted(p.name for p in (ROOT / "examples").glob("*.py"))
+
+
+def run_text_generation(tmp_path: Path, hub) -> None:
+    result = run_script("text_generation.py", "--output", str(tmp_path / "artifact"), "--max-new-tokens", "3")
+    assert result.stdout.count("' -> [") == 2  # two prompts, their generated token ids
+    assert "decoder_batch_2 x2" in result.stdout and "TTFT" in result.stdout
+    assert (tmp_path / "artifact" / MANIFEST_FILE).is_file()
+
+
+def run_hub_roundtrip(tmp_path: Path, hub) -> None:
+    repo = new_repo_id("example")
+    result = run_script("hub_roundtrip.py", "--repo-id", repo, "--endpoint", hub.endpoint, "--token", TOKEN,
+                        "--private", "--max-seq-len", "64", "--prefill-chunk-size", "16", "--max-new-tokens", "4")
+    assert "greedy tokens, pulled vs local artifact: identical" in result.stdout
+    assert f"pushed: {hub.endpoint}/{repo}/commit/" in result.stdout
+    stored = hub.state.repos[repo]
+    files = stored.resolve("main").files
+    assert stored.private and {"README.md", MANIFEST_FILE, "graphs/prefill.graph.json"} <= set(files)
+
+
+TINY_RUNS = {"text_generation.py": run_text_generation, "hub_roundtrip.py": run_hub_roundtrip}
+
+
+def run_script(name: str, *args: str) -> subprocess.CompletedProcess:
+    result = subprocess.run([sys.executable, str(ROOT / "examples" / name), *args], capture_output=True, text=True,
+                            timeout=300)
+    assert result.returncode == 0, f"{name} failed:\n{result.stderr[-3000:]}"
+    return result
+
+
+@pytest.fixture(autouse=True)
+def isolated_cache(tmp_path, monkeypatch):
+    """Subprocesses inherit os.environ: keep their compile cache out of the user's home."""
+    monkeypatch.setenv("OPTIMUM_NPU_CACHE", str(tmp_path / "compile-cache"))
+
+
+def test_every_example_has_a_tiny_run():
+    assert EXAMPLES, "examples/ has no scripts"
+    assert sorted(TINY_RUNS) == EXAMPLES, "add the new example's tiny-settings run to TINY_RUNS"
+
+
+@pytest.mark.parametrize("name", EXAMPLES)
+def test_example_help(name, monkeypatch):
+    monkeypatch.setattr(sys, "argv", [name, "--help"])
+    out = io.StringIO()
+    with contextlib.redirect_stdout(out), pytest.raises(SystemExit) as exit_info:
+        runpy.run_path(str(ROOT / "examples" / name), run_name="__main__")
+    assert exit_info.value.code == 0
+    first_doc_line = (ROOT / "examples" / name).read_text().split('"""')[1].strip().splitlines()[0]
+    assert out.getvalue().startswith("usage:") and first_doc_line in out.getvalue()
+
+
+@pytest.mark.parametrize("name", EXAMPLES)
+def test_example_runs_on_a_tiny_model(name, tmp_path, hub):
+    TINY_RUNS[name](tmp_path, hub)
