@@ -132,6 +132,16 @@ def test_cache_can_be_disabled_or_redirected(checkpoint, cache_dir, monkeypatch,
         CompileCache.resolve(3)
 
 
+def test_unusable_cache_directory_only_warns(checkpoint, monkeypatch, tmp_path, caplog):
+    (tmp_path / "a-file").write_text("not a directory")
+    monkeypatch.setenv("OPTIMUM_NPU_CACHE", str(tmp_path / "a-file"))
+    caplog.set_level(logging.WARNING, logger="optimum_npu.hub.cache")
+    model, _ = export(checkpoint)
+    assert "could not store" in caplog.text and str(tmp_path / "a-file") in caplog.text
+    assert model.npu_graphs == ["prefill", "decoder_batch_1", "decoder_batch_2"]
+    assert greedy(model)[0][:5] == PROMPT[0].tolist()
+
+
 def test_cache_command_lists_and_clears(checkpoint, cache_dir, capsys):
     export(checkpoint)
     (entry,) = CompileCache(cache_dir).entries()

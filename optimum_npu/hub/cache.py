@@ -112,8 +112,8 @@ class CompileCache:
 
             try:
                 pull_entries(self, self.repo_id, [key], token=self.token)
-            except (OSError, ValueError) as err:  # offline, repo missing, no such entry: compile instead
-                logger.info("compile cache: %s not pulled from %s (%s)", key[:16], self.repo_id, err)
+            except Exception as err:  # offline, no such repo or entry, refused entry: compile instead
+                logger.warning("compile cache: %s not pulled from %s (%s)", key[:16], self.repo_id, err)
             artifact = self.verified_artifact(key)
         if artifact is None:
             return False
@@ -197,10 +197,20 @@ def compile_with_cache(target: Path, cache_key: Callable[[], CacheKey], compile_
         return False
     start = time.perf_counter()
     key = cache_key()
-    if cache.fetch(key.key, target):
+    try:
+        hit = cache.fetch(key.key, target)
+    except OSError as err:  # unreadable cache directory: compile as if there were none
+        logger.warning("compile cache %s unusable (%s); compiling", cache.root, err)
+        shutil.rmtree(target, ignore_errors=True)
+        hit = False
+    if hit:
         logger.info("compile cache hit %s (%s) in %.3f s", key.key[:16], cache.root, time.perf_counter() - start)
         return True
     compile_fn(target)
-    cache.store(key, target)
+    try:
+        cache.store(key, target)
+    except OSError as err:  # read-only or full disk: the compiled model is still good
+        logger.warning("compile cache: could not store %s in %s (%s)", key.key[:16], cache.root, err)
+        return False
     logger.info("compile cache miss %s: compiled and stored in %s", key.key[:16], cache.root)
     return False

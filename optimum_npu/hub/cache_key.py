@@ -61,11 +61,16 @@ def library_source_digest() -> str:
     return digest.hexdigest()
 
 
-def weights_digest(state_dict: dict[str, torch.Tensor]) -> str:
-    """sha256 over ``(name, dtype, shape, raw bytes)`` of every tensor, in name order."""
+def weights_digest(state_dict: dict[str, torch.Tensor], dtype: torch.dtype | None = None) -> str:
+    """sha256 over ``(name, dtype, shape, raw bytes)`` of every tensor, in name order.
+
+    ``dtype``: floating-point tensors are hashed as converted to it (one tensor at a time).
+    """
     digest = hashlib.sha256()
     for name in sorted(state_dict):
         tensor = state_dict[name].detach()
+        if dtype is not None and tensor.is_floating_point():
+            tensor = tensor.to(dtype)
         header = json.dumps([name, str(tensor.dtype).removeprefix("torch."), list(tensor.shape)])
         digest.update(header.encode() + b"\0")
         raw = tensor.contiguous().reshape(-1).view(torch.uint8)
@@ -87,7 +92,7 @@ def canonical_json(value: Any) -> str:
 
 def compute_cache_key(*, family: str, architecture: str, state_dict: dict[str, torch.Tensor], config: Any,
                       generation_config: Any, npu_config: dict[str, Any], npu_spec: dict[str, Any],
-                      extra_files: Iterable[Path] = ()) -> CacheKey:
+                      extra_files: Iterable[Path] = (), weights_dtype: torch.dtype | None = None) -> CacheKey:
     """The cache key of compiling one model with one configuration for one target.
 
     Args:
@@ -99,6 +104,7 @@ def compute_cache_key(*, family: str, architecture: str, state_dict: dict[str, t
         npu_config: the resolved compile configuration as a dict.
         npu_spec: the target spec as a dict (``NPUSpec.to_dict()``).
         extra_files: files copied into the artifact (tokenizer files); missing paths are skipped.
+        weights_dtype: the compile dtype; floating-point weights are hashed as converted to it.
 
     Returns:
         ``CacheKey(key, inputs)``: the hex key and the JSON object it hashes.
@@ -108,7 +114,7 @@ def compute_cache_key(*, family: str, architecture: str, state_dict: dict[str, t
         "key_version": KEY_VERSION,
         "family": family,
         "architecture": architecture,
-        "weights": weights_digest(state_dict),
+        "weights": weights_digest(state_dict, weights_dtype),
         "config": _public_dict(config),
         "generation": _public_dict(generation_config),
         "npu_config": npu_config,
@@ -127,9 +133,8 @@ def decoder_cache_key(hf_model: Any, architecture: str, npu_config: Any, tokeniz
     from optimum_npu.device.spec import resolve_spec
     from optimum_npu.models.decoder.export import TOKENIZER_FILES
 
-    dtype = getattr(torch, npu_config.dtype)
-    state = {name: t.to(dtype) if t.is_floating_point() else t for name, t in hf_model.state_dict().items()}
     files = [Path(tokenizer_dir) / name for name in TOKENIZER_FILES] if tokenizer_dir else []
-    return compute_cache_key(family="decoder", architecture=architecture, state_dict=state, config=hf_model.config,
-                             generation_config=hf_model.generation_config, npu_config=npu_config.to_dict(),
-                             npu_spec=resolve_spec(npu_config.npu).to_dict(), extra_files=files)
+    return compute_cache_key(family="decoder", architecture=architecture, state_dict=hf_model.state_dict(),
+                             config=hf_model.config, generation_config=hf_model.generation_config,
+                             npu_config=npu_config.to_dict(), npu_spec=resolve_spec(npu_config.npu).to_dict(),
+                             extra_files=files, weights_dtype=getattr(torch, npu_config.dtype))
