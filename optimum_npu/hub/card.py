@@ -73,12 +73,15 @@ def _usage(repo_id: str) -> str:
 
 
 def _compile_section(stored: dict[str, Any]) -> str:
+    from optimum_npu.models.decoder.npu_config import RUNTIME_OPTIONS  # chosen at load time, not compiled in
+
     skip = {"npu_spec", "graphs", "library_version", "format_version", "torch_version", "family", "architecture",
-            "device"}  # device: a runtime option, chosen at load time
+            *RUNTIME_OPTIONS}
     rows = [f"| `{k}` | `{json.dumps(v)}` |" for k, v in stored.items() if k not in skip]
     graphs = ", ".join(f"`{g}`" for g in stored.get("graphs", []))
+    runtime = ", ".join(f"`{k}`" for k in RUNTIME_OPTIONS)
     return ("## Compile configuration\n\n| knob | value |\n|---|---|\n" + "\n".join(rows)
-            + f"\n\nCompiled graphs: {graphs}.")
+            + f"\n\nCompiled graphs: {graphs}. Runtime options ({runtime}) are chosen at load time.")
 
 
 def _spec_section(spec: dict[str, Any], dtype: str | None) -> str:
