@@ -35,6 +35,13 @@ GRAPH_DIR = "graphs"
 GRAPH_SUFFIX = ".graph.json"
 WEIGHTS_FILE = "model.safetensors"
 
+
+def weights_file(rank: int = 0, tensor_parallel_size: int = 1) -> str:
+    """The weights file of one device shard (``model.safetensors`` without tensor parallelism)."""
+    if tensor_parallel_size == 1:
+        return WEIGHTS_FILE
+    return f"model-tp{rank}-of-{tensor_parallel_size}.safetensors"
+
 #: Operator namespaces a graph may reference. ``npu`` holds the device's own kernels.
 ALLOWED_OP_NAMESPACES = ("aten", "npu")
 #: Python-level builtins that appear in exported graphs, by their stable name.

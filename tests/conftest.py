@@ -105,3 +105,13 @@ def compiled(request, make_compiled) -> CompiledPair:
 def llama(make_compiled) -> CompiledPair:
     """The Llama model of ``compiled`` (same cache entry: no extra compile)."""
     return make_compiled("LlamaForCausalLM")
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _isolated_compile_cache(tmp_path_factory):
+    """Tests never read or fill the user's ~/.cache/optimum-npu (subprocesses inherit the variable)."""
+    patch = pytest.MonkeyPatch()
+    patch.setenv("OPTIMUM_NPU_CACHE", str(tmp_path_factory.mktemp("compile-cache")))
+    patch.delenv("OPTIMUM_NPU_CACHE_REPO", raising=False)
+    yield
+    patch.undo()

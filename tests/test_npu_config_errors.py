@@ -170,12 +170,20 @@ def test_unknown_dtype(llama_ckpt, compile_spy):
     assert compile_spy == []
 
 
-def test_tensor_parallel_not_supported_yet(llama_ckpt, compile_spy):
+def test_tensor_parallel_size_must_divide_the_heads(llama_ckpt, compile_spy):
     with pytest.raises(NPUConfigError) as err:
-        export(llama_ckpt, {**BASE, "tensor_parallel_size": 2})
+        export(llama_ckpt, {**BASE, "tensor_parallel_size": 4})  # the tiny model has 2 key/value heads
     message = str(err.value)
-    assert "tensor_parallel_size=2" in message and "not available yet" in message
-    assert "set tensor_parallel_size=1" in message
+    assert "tensor_parallel_size=4 does not divide the model's 2 key/value heads" in message
+    assert "choose tensor_parallel_size in [1, 2]" in message
+    assert compile_spy == []
+
+
+def test_tensor_parallel_needs_enough_devices(llama_ckpt, compile_spy):
+    with pytest.raises(NPUConfigError) as err:
+        export(llama_ckpt, {**BASE, "tensor_parallel_size": 2, "device": 7})  # atom nodes have npu:0..7
+    message = str(err.value)
+    assert "needs devices [7, 8]" in message and "0..7" in message
     assert compile_spy == []
 
 
@@ -324,7 +332,7 @@ def test_model_too_large_for_device(llama_ckpt, compile_spy, tmp_path):
         assert format_bytes(nbytes) in line
     assert f"needs {format_bytes(sum(plan.values()))}" in message
     assert format_bytes(100_000) in message and "small-npu" in message
-    assert "Reduce max_seq_len or batch_size" in message
+    assert "Suggestion:" in message and "choose an NPU with more memory" in message
     assert compile_spy == []
 
 

@@ -20,13 +20,17 @@ from optimum_npu.device.cost import FREE_OPS
 from optimum_npu.schema import Graph, GraphFormatError, check_op_name, decode_arg, dtype_from_name, iter_refs
 
 
-def resolve_op(name: str) -> Callable:
-    """``aten.mm.default`` -> ``torch.ops.aten.mm.default`` (allow-listed namespaces only)."""
+def resolve_op(name: str, kernels: dict[str, Callable] | None = None) -> Callable:
+    """``aten.mm.default`` -> ``torch.ops.aten.mm.default`` (allow-listed namespaces only).
+
+    ``kernels`` maps op names to implementations that replace the registered operator
+    (the device's direct kernels, or a rank's collectives).
+    """
     check_op_name(name)
     if name == "getitem":
         return operator.getitem
-    if name in KERNELS:
-        return KERNELS[name]
+    if kernels and name in kernels:
+        return kernels[name]
     namespace, op, overload = name.split(".")
     try:
         return getattr(getattr(getattr(torch.ops, namespace), op), overload)
@@ -38,9 +42,14 @@ def resolve_op(name: str) -> Callable:
 
 
 class Program:
-    """An executable graph: ``program(*tensors)`` with tensors in ``graph.inputs`` order."""
+    """An executable graph: ``program(*tensors)`` with tensors in ``graph.inputs`` order.
 
-    def __init__(self, graph: Graph):
+    ``kernels`` overrides operators by name (default: the device's direct kernels); pass
+    ``{}`` to go through the dispatcher, e.g. to propagate shapes with ``meta`` tensors.
+    """
+
+    def __init__(self, graph: Graph, kernels: dict[str, Callable] | None = None):
+        kernels = KERNELS if kernels is None else kernels
         self.graph = graph
         fx_graph = torch.fx.Graph()
         env: dict[str, torch.fx.Node] = {}
@@ -49,14 +58,16 @@ class Program:
         for node in graph.nodes:
             args = decode_arg(node.args, env.__getitem__)
             kwargs = {k: decode_arg(v, env.__getitem__) for k, v in node.kwargs.items()}
-            env[node.name] = fx_graph.call_function(resolve_op(node.op), tuple(args), kwargs)
+            env[node.name] = fx_graph.call_function(resolve_op(node.op, kernels), tuple(args), kwargs)
         outputs = [env[name] for name in graph.outputs]
         fx_graph.output(outputs[0] if len(outputs) == 1 else tuple(outputs))
-        self._module = torch.fx.GraphModule(torch.nn.Module(), fx_graph, class_name=f"npu_{graph.name}")
+        self.module = torch.fx.GraphModule(torch.nn.Module(), fx_graph, class_name=f"npu_{graph.name}")
+        #: fx node name of each graph node, in graph order
+        self.node_names = [env[node.name].name for node in graph.nodes]
 
     def __call__(self, *tensors: torch.Tensor):
         with torch.no_grad():
-            return self._module(*tensors)
+            return self.module(*tensors)
 
 
 def peak_activation_bytes(graph: Graph) -> int:

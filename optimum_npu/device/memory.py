@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-CATEGORIES = ("weights", "kv_cache", "workspace")
+CATEGORIES = ("weights", "kv_cache", "workspace", "collective_buffers")
 
 
 def format_bytes(n: float) -> str:

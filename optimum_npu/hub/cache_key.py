@@ -136,5 +136,5 @@ def decoder_cache_key(hf_model: Any, architecture: str, npu_config: Any, tokeniz
     files = [Path(tokenizer_dir) / name for name in TOKENIZER_FILES] if tokenizer_dir else []
     return compute_cache_key(family="decoder", architecture=architecture, state_dict=hf_model.state_dict(),
                              config=hf_model.config, generation_config=hf_model.generation_config,
-                             npu_config=npu_config.to_dict(), npu_spec=resolve_spec(npu_config.npu).to_dict(),
+                             npu_config=npu_config.compile_knobs(), npu_spec=resolve_spec(npu_config.npu).to_dict(),
                              extra_files=files, weights_dtype=getattr(torch, npu_config.dtype))

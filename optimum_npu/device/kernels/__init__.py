@@ -1,9 +1,10 @@
 """The simulated NPU's own kernels, registered as ``torch.ops.npu.*`` operators.
 
-Model wrappers call them while being captured, so each kernel appears as a single
-node in the compiled graph; the device runs the same implementation.
+Model wrappers and compiler passes emit them, so each kernel is a single node in the
+compiled graph; the device runs the same implementation.
 """
 
+from optimum_npu.device.kernels import collectives  # noqa: F401  (registers npu.all_reduce / npu.all_gather)
 from optimum_npu.device.kernels.paged_attention import paged_attention_kernel
 from optimum_npu.device.kernels.sliding_window_attention import sliding_window_attention_kernel
 
@@ -14,3 +15,5 @@ KERNELS = {
 }
 #: Kernels whose cost depends on the run-time context (costed per call by the cost model).
 ATTENTION_OPS = tuple(KERNELS)
+#: Collectives inserted by the tensor-parallel pass; the runtime binds them per rank.
+COLLECTIVE_OPS = ("npu.all_reduce.default", "npu.all_gather.default")

@@ -12,6 +12,7 @@ from transformers import GenerationConfig, PreTrainedModel
 
 from optimum_npu.compile.artifact import graph_path, write_atomically
 from optimum_npu.compile.capture import capture
+from optimum_npu.compile.tensor_parallel import TensorParallelPlan, shard_graph, shard_weights
 from optimum_npu.compile.weights import save_weights
 from optimum_npu.device.spec import resolve_spec
 from optimum_npu.models.decoder.memory_plan import cache_shapes, check_fits, plan_memory
@@ -19,12 +20,24 @@ from optimum_npu.models.decoder.npu_config import NPUDecoderConfig
 from optimum_npu.models.decoder.wrapper import HF_PREFIX, StaticDecoder, attention_layouts
 from optimum_npu.models.model_config import DecoderModelConfig
 from optimum_npu.models.registry import Architecture
-from optimum_npu.schema import ARTIFACT_FORMAT_VERSION, GRAPH_DIR, NPU_CONFIG_FILE, WEIGHTS_FILE
+from optimum_npu.schema import ARTIFACT_FORMAT_VERSION, GRAPH_DIR, NPU_CONFIG_FILE, weights_file
 from optimum_npu.version import __version__
 
 TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "tokenizer.model",
                    "vocab.json", "merges.txt", "chat_template.jinja", "added_tokens.json")
 INPUT_NAMES = ["input_ids", "positions", "block_table", "slots", "logits_index"]
+
+
+#: Used when a config carries no ``base_model_tp_plan`` (the layout every registered decoder shares).
+DEFAULT_TP_PLAN = {"layers.*.self_attn.q_proj": "colwise", "layers.*.self_attn.k_proj": "colwise",
+                   "layers.*.self_attn.v_proj": "colwise", "layers.*.self_attn.o_proj": "rowwise",
+                   "layers.*.mlp.gate_proj": "colwise", "layers.*.mlp.up_proj": "colwise",
+                   "layers.*.mlp.down_proj": "rowwise"}
+
+
+def tensor_parallel_plan(hf_config, size: int) -> TensorParallelPlan:
+    text = hf_config.get_text_config(decoder=True)
+    return TensorParallelPlan.from_hf(size, getattr(text, "base_model_tp_plan", None) or DEFAULT_TP_PLAN)
 
 
 def graph_names(config: NPUDecoderConfig) -> list[str]:
@@ -89,12 +102,16 @@ def compile_decoder(
     check_fits(plan_memory(model_config, config), spec, owner=f"{model_config.architecture} (compile check)")
     names = graph_names(config)
     graphs, weights = capture_graphs(hf_model, arch, config, names, progress)
+    plan = tensor_parallel_plan(hf_model.config, config.tensor_parallel_size)
+    rank_weights = [shard_weights(graphs["prefill"], weights, plan, rank) for rank in range(plan.size)]
+    graphs = {name: shard_graph(graph, plan) for name, graph in graphs.items()}
 
     def fill(tmp: Path) -> None:
         (tmp / GRAPH_DIR).mkdir()
         for name, graph in graphs.items():
             graph_path(tmp, name).write_text(graph.to_json())
-        save_weights(tmp / WEIGHTS_FILE, weights)
+        for rank, shard in enumerate(rank_weights):
+            save_weights(tmp / weights_file(rank, plan.size), shard)
         hf_model.config.save_pretrained(tmp)
         generation_config = hf_model.generation_config or GenerationConfig.from_model_config(hf_model.config)
         generation_config.save_pretrained(tmp)

@@ -33,7 +33,8 @@ def cache_shapes(model: DecoderModelConfig, config: "NPUDecoderConfig") -> list[
 
 
 def kv_pool_bytes(model: DecoderModelConfig, config: "NPUDecoderConfig") -> dict[str, int]:
-    """Bytes of the paged pool (global layers) and of the rings (sliding layers), keys and values."""
+    """Bytes of the paged pool (global layers) and of the rings (sliding layers), keys and values,
+    over all devices (each of ``tensor_parallel_size`` devices holds an equal share)."""
     itemsize = getattr(torch, config.dtype).itemsize
     pools = {"paged": 0, "sliding": 0}
     for layer, shape in enumerate(cache_shapes(model, config)):
@@ -43,40 +44,90 @@ def kv_pool_bytes(model: DecoderModelConfig, config: "NPUDecoderConfig") -> dict
 
 
 def workspace_estimate(model: DecoderModelConfig, config: "NPUDecoderConfig") -> int:
-    """Largest activations of a prefill chunk or a full decode batch (logits, MLP and attention scores)."""
+    """Largest activations on one device of a prefill chunk or a full decode batch."""
     itemsize = getattr(torch, config.dtype).itemsize
+    tp = config.tensor_parallel_size
     tokens = max(config.prefill_chunk_size, config.batch_size)
-    mlp = 3 * tokens * model.intermediate_size * itemsize
+    mlp = 3 * tokens * model.intermediate_size * itemsize // tp
     keys = config.partition_len or config.max_seq_len
-    scores = 4 * model.num_heads * config.prefill_chunk_size * keys
+    scores = 4 * model.num_heads * config.prefill_chunk_size * keys // tp
     logits = config.batch_size * model.vocab_size * 4
     return mlp + scores + logits
 
 
-def plan_memory(model: DecoderModelConfig, config: "NPUDecoderConfig") -> dict[str, int]:
+def weight_bytes_per_device(model: DecoderModelConfig, config: "NPUDecoderConfig") -> int:
+    """Each device holds its shard of the layers and of the vocabulary projection, and the whole embedding."""
     itemsize = getattr(torch, config.dtype).itemsize
-    return {"weights": model.num_parameters * itemsize, "kv_cache": sum(kv_pool_bytes(model, config).values()),
-            "workspace": workspace_estimate(model, config)}
+    tp = config.tensor_parallel_size
+    if tp == 1:
+        return model.num_parameters * itemsize
+    table = model.vocab_size * model.hidden_size
+    layers = model.num_parameters - table * (1 if model.tie_word_embeddings else 2)
+    head_shard = -(-model.vocab_size // tp) * model.hidden_size
+    return (table + head_shard + layers // tp) * itemsize
+
+
+def plan_memory(model: DecoderModelConfig, config: "NPUDecoderConfig") -> dict[str, int]:
+    """Bytes one device needs, per category."""
+    tp = config.tensor_parallel_size
+    request = {"weights": weight_bytes_per_device(model, config),
+               "kv_cache": sum(kv_pool_bytes(model, config).values()) // tp,
+               "workspace": workspace_estimate(model, config)}
+    if tp > 1:
+        itemsize = getattr(torch, config.dtype).itemsize
+        request["collective_buffers"] = 2 * max(config.prefill_chunk_size * model.hidden_size * itemsize,
+                                                config.batch_size * model.vocab_size * itemsize)
+    return request
 
 
 def blocks_that_fit(model: DecoderModelConfig, config: "NPUDecoderConfig", spec: NPUSpec) -> int:
     """Most paged blocks the device holds after weights, workspace and rings (pool sized from memory)."""
     request = plan_memory(model, config)
     pools = kv_pool_bytes(model, config)
-    fixed = request["weights"] + request["workspace"] + pools["sliding"]
-    per_block = pools["paged"] // config.kvcache_num_blocks
+    fixed = request["weights"] + request["workspace"] + request.get("collective_buffers", 0)
+    fixed += pools["sliding"] // config.tensor_parallel_size
+    per_block = pools["paged"] // config.tensor_parallel_size // config.kvcache_num_blocks
     if per_block == 0:
         return config.kvcache_num_blocks
     return max(0, (spec.dram_bytes - fixed) // per_block)
 
 
-def check_fits(request: dict[str, int], spec: NPUSpec, owner: str) -> None:
-    """Raises DeviceOutOfMemoryError with a breakdown when ``request`` exceeds one device's DRAM."""
+def fits(model: DecoderModelConfig, config: "NPUDecoderConfig", spec: NPUSpec) -> bool:
+    return sum(plan_memory(model, config).values()) <= spec.dram_bytes
+
+
+def suggest_fit(model: DecoderModelConfig, config: "NPUDecoderConfig", spec: NPUSpec) -> str:
+    """What would fit: the smallest tensor_parallel_size, or the longest max_seq_len at this size."""
+    import dataclasses
+
+    hints = []
+    for tp in range(config.tensor_parallel_size + 1, spec.devices_per_node + 1):
+        if model.num_kv_heads % tp or model.num_heads % tp or model.intermediate_size % tp:
+            continue
+        candidate = dataclasses.replace(config, tensor_parallel_size=tp, device=0)
+        if fits(model, candidate, spec):
+            hints.append(f"tensor_parallel_size={tp} fits")
+            break
+    length = config.max_seq_len
+    while length > config.kvcache_block_size:
+        length = max(config.kvcache_block_size, (length // 2) // config.kvcache_block_size * config.kvcache_block_size)
+        candidate = dataclasses.replace(config, max_seq_len=length, kvcache_num_blocks=None, kvcache_partition_len=None)
+        candidate = dataclasses.replace(candidate, kvcache_num_blocks=config.batch_size * (length // config.kvcache_block_size))
+        if fits(model, candidate, spec):
+            hints.append(f"max_seq_len={length} fits at tensor_parallel_size={config.tensor_parallel_size}")
+            break
+    return "; ".join(hints) if hints else "no smaller configuration on this spec fits: choose an NPU with more memory"
+
+
+def check_fits(request: dict[str, int], spec: NPUSpec, owner: str, suggestion: str = "") -> None:
+    """Raises DeviceOutOfMemoryError with a per-device breakdown when ``request`` exceeds one device's DRAM."""
     total = sum(request.values())
     if total <= spec.dram_bytes:
         return
-    lines = [f"{owner} needs {format_bytes(total)} but one {spec.name} device has {format_bytes(spec.dram_bytes)}:"]
-    lines += [f"  {category:<10} {format_bytes(nbytes):>12}" for category, nbytes in request.items()]
-    lines.append("Reduce max_seq_len or batch_size (KV cache), use a smaller dtype (weights), "
-                 "or target an NPU spec with more memory.")
+    lines = [f"{owner} needs {format_bytes(total)} per device but one {spec.name} device has "
+             f"{format_bytes(spec.dram_bytes)}:"]
+    lines += [f"  {category:<18} {format_bytes(nbytes):>12}" for category, nbytes in request.items()]
+    lines.append(f"Suggestion: {suggestion}." if suggestion else
+                 "Reduce max_seq_len or batch_size (KV cache), use a smaller dtype (weights), raise "
+                 "tensor_parallel_size, or target an NPU spec with more memory.")
     raise DeviceOutOfMemoryError("\n".join(lines))

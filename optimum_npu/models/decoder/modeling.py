@@ -10,12 +10,13 @@ import torch
 from transformers import AutoConfig, AutoModelForCausalLM, GenerationConfig, GenerationMixin, PreTrainedModel
 from transformers.modeling_outputs import CausalLMOutputWithPast
 
+from optimum_npu.device.profiler import Profiler
 from optimum_npu.device.spec import NPUSpec, resolve_spec
 from optimum_npu.hub.cache import compile_with_cache
 from optimum_npu.hub.cache_key import decoder_cache_key
 from optimum_npu.models.base import NPUPreTrainedModel
 from optimum_npu.models.decoder.export import compile_decoder
-from optimum_npu.models.decoder.memory_plan import check_fits, plan_memory
+from optimum_npu.models.decoder.memory_plan import check_fits, plan_memory, suggest_fit
 from optimum_npu.models.decoder.npu_config import RUNTIME_OPTIONS, NPUConfigError, NPUDecoderConfig
 from optimum_npu.models.decoder.runtime import DecoderRuntime
 from optimum_npu.models.decoder.stats import NPUStats
@@ -65,7 +66,10 @@ class NPUModelForCausalLM(NPUPreTrainedModel, GenerationMixin):
         arch = lookup_architecture(hf_config, "decoder")
         model = DecoderModelConfig.from_hf(hf_config)
         config = NPUDecoderConfig.coerce(npu_config).resolve(model)
-        check_fits(plan_memory(model, config), resolve_spec(config.npu), owner=arch.name)
+        spec = resolve_spec(config.npu)
+        request = plan_memory(model, config)
+        if sum(request.values()) > spec.dram_bytes:
+            check_fits(request, spec, owner=arch.name, suggestion=suggest_fit(model, config, spec))
         return config
 
     @classmethod
@@ -77,7 +81,8 @@ class NPUModelForCausalLM(NPUPreTrainedModel, GenerationMixin):
                            compile_cache)
         from optimum_npu.compile.artifact import verify_artifact
 
-        model = cls._load(target, verify_artifact(target), None)
+        runtime_options = {name: getattr(config, name) for name in RUNTIME_OPTIONS}  # a cache hit may differ
+        model = cls._load(target, verify_artifact(target), runtime_options)
         model._tmp_dir = tmp
         return model
 
@@ -106,6 +111,14 @@ class NPUModelForCausalLM(NPUPreTrainedModel, GenerationMixin):
     def npu_stats(self) -> NPUStats:
         """Simulated NPU time per phase, graphs used and device memory of the last call."""
         return self._runtime.stats
+
+    @property
+    def npu_profile(self) -> Profiler:
+        """Every op / fused group of every graph call on its device's track (``.summary()``, ``.save(path)``)."""
+        if not self.npu_config.profile:
+            raise ValueError("profiling is off for this model; load it with npu_config={'profile': True}, e.g. "
+                             "NPUModelForCausalLM.from_pretrained(path, npu_config={'profile': True})")
+        return vars(self._runtime).setdefault("profiler", Profiler())
 
     @classmethod
     def _supports_default_dynamic_cache(cls) -> bool:
@@ -175,6 +188,7 @@ class NPUModelForCausalLM(NPUPreTrainedModel, GenerationMixin):
         for ids in rows:
             self._runtime._check_length(len(ids))
         self._finish_sequences()
+        self._runtime.stats = self._runtime.new_stats()  # the stats describe this call only (generate or forward)
         self._runtime.stats.sequences = batch
         self._lengths = [len(ids) for ids in rows]
         return torch.stack([self._runtime.prefill(ids, slot) for slot, ids in enumerate(rows)])

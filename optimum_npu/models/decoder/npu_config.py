@@ -17,7 +17,8 @@ from optimum_npu.models.model_config import DecoderModelConfig
 
 SUPPORTED_DTYPES = ("float32", "float16", "bfloat16")
 #: Options that may differ between compile time and load time.
-RUNTIME_OPTIONS = ("device", "enable_prefix_caching", "profile")
+RUNTIME_OPTIONS = ("device", "enable_prefix_caching", "profile", "collectives")
+COLLECTIVE_BACKENDS = ("in_process", "torch.distributed")
 ATTN_IMPLS = ("eager", "flash_attn")
 #: Partition length chosen for flash attention when none is given.
 DEFAULT_PARTITION_LEN = 4096
@@ -55,8 +56,12 @@ class NPUDecoderConfig:
             ``flash_attn`` when ``kvcache_partition_len`` is set or ``max_seq_len`` > 8192.
         kvcache_partition_len: flash-attention partition length. Default with flash_attn:
             min(4096, max_seq_len).
-        tensor_parallel_size: devices one model is split across.
-        device: runtime option: the simulated device id the model runs on.
+        tensor_parallel_size: devices one model is split across (attention heads, MLP
+            columns/rows, vocabulary and KV cache are split; collectives are inserted).
+        device: runtime option: the simulated device id of the first rank (the ranks use
+            consecutive ids), or one id per rank.
+        collectives: runtime option: ``in_process`` (every rank a thread here) or
+            ``torch.distributed`` (this process is one rank of an initialised gloo group).
         enable_prefix_caching: runtime option: reuse the KV blocks of a prompt prefix seen
             before (full blocks only; not for models with sliding-window layers).
         profile: runtime option: record every op on its device's track (see ``model.npu_profile``).
@@ -73,9 +78,10 @@ class NPUDecoderConfig:
     attn_impl: str | None = None
     kvcache_partition_len: int | None = None
     tensor_parallel_size: int = 1
-    device: int = field(default=0, metadata={"runtime": True})
+    device: int | tuple[int, ...] = field(default=0, metadata={"runtime": True})
     enable_prefix_caching: bool = field(default=False, metadata={"runtime": True})
     profile: bool = field(default=False, metadata={"runtime": True})
+    collectives: str = field(default="in_process", metadata={"runtime": True})
 
     def __post_init__(self):
         if self.decoder_batch_sizes is not None and not isinstance(self.decoder_batch_sizes, (list, tuple)):
@@ -95,11 +101,11 @@ class NPUDecoderConfig:
                 _positive_int(name, value)
         _positive_int("batch_size", self.batch_size)
         _positive_int("tensor_parallel_size", self.tensor_parallel_size)
-        if self.tensor_parallel_size != 1:
-            raise NPUConfigError(
-                f"tensor_parallel_size={self.tensor_parallel_size} is not available yet: this release compiles "
-                "for one device; set tensor_parallel_size=1"
-            )
+        if self.collectives not in COLLECTIVE_BACKENDS:
+            raise NPUConfigError(f"collectives={self.collectives!r} is not supported; choose one of "
+                                 f"{list(COLLECTIVE_BACKENDS)}")
+        if isinstance(self.device, list):
+            object.__setattr__(self, "device", tuple(self.device))
         if self.decoder_batch_sizes is not None:
             self._check_decoder_batch_sizes()
         if self.dtype is not None and self.dtype not in SUPPORTED_DTYPES:
@@ -112,8 +118,14 @@ class NPUDecoderConfig:
         for name in ("enable_prefix_caching", "profile"):
             if not isinstance(getattr(self, name), bool):
                 raise NPUConfigError(f"{name}={getattr(self, name)!r} must be True or False")
-        if not isinstance(self.device, int) or isinstance(self.device, bool) or self.device < 0:
-            raise NPUConfigError(f"device={self.device!r} is invalid: it must be a device id >= 0")
+        ids = self.device if isinstance(self.device, tuple) else (self.device,)
+        if not ids or any(not isinstance(i, int) or isinstance(i, bool) or i < 0 for i in ids):
+            raise NPUConfigError(f"device={self.device!r} is invalid: give a device id >= 0 or a list of ids")
+        if isinstance(self.device, tuple) and len(set(self.device)) != len(self.device):
+            raise NPUConfigError(f"device={list(self.device)} lists a device twice; give distinct ids")
+        if isinstance(self.device, tuple) and len(self.device) != self.tensor_parallel_size:
+            raise NPUConfigError(f"device={list(self.device)} gives {len(self.device)} ids for "
+                                 f"tensor_parallel_size={self.tensor_parallel_size}; give one id per rank")
 
     def _check_decoder_batch_sizes(self) -> None:
         sizes = self.decoder_batch_sizes
@@ -157,7 +169,16 @@ class NPUDecoderConfig:
     def to_dict(self) -> dict[str, Any]:
         data = dataclasses.asdict(self)
         data["decoder_batch_sizes"] = list(self.decoder_batch_sizes or [])
+        if isinstance(self.device, tuple):
+            data["device"] = list(self.device)
         return data
+
+    @property
+    def device_ids(self) -> list[int]:
+        """The simulated device of each tensor-parallel rank."""
+        if isinstance(self.device, tuple):
+            return list(self.device)
+        return [self.device + rank for rank in range(self.tensor_parallel_size)]
 
     def compile_knobs(self) -> dict[str, Any]:
         """Every field except the runtime options."""
@@ -178,9 +199,19 @@ class NPUDecoderConfig:
             spec = resolve_spec(self.npu)
         except ValueError as err:
             raise NPUConfigError(str(err)) from None
-        if self.device >= spec.devices_per_node:
-            raise NPUConfigError(f"device={self.device} does not exist: the {spec.name!r} node has devices "
-                                 f"0..{spec.devices_per_node - 1}; choose a device id in that range")
+        if max(self.device_ids) >= spec.devices_per_node:
+            raise NPUConfigError(
+                f"device={self.device!r} with tensor_parallel_size={self.tensor_parallel_size} needs devices "
+                f"{self.device_ids}, but the {spec.name!r} node has devices 0..{spec.devices_per_node - 1}; "
+                "choose device ids in that range or a smaller tensor_parallel_size")
+        tp = self.tensor_parallel_size
+        for count, what in ((model.num_kv_heads, "key/value heads"), (model.num_heads, "attention heads"),
+                            (model.intermediate_size, "MLP columns (intermediate_size)")):
+            if count % tp:
+                choices = [d for d in range(1, spec.devices_per_node + 1) if model.num_kv_heads % d == 0
+                           and model.num_heads % d == 0 and model.intermediate_size % d == 0]
+                raise NPUConfigError(f"tensor_parallel_size={tp} does not divide the model's {count} {what}; "
+                                     f"choose tensor_parallel_size in {choices}")
         limit = model.max_position_embeddings
         max_seq_len = self.max_seq_len or min(limit, 2048)
         if max_seq_len > limit:

@@ -9,27 +9,22 @@ position -1: they neither write nor read the cache).
 
 from __future__ import annotations
 
-import weakref
 from pathlib import Path
 
 import torch
 
-from optimum_npu.compile.artifact import ArtifactError, read_graph
-from optimum_npu.compile.weights import load_weights
-from optimum_npu.device.cost import GraphCostModel
-from optimum_npu.device.device import get_device
-from optimum_npu.device.executor import Program, peak_activation_bytes
+from optimum_npu.device.profiler import Profiler
 from optimum_npu.device.spec import NPUSpec
 from optimum_npu.models.decoder.block_manager import BlockManager
+from optimum_npu.models.decoder.device_group import DeviceGroup
 from optimum_npu.models.decoder.memory_plan import kv_pool_bytes
 from optimum_npu.models.decoder.npu_config import NPUConfigError, NPUDecoderConfig
 from optimum_npu.models.decoder.stats import NPUStats, StepRecord
 from optimum_npu.models.model_config import DecoderModelConfig
-from optimum_npu.schema import WEIGHTS_FILE, Graph, dtype_from_name
 
 
 class DecoderRuntime:
-    """Loads a compiled decoder's graphs and weights onto one simulated device and runs them.
+    """Runs a compiled decoder's graphs on its devices and owns the host-side state.
 
     Args:
         root: the verified artifact directory.
@@ -47,53 +42,29 @@ class DecoderRuntime:
         self.config = config
         self.model = model
         self.spec = spec
-        self.device = get_device(spec, config.device)
-        graphs = {name: read_graph(root, name) for name in graph_names}
-        weights = load_weights(root / WEIGHTS_FILE)
-        cache_specs = graphs["prefill"].inputs_of_kind("kv_cache")
-        request = {
-            "weights": sum(t.nbytes for t in {id(t): t for t in weights.values()}.values()),
-            "kv_cache": sum(spec.nbytes for spec in cache_specs),
-            "workspace": max(peak_activation_bytes(g) for g in graphs.values()),
-        }
         owner = f"{model.architecture} (max_seq_len={config.max_seq_len}, batch_size={config.batch_size})"
-        handles = self.device.memory.reserve(owner, request)
-        self._finalizer = weakref.finalize(self, self.device.memory.release, handles)
-        self.memory = request
-        self.kv_pools = kv_pool_bytes(model, config)
-
-        self.kv_cache = {s.name: torch.zeros(s.shape, dtype=dtype_from_name(s.dtype)) for s in cache_specs}
+        self.group = DeviceGroup(root, graph_names, spec, config.device_ids, config.dtype, config.collectives, owner)
+        self.device = self.group.devices[0]
+        self.memory = self.group.memory
+        self.kv_pools = {pool: nbytes // config.tensor_parallel_size
+                         for pool, nbytes in kv_pool_bytes(model, config).items()}
         self.blocks = BlockManager(config.kvcache_num_blocks, config.kvcache_block_size,
                                    config.enable_prefix_caching)
-        self.programs = {name: Program(graph) for name, graph in graphs.items()}
-        self.costs = {name: GraphCostModel(graph, spec, config.dtype) for name, graph in graphs.items()}
-        self.bindings = {name: self._bind(graph, weights) for name, graph in graphs.items()}
+        self.programs = self.group.ranks[0].programs
+        self.costs = self.group.costs
         self.decode_buckets = sorted(config.decoder_batch_sizes)
         self.stats = self.new_stats()
 
     def new_stats(self) -> NPUStats:
-        return NPUStats(device=self.device.name, spec=self.spec.name, memory=dict(self.memory),
-                        memory_capacity=self.device.memory.capacity, kv_blocks_total=self.blocks.num_blocks,
-                        kv_pools=dict(self.kv_pools))
+        devices = ", ".join(d.name.split(" ")[0] for d in self.group.devices)
+        return NPUStats(device=f"{devices} ({self.spec.name})" if len(self.group.devices) > 1 else self.device.name,
+                        spec=self.spec.name, memory=dict(self.memory), memory_capacity=self.device.memory.capacity,
+                        kv_blocks_total=self.blocks.num_blocks, kv_pools=dict(self.kv_pools),
+                        tensor_parallel_size=self.config.tensor_parallel_size)
 
     def release(self) -> None:
-        """Frees this model's memory on the device (also done when the runtime is garbage collected)."""
-        self._finalizer()
-
-    def _bind(self, graph: Graph, weights: dict[str, torch.Tensor]) -> list:
-        binding = []
-        for spec in graph.inputs:
-            if spec.kind == "weight":
-                tensor = weights.get(spec.source)
-                if tensor is None or tuple(tensor.shape) != spec.shape or tensor.dtype != dtype_from_name(spec.dtype):
-                    raise ArtifactError(f"graph {graph.name!r} needs weight {spec.source!r} {list(spec.shape)} "
-                                        f"{spec.dtype}, which the weights file does not hold; recompile the model")
-                binding.append(tensor)
-            elif spec.kind == "kv_cache":
-                binding.append(self.kv_cache[spec.name])
-            else:
-                binding.append(spec.name)
-        return binding
+        """Frees this model's memory on its devices (also done when the runtime is garbage collected)."""
+        self.group.release()
 
     def _block_table(self, slots: list[int]) -> torch.Tensor:
         width = self.config.blocks_per_sequence
@@ -101,12 +72,14 @@ class DecoderRuntime:
 
     def _run(self, graph_name: str, phase: str, inputs: dict[str, torch.Tensor], active: int,
              tokens: int) -> torch.Tensor:
-        args = [inputs[item] if isinstance(item, str) else item for item in self.bindings[graph_name]]
-        logits = self.programs[graph_name](*args)
+        logits = self.group.run(graph_name, inputs)
         seconds, attention = self.costs[graph_name].call_seconds(inputs["positions"])
         host_bytes = sum(t.nbytes for t in inputs.values()) + logits.nbytes
         host = host_bytes / self.spec.host_link_bandwidth
-        self.device.advance(seconds + host)
+        if self.config.profile:  # every op / fused group of the call on each device's track (model.npu_profile)
+            timeline = self.costs[graph_name].timeline(inputs["positions"], host_bytes - logits.nbytes, logits.nbytes)
+            vars(self).setdefault("profiler", Profiler()).record_call(self.group.devices, graph_name, phase, timeline)
+        self.group.advance(seconds + host)
         self.stats.record(StepRecord(phase, graph_name, active, tokens, seconds, attention, host))
         self.stats.kv_blocks_peak = max(self.stats.kv_blocks_peak, self.blocks.used_blocks)
         return logits

@@ -40,6 +40,7 @@ class NPUStats:
     kv_blocks_total: int = 0
     kv_blocks_peak: int = 0
     kv_pools: dict[str, int] = field(default_factory=dict)
+    tensor_parallel_size: int = 1
 
     def record(self, step: StepRecord) -> None:
         self.steps.append(step)
@@ -79,6 +80,7 @@ class NPUStats:
     def to_dict(self) -> dict:
         return {
             "device": self.device, "spec": self.spec, "sequences": self.sequences,
+            "tensor_parallel_size": self.tensor_parallel_size,
             "ttft_ms": self.ttft_s * 1e3, "decode_ms_per_token": self.decode_s_per_token * 1e3,
             "tokens_per_s": self.tokens_per_s, "prefill_chunks": len(self._phase("prefill")),
             "decode_steps": self.decode_steps, "buckets": dict(self.buckets),
@@ -95,8 +97,9 @@ class NPUStats:
             f"  decode                  {self.decode_s_per_token * 1e3:10.3f} ms/step ({self.decode_steps} steps)",
             f"  decode throughput       {self.tokens_per_s:10.1f} tokens/s",
             "  graphs used             " + ", ".join(f"{g} x{n}" for g, n in sorted(self.buckets.items())),
-            f"  memory                  {format_bytes(used)} of {format_bytes(self.memory_capacity)}"
-            f" ({100 * used / max(self.memory_capacity, 1):.2f}%)",
+            f"  memory per device       {format_bytes(used)} of {format_bytes(self.memory_capacity)}"
+            f" ({100 * used / max(self.memory_capacity, 1):.2f}%)"
+            + (f" x {self.tensor_parallel_size} devices" if self.tensor_parallel_size > 1 else ""),
         ]
         lines += [f"    {category:<10} {format_bytes(nbytes):>12}" for category, nbytes in self.memory.items()]
         lines.append(f"  paged KV pool           {self.kv_blocks_peak} of {self.kv_blocks_total} blocks used at peak"

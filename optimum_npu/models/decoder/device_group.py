@@ -1,0 +1,146 @@
+"""The devices one compiled decoder runs on: a tensor-parallel group of simulated NPUs.
+
+Every rank runs the same graph with its own weight shard and KV-cache shard; the
+collective nodes of the graph go through a communicator (ranks as threads of this
+process, or one rank per process with torch.distributed). Memory is reserved on each
+device for what that rank holds.
+"""
+
+from __future__ import annotations
+
+import weakref
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import torch
+
+from optimum_npu.compile.artifact import ArtifactError, read_graph
+from optimum_npu.compile.weights import load_weights
+from optimum_npu.device.collectives import InProcessGroup, TorchDistributedGroup
+from optimum_npu.device.cost import GraphCostModel
+from optimum_npu.device.device import NPUDevice, get_device
+from optimum_npu.device.executor import Program, peak_activation_bytes
+from optimum_npu.device.kernels import COLLECTIVE_OPS, KERNELS
+from optimum_npu.device.spec import NPUSpec
+from optimum_npu.schema import Graph, dtype_from_name, weights_file
+
+
+def collective_buffer_bytes(graph: Graph) -> int:
+    """Largest collective output of a graph: the staging buffer a device needs for the link."""
+    sizes = [torch.Size(n.meta["shape"]).numel() * dtype_from_name(n.meta["dtype"]).itemsize
+             for n in graph.nodes if n.op in COLLECTIVE_OPS and "shape" in n.meta]
+    return 2 * max(sizes, default=0)
+
+
+class _Rank:
+    """What one device holds: its weight shard, KV-cache shard, programs and input bindings."""
+
+    def __init__(self, rank: int, device: NPUDevice, graphs: dict[str, Graph], weights: dict[str, torch.Tensor],
+                 kernels: dict):
+        self.rank = rank
+        self.device = device
+        cache_specs = graphs["prefill"].inputs_of_kind("kv_cache")
+        self.kv_cache = {s.name: torch.zeros(s.shape, dtype=dtype_from_name(s.dtype)) for s in cache_specs}
+        self.programs = {name: Program(graph, kernels) for name, graph in graphs.items()}
+        self.bindings = {name: self._bind(graph, weights) for name, graph in graphs.items()}
+
+    def _bind(self, graph: Graph, weights: dict[str, torch.Tensor]) -> list:
+        binding = []
+        for spec in graph.inputs:
+            if spec.kind == "weight":
+                tensor = weights.get(spec.source)
+                if tensor is None or tuple(tensor.shape) != spec.shape or tensor.dtype != dtype_from_name(spec.dtype):
+                    raise ArtifactError(f"graph {graph.name!r} needs weight {spec.source!r} {list(spec.shape)} "
+                                        f"{spec.dtype}, which the weights of rank {self.rank} do not hold; "
+                                        "recompile the model")
+                binding.append(tensor)
+            elif spec.kind == "kv_cache":
+                binding.append(self.kv_cache[spec.name])
+            else:
+                binding.append(spec.name)
+        return binding
+
+    def run(self, graph_name: str, inputs: dict[str, torch.Tensor]) -> torch.Tensor:
+        args = [inputs[item] if isinstance(item, str) else item for item in self.bindings[graph_name]]
+        return self.programs[graph_name](*args)
+
+
+class DeviceGroup:
+    """Loads a compiled decoder's graphs onto its devices and runs a graph on every rank.
+
+    Args:
+        root: the verified artifact directory.
+        graph_names: the graphs to load.
+        spec: the target NPU spec.
+        device_ids: the device of each rank.
+        dtype: the compute dtype (for the cost model).
+        collectives: ``in_process`` (all ranks here) or ``torch.distributed`` (this process's rank only).
+        owner: a label for memory reports.
+    """
+
+    def __init__(self, root: Path, graph_names: list[str], spec: NPUSpec, device_ids: list[int], dtype: str,
+                 collectives: str, owner: str):
+        size = len(device_ids)
+        graphs = {name: read_graph(root, name) for name in graph_names}
+        if collectives == "torch.distributed":
+            communicator = TorchDistributedGroup()
+            if communicator.size != size:
+                raise ValueError(f"the torch.distributed world has {communicator.size} processes but the model "
+                                 f"was compiled for tensor_parallel_size={size}; start {size} processes")
+            local_ranks = [communicator.rank]
+        else:
+            communicator = InProcessGroup(size)
+            local_ranks = list(range(size))
+        self.communicator = communicator
+        self.spec = spec
+        self.costs = {name: GraphCostModel(graph, spec, dtype) for name, graph in graphs.items()}
+        workspace = max(peak_activation_bytes(g) for g in graphs.values())
+        buffers = max(collective_buffer_bytes(g) for g in graphs.values()) if size > 1 else 0
+        kv_bytes = sum(s.nbytes for s in graphs["prefill"].inputs_of_kind("kv_cache"))
+        self.ranks: list[_Rank] = []
+        self.memory: dict[str, int] = {}
+        self._handles: list[tuple[NPUDevice, list[int]]] = []
+        self._finalizer = weakref.finalize(self, _release, self._handles)
+        for rank in local_ranks:
+            device = get_device(spec, device_ids[rank])
+            weights = load_weights(root / weights_file(rank, size))
+            request = {"weights": sum(t.nbytes for t in {id(t): t for t in weights.values()}.values()),
+                       "kv_cache": kv_bytes, "workspace": workspace}
+            if buffers:
+                request["collective_buffers"] = buffers
+            self._handles.append((device, device.memory.reserve(f"{owner} rank {rank}", request)))
+            self.memory = request
+            kernels = {**KERNELS, **communicator.kernels(rank)} if size > 1 else KERNELS
+            self.ranks.append(_Rank(rank, device, graphs, weights, kernels))
+        self._pool = ThreadPoolExecutor(len(self.ranks)) if len(self.ranks) > 1 else None
+
+    @property
+    def devices(self) -> list[NPUDevice]:
+        return [rank.device for rank in self.ranks]
+
+    def run(self, graph_name: str, inputs: dict[str, torch.Tensor]) -> torch.Tensor:
+        """Runs the graph on every local rank (collectives included); returns the first rank's output."""
+        if self._pool is None:
+            return self.ranks[0].run(graph_name, inputs)
+        futures = [self._pool.submit(rank.run, graph_name, inputs) for rank in self.ranks]
+        try:
+            return [future.result() for future in futures][0]
+        except BaseException:
+            self.communicator.abort()
+            raise
+
+    def advance(self, seconds: float) -> None:
+        """Advances every device's clock; collectives keep the ranks in step."""
+        for device in self.devices:
+            device.advance(seconds)
+
+    def release(self) -> None:
+        """Frees the group's memory on every device."""
+        self._finalizer()
+        if self._pool is not None:
+            self._pool.shutdown(wait=False)
+
+
+def _release(handles: list[tuple[NPUDevice, list[int]]]) -> None:
+    for device, reserved in handles:
+        device.memory.release(reserved)
