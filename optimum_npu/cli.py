@@ -1,4 +1,4 @@
-"""The ``optimum-npu`` command line: export, generate, a built-in demo, and Hub push / compile cache."""
+"""The ``optimum-npu`` command line: export, generate, profile, a built-in demo, and Hub push / compile cache."""
 
 from __future__ import annotations
 
@@ -102,6 +102,19 @@ def cmd_generate(args: argparse.Namespace) -> None:
     _generate(model, tokenizer, args)
 
 
+def cmd_profile(args: argparse.Namespace) -> None:
+    from transformers import AutoTokenizer
+
+    from optimum_npu import NPUModelForCausalLM
+
+    model = NPUModelForCausalLM.from_pretrained(args.model, npu_config={"device": args.device, "profile": True})
+    tokenizer = AutoTokenizer.from_pretrained(args.model, padding_side="left")
+    _generate(model, tokenizer, args)
+    path = model.npu_profile.save(args.out)
+    print(model.npu_profile.summary())
+    print(f"trace written to {path} (open it in https://ui.perfetto.dev)")
+
+
 def cmd_demo(args: argparse.Namespace) -> None:
     from optimum_npu import NPUModelForCausalLM
     from optimum_npu.models.tiny import build_causal_lm, build_tokenizer
@@ -142,6 +155,17 @@ def build_parser() -> argparse.ArgumentParser:
     generate.add_argument("--device", type=int, default=0, help="simulated device id to run on (default 0)")
     _add_generation_options(generate)
     generate.set_defaults(func=cmd_generate)
+
+    profile = commands.add_parser("profile", help="generate with a compiled artifact and write a profiler trace",
+                                  description="Load a compiled artifact with the profiler on, generate, print the "
+                                              "time per category (Neural Engine, Neural DMA, HDMA, Sync, Host) and "
+                                              "write a Chrome-trace / Perfetto JSON of every op on each device.")
+    profile.add_argument("model", help="compiled artifact directory")
+    profile.add_argument("--out", type=Path, default=Path("npu_trace.json"),
+                         help="trace file to write (default npu_trace.json); open it in https://ui.perfetto.dev")
+    profile.add_argument("--device", type=int, default=0, help="simulated device id to run on (default 0)")
+    _add_generation_options(profile)
+    profile.set_defaults(func=cmd_profile)
 
     demo = commands.add_parser("demo", help="build a small model in code, compile, generate, print NPU figures",
                                description="The main job on a built-in default model (nothing is downloaded): "

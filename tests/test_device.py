@@ -86,8 +86,10 @@ def test_roofline_takes_the_slower_bound():
     spec = PRESETS["atom"]
     memory_bound = roofline_seconds(OpCost(flops=1.0, bytes=1e9), spec, "float16")
     compute_bound = roofline_seconds(OpCost(flops=1e13, bytes=1.0), spec, "float16")
-    assert memory_bound == pytest.approx(1e9 / (256e9 * 0.8))
-    assert compute_bound == pytest.approx(1e13 / (32e12 * 0.7))
+    # calibrated factors (optimum_npu/device/calibration.py): atom borrows the A100-80GB GEMM figures,
+    # 0.87 of peak compute (MAMF) and 0.83 of peak bandwidth (gpt-fast)
+    assert memory_bound == pytest.approx(1e9 / (256e9 * 0.83))
+    assert compute_bound == pytest.approx(1e13 / (32e12 * 0.87))
 
 
 def test_workspace_is_peak_of_live_intermediates(mlp_graph):

@@ -1,10 +1,14 @@
-"""First-order cost model: roofline time per op, max(flops / peak, bytes / bandwidth).
+"""Cost model: simulated time of a graph call, per op or fused group, from static shapes only.
 
-Each op's FLOPs and DRAM bytes come from the static shapes stored in the graph. Peak
-compute and bandwidth are derated by achievable-efficiency factors: real kernels do not
-reach the datasheet peak. The factors are first-order assumptions shared by all specs
-(compute 0.7 for large matmuls, bandwidth 0.8 for streaming reads); they are the knobs a
-calibration against measured hardware adjusts.
+Per unit (op or fused group) the roofline is ``max(compute, memory)`` with
+``compute = sum(flops / (peak * compute_factor))`` and ``memory = dram_bytes / (bandwidth *
+bandwidth_factor)``; the factors depend on the op class and the spec (see ``calibration``).
+A fused group (see ``fusion``) reads its inputs once and writes only what leaves it: its
+intermediates stay in SRAM. It is fused only when they fit in ``spec.sram_bytes`` and the
+fused kernel is faster. Attention depends on the query positions and is costed per call;
+unfused attention writes and reads back its score matrix (no SRAM: standard attention).
+Collectives are costed on the device link (ring algorithms), host fallback ops on the host
+link. Nothing is executed.
 """
 
 from __future__ import annotations
@@ -14,90 +18,129 @@ from dataclasses import dataclass
 
 import torch
 
-from optimum_npu.device.kernels import ATTENTION_OPS
+from optimum_npu.device.calibration import HOST_FLOPS, efficiency
+from optimum_npu.device.fusion import find_groups, group_traffic
+from optimum_npu.device.ops import (ALL_REDUCE, ATTENTION_OPS, COLLECTIVE_OPS, FREE_OPS, GATHER_OPS, GEMV_MAX_ROWS,
+                                    MATMUL_OPS, GraphIndex, is_host_op, nbytes, short_name)
 from optimum_npu.device.spec import NPUSpec
-from optimum_npu.schema import Graph, Node, TensorSpec, dtype_from_name
+from optimum_npu.device.timeline import (DEVICE_HDMA, DEVICE_SYNC, EXTERNAL_HDMA, HOST, NEURAL_DMA, NEURAL_ENGINE,
+                                         TimelineEvent)
+from optimum_npu.schema import Graph, Node, dtype_from_name
 
-COMPUTE_EFFICIENCY = 0.7
-BANDWIDTH_EFFICIENCY = 0.8
-
-#: Ops that only re-label memory: no FLOPs, no DRAM traffic.
-FREE_OPS = {
-    "aten.view.default", "aten.reshape.default", "aten.unsqueeze.default", "aten.squeeze.dim",
-    "aten.permute.default", "aten.transpose.int", "aten.t.default", "aten.expand.default", "aten.slice.Tensor",
-    "aten.alias.default", "aten._assert_tensor_metadata.default", "aten.to.device", "aten.arange.default",
-    "aten.arange.start", "aten.detach.default", "aten.lift_fresh_copy.default", "getitem",
-}
-_MATMUL_OPS = {"aten.linear.default", "aten.mm.default", "aten.addmm.default", "aten.matmul.default",
-               "aten.bmm.default"}
-#: Ops that read only the rows they return (gathers).
-_GATHER_OPS = {"aten.embedding.default", "aten.index.Tensor", "aten.index_select.default", "aten.gather.default"}
+__all__ = ["FREE_OPS", "GraphCostModel", "OpCost", "roofline_seconds", "collective_seconds"]
 
 
 @dataclass(frozen=True)
 class OpCost:
+    """FLOPs and DRAM bytes of one op; ``kind`` is its op class (see ``calibration.OP_CLASSES``)."""
+
     flops: float
     bytes: float
+    kind: str = "gemm"
 
 
-def _nbytes(shape, dtype: str) -> int:
-    return math.prod(shape) * dtype_from_name(dtype).itemsize
+def _compute_memory(cost: OpCost, spec: NPUSpec, dtype: str) -> tuple[float, float]:
+    factors = efficiency(spec.name, cost.kind)
+    return (cost.flops / (spec.peak_flops_for(dtype) * factors.compute),
+            cost.bytes / (spec.dram_bandwidth * factors.bandwidth))
 
 
 def roofline_seconds(cost: OpCost, spec: NPUSpec, dtype: str) -> float:
-    compute = cost.flops / (spec.peak_flops_for(dtype) * COMPUTE_EFFICIENCY)
-    memory = cost.bytes / (spec.dram_bandwidth * BANDWIDTH_EFFICIENCY)
-    return max(compute, memory)
+    """``max(flops / (peak * compute factor), bytes / (bandwidth * bandwidth factor))`` for the op class."""
+    return max(_compute_memory(cost, spec, dtype))
+
+
+def collective_seconds(node: Node, spec: NPUSpec) -> tuple[float, float]:
+    """(transfer, sync) seconds of a collective over ``group_size`` devices, from its output shape.
+
+    Ring all-reduce: ``2(n-1)/n * bytes / link_bandwidth`` + ``2(n-1) * link_latency``;
+    all-gather: ``(n-1)/n * bytes_out / link_bandwidth`` + ``(n-1) * link_latency``.
+    """
+    position = 1 if node.op == ALL_REDUCE else 2
+    n = node.kwargs.get("group_size", node.args[position] if len(node.args) > position else 1)
+    if n <= 1 or "shape" not in node.meta:
+        return 0.0, 0.0
+    size = nbytes(node.meta["shape"], node.meta["dtype"])
+    steps = 2 * (n - 1) if node.op == ALL_REDUCE else n - 1
+    return steps / n * size / spec.link_bandwidth, steps * spec.link_latency_s
+
+
+@dataclass
+class _Unit:
+    """One op or fused group on the timeline; attention units are completed per call."""
+
+    name: str
+    nodes: tuple[str, ...]
+    compute_s: float = 0.0
+    memory_s: float = 0.0
+    flops: float = 0.0
+    bytes: float = 0.0
+    link_s: float = 0.0     # Device HDMA
+    sync_s: float = 0.0     # Device Sync
+    copy_s: float = 0.0     # External HDMA of a host fallback op
+    host_s: float = 0.0     # Host compute of a host fallback op
+    attention: Node | None = None
+    fused: bool = False
+
+    @property
+    def seconds(self) -> float:
+        return max(self.compute_s, self.memory_s) + self.link_s + self.sync_s + self.copy_s + self.host_s
 
 
 class GraphCostModel:
-    """Static costs of a graph's ops, plus the context-dependent cost of its attention ops."""
+    """Static costs of a graph's ops and fused groups, plus the per-call cost of its attention ops.
 
-    def __init__(self, graph: Graph, spec: NPUSpec, compute_dtype: str):
+    Args:
+        graph: the compiled graph (its node ``meta`` holds the static shapes).
+        spec: the NPU spec it runs on.
+        compute_dtype: the compute dtype (selects the peak FLOP/s).
+        fuse: run the fusion pass (groups still need to fit in ``spec.sram_bytes``).
+    """
+
+    def __init__(self, graph: Graph, spec: NPUSpec, compute_dtype: str, fuse: bool = True):
         self.spec = spec
         self.dtype = compute_dtype
-        self._shapes: dict[str, tuple[list[int], str]] = {s.name: (list(s.shape), s.dtype) for s in graph.inputs}
-        self._inputs: dict[str, TensorSpec] = {s.name: s for s in graph.inputs}
-        self.static_seconds = 0.0
-        self.static_flops = 0.0
-        self.static_bytes = 0.0
-        self.attention_nodes: list[Node] = []
-        for node in graph.nodes:
-            if "shape" in node.meta:
-                self._shapes[node.name] = (node.meta["shape"], node.meta["dtype"])
-            if node.op in ATTENTION_OPS:
-                self.attention_nodes.append(node)
-                continue
-            cost = self.op_cost(node)
-            self.static_flops += cost.flops
-            self.static_bytes += cost.bytes
-            self.static_seconds += roofline_seconds(cost, spec, compute_dtype)
+        self.index = GraphIndex(graph)
+        self._shapes = self.index.shapes
+        self.attention_nodes = [n for n in graph.nodes if n.op in ATTENTION_OPS]
+        self.groups = find_groups(self.index) if fuse else []
+        self.units = self._build_units()
+        static = [u for u in self.units if u.attention is None]
+        self.static_seconds = sum(u.seconds for u in static)
+        self.static_flops = sum(u.flops for u in static)
+        self.static_bytes = sum(u.bytes for u in static)
+        self.collective_seconds = sum(u.link_s + u.sync_s for u in static)
+        self.host_seconds = sum(u.copy_s + u.host_s for u in static)
+        self.fused_groups = [u.name for u in self.units if u.fused]
 
+    # ---- per-op costs -------------------------------------------------------------------------
     def _arg_shapes(self, node: Node) -> list[tuple[list[int], str]]:
-        refs = [a["ref"] for a in node.args if isinstance(a, dict) and "ref" in a]
-        return [self._shapes[r] for r in refs if r in self._shapes]
+        return [self._shapes[r] for r in self.index.refs(node) if r in self._shapes]
 
     def op_cost(self, node: Node) -> OpCost:
-        if node.op in FREE_OPS or "shape" not in node.meta:
-            return OpCost(0.0, 0.0)
+        """FLOPs, DRAM bytes and op class of one (non-attention) op run on its own."""
+        if node.op in FREE_OPS or "shape" not in node.meta or self.index.is_free(node):
+            return OpCost(0.0, 0.0, "elementwise")
         out_shape, out_dtype = node.meta["shape"], node.meta["dtype"]
-        out_bytes = _nbytes(out_shape, out_dtype)
+        out_bytes = nbytes(out_shape, out_dtype)
         args = self._arg_shapes(node)
-        if node.op in _MATMUL_OPS:
+        if node.op in MATMUL_OPS:
             reduce_dim = args[0][0][-1] if node.op != "aten.addmm.default" else args[1][0][-1]
+            kind = "gemv" if math.prod(out_shape[:-1]) <= GEMV_MAX_ROWS else "gemm"
             flops = 2.0 * math.prod(out_shape) * reduce_dim
-            return OpCost(flops, sum(_nbytes(s, d) for s, d in args) + out_bytes)
-        if node.op in _GATHER_OPS:
-            return OpCost(0.0, 2.0 * out_bytes)
-        return OpCost(float(math.prod(out_shape)), sum(_nbytes(s, d) for s, d in args) + out_bytes)
+            return OpCost(flops, sum(nbytes(s, d) for s, d in args) + out_bytes, kind)
+        if node.op in GATHER_OPS:
+            return OpCost(0.0, 2.0 * out_bytes, "elementwise")
+        return OpCost(float(math.prod(out_shape)), sum(nbytes(s, d) for s, d in args) + out_bytes, "elementwise")
 
-    def attention_cost(self, node: Node, positions: torch.Tensor) -> OpCost:
+    def attention_cost(self, node: Node, positions: torch.Tensor, fused: bool = True) -> OpCost:
         """Cost of one attention call given the query positions [B, S] (-1 = padding).
 
         The static-shape kernels compute every row of the graph, padding included. Eager
         paged attention reads the whole static cache (``blocks_per_seq x block_size`` keys);
         flash attention reads ``ceil(context / partition) x partition`` keys per sequence;
-        the sliding-window kernel reads its ring plus the new tokens.
+        the sliding-window kernel reads its ring plus the new tokens. Unfused, the score
+        matrix [B, H, S, keys] is written, read by the softmax, written and read again.
         """
         q_shape, q_dtype = self._shapes[node.args[0]["ref"]]
         cache_shape, cache_dtype = self._shapes[node.args[3]["ref"]]
@@ -119,10 +162,125 @@ class GraphCostModel:
         flops = 4.0 * heads * head_dim * seq * keys
         new_tokens = int((positions >= 0).sum())
         kv_bytes = (keys + new_tokens) * 2 * kv_heads * head_dim * itemsize
-        return OpCost(flops, kv_bytes + 2 * _nbytes(q_shape, q_dtype))
+        scores = 0 if fused else 4 * heads * seq * keys * dtype_from_name(q_dtype).itemsize
+        return OpCost(flops, kv_bytes + 2 * nbytes(q_shape, q_dtype) + scores, "attention")
+
+    def _attention_tile_bytes(self, node: Node) -> int:
+        """SRAM a flash kernel needs: one head's scores for the graph's queries against one key tile."""
+        q_shape, q_dtype = self._shapes[node.args[0]["ref"]]
+        cache_shape, _ = self._shapes[node.args[3]["ref"]]
+        if node.op == "npu.sliding_window_attention.default":
+            keys = cache_shape[2] + q_shape[1]
+        else:
+            partition = node.args[8] if len(node.args) > 8 else 0
+            keys = partition or self._shapes[node.args[5]["ref"]][0][1] * cache_shape[2]
+        return q_shape[1] * keys * dtype_from_name(q_dtype).itemsize
+
+    # ---- units --------------------------------------------------------------------------------
+    def _op_unit(self, node: Node) -> _Unit | None:
+        name, spec = short_name(node.op), self.spec
+        if node.op in ATTENTION_OPS:
+            return _Unit(name, (node.name,), attention=node)
+        if node.op in COLLECTIVE_OPS:
+            link, sync = collective_seconds(node, spec)
+            return _Unit(name, (node.name,), link_s=link, sync_s=sync)
+        cost = self.op_cost(node)
+        if is_host_op(node):
+            moved = sum(nbytes(s, d) for s, d in self._arg_shapes(node)) + self.index.value_bytes(node.name)
+            return _Unit(name, (node.name,), flops=cost.flops, copy_s=moved / spec.host_link_bandwidth,
+                         host_s=cost.flops / HOST_FLOPS)
+        if not cost.flops and not cost.bytes:
+            return None
+        compute, memory = _compute_memory(cost, spec, self.dtype)
+        return _Unit(name, (node.name,), compute, memory, cost.flops, cost.bytes)
+
+    def _group_unit(self, group) -> _Unit | None:
+        """The fused unit of a group, or None when it does not fit in SRAM or is not faster."""
+        nodes = [self.index.nodes[name] for name in group.members]
+        if group.pattern == "attention":
+            fits = self._attention_tile_bytes(nodes[0]) <= self.spec.sram_bytes
+            return _Unit(group.name, group.members, attention=nodes[0], fused=True) if fits else None
+        if any(n.op in COLLECTIVE_OPS or is_host_op(n) for n in nodes):
+            return None
+        traffic = group_traffic(self.index, group)
+        if sum(self.index.value_bytes(name) for name in traffic.intermediates) > self.spec.sram_bytes:
+            return None
+        costs = [self.op_cost(n) for n in nodes]
+        dram = sum(self.index.value_bytes(v) for v in traffic.inputs + traffic.outputs)
+        kind = max(costs, key=lambda c: c.bytes).kind
+        compute = sum(_compute_memory(c, self.spec, self.dtype)[0] for c in costs)
+        memory = _compute_memory(OpCost(0.0, dram, kind), self.spec, self.dtype)[1]
+        unit = _Unit(group.name, group.members, compute, memory, sum(c.flops for c in costs), dram, fused=True)
+        alone = sum(u.seconds for u in map(self._op_unit, nodes) if u is not None)
+        return unit if unit.seconds < alone else None
+
+    def _build_units(self) -> list[_Unit]:
+        """Ops and fused groups in execution order (a group runs where its last op was)."""
+        fused: dict[str, _Unit] = {}
+        for group in self.groups:
+            unit = self._group_unit(group)
+            if unit is not None:
+                fused.update({name: unit for name in group.members})
+        units = []
+        for node in self.index.graph.nodes:
+            if node.name in fused:
+                if node.name == fused[node.name].nodes[-1]:
+                    units.append(fused[node.name])
+            elif (unit := self._op_unit(node)) is not None:
+                units.append(unit)
+        return units
+
+    # ---- per call -----------------------------------------------------------------------------
+    def _attention_split(self, unit: _Unit, positions: torch.Tensor) -> tuple[float, float, OpCost]:
+        cost = self.attention_cost(unit.attention, positions, fused=unit.fused)
+        return (*_compute_memory(cost, self.spec, self.dtype), cost)
 
     def call_seconds(self, positions: torch.Tensor) -> tuple[float, float]:
-        """(total, attention) simulated seconds of one graph call with query positions [B, S]."""
-        attention = sum(roofline_seconds(self.attention_cost(node, positions), self.spec, self.dtype)
-                        for node in self.attention_nodes)
+        """(total, attention) simulated seconds of one graph call with query positions [B, S].
+
+        The total includes collectives and host fallback ops; not the host<->device copies
+        of the graph's inputs and outputs (the runtime costs those on the host link).
+        """
+        attention = sum(max(self._attention_split(u, positions)[:2]) for u in self.units if u.attention is not None)
         return self.static_seconds + attention, attention
+
+    def timeline(self, positions: torch.Tensor, host_in_bytes: int = 0,
+                 host_out_bytes: int = 0) -> list[TimelineEvent]:
+        """Every op / fused group of one call, in order, with its category and offset from the call start.
+
+        Args:
+            positions: the query positions [B, S] of the call (-1 = padding).
+            host_in_bytes / host_out_bytes: bytes copied to the device before the call and back
+                after it (External HDMA on the host link); 0 leaves them out.
+        Returns:
+            Events tiling ``call_seconds(positions)[0]`` plus the copies, without overlap.
+        """
+        events: list[TimelineEvent] = []
+        clock = 0.0
+
+        def emit(name: str, category: str, seconds: float, args: dict) -> None:
+            nonlocal clock
+            if seconds > 0:
+                events.append(TimelineEvent(name, category, clock, seconds, args))
+                clock += seconds
+
+        emit("copy inputs to device", EXTERNAL_HDMA, host_in_bytes / self.spec.host_link_bandwidth,
+             {"bytes": host_in_bytes})
+        for unit in self.units:
+            args = {"nodes": ",".join(unit.nodes), "flops": unit.flops, "bytes": unit.bytes}
+            compute, memory = unit.compute_s, unit.memory_s
+            if unit.attention is not None:
+                compute, memory, cost = self._attention_split(unit, positions)
+                args.update(flops=cost.flops, bytes=cost.bytes)
+            if unit.link_s or unit.sync_s:
+                emit(unit.name, DEVICE_SYNC, unit.sync_s, args)
+                emit(unit.name, DEVICE_HDMA, unit.link_s, args)
+            elif unit.copy_s or unit.host_s:
+                emit(unit.name, EXTERNAL_HDMA, unit.copy_s, args)
+                emit(unit.name, HOST, unit.host_s, args)
+            else:
+                args.update(compute_us=compute * 1e6, dma_us=memory * 1e6)
+                emit(unit.name, NEURAL_ENGINE if compute >= memory else NEURAL_DMA, max(compute, memory), args)
+        emit("copy outputs to host", EXTERNAL_HDMA, host_out_bytes / self.spec.host_link_bandwidth,
+             {"bytes": host_out_bytes})
+        return events
