@@ -107,7 +107,7 @@ def test_device_memory_is_enforced_with_breakdown():
     assert memory.used == 700  # the failed request allocated nothing
     memory.release(first)
     memory.reserve("model-b", {"weights": 200, "kv_cache": 150, "workspace": 10})
-    assert memory.by_category() == {"weights": 200, "kv_cache": 150, "workspace": 10}
+    assert memory.by_category() == {"weights": 200, "kv_cache": 150, "workspace": 10, "collective_buffers": 0}
 
 
 def test_spec_equality_ignores_nothing():
