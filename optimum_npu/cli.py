@@ -1,4 +1,4 @@
-"""The ``optimum-npu`` command line: export, generate, profile, a built-in demo, and Hub push / compile cache."""
+"""The ``optimum-npu`` command line: export, generate, profile, a built-in demo, Hub push / compile cache, plan."""
 
 from __future__ import annotations
 
@@ -181,6 +181,10 @@ def build_parser() -> argparse.ArgumentParser:
     from optimum_npu.hub.commands import add_hub_commands
 
     add_hub_commands(commands)  # push, cache
+
+    from optimum_npu.planner.commands import add_plan_command
+
+    add_plan_command(commands)  # plan
     return parser
 
 

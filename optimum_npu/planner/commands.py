@@ -1,0 +1,72 @@
+"""The ``optimum-npu plan`` subcommand (registered by ``cli.build_parser`` through ``add_plan_command``)."""
+
+from __future__ import annotations
+
+import argparse
+
+
+def _int_list(text: str) -> list[int]:
+    try:
+        values = [int(part) for part in text.split(",") if part.strip()]
+    except ValueError:
+        values = []
+    if not values or min(values) < 1:
+        raise argparse.ArgumentTypeError(f"expected comma-separated integers >= 1 like 1,2,4, got {text!r}")
+    return values
+
+
+def cmd_plan(args: argparse.Namespace) -> None:
+    from optimum_npu.planner import format_table, plan, to_json
+
+    keys = ("max_seq_len", "batch_size", "decoder_batch_sizes", "prefill_chunk_size", "dtype", "npu",
+            "kvcache_block_size", "kvcache_num_blocks", "attn_impl", "kvcache_partition_len")
+    knobs = {key: getattr(args, key) for key in keys if getattr(args, key) is not None}
+    results = plan(args.model, knobs, tensor_parallel_sizes=args.tensor_parallel_size,
+                   prompt_lengths=args.prompt_lengths, decode_context_len=args.context_len)
+    if args.json:
+        print(to_json(results))
+        return
+    knobs_used = next((r.npu_config for r in results if r.valid), None) or knobs
+    shown = ", ".join(f"{k}={knobs_used[k]}" for k in ("dtype", "max_seq_len", "batch_size", "prefill_chunk_size",
+                                                        "attn_impl") if knobs_used.get(k) is not None)
+    print(format_table(results, title=f"{args.model} ({results[0].architecture}) on {results[0].npu}: {shown}"))
+
+
+def add_plan_command(commands: argparse._SubParsersAction) -> None:
+    """Adds ``optimum-npu plan`` to the CLI's subcommands."""
+    from optimum_npu.device.spec import PRESETS
+    from optimum_npu.planner.models import BUILTIN_MODELS
+
+    parser = commands.add_parser(
+        "plan", help="memory per device, fit, TTFT and decode speed for several tensor-parallel sizes",
+        description="Plan a deployment without weights: for each tensor-parallel size, the memory per device and "
+                    "whether it fits, the simulated TTFT per prompt length and the time per output token and "
+                    "throughput per decode batch. Graphs are captured on a weightless model, so an 8B or 70B "
+                    "configuration is planned in seconds. Times include the host-link copies per graph call, "
+                    "as model.npu_stats reports them.")
+    parser.add_argument("model", help="a config.json path, a model directory, a Hub id, or a built-in shape: "
+                                      + ", ".join(sorted(BUILTIN_MODELS)))
+    parser.add_argument("--tensor-parallel-size", type=_int_list, default=[1, 2, 4, 8],
+                        help="configurations to compare, comma separated (default 1,2,4,8)")
+    parser.add_argument("--prompt-lengths", type=_int_list, default=[128, 1024],
+                        help="prompt lengths to estimate the TTFT of (default 128,1024)")
+    parser.add_argument("--context-len", type=int,
+                        help="sequence length of the decode estimate (default: max seq len, the slowest step)")
+    parser.add_argument("--json", action="store_true", help="print a JSON list, one object per configuration")
+    group = parser.add_argument_group("compile knobs (see NPUDecoderConfig; unset = derived from the model)")
+    group.add_argument("--npu", default="atom", help=f"target NPU: a preset ({', '.join(sorted(PRESETS))}) or a "
+                                                     "JSON spec file (default atom)")
+    group.add_argument("--max-seq-len", type=int, help="longest prompt + generated tokens (default: model limit, "
+                                                       "capped at 2048)")
+    group.add_argument("--batch-size", type=int, default=1, help="most sequences generated together (default 1)")
+    group.add_argument("--decoder-batch-sizes", type=_int_list,
+                       help="decode graphs, comma separated (default: powers of two up to --batch-size)")
+    group.add_argument("--prefill-chunk-size", type=int, help="tokens per prefill graph call (default 128)")
+    group.add_argument("--dtype", choices=["float32", "float16", "bfloat16"],
+                       help="weight and compute dtype (default: the checkpoint's)")
+    group.add_argument("--kvcache-block-size", type=int, help="tokens per KV-cache block (default: max seq len)")
+    group.add_argument("--kvcache-num-blocks", type=int,
+                       help="blocks in the paged KV pool (default: enough for --batch-size full sequences)")
+    group.add_argument("--attn-impl", choices=["eager", "flash_attn"], help="decode attention kernel")
+    group.add_argument("--kvcache-partition-len", type=int, help="flash-attention partition length")
+    parser.set_defaults(func=cmd_plan)

@@ -1,0 +1,130 @@
+"""Graph costs of a deep decoder from captures of shallow copies of it.
+
+Capturing an 80-layer graph with ``torch.export`` takes seconds per graph, even on ``meta``.
+A graph's simulated time is a sum over its ops, and a decoder repeats the same layers. Let
+``X`` be the model cut to one layer of each layer type (in order of first appearance: ``[F]``
+for a uniform model, ``[S, F]`` for Gemma 3's local/global layers) and ``X + [T]`` the same
+with one more layer of type ``T``. What a layer of type ``T`` adds is
+``c_T = cost(X + [T]) - cost(X)`` (its ops and its boundary with the previous layer), so for
+a model with ``n_T`` layers of each type
+
+    cost(model) = cost(X) + sum over T of (n_T - 1) * c_T
+
+For a uniform model this is ``cost(1) + (L - 1) * (cost(2) - cost(1))``, exact because the
+layers are identical; for hybrid models it also assumes that a layer's cost does not depend
+on the type of the layer before it. ``X`` holds every type, so the per-type rotary tables
+of the full model are counted once. ``tests/test_planner.py`` checks both against a
+full-depth capture. Each shallow graph is captured once and sharded for every
+tensor-parallel size (the order of a real compile: capture, then the TP pass).
+"""
+
+from __future__ import annotations
+
+import copy
+from dataclasses import dataclass
+
+import torch
+from transformers import AutoModelForCausalLM, PretrainedConfig
+
+from optimum_npu.compile.tensor_parallel import shard_graph
+from optimum_npu.device.cost import GraphCostModel
+from optimum_npu.device.spec import NPUSpec
+from optimum_npu.models.decoder.export import capture_graphs, tensor_parallel_plan
+from optimum_npu.models.decoder.npu_config import NPUDecoderConfig
+from optimum_npu.models.model_config import DecoderModelConfig
+from optimum_npu.models.registry import Architecture
+from optimum_npu.schema import Graph, dtype_from_name
+
+
+def truncations(layer_types: tuple[str, ...]) -> dict[tuple[str, ...], float]:
+    """Shallow layer-type lists to capture and the weight of each in the full model's cost (module docstring)."""
+    base = tuple(dict.fromkeys(layer_types))
+    if len(layer_types) <= len(base) + 1:
+        return {tuple(layer_types): 1.0}
+    weights = {base: 1.0}
+    for layer_type in base:
+        extra = layer_types.count(layer_type) - 1
+        if extra:
+            weights[base] -= extra
+            weights[base + (layer_type,)] = float(extra)
+    return weights
+
+
+def truncated_config(hf_config: PretrainedConfig, layer_types: tuple[str, ...]) -> PretrainedConfig:
+    """A copy of ``hf_config`` with ``len(layer_types)`` layers of these types."""
+    config = copy.deepcopy(hf_config)
+    text = config.get_text_config(decoder=True)
+    text.num_hidden_layers = len(layer_types)
+    if getattr(text, "layer_types", None):
+        text.layer_types = list(layer_types)
+    return config
+
+
+@dataclass(frozen=True)
+class ExtrapolatedCost:
+    """A weighted sum of truncated graphs' cost models standing for the full-depth graph.
+
+    Offers the ``call_seconds(positions)`` of ``GraphCostModel`` (so ``estimate.decode_step_seconds``
+    and ``estimate.prefill_seconds`` accept it) and the host-link bytes the runtime moves per call.
+    """
+
+    terms: tuple[tuple[float, GraphCostModel], ...]
+    host_in_bytes: int
+    host_out_bytes: int
+
+    def call_seconds(self, positions: torch.Tensor) -> tuple[float, float]:
+        """(total, attention) simulated device seconds of one call of the full-depth graph."""
+        total = attention = 0.0
+        for weight, cost in self.terms:
+            seconds, attn = cost.call_seconds(positions)
+            total += weight * seconds
+            attention += weight * attn
+        return total, attention
+
+    def host_seconds(self, spec: NPUSpec) -> float:
+        """Host-link time of one call: inputs (ids, positions, block table, ...) in, logits out."""
+        return (self.host_in_bytes + self.host_out_bytes) / spec.host_link_bandwidth
+
+
+def host_bytes(graph: Graph) -> tuple[int, int]:
+    """Bytes of a graph's runtime inputs (copied in) and of its outputs (copied back), as the runtime counts them."""
+    nodes = {node.name: node for node in graph.nodes}
+    out = 0
+    for name in graph.outputs:
+        meta = nodes[name].meta
+        out += torch.Size(meta["shape"]).numel() * dtype_from_name(meta["dtype"]).itemsize
+    return sum(spec.nbytes for spec in graph.inputs_of_kind("input")), out
+
+
+def extrapolated_costs(hf_config: PretrainedConfig, arch: Architecture, config: NPUDecoderConfig,
+                       graph_names: list[str], tensor_parallel_sizes: list[int],
+                       spec: NPUSpec) -> dict[int, dict[str, ExtrapolatedCost]]:
+    """Cost of each named full-depth graph for each tensor-parallel size, from truncated meta captures.
+
+    Args:
+        hf_config: the full model's HF config (any depth).
+        arch: its registry entry.
+        config: compile knobs resolved against the full model; its ``tensor_parallel_size`` is ignored.
+        graph_names: ``prefill``, ``decoder_batch_<n>``, ...
+        tensor_parallel_sizes: sizes to shard for (each must divide the heads and MLP columns).
+        spec: the target NPU.
+    Returns:
+        ``{tp: {graph name: ExtrapolatedCost}}``.
+    """
+    layer_types = DecoderModelConfig.from_hf(hf_config).layer_types
+    terms: dict[int, dict[str, list]] = {tp: {name: [] for name in graph_names} for tp in tensor_parallel_sizes}
+    io: dict[str, tuple[int, int]] = {}
+    for types, weight in truncations(layer_types).items():
+        truncated = truncated_config(hf_config, types)
+        with torch.device("meta"):
+            model = AutoModelForCausalLM.from_config(truncated, dtype=getattr(torch, config.dtype))
+        graphs, _ = capture_graphs(model, arch, config, graph_names, progress=False)
+        del model
+        for tp in tensor_parallel_sizes:
+            plan = tensor_parallel_plan(truncated, tp)
+            for name, graph in graphs.items():
+                sharded = shard_graph(graph, plan)
+                io.setdefault(f"{tp}/{name}", host_bytes(sharded))
+                terms[tp][name].append((weight, GraphCostModel(sharded, spec, config.dtype)))
+    return {tp: {name: ExtrapolatedCost(tuple(items), *io[f"{tp}/{name}"]) for name, items in by_name.items()}
+            for tp, by_name in terms.items()}
