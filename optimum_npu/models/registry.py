@@ -23,6 +23,10 @@ class Architecture:
             norms before and after both attention and MLP).
         rope_per_layer_type: the rotary embedding takes the layer type (Gemma 3: local and
             global layers use different bases).
+        text_model: attribute path of the text decoder (embeddings, layers, norm, rotary)
+            inside the HF model.
+        mrope: the rotary embedding takes 3-D (temporal, height, width) positions (Qwen-VL);
+            the prefill graph then also merges visual embeddings into the token embeddings.
     """
 
     name: str
@@ -30,6 +34,8 @@ class Architecture:
     qk_norm: bool = False
     block: str = "pre_norm"
     rope_per_layer_type: bool = False
+    text_model: str = "model"
+    mrope: bool = False
 
 
 _ARCHITECTURES = (
@@ -38,6 +44,8 @@ _ARCHITECTURES = (
     Architecture("Qwen2ForCausalLM", "decoder"),
     Architecture("Qwen3ForCausalLM", "decoder", qk_norm=True),
     Architecture("Gemma3ForCausalLM", "decoder", qk_norm=True, block="sandwich_norm", rope_per_layer_type=True),
+    Architecture("Qwen2VLForConditionalGeneration", "vlm", text_model="model.language_model", mrope=True),
+    Architecture("Qwen2_5_VLForConditionalGeneration", "vlm", text_model="model.language_model", mrope=True),
 )
 REGISTRY: dict[str, Architecture] = {arch.name: arch for arch in _ARCHITECTURES}
 

@@ -30,7 +30,7 @@ def meta_cost_models(hf_config: PretrainedConfig, npu_config: Any,
     with torch.device("meta"):
         model = AutoModelForCausalLM.from_config(hf_config, dtype=getattr(torch, config.dtype))
     graphs, _ = capture_graphs(model, arch, config, graph_names, progress=False)
-    plan = tensor_parallel_plan(hf_config, config.tensor_parallel_size)
+    plan = tensor_parallel_plan(hf_config, config.tensor_parallel_size, arch.text_model)
     graphs = {name: shard_graph(graph, plan) for name, graph in graphs.items()}
     spec = resolve_spec(config.npu)
     return config, {name: GraphCostModel(graph, spec, config.dtype) for name, graph in graphs.items()}

@@ -35,20 +35,32 @@ DEFAULT_TP_PLAN = {"layers.*.self_attn.q_proj": "colwise", "layers.*.self_attn.k
                    "layers.*.mlp.down_proj": "rowwise"}
 
 
-def tensor_parallel_plan(hf_config, size: int) -> TensorParallelPlan:
+def tensor_parallel_plan(hf_config, size: int, text_model: str = "model") -> TensorParallelPlan:
+    """The split of the text decoder's weights (named ``<text_model>.layers.N...``) over ``size`` devices."""
     text = hf_config.get_text_config(decoder=True)
-    return TensorParallelPlan.from_hf(size, getattr(text, "base_model_tp_plan", None) or DEFAULT_TP_PLAN)
+    return TensorParallelPlan.from_hf(size, getattr(text, "base_model_tp_plan", None) or DEFAULT_TP_PLAN,
+                                      prefix=f"{text_model}.")
 
 
 def graph_names(config: NPUDecoderConfig) -> list[str]:
     return ["prefill"] + [f"decoder_batch_{size}" for size in config.decoder_batch_sizes]
 
 
+def extra_inputs(arch: Architecture, prefill: bool) -> list[str]:
+    """Inputs beyond ``INPUT_NAMES`` and the caches: M-RoPE positions, and visual embeddings at prefill."""
+    if not arch.mrope:
+        return []
+    return ["rope_positions", "visual_embeds", "visual_mask"] if prefill else ["rope_positions"]
+
+
 def example_inputs(config: NPUDecoderConfig, model: DecoderModelConfig, batch: int, seq: int, dtype: torch.dtype,
-                   device: torch.device | str = "cpu"):
+                   device: torch.device | str = "cpu", extras: list[str] = ()):
     """Zero-filled inputs with the static shapes of one graph (on ``meta`` they take no memory)."""
     kv_cache = [torch.zeros(shape, dtype=dtype, device=device) for shape in cache_shapes(model, config)
                 for _ in range(2)]
+    extra = {"rope_positions": torch.zeros(3, batch, seq, dtype=torch.long, device=device),
+             "visual_embeds": torch.zeros(batch, seq, model.hidden_size, dtype=dtype, device=device),
+             "visual_mask": torch.zeros(batch, seq, dtype=torch.bool, device=device)}
     return (
         torch.zeros(batch, seq, dtype=torch.long, device=device),
         torch.zeros(batch, seq, dtype=torch.long, device=device),
@@ -56,6 +68,7 @@ def example_inputs(config: NPUDecoderConfig, model: DecoderModelConfig, batch: i
         torch.zeros(batch, dtype=torch.long, device=device),
         torch.zeros(batch, dtype=torch.long, device=device),
         kv_cache,
+        *[extra[name] for name in extras],
     )
 
 
@@ -72,13 +85,14 @@ def capture_graphs(hf_model: PreTrainedModel, arch: Architecture, config: NPUDec
     device = next(hf_model.parameters()).device
     layouts = attention_layouts(model_config, arch, config.max_seq_len, config.partition_len)
     wrapper = StaticDecoder(hf_model, model_config, arch, layouts)
-    kinds = ["input"] * len(INPUT_NAMES) + ["kv_cache"] * (2 * model_config.num_layers)
     kv_names = [f"{kind}_cache_{layer}" for layer in range(model_config.num_layers) for kind in ("key", "value")]
     graphs, weights = {}, {}
     for name in tqdm(names or graph_names(config), desc="compiling graphs", unit="graph", disable=not progress):
         batch, seq = (1, config.prefill_chunk_size) if name == "prefill" else (int(name.rsplit("_", 1)[1]), 1)
-        args = example_inputs(config, model_config, batch, seq, dtype, device)
-        graph, graph_weights = capture(wrapper, args, name, INPUT_NAMES + kv_names, kinds, HF_PREFIX,
+        extras = extra_inputs(arch, prefill=name == "prefill")
+        args = example_inputs(config, model_config, batch, seq, dtype, device, extras)
+        kinds = ["input"] * len(INPUT_NAMES) + ["kv_cache"] * len(kv_names) + ["input"] * len(extras)
+        graph, graph_weights = capture(wrapper, args, name, INPUT_NAMES + kv_names + extras, kinds, HF_PREFIX,
                                        attributes={"batch": batch, "seq_len": seq})
         graphs[name] = graph
         weights.update(graph_weights)
@@ -102,7 +116,7 @@ def compile_decoder(
     check_fits(plan_memory(model_config, config), spec, owner=f"{model_config.architecture} (compile check)")
     names = graph_names(config)
     graphs, weights = capture_graphs(hf_model, arch, config, names, progress)
-    plan = tensor_parallel_plan(hf_model.config, config.tensor_parallel_size)
+    plan = tensor_parallel_plan(hf_model.config, config.tensor_parallel_size, arch.text_model)
     rank_weights = [shard_weights(graphs["prefill"], weights, plan, rank) for rank in range(plan.size)]
     graphs = {name: shard_graph(graph, plan) for name, graph in graphs.items()}
 

@@ -84,8 +84,12 @@ class DecoderRuntime:
         self.stats.kv_blocks_peak = max(self.stats.kv_blocks_peak, self.blocks.used_blocks)
         return logits
 
-    def prefill(self, tokens: list[int], slot: int) -> torch.Tensor:
-        """Prefills a prompt into ``slot`` chunk by chunk (after any cached prefix); returns last logits [V]."""
+    def prefill(self, tokens: list[int], slot: int, extras: dict[str, torch.Tensor] | None = None) -> torch.Tensor:
+        """Prefills a prompt into ``slot`` chunk by chunk (after any cached prefix); returns last logits [V].
+
+        ``extras`` holds per-token inputs of multimodal models over the whole prompt:
+        ``rope_positions`` [3, n], ``visual_embeds`` [n, E], ``visual_mask`` [n].
+        """
         chunk = self.config.prefill_chunk_size
         self._check_length(len(tokens))
         cached = self.blocks.start_sequence(slot, tokens)
@@ -101,6 +105,8 @@ class DecoderRuntime:
             positions[0, :count] = torch.arange(start, start + count)
             inputs = {"input_ids": input_ids, "positions": positions, "block_table": table,
                       "slots": torch.tensor([slot]), "logits_index": torch.tensor([count - 1])}
+            for name, values in (extras or {}).items():
+                inputs[name] = _chunk_of(values, start, count, chunk, token_axis=1 if name == "rope_positions" else 0)
             logits = self._run("prefill", "prefill", inputs, active=1, tokens=count)
             self.blocks.append_tokens(slot, part)
         return logits[0]
@@ -112,8 +118,12 @@ class DecoderRuntime:
         raise ValueError(f"{active} sequences exceed batch_size={self.config.batch_size}; "
                          f"compile with batch_size >= {active}")
 
-    def decode(self, tokens: list[int], slots: list[int], positions: list[int]) -> torch.Tensor:
-        """One decode step for the active sequences; returns logits [n, V]."""
+    def decode(self, tokens: list[int], slots: list[int], positions: list[int],
+               rope_positions: list[int] | None = None) -> torch.Tensor:
+        """One decode step for the active sequences; returns logits [n, V].
+
+        ``rope_positions`` (M-RoPE models): each row's rotary position, the same on all 3 axes.
+        """
         active = len(tokens)
         self._check_length(max(positions) + 1)
         for slot, position in zip(slots, positions):
@@ -125,6 +135,9 @@ class DecoderRuntime:
                   "block_table": self._block_table(slots + [slots[0]] * pad),
                   "slots": torch.tensor(slots + [slots[0]] * pad, dtype=torch.long),
                   "logits_index": torch.zeros(bucket, dtype=torch.long)}
+        if rope_positions is not None:
+            inputs["rope_positions"] = torch.tensor(rope_positions + [0] * pad, dtype=torch.long).view(
+                1, bucket, 1).expand(3, bucket, 1).contiguous()
         logits = self._run(f"decoder_batch_{bucket}", "decode", inputs, active, active)[:active]
         for slot, token in zip(slots, tokens):
             self.blocks.append_tokens(slot, [token])
@@ -139,3 +152,14 @@ class DecoderRuntime:
         if length > self.config.max_seq_len:
             raise ValueError(f"sequence length {length} exceeds max_seq_len={self.config.max_seq_len}; "
                              "recompile with a larger max_seq_len or shorten the input")
+
+
+def _chunk_of(values: torch.Tensor, start: int, count: int, chunk: int, token_axis: int) -> torch.Tensor:
+    """Tokens ``[start, start+count)`` of a per-token tensor, zero-padded to ``chunk``, with a batch
+    axis of 1 inserted before the token axis ([3, n] -> [3, 1, C]; [n, E] -> [1, C, E]; [n] -> [1, C])."""
+    part = values.narrow(token_axis, start, count)
+    shape = list(values.shape)
+    shape[token_axis] = chunk
+    out = values.new_zeros(shape)
+    out.narrow(token_axis, 0, count).copy_(part)
+    return out.unsqueeze(token_axis)

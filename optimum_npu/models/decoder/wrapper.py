@@ -59,13 +59,16 @@ class StaticDecoder(nn.Module):
                  layouts: list[AttentionLayout]):
         super().__init__()
         self.lm = causal_lm
-        base = causal_lm.model
+        base = causal_lm
+        for attribute in arch.text_model.split("."):
+            base = getattr(base, attribute)
         self._parts = _Parts(base.embed_tokens, base.layers, base.norm, causal_lm.lm_head, base.rotary_emb)
         self.layouts = layouts
         self.layer_types = model_config.layer_types
         self.rope_per_layer_type = arch.rope_per_layer_type
         self.layer_block = LAYER_BLOCKS[arch.block]
         self.final_softcap = model_config.final_logit_softcapping
+        self.mrope = arch.mrope
 
     def _rope(self, hidden: torch.Tensor, positions: torch.Tensor) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
         if not self.rope_per_layer_type:
@@ -81,10 +84,16 @@ class StaticDecoder(nn.Module):
         slots: torch.Tensor,            # [B] int64: batch slot of each row
         logits_index: torch.Tensor,     # [B] int64: which of the S tokens to return logits for
         kv_cache: list[torch.Tensor],   # 2 per layer: paged pool [NB, KVH, BS, D] or ring [slots, KVH, W, D]
+        rope_positions: torch.Tensor | None = None,  # [3, B, S] M-RoPE positions (multimodal models)
+        visual_embeds: torch.Tensor | None = None,   # [B, S, E] embeddings replacing the image tokens'
+        visual_mask: torch.Tensor | None = None,     # [B, S] bool: which tokens take visual_embeds
     ) -> torch.Tensor:
         parts = self._parts
         hidden = parts.embed(input_ids)                                        # [B, S, E]
-        ropes = self._rope(hidden, positions.clamp(min=0))                     # each [B, S, D]
+        if visual_embeds is not None:
+            hidden = torch.where(visual_mask[..., None], visual_embeds.to(hidden.dtype), hidden)
+        rope_input = rope_positions if self.mrope else positions.clamp(min=0)
+        ropes = self._rope(hidden, rope_input)                                 # each [B, S, D]
         for i, layer in enumerate(parts.layers):
             cos, sin = ropes[self.layer_types[i]]
             step = StepInputs(cos, sin, positions, block_table, slots)
