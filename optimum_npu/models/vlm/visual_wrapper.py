@@ -1,0 +1,81 @@
+"""The static-shape forward of a Qwen2-VL / Qwen2.5-VL vision tower, as captured per bucket.
+
+``StaticVisual.forward(pixel_values [S, patch_dim], positions [S, 2], full_segments [S],
+window_segments [S]) -> merged [S / merge_unit, out_hidden]`` for a bucket of S patches.
+
+It reuses the HF modules (patch embedding weight, rotary embedding, block norms, qkv/proj,
+MLPs, merger), so weights keep their HF names (relative to the vision tower), and replaces
+only the variable-length attention (``cu_seqlens``) with attention over the whole bucket
+under a segment mask: a patch attends to the patches of its own segment (its frame for full
+attention, its window for Qwen2.5-VL window attention); padding is a segment of its own.
+The patch embedding, a Conv3d whose stride equals its kernel, is the matmul it amounts to.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from optimum_npu.models.vlm.visual_config import VisualModelConfig
+
+INPUT_NAMES = ["pixel_values", "positions", "full_segments", "window_segments"]
+
+
+def segment_mask(segments: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+    """[S] segment ids -> [S, S] additive mask: 0 within a segment, -inf across segments."""
+    same = segments.unsqueeze(1) == segments.unsqueeze(0)                 # [S, S]
+    return torch.where(same, 0.0, float("-inf")).to(dtype)
+
+
+def rotate_half(x: torch.Tensor) -> torch.Tensor:
+    half = x.shape[-1] // 2
+    return torch.cat((-x[..., half:], x[..., :half]), dim=-1)
+
+
+def masked_attention(attn: nn.Module, hidden: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor,
+                     mask: torch.Tensor, num_heads: int) -> torch.Tensor:
+    """HF vision attention (qkv, rotary, proj) over the bucket under ``mask``. hidden [S, E] -> [S, E]."""
+    seq = hidden.shape[0]
+    qkv = attn.qkv(hidden).reshape(seq, 3, num_heads, -1).permute(1, 2, 0, 3)   # [3, H, S, D]
+    q, k, v = qkv.unbind(0)                                                      # each [H, S, D]
+    dtype = q.dtype
+    cos, sin = cos.float(), sin.float()                                          # [S, D], as HF: rotary in fp32
+    q = (q.float() * cos + rotate_half(q.float()) * sin).to(dtype)
+    k = (k.float() * cos + rotate_half(k.float()) * sin).to(dtype)
+    scores = torch.matmul(q, k.transpose(1, 2)) * attn.scaling + mask            # [H, S, S]
+    probs = torch.softmax(scores, dim=-1, dtype=torch.float32).to(dtype)
+    out = torch.matmul(probs, v)                                                 # [H, S, D]
+    return attn.proj(out.transpose(0, 1).reshape(seq, -1))                       # [S, E]
+
+
+class StaticVisual(nn.Module):
+    """Wraps an HF vision tower (``model.visual``) with a static-shape, segment-masked forward.
+
+    Args:
+        visual: the HF vision tower (its modules and weights are used as they are).
+        model: the normalised vision config.
+    """
+
+    def __init__(self, visual: nn.Module, model: VisualModelConfig):
+        super().__init__()
+        self.visual = visual
+        self.model = model
+
+    def forward(
+        self,
+        pixel_values: torch.Tensor,      # [S, C*T*P*P] patches, padded (Qwen2.5-VL: in window order)
+        positions: torch.Tensor,         # [S, 2] int64 (h, w) of each patch
+        full_segments: torch.Tensor,     # [S] int64 frame id, -1 = padding
+        window_segments: torch.Tensor | None = None,  # [S] int64 window id (Qwen2.5-VL), -1 = padding
+    ) -> torch.Tensor:
+        visual, model = self.visual, self.model
+        weight = visual.patch_embed.proj.weight                                  # [E, C, T, P, P]
+        hidden = torch.nn.functional.linear(pixel_values.to(weight.dtype), weight.reshape(weight.shape[0], -1))
+        cos, sin = visual.rotary_pos_emb(hidden, positions)                      # each [S, D]
+        full_mask = segment_mask(full_segments, hidden.dtype)                    # [S, S]
+        window_mask = None if window_segments is None else segment_mask(window_segments, hidden.dtype)
+        for index, block in enumerate(visual.blocks):
+            mask = window_mask if model.uses_window(index) else full_mask
+            hidden = hidden + masked_attention(block.attn, block.norm1(hidden), cos, sin, mask, model.num_heads)
+            hidden = hidden + block.mlp(block.norm2(hidden))                     # [S, E]
+        return visual.merger(hidden)                                             # [S / merge_unit, out_hidden]
