@@ -1,0 +1,172 @@
+"""Run a compiled visual encoder on a simulated device: bucket per image, pad, run, de-pad.
+
+The encoder runs on one device (``tensor_parallel_size`` 1): the first of the allowed ids.
+Its weights and workspace are reserved there, next to whatever else the device holds.
+Simulated time per call comes from the graph's ``GraphCostModel`` (no attention kernels:
+the segment-masked attention is static aten matmuls, costed like any op) plus the host link
+copies of the patches in and the merged tokens out.
+"""
+
+from __future__ import annotations
+
+import json
+import weakref
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+
+from optimum_npu.compile.artifact import ArtifactError, read_graph
+from optimum_npu.compile.weights import load_weights
+from optimum_npu.device.cost import GraphCostModel
+from optimum_npu.device.device import NPUDevice, get_device
+from optimum_npu.device.executor import Program, peak_activation_bytes
+from optimum_npu.device.spec import NPUSpec
+from optimum_npu.models.vlm.visual_config import NPUVisualConfig, VisualModelConfig, bucket_graph_name
+from optimum_npu.models.vlm.visual_export import VISUAL_CONFIG_FILE
+from optimum_npu.models.vlm.visual_inputs import prepare_image, unpad_output
+from optimum_npu.schema import WEIGHTS_FILE, Graph, dtype_from_name
+
+
+class VisualInputError(ValueError):
+    """Images the compiled visual encoder cannot take (refused before any compute)."""
+
+
+@dataclass(frozen=True)
+class ImageStats:
+    """One image's run: its patches, the bucket it ran on, and its simulated seconds."""
+
+    grid_thw: tuple[int, int, int]
+    patches: int
+    bucket: int
+    seconds: float
+
+    @property
+    def padded_patches(self) -> int:
+        return self.bucket - self.patches
+
+
+@dataclass
+class VisualStats:
+    """Per-image stats of one ``encode`` call and their totals."""
+
+    images: list[ImageStats] = field(default_factory=list)
+
+    @property
+    def seconds(self) -> float:
+        return sum(image.seconds for image in self.images)
+
+    @property
+    def padding_waste(self) -> float:
+        """Padded patches / bucket patches computed (0 when every image fills its bucket)."""
+        total = sum(image.bucket for image in self.images)
+        return sum(image.padded_patches for image in self.images) / total if total else 0.0
+
+
+class VisualRuntime:
+    """A compiled visual encoder loaded onto a simulated device.
+
+    Args:
+        root_dir: the submodule directory ``compile_visual`` wrote (already verified by the parent).
+        visual_config: the knobs the caller expects; they must equal the compiled ones.
+        spec: the NPU spec.
+        device_ids: device ids the encoder may use; it runs on the first.
+        owner: label for memory reports.
+    """
+
+    def __init__(self, root_dir: str | Path, visual_config: NPUVisualConfig | dict | int | list, spec: NPUSpec,
+                 device_ids: list[int], owner: str = "visual encoder"):
+        root = Path(root_dir)
+        self.config = NPUVisualConfig.coerce(visual_config)
+        document = json.loads((root / VISUAL_CONFIG_FILE).read_text())
+        compiled = {key: document[key] for key in self.config.to_dict()}
+        if compiled != self.config.to_dict():
+            raise ArtifactError(f"{root}: the visual encoder was compiled with {compiled} but {self.config.to_dict()} "
+                                "was requested; compile knobs cannot change at load time: recompile the model")
+        self.model = VisualModelConfig(**{**document["model"],
+                                          "fullatt_block_indexes": tuple(document["model"]["fullatt_block_indexes"])})
+        self.dtype = getattr(torch, self.config.dtype)
+        graphs = {name: read_graph(root, name) for name in self.config.graph_names()}
+        weights = load_weights(root / WEIGHTS_FILE)
+        self.device: NPUDevice = get_device(spec, list(device_ids)[0])
+        self.spec = spec
+        self.costs = {name: GraphCostModel(graph, spec, self.config.dtype) for name, graph in graphs.items()}
+        self.memory = {"weights": sum(t.nbytes for t in {id(t): t for t in weights.values()}.values()),
+                       "workspace": max(peak_activation_bytes(g) for g in graphs.values())}
+        handles = self.device.memory.reserve(owner, self.memory)
+        self._finalizer = weakref.finalize(self, self.device.memory.release, handles)
+        self.programs = {name: Program(graph) for name, graph in graphs.items()}
+        self.bindings = {name: _bind(graph, weights) for name, graph in graphs.items()}
+
+    def release(self) -> None:
+        """Frees the encoder's memory on its device."""
+        self._finalizer()
+
+    def check(self, pixel_values: torch.Tensor, image_grid_thw: torch.Tensor) -> list[int]:
+        """Validates a batch before any compute; returns the bucket of each image."""
+        model, buckets = self.model, self.config.max_seq_len
+        grids = [tuple(int(v) for v in row) for row in torch.as_tensor(image_grid_thw).reshape(-1, 3).tolist()]
+        if pixel_values.dim() != 2 or pixel_values.shape[1] != model.patch_dim:
+            raise VisualInputError(f"pixel_values has shape {list(pixel_values.shape)}; expected [patches, "
+                                   f"{model.patch_dim}] as the model's image processor emits")
+        total = sum(t * h * w for t, h, w in grids)
+        if total != pixel_values.shape[0]:
+            raise VisualInputError(f"image_grid_thw {grids} adds up to {total} patches but pixel_values has "
+                                   f"{pixel_values.shape[0]} rows; pass the processor's outputs together")
+        chosen = []
+        for index, (t, h, w) in enumerate(grids):
+            m = model.spatial_merge_size
+            if h % m or w % m:
+                raise VisualInputError(f"image {index} has grid {t}x{h}x{w}: h and w must be multiples of "
+                                       f"spatial_merge_size={m}; use the model's image processor")
+            bucket = self.config.bucket_for(t * h * w)
+            if bucket is None:
+                raise VisualInputError(
+                    f"image {index} (grid {t}x{h}x{w}) needs {t * h * w} vision patches but the largest compiled "
+                    f"visual bucket (visual.max_seq_len) is {buckets[-1]}: add a bucket >= {t * h * w} (e.g. "
+                    f"{-(-t * h * w // model.merge_unit) * model.merge_unit}) to visual.max_seq_len and recompile, "
+                    "or resize the image (the processor's max_pixels)")
+            chosen.append(bucket)
+        return chosen
+
+    def encode(self, pixel_values: torch.Tensor, image_grid_thw: torch.Tensor) -> tuple[torch.Tensor, VisualStats]:
+        """Encodes a batch of images (or videos), each on the smallest bucket that holds it.
+
+        Args:
+            pixel_values: [total_patches, patch_dim], the processor's rows of every image in order.
+            image_grid_thw: [num_images, 3] (t, h, w) in patches.
+        Returns:
+            The merged tokens of all images in order, [total_patches / merge_unit, out_hidden],
+            and the per-image stats (bucket, padding, simulated seconds).
+        """
+        buckets = self.check(pixel_values, image_grid_thw)
+        grids = [tuple(int(v) for v in row) for row in torch.as_tensor(image_grid_thw).reshape(-1, 3).tolist()]
+        outputs, stats, start = [], VisualStats(), 0
+        for grid, bucket in zip(grids, buckets):
+            patches = grid[0] * grid[1] * grid[2]
+            image = prepare_image(pixel_values[start:start + patches], grid, bucket, self.model, self.dtype)
+            start += patches
+            name = bucket_graph_name(bucket)
+            inputs = image.graph_inputs()
+            merged = self.programs[name](*[inputs[item] if isinstance(item, str) else item
+                                           for item in self.bindings[name]])
+            outputs.append(unpad_output(merged, image, self.model.merge_unit))
+            copies = (sum(t.nbytes for t in inputs.values()) + merged.nbytes) / self.spec.host_link_bandwidth
+            seconds = self.costs[name].static_seconds + copies
+            self.device.advance(seconds)
+            stats.images.append(ImageStats(grid, patches, bucket, seconds))
+        return torch.cat(outputs), stats
+
+
+def _bind(graph: Graph, weights: dict[str, torch.Tensor]) -> list:
+    binding = []
+    for spec in graph.inputs:
+        if spec.kind != "weight":
+            binding.append(spec.name)
+            continue
+        tensor = weights.get(spec.source)
+        if tensor is None or tuple(tensor.shape) != spec.shape or tensor.dtype != dtype_from_name(spec.dtype):
+            raise ArtifactError(f"visual graph {graph.name!r} needs weight {spec.source!r} {list(spec.shape)} "
+                                f"{spec.dtype}, which the visual weights do not hold; recompile the model")
+        binding.append(tensor)
+    return binding
