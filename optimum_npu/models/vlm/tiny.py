@@ -90,7 +90,10 @@ def vlm_config_kwargs(architecture: str) -> dict:
                 num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=1024,
                 rope_parameters={"rope_type": "default", "rope_theta": 10000.0, "mrope_section": [2, 3, 3]},
                 pad_token_id=0, bos_token_id=1, eos_token_id=TOKEN_IDS["<|im_end|>"], tie_word_embeddings=False)
-    vision = dict(depth=2, num_heads=2, patch_size=14, temporal_patch_size=2, spatial_merge_size=2, in_channels=3)
+    # initializer_range 0.2 (HF default 0.02): attention then shapes the outputs visibly, so a parity test
+    # catches a wrong mask or window (with 0.02 a wrong mask moves the outputs by < 1e-3)
+    vision = dict(depth=2, num_heads=2, patch_size=14, temporal_patch_size=2, spatial_merge_size=2, in_channels=3,
+                  initializer_range=0.2)
     if architecture == "Qwen2VLForConditionalGeneration":
         vision.update(embed_dim=32, hidden_size=64, mlp_ratio=2)
     elif architecture == "Qwen2_5_VLForConditionalGeneration":
