@@ -38,7 +38,8 @@ def planner_table(max_seq_len: int, batch_size: int) -> None:
     print(f"1) Llama-3-8B shape, bf16, ATOM (16 GB per device), max_seq_len {max_seq_len}, batch_size {batch_size} "
           f"(planned in {seconds:.1f} s)")
     header = (f"   {'TP':>3} {'memory/device':>14} {'fits':>5} {'TTFT 1k ms':>11} {'ms/token b1':>12} "
-              f"{'tok/s b1':>9} {f'ms/token b{big}':>12} {f'tok/s b{big}':>10} {'speed-up vs TP/2 (b1, b' + str(big) + ')':>28}")
+              f"{'tok/s b1':>9} {f'ms/token b{big}':>12} {f'tok/s b{big}':>10} "
+              f"{f'speed-up vs TP/2 (b1, b{big})':>28}")
     print(header)
     previous = None
     for result in results:

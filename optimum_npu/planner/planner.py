@@ -129,8 +129,8 @@ def plan(model: str | Path | PretrainedConfig, npu_config: NPUDecoderConfig | di
     spec = resolve_spec(reference.npu)
     context = decode_context_len or reference.max_seq_len
     if not 1 <= context <= reference.max_seq_len:
-        raise NPUConfigError(f"decode_context_len={context} (--context-len) is outside [1, max_seq_len={reference.max_seq_len}]; "
-                             "choose a length in that range")
+        raise NPUConfigError(f"decode_context_len={context} (--context-len) is outside "
+                             f"[1, max_seq_len={reference.max_seq_len}]; choose a length in that range")
 
     configs: dict[int, NPUDecoderConfig | str] = {}
     for tp in sizes:
