@@ -4,8 +4,12 @@ on a simulated multi-device NPU that reports memory, time per phase and fit."""
 from optimum_npu.compile.artifact import ArtifactError
 from optimum_npu.device.memory import DeviceOutOfMemoryError
 from optimum_npu.device.spec import PRESETS, NPUSpec
+from optimum_npu.models.auto import NPUAutoModel, NPUAutoModelForCausalLM, NPUAutoModelForImageTextToText
 from optimum_npu.models.decoder import NPUConfigError, NPUDecoderConfig, NPUModelForCausalLM
+from optimum_npu.models.vlm.modeling import NPUModelForImageTextToText
+from optimum_npu.models.vlm.npu_config import NPUVLMConfig
 from optimum_npu.version import __version__
 
-__all__ = ["NPUModelForCausalLM", "NPUDecoderConfig", "NPUConfigError", "NPUSpec", "PRESETS", "ArtifactError",
+__all__ = ["NPUModelForCausalLM", "NPUModelForImageTextToText", "NPUAutoModel", "NPUAutoModelForCausalLM",
+           "NPUAutoModelForImageTextToText", "NPUVLMConfig", "NPUDecoderConfig", "NPUConfigError", "NPUSpec", "PRESETS", "ArtifactError",
            "DeviceOutOfMemoryError", "__version__"]

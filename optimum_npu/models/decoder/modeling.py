@@ -138,6 +138,11 @@ class NPUModelForCausalLM(NPUPreTrainedModel, GenerationMixin):
         self._runtime.finish(list(range(len(self._lengths))))
         self._lengths = []
 
+    @property
+    def _decoder_config(self) -> NPUDecoderConfig:
+        """The knobs of the compiled decoder (the language model of a multimodal model)."""
+        return self.npu_config
+
     def _check_request(self, inputs, generation_config, kwargs: dict) -> None:
         input_ids = inputs if inputs is not None else kwargs.get("input_ids")
         if input_ids is None or input_ids.dim() != 2:
@@ -148,18 +153,19 @@ class NPUModelForCausalLM(NPUPreTrainedModel, GenerationMixin):
             raise ValueError(f"num_beams={resolved.num_beams} is not supported on the NPU runtime; use greedy or "
                              "sampling (num_beams=1)")
         batch = input_ids.shape[0] * (resolved.num_return_sequences or 1)
-        if batch > self.npu_config.batch_size:
+        limits = self._decoder_config
+        if batch > limits.batch_size:
             raise ValueError(f"a batch of {batch} sequences exceeds the compiled batch_size="
-                             f"{self.npu_config.batch_size}; split the batch or recompile with batch_size >= {batch}")
+                             f"{limits.batch_size}; split the batch or recompile with batch_size >= {batch}")
         mask = kwargs.get("attention_mask")
         longest = int(mask.sum(-1).max()) if mask is not None else input_ids.shape[1]
         if resolved.max_new_tokens is not None:
             total = longest + resolved.max_new_tokens
         else:
             total = longest + resolved.max_length - input_ids.shape[1]
-        if total > self.npu_config.max_seq_len:
+        if total > limits.max_seq_len:
             raise ValueError(f"prompt ({longest} tokens) + new tokens ({total - longest}) = {total} exceeds the "
-                             f"compiled max_seq_len={self.npu_config.max_seq_len}; lower max_new_tokens/max_length "
+                             f"compiled max_seq_len={limits.max_seq_len}; lower max_new_tokens/max_length "
                              "or recompile with a larger max_seq_len")
 
     def prepare_inputs_for_generation(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None,
@@ -172,31 +178,42 @@ class NPUModelForCausalLM(NPUPreTrainedModel, GenerationMixin):
         """Prefill (every row of ``input_ids``, left padding removed by ``attention_mask``) or one
         decode step (the last column); returns the next-token logits [B, 1, V] in float32."""
         if npu_phase == "prefill":
-            logits = self._prefill_prompts(input_ids, attention_mask)
+            logits = self._prefill_prompts(input_ids, attention_mask, **kwargs)
         else:
             logits = self._decode_step(input_ids[:, -1])
         return CausalLMOutputWithPast(logits=logits.float().unsqueeze(1))
 
-    def _prefill_prompts(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None) -> torch.Tensor:
+    def _prefill_prompts(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None,
+                         **inputs) -> torch.Tensor:
         batch = input_ids.shape[0]
-        if batch > self.npu_config.batch_size:
-            raise ValueError(f"a batch of {batch} exceeds the compiled batch_size={self.npu_config.batch_size}")
-        rows = []
-        for row in range(batch):
-            ids = input_ids[row] if attention_mask is None else input_ids[row][attention_mask[row].bool()]
-            rows.append(ids.tolist())
+        if batch > self._decoder_config.batch_size:
+            raise ValueError(f"a batch of {batch} exceeds the compiled batch_size={self._decoder_config.batch_size}")
+        keep = [torch.ones_like(input_ids[row], dtype=torch.bool) if attention_mask is None
+                else attention_mask[row].bool() for row in range(batch)]
+        rows = [input_ids[row][keep[row]].tolist() for row in range(batch)]
         for ids in rows:
             self._runtime._check_length(len(ids))
+        extras = self._prompt_extras(input_ids, attention_mask, keep, **inputs)
         self._finish_sequences()
         self._runtime.stats = self._runtime.new_stats()  # the stats describe this call only (generate or forward)
         self._runtime.stats.sequences = batch
         self._lengths = [len(ids) for ids in rows]
-        return torch.stack([self._runtime.prefill(ids, slot) for slot, ids in enumerate(rows)])
+        return torch.stack([self._runtime.prefill(ids, slot, extras[slot]) for slot, ids in enumerate(rows)])
+
+    def _prompt_extras(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None,
+                       keep: list[torch.Tensor], **inputs) -> list[dict | None]:
+        """Per-row extra prefill inputs (multimodal models); none for text-only decoders."""
+        return [None] * input_ids.shape[0]
+
+    def _decode_rope_positions(self, lengths: list[int]) -> list[int] | None:
+        """Rotary positions of the next tokens when they differ from the cache positions."""
+        return None
 
     def _decode_step(self, tokens: torch.Tensor) -> torch.Tensor:
         if len(self._lengths) != tokens.shape[0]:
             raise RuntimeError("decode step without a matching prefill; call generate() or forward() on a prompt")
-        logits = self._runtime.decode(tokens.tolist(), list(range(len(self._lengths))), list(self._lengths))
+        logits = self._runtime.decode(tokens.tolist(), list(range(len(self._lengths))), list(self._lengths),
+                                      self._decode_rope_positions(self._lengths))
         self._lengths = [length + 1 for length in self._lengths]
         return logits
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections import Counter
 from dataclasses import dataclass, field
+from typing import Any
 
 from optimum_npu.device.memory import format_bytes
 
@@ -41,6 +42,7 @@ class NPUStats:
     kv_blocks_peak: int = 0
     kv_pools: dict[str, int] = field(default_factory=dict)
     tensor_parallel_size: int = 1
+    visual: Any = None  # VisualStats of a vision-language model's prefill (bucket per image, padding)
 
     def record(self, step: StepRecord) -> None:
         self.steps.append(step)
@@ -54,7 +56,8 @@ class NPUStats:
 
     @property
     def ttft_s(self) -> float:
-        return self.prefill_s
+        """Simulated time to the first tokens: visual encoding (multimodal models) and every prefill."""
+        return self.prefill_s + (self.visual.seconds if self.visual is not None else 0.0)
 
     @property
     def decode_steps(self) -> int:
@@ -81,6 +84,9 @@ class NPUStats:
         return {
             "device": self.device, "spec": self.spec, "sequences": self.sequences,
             "tensor_parallel_size": self.tensor_parallel_size,
+            **({"visual_buckets": [image.bucket for image in self.visual.images],
+                "visual_padding_waste": self.visual.padding_waste, "visual_ms": self.visual.seconds * 1e3}
+               if self.visual is not None else {}),
             "ttft_ms": self.ttft_s * 1e3, "decode_ms_per_token": self.decode_s_per_token * 1e3,
             "tokens_per_s": self.tokens_per_s, "prefill_chunks": len(self._phase("prefill")),
             "decode_steps": self.decode_steps, "buckets": dict(self.buckets),
@@ -106,6 +112,10 @@ class NPUStats:
                      f" ({format_bytes(self.kv_pools.get('paged', 0))})")
         if self.kv_pools.get("sliding"):
             lines.append(f"  sliding-window rings    {format_bytes(self.kv_pools['sliding'])}")
+        if self.visual is not None:
+            buckets = ", ".join(f"{image.patches}->{image.bucket}" for image in self.visual.images)
+            lines.append(f"  visual encoder          {self.visual.seconds * 1e3:10.3f} ms   (patches->bucket: {buckets};"
+                         f" padding waste {100 * self.visual.padding_waste:.1f}%)")
         if self.prefix_hit_tokens:
             lines.append(f"  prefix cache hits       {self.prefix_hit_tokens} tokens not prefilled")
         return "\n".join(lines)

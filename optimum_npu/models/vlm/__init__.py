@@ -1,1 +1,1 @@
-"""Vision-language models: the visual encoder in patch buckets and the language model (issue 5)."""
+"""Vision-language models: the visual encoder compiled in patch buckets, and the language model."""

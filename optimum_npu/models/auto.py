@@ -1,0 +1,60 @@
+"""Auto classes: pick the NPU model class from the checkpoint (export) or the artifact (load).
+
+``NPUAutoModel.from_pretrained(...)`` works for any supported model; the task-named classes
+(``NPUAutoModelForCausalLM``, ``NPUAutoModelForImageTextToText``) also check the task.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+from transformers import AutoConfig
+
+from optimum_npu.models.base import HUB_KWARGS, resolve_checkpoint
+from optimum_npu.models.registry import REGISTRY, supported_architectures
+from optimum_npu.schema import NPU_CONFIG_FILE
+
+
+def _family_classes() -> dict[str, type]:
+    from optimum_npu.models.decoder.modeling import NPUModelForCausalLM
+    from optimum_npu.models.vlm.modeling import NPUModelForImageTextToText
+
+    return {"decoder": NPUModelForCausalLM, "vlm": NPUModelForImageTextToText}
+
+
+class NPUAutoModel:
+    """Loads or compiles any supported model with the NPU class of its family."""
+
+    families: tuple[str, ...] = ("decoder", "vlm")
+
+    @classmethod
+    def from_pretrained(cls, model_id: str | os.PathLike, *, export: bool = False, **kwargs):
+        """As the family class's ``from_pretrained``; the family comes from the artifact or config.json."""
+        hub_kwargs = {k: kwargs[k] for k in HUB_KWARGS if k in kwargs}
+        path = resolve_checkpoint(model_id, hub_kwargs)
+        if (path / NPU_CONFIG_FILE).is_file():
+            family = json.loads((path / NPU_CONFIG_FILE).read_text()).get("family", "decoder")
+            architecture = json.loads((path / NPU_CONFIG_FILE).read_text()).get("architecture")
+        else:
+            architecture = next((a for a in AutoConfig.from_pretrained(path).architectures or [] if a in REGISTRY),
+                                None)
+            family = REGISTRY[architecture].family if architecture else None
+        if family not in cls.families:
+            supported = [a for f in cls.families for a in supported_architectures(f)]
+            raise ValueError(f"{model_id} ({architecture or 'unknown architecture'}) is not supported by "
+                             f"{cls.__name__}; supported architectures: {', '.join(supported)}")
+        return _family_classes()[family].from_pretrained(Path(path), export=export, **kwargs)
+
+
+class NPUAutoModelForCausalLM(NPUAutoModel):
+    """Text-generation models (decoder-only LMs)."""
+
+    families = ("decoder",)
+
+
+class NPUAutoModelForImageTextToText(NPUAutoModel):
+    """Vision-language models (Qwen2-VL, Qwen2.5-VL)."""
+
+    families = ("vlm",)
