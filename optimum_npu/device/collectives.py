@@ -1,14 +1,14 @@
 """Communicators that run the collective nodes of tensor-parallel graphs with real arithmetic.
 
-One interface, two back ends: ``InProcessGroup`` (every rank a thread of this process, the
-default) and ``TorchDistributedGroup`` (every rank its own process, ``torch.distributed``
-with gloo, so a simulated node can span processes or machines). A communicator hands
-each rank the kernels that replace ``npu.all_reduce`` / ``npu.all_gather`` in its program.
+Two back ends: ``InProcessGroup`` (every rank in this process, the default: the ranks run in
+lockstep and the group reduces their operands between graph segments) and
+``TorchDistributedGroup`` (every rank its own process, ``torch.distributed`` with gloo, so a
+simulated node can span processes or machines: it hands its rank the kernels that replace
+``npu.all_reduce`` / ``npu.all_gather``).
 """
 
 from __future__ import annotations
 
-import threading
 from typing import Callable
 
 import torch
@@ -18,38 +18,25 @@ ALL_GATHER = "npu.all_gather.default"
 
 
 class InProcessGroup:
-    """Ranks are threads of this process; sums and gathers run in rank order (deterministic)."""
+    """All ranks in this process, run in lockstep by ``SegmentedProgram.run_group``: a collective
+    receives every rank's operand at once and reduces in rank order (deterministic)."""
 
     def __init__(self, size: int):
         self.size = size
-        self._slots: list[torch.Tensor | None] = [None] * size
-        self._arrived = threading.Barrier(size)
-        self._consumed = threading.Barrier(size)
 
-    def _exchange(self, rank: int, x: torch.Tensor) -> list[torch.Tensor]:
-        self._slots[rank] = x
-        self._arrived.wait()
-        parts = list(self._slots)
-        self._consumed.wait()
-        return parts
-
-    def kernels(self, rank: int) -> dict[str, Callable]:
-        def all_reduce(x: torch.Tensor, group_size: int) -> torch.Tensor:
-            parts = self._exchange(rank, x)
+    @staticmethod
+    def collective(node, per_rank_args: list[list]) -> list[torch.Tensor]:
+        """Each rank's result of ``npu.all_reduce(x, n)`` or ``npu.all_gather(x, dim, n)``."""
+        parts = [args[0] for args in per_rank_args]
+        if node.op == ALL_REDUCE:
             total = parts[0].clone()
             for part in parts[1:]:
                 total += part
-            return total
-
-        def all_gather(x: torch.Tensor, dim: int, group_size: int) -> torch.Tensor:
-            return torch.cat(self._exchange(rank, x), dim=dim)
-
-        return {ALL_REDUCE: all_reduce, ALL_GATHER: all_gather}
-
-    def abort(self) -> None:
-        """Releases ranks blocked in a collective after another rank failed."""
-        self._arrived.abort()
-        self._consumed.abort()
+            return [total] * len(parts)
+        if node.op == ALL_GATHER:
+            gathered = torch.cat(parts, dim=per_rank_args[0][1])
+            return [gathered] * len(parts)
+        raise ValueError(f"{node.op} is not a collective this group performs")
 
 
 class TorchDistributedGroup:
@@ -79,6 +66,3 @@ class TorchDistributedGroup:
             return torch.cat(parts, dim=dim)
 
         return {ALL_REDUCE: all_reduce, ALL_GATHER: all_gather}
-
-    def abort(self) -> None:
-        """Nothing to release: a failing rank's error surfaces in every process's collective."""

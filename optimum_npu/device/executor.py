@@ -41,6 +41,23 @@ def resolve_op(name: str, kernels: dict[str, Callable] | None = None) -> Callabl
         ) from None
 
 
+def build_module(name: str, input_names: list[str], nodes, output_names: list[str],
+                 kernels: dict[str, Callable]) -> tuple[torch.fx.GraphModule, list[str]]:
+    """An fx module computing ``nodes`` from ``input_names``; returns it and each node's fx name."""
+    fx_graph = torch.fx.Graph()
+    env: dict[str, torch.fx.Node] = {}
+    for input_name in input_names:
+        env[input_name] = fx_graph.placeholder(input_name)
+    for node in nodes:
+        args = decode_arg(node.args, env.__getitem__)
+        kwargs = {k: decode_arg(v, env.__getitem__) for k, v in node.kwargs.items()}
+        env[node.name] = fx_graph.call_function(resolve_op(node.op, kernels), tuple(args), kwargs)
+    outputs = [env[output] for output in output_names]
+    fx_graph.output(outputs[0] if len(outputs) == 1 else tuple(outputs))
+    module = torch.fx.GraphModule(torch.nn.Module(), fx_graph, class_name=f"npu_{name}")
+    return module, [env[node.name].name for node in nodes]
+
+
 class Program:
     """An executable graph: ``program(*tensors)`` with tensors in ``graph.inputs`` order.
 
@@ -51,19 +68,8 @@ class Program:
     def __init__(self, graph: Graph, kernels: dict[str, Callable] | None = None):
         kernels = KERNELS if kernels is None else kernels
         self.graph = graph
-        fx_graph = torch.fx.Graph()
-        env: dict[str, torch.fx.Node] = {}
-        for spec in graph.inputs:
-            env[spec.name] = fx_graph.placeholder(spec.name)
-        for node in graph.nodes:
-            args = decode_arg(node.args, env.__getitem__)
-            kwargs = {k: decode_arg(v, env.__getitem__) for k, v in node.kwargs.items()}
-            env[node.name] = fx_graph.call_function(resolve_op(node.op, kernels), tuple(args), kwargs)
-        outputs = [env[name] for name in graph.outputs]
-        fx_graph.output(outputs[0] if len(outputs) == 1 else tuple(outputs))
-        self.module = torch.fx.GraphModule(torch.nn.Module(), fx_graph, class_name=f"npu_{graph.name}")
-        #: fx node name of each graph node, in graph order
-        self.node_names = [env[node.name].name for node in graph.nodes]
+        self.module, self.node_names = build_module(graph.name, [spec.name for spec in graph.inputs], graph.nodes,
+                                                    list(graph.outputs), kernels)
 
     def __call__(self, *tensors: torch.Tensor):
         with torch.no_grad():

@@ -9,7 +9,6 @@ device for what that rank holds.
 from __future__ import annotations
 
 import weakref
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import torch
@@ -21,6 +20,7 @@ from optimum_npu.device.cost import GraphCostModel
 from optimum_npu.device.device import NPUDevice, get_device
 from optimum_npu.device.executor import Program, peak_activation_bytes
 from optimum_npu.device.kernels import COLLECTIVE_OPS, KERNELS
+from optimum_npu.device.segments import SegmentedProgram
 from optimum_npu.device.spec import NPUSpec
 from optimum_npu.schema import Graph, dtype_from_name, weights_file
 
@@ -36,12 +36,13 @@ class _Rank:
     """What one device holds: its weight shard, KV-cache shard, programs and input bindings."""
 
     def __init__(self, rank: int, device: NPUDevice, graphs: dict[str, Graph], weights: dict[str, torch.Tensor],
-                 kernels: dict):
+                 kernels: dict, segmented: bool):
         self.rank = rank
         self.device = device
         cache_specs = graphs["prefill"].inputs_of_kind("kv_cache")
         self.kv_cache = {s.name: torch.zeros(s.shape, dtype=dtype_from_name(s.dtype)) for s in cache_specs}
-        self.programs = {name: Program(graph, kernels) for name, graph in graphs.items()}
+        program = SegmentedProgram if segmented else Program
+        self.programs = {name: program(graph, kernels) for name, graph in graphs.items()}
         self.bindings = {name: self._bind(graph, weights) for name, graph in graphs.items()}
 
     def _bind(self, graph: Graph, weights: dict[str, torch.Tensor]) -> list:
@@ -60,9 +61,15 @@ class _Rank:
                 binding.append(spec.name)
         return binding
 
+    def arguments(self, graph_name: str, inputs: dict[str, torch.Tensor]) -> list[torch.Tensor]:
+        return [inputs[item] if isinstance(item, str) else item for item in self.bindings[graph_name]]
+
     def run(self, graph_name: str, inputs: dict[str, torch.Tensor]) -> torch.Tensor:
-        args = [inputs[item] if isinstance(item, str) else item for item in self.bindings[graph_name]]
-        return self.programs[graph_name](*args)
+        return self.programs[graph_name](*self.arguments(graph_name, inputs))
+
+    def environment(self, graph_name: str, inputs: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        graph = self.programs[graph_name].graph
+        return dict(zip((spec.name for spec in graph.inputs), self.arguments(graph_name, inputs)))
 
 
 class DeviceGroup:
@@ -110,9 +117,9 @@ class DeviceGroup:
                 request["collective_buffers"] = buffers
             self._handles.append((device, device.memory.reserve(f"{owner} rank {rank}", request)))
             self.memory = request
-            kernels = {**KERNELS, **communicator.kernels(rank)} if size > 1 else KERNELS
-            self.ranks.append(_Rank(rank, device, graphs, weights, kernels))
-        self._pool = ThreadPoolExecutor(len(self.ranks)) if len(self.ranks) > 1 else None
+            distributed = collectives == "torch.distributed" and size > 1
+            kernels = {**KERNELS, **communicator.kernels(rank)} if distributed else KERNELS
+            self.ranks.append(_Rank(rank, device, graphs, weights, kernels, segmented=len(local_ranks) > 1))
 
     @property
     def devices(self) -> list[NPUDevice]:
@@ -120,14 +127,12 @@ class DeviceGroup:
 
     def run(self, graph_name: str, inputs: dict[str, torch.Tensor]) -> torch.Tensor:
         """Runs the graph on every local rank (collectives included); returns the first rank's output."""
-        if self._pool is None:
+        if len(self.ranks) == 1:
             return self.ranks[0].run(graph_name, inputs)
-        futures = [self._pool.submit(rank.run, graph_name, inputs) for rank in self.ranks]
-        try:
-            return [future.result() for future in futures][0]
-        except BaseException:
-            self.communicator.abort()
-            raise
+        programs = [rank.programs[graph_name] for rank in self.ranks]
+        envs = [rank.environment(graph_name, inputs) for rank in self.ranks]
+        outputs = SegmentedProgram.run_group(programs, envs, self.communicator.collective)
+        return outputs[0][0]
 
     def advance(self, seconds: float) -> None:
         """Advances every device's clock; collectives keep the ranks in step."""
@@ -137,8 +142,6 @@ class DeviceGroup:
     def release(self) -> None:
         """Frees the group's memory on every device."""
         self._finalizer()
-        if self._pool is not None:
-            self._pool.shutdown(wait=False)
 
 
 def _release(handles: list[tuple[NPUDevice, list[int]]]) -> None:
