@@ -34,6 +34,9 @@ class DecoderModelConfig:
     attention_scale: float | None = None
     attn_logit_softcapping: float | None = None
     final_logit_softcapping: float | None = None
+    #: DeepStack (Qwen3-VL): visual features are added to the hidden states at the image tokens
+    #: after each of the first ``deepstack_layers`` decoder layers (0: none).
+    deepstack_layers: int = 0
 
     def is_sliding(self, layer: int) -> bool:
         """Whether a layer attends only to the last ``sliding_window`` positions."""
@@ -66,6 +69,7 @@ class DecoderModelConfig:
         if window is None:
             layer_types = (FULL,) * text.num_hidden_layers
         pre_attn_scalar = getattr(text, "query_pre_attn_scalar", None)
+        vision = getattr(config, "vision_config", None)
         return cls(
             architecture=(config.architectures or [type(config).__name__])[0],
             model_type=config.model_type,
@@ -84,6 +88,7 @@ class DecoderModelConfig:
             attention_scale=(pre_attn_scalar or head_dim) ** -0.5,
             attn_logit_softcapping=getattr(text, "attn_logit_softcapping", None),
             final_logit_softcapping=getattr(text, "final_logit_softcapping", None),
+            deepstack_layers=len(getattr(vision, "deepstack_visual_indexes", None) or ()),
         )
 
     @property

@@ -26,7 +26,9 @@ class Architecture:
         text_model: attribute path of the text decoder (embeddings, layers, norm, rotary)
             inside the HF model.
         mrope: the rotary embedding takes 3-D (temporal, height, width) positions (Qwen-VL);
-            the prefill graph then also merges visual embeddings into the token embeddings.
+            the prefill graph then also merges visual embeddings into the token embeddings
+            (and, for a config with ``vision_config.deepstack_visual_indexes``, adds the DeepStack
+            features after the first decoder layers: ``DecoderModelConfig.deepstack_layers``).
     """
 
     name: str
@@ -46,6 +48,8 @@ _ARCHITECTURES = (
     Architecture("Gemma3ForCausalLM", "decoder", qk_norm=True, block="sandwich_norm", rope_per_layer_type=True),
     Architecture("Qwen2VLForConditionalGeneration", "vlm", text_model="model.language_model", mrope=True),
     Architecture("Qwen2_5_VLForConditionalGeneration", "vlm", text_model="model.language_model", mrope=True),
+    Architecture("Qwen3VLForConditionalGeneration", "vlm", qk_norm=True, text_model="model.language_model",
+                 mrope=True),
 )
 REGISTRY: dict[str, Architecture] = {arch.name: arch for arch in _ARCHITECTURES}
 

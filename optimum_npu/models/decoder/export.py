@@ -46,11 +46,14 @@ def graph_names(config: NPUDecoderConfig) -> list[str]:
     return ["prefill"] + [f"decoder_batch_{size}" for size in config.decoder_batch_sizes]
 
 
-def extra_inputs(arch: Architecture, prefill: bool) -> list[str]:
-    """Inputs beyond ``INPUT_NAMES`` and the caches: M-RoPE positions, and visual embeddings at prefill."""
+def extra_inputs(arch: Architecture, prefill: bool, deepstack_layers: int = 0) -> list[str]:
+    """Inputs beyond ``INPUT_NAMES`` and the caches: M-RoPE positions, and visual embeddings at prefill
+    (with DeepStack features when the model has ``deepstack_layers``)."""
     if not arch.mrope:
         return []
-    return ["rope_positions", "visual_embeds", "visual_mask"] if prefill else ["rope_positions"]
+    if not prefill:
+        return ["rope_positions"]
+    return ["rope_positions", "visual_embeds", "visual_mask"] + (["deepstack_embeds"] if deepstack_layers else [])
 
 
 def example_inputs(config: NPUDecoderConfig, model: DecoderModelConfig, batch: int, seq: int, dtype: torch.dtype,
@@ -60,7 +63,9 @@ def example_inputs(config: NPUDecoderConfig, model: DecoderModelConfig, batch: i
                 for _ in range(2)]
     extra = {"rope_positions": torch.zeros(3, batch, seq, dtype=torch.long, device=device),
              "visual_embeds": torch.zeros(batch, seq, model.hidden_size, dtype=dtype, device=device),
-             "visual_mask": torch.zeros(batch, seq, dtype=torch.bool, device=device)}
+             "visual_mask": torch.zeros(batch, seq, dtype=torch.bool, device=device),
+             "deepstack_embeds": torch.zeros(model.deepstack_layers, batch, seq, model.hidden_size, dtype=dtype,
+                                             device=device)}
     return (
         torch.zeros(batch, seq, dtype=torch.long, device=device),
         torch.zeros(batch, seq, dtype=torch.long, device=device),
@@ -89,7 +94,7 @@ def capture_graphs(hf_model: PreTrainedModel, arch: Architecture, config: NPUDec
     graphs, weights = {}, {}
     for name in tqdm(names or graph_names(config), desc="compiling graphs", unit="graph", disable=not progress):
         batch, seq = (1, config.prefill_chunk_size) if name == "prefill" else (int(name.rsplit("_", 1)[1]), 1)
-        extras = extra_inputs(arch, prefill=name == "prefill")
+        extras = extra_inputs(arch, prefill=name == "prefill", deepstack_layers=model_config.deepstack_layers)
         args = example_inputs(config, model_config, batch, seq, dtype, device, extras)
         kinds = ["input"] * len(INPUT_NAMES) + ["kv_cache"] * len(kv_names) + ["input"] * len(extras)
         graph, graph_weights = capture(wrapper, args, name, INPUT_NAMES + kv_names + extras, kinds, HF_PREFIX,

@@ -88,7 +88,7 @@ class DecoderRuntime:
         """Prefills a prompt into ``slot`` chunk by chunk (after any cached prefix); returns last logits [V].
 
         ``extras`` holds per-token inputs of multimodal models over the whole prompt:
-        ``rope_positions`` [3, n], ``visual_embeds`` [n, E], ``visual_mask`` [n].
+        ``rope_positions`` [3, n], ``visual_embeds`` [n, E], ``visual_mask`` [n], ``deepstack_embeds`` [L, n, E].
         """
         chunk = self.config.prefill_chunk_size
         self._check_length(len(tokens))
@@ -106,7 +106,7 @@ class DecoderRuntime:
             inputs = {"input_ids": input_ids, "positions": positions, "block_table": table,
                       "slots": torch.tensor([slot]), "logits_index": torch.tensor([count - 1])}
             for name, values in (extras or {}).items():
-                inputs[name] = _chunk_of(values, start, count, chunk, token_axis=1 if name == "rope_positions" else 0)
+                inputs[name] = _chunk_of(values, start, count, chunk, token_axis=TOKEN_AXIS.get(name, 0))
             logits = self._run("prefill", "prefill", inputs, active=1, tokens=count)
             self.blocks.append_tokens(slot, part)
         return logits[0]
@@ -154,9 +154,14 @@ class DecoderRuntime:
                              "recompile with a larger max_seq_len or shorten the input")
 
 
+#: Token axis of the per-token prefill extras that do not lead with it (default 0).
+TOKEN_AXIS = {"rope_positions": 1, "deepstack_embeds": 1}
+
+
 def _chunk_of(values: torch.Tensor, start: int, count: int, chunk: int, token_axis: int) -> torch.Tensor:
     """Tokens ``[start, start+count)`` of a per-token tensor, zero-padded to ``chunk``, with a batch
-    axis of 1 inserted before the token axis ([3, n] -> [3, 1, C]; [n, E] -> [1, C, E]; [n] -> [1, C])."""
+    axis of 1 inserted before the token axis ([3, n] -> [3, 1, C]; [n, E] -> [1, C, E]; [n] -> [1, C];
+    [L, n, E] -> [L, 1, C, E])."""
     part = values.narrow(token_axis, start, count)
     shape = list(values.shape)
     shape[token_axis] = chunk

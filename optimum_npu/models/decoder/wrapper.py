@@ -87,6 +87,7 @@ class StaticDecoder(nn.Module):
         rope_positions: torch.Tensor | None = None,  # [3, B, S] M-RoPE positions (multimodal models)
         visual_embeds: torch.Tensor | None = None,   # [B, S, E] embeddings replacing the image tokens'
         visual_mask: torch.Tensor | None = None,     # [B, S] bool: which tokens take visual_embeds
+        deepstack_embeds: torch.Tensor | None = None,  # [L, B, S, E] added at visual_mask after layer l < L
     ) -> torch.Tensor:
         parts = self._parts
         hidden = parts.embed(input_ids)                                        # [B, S, E]
@@ -100,6 +101,8 @@ class StaticDecoder(nn.Module):
             attention = partial(self_attention, layer.self_attn, layout=self.layouts[i], step=step,
                                 k_cache=kv_cache[2 * i], v_cache=kv_cache[2 * i + 1])
             hidden = self.layer_block(layer, hidden, attention)
+            if deepstack_embeds is not None and i < deepstack_embeds.shape[0]:   # DeepStack (Qwen3-VL)
+                hidden = torch.where(visual_mask[..., None], hidden + deepstack_embeds[i].to(hidden.dtype), hidden)
         batch = input_ids.shape[0]
         last = hidden[torch.arange(batch), logits_index]                       # [B, E]
         logits = parts.lm_head(parts.norm(last))                               # [B, V]

@@ -1,8 +1,9 @@
 """``NPUModelForImageTextToText``: a Qwen-VL model compiled as two submodules of one artifact.
 
 ``visual/`` holds the vision encoder compiled per patch bucket; ``language_model/`` holds
-the decoder (prefill graph that merges the visual embeddings into the token embeddings,
-M-RoPE positions, decode graphs per batch bucket). ``generate()`` takes what the HF model
+the decoder (prefill graph that merges the visual embeddings into the token embeddings and,
+for Qwen3-VL, adds the DeepStack features after the first decoder layers; M-RoPE positions;
+decode graphs per batch bucket). ``generate()`` takes what the HF model
 takes: ``input_ids``, ``attention_mask``, ``pixel_values``, ``image_grid_thw``.
 """
 
@@ -39,7 +40,7 @@ SUBMODULE_DIRS = {"visual": "visual", "language_model": "language_model"}
 
 
 class NPUModelForImageTextToText(NPUModelForCausalLM):
-    """A vision-language model (Qwen2-VL, Qwen2.5-VL) on the simulated NPU, with HF's ``generate()``.
+    """A vision-language model (Qwen2-VL, Qwen2.5-VL, Qwen3-VL) on the simulated NPU, with HF's ``generate()``.
 
     Each image runs on the smallest visual bucket that holds it; its embeddings replace the
     image tokens at prefill; decoding is the decoder path's (buckets, paged KV cache).
@@ -147,31 +148,38 @@ class NPUModelForImageTextToText(NPUModelForCausalLM):
 
     def _prompt_extras(self, input_ids, attention_mask, keep, pixel_values=None, image_grid_thw=None,
                        mm_token_type_ids=None, **ignored) -> list[dict]:
-        """Per row: M-RoPE positions, and the visual embeddings at the image tokens."""
+        """Per row: M-RoPE positions, and the visual embeddings (and DeepStack features) at the image tokens."""
         if mm_token_type_ids is not None:
             mm_token_type_ids = mm_token_type_ids[:, -input_ids.shape[1]:]
         positions, deltas = self.rope_index(input_ids, attention_mask, image_grid_thw, None, mm_token_type_ids)
         self._rope_deltas = deltas.tolist()
-        embeds = None
+        embeds = deepstack = None
         if pixel_values is not None:
-            embeds, visual_stats = self.visual.encode(pixel_values, image_grid_thw)
-            self._visual_stats = visual_stats
+            features = self.visual.encode_features(pixel_values, image_grid_thw)
+            embeds, deepstack, self._visual_stats = features.embeds, features.deepstack, features.stats
         else:
             self._visual_stats = None
+        deepstack_layers = DecoderModelConfig.from_hf(self.config).deepstack_layers
         extras, used = [], 0
         for row in range(input_ids.shape[0]):
             ids = input_ids[row][keep[row]]
             is_image = ids == self.config.image_token_id
-            visual_embeds = torch.zeros(len(ids), self.config.get_text_config().hidden_size)
+            hidden_size = self.config.get_text_config().hidden_size
+            visual_embeds = torch.zeros(len(ids), hidden_size)
+            deepstack_embeds = torch.zeros(deepstack_layers, len(ids), hidden_size)
             count = int(is_image.sum())
             if count:
                 if embeds is None or used + count > embeds.shape[0]:
                     raise ValueError("the prompt has more image tokens than the images in pixel_values produce; "
                                      "pass the processor's input_ids, pixel_values and image_grid_thw together")
                 visual_embeds[is_image] = embeds[used:used + count].float()
+                if deepstack_layers:
+                    deepstack_embeds[:, is_image] = deepstack[:, used:used + count].float()
                 used += count
             extras.append({"rope_positions": positions[:, row][:, keep[row]], "visual_embeds": visual_embeds,
                            "visual_mask": is_image})
+            if deepstack_layers:
+                extras[-1]["deepstack_embeds"] = deepstack_embeds
         return extras
 
     def _prefill_prompts(self, input_ids, attention_mask, **inputs) -> torch.Tensor:

@@ -1,7 +1,9 @@
-"""Tiny Qwen2-VL / Qwen2.5-VL models and a processor built in code (nothing is downloaded).
+"""Tiny Qwen2-VL / Qwen2.5-VL / Qwen3-VL models and a processor built in code (nothing is downloaded).
 
 The vision tower is 2 blocks of width 32 (2 heads), patch 14, temporal patch 2, spatial
-merge 2; the language model is 2 layers of width 64. The tokenizer is the byte-level one
+merge 2; the language model is 2 layers of width 64. Qwen3-VL (as the real checkpoints: patch
+16) has 3 vision blocks, DeepStack features from blocks 0 and 1, a learned 6x6 position grid,
+and a 3-layer Qwen3-style (q/k norm) language model. The tokenizer is the byte-level one
 of ``optimum_npu.models.tiny`` plus the Qwen chat/vision special tokens. The image
 processor is the PIL backend of ``Qwen2VLImageProcessor`` (it needs ``pillow``).
 """
@@ -16,7 +18,10 @@ from transformers import AutoModelForImageTextToText, PreTrainedModel, PreTraine
 from optimum_npu.models.tiny import SPECIAL_TOKENS as BASE_SPECIAL_TOKENS
 
 ARCHITECTURES = {"Qwen2VLForConditionalGeneration": "qwen2_vl",
-                 "Qwen2_5_VLForConditionalGeneration": "qwen2_5_vl"}
+                 "Qwen2_5_VLForConditionalGeneration": "qwen2_5_vl",
+                 "Qwen3VLForConditionalGeneration": "qwen3_vl"}
+#: Vision patch side of each tiny model (the image processor must cut images the same way).
+PATCH_SIZES = {"Qwen3VLForConditionalGeneration": 16}
 VISION_TOKENS = ["<|endoftext|>", "<|im_start|>", "<|im_end|>", "<|vision_start|>", "<|vision_end|>",
                  "<|image_pad|>", "<|video_pad|>"]
 #: Byte-level vocabulary (specials first, then 256 bytes), then the vision/chat tokens.
@@ -53,16 +58,16 @@ def build_vlm_tokenizer() -> PreTrainedTokenizerFast:
     return tokenizer
 
 
-def build_vlm_image_processor(max_pixels: int = 448 * 448):
+def build_vlm_image_processor(max_pixels: int = 448 * 448, patch_size: int = 14):
     """PIL ``Qwen2VLImageProcessor`` (patch 14, temporal 2, merge 2): images are resized to
-    multiples of 28 pixels with an area between 56x56 and ``max_pixels``."""
+    multiples of 2 x ``patch_size`` pixels with an area between 56x56 and ``max_pixels``."""
     from transformers import Qwen2VLImageProcessorPil
 
     return Qwen2VLImageProcessorPil(size={"shortest_edge": 56 * 56, "longest_edge": max_pixels},
-                                    patch_size=14, temporal_patch_size=2, merge_size=2)
+                                    patch_size=patch_size, temporal_patch_size=2, merge_size=2)
 
 
-def build_vlm_processor(max_pixels: int = 448 * 448):
+def build_vlm_processor(max_pixels: int = 448 * 448, patch_size: int = 14):
     """A ``Qwen2VLProcessor`` for images: the PIL image processor + the tokenizer above.
 
     Without torchvision, transformers cannot resolve the video processor's class, so the
@@ -80,7 +85,7 @@ def build_vlm_processor(max_pixels: int = 448 * 448):
         return None if name == "video_processor" and arg is None else check(self, name, arg)
 
     with mock.patch.object(ProcessorMixin, "check_argument_for_proper_class", skip_missing_video):
-        return Qwen2VLProcessor(image_processor=build_vlm_image_processor(max_pixels),
+        return Qwen2VLProcessor(image_processor=build_vlm_image_processor(max_pixels, patch_size),
                                 tokenizer=build_vlm_tokenizer(), video_processor=None, chat_template=CHAT_TEMPLATE)
 
 
@@ -100,6 +105,12 @@ def vlm_config_kwargs(architecture: str) -> dict:
         # a window of 56 pixels = 2x2 merged tokens = 16 patches; block 1 attends fully
         vision.update(hidden_size=32, out_hidden_size=64, intermediate_size=48, window_size=56,
                       fullatt_block_indexes=[1])
+    elif architecture == "Qwen3VLForConditionalGeneration":
+        # DeepStack: blocks 0 and 1 feed the first two decoder layers; a 6x6 learned position grid is
+        # interpolated to every image (grids up to 20x20 patches here); q/k norm in the text model
+        vision.update(depth=3, hidden_size=32, out_hidden_size=64, intermediate_size=48, patch_size=16,
+                      num_position_embeddings=36, deepstack_visual_indexes=[0, 1], hidden_act="gelu_pytorch_tanh")
+        text.update(num_hidden_layers=3, head_dim=16, rms_norm_eps=1e-6)
     else:
         raise ValueError(f"architecture={architecture!r} has no tiny VLM; choose one of {sorted(ARCHITECTURES)}")
     return dict(text_config=text, vision_config=vision, image_token_id=TOKEN_IDS["<|image_pad|>"],
@@ -124,6 +135,6 @@ def save_vlm(path: str | Path, architecture: str = "Qwen2VLForConditionalGenerat
     """Builds a tiny VLM and saves it with its image processor and tokenizer (chat template included)."""
     path = Path(path)
     build_vlm(architecture, seed, **overrides).save_pretrained(path)
-    build_vlm_image_processor().save_pretrained(path)
+    build_vlm_image_processor(patch_size=PATCH_SIZES.get(architecture, 14)).save_pretrained(path)
     build_vlm_tokenizer().save_pretrained(path)
     return path

@@ -1,4 +1,4 @@
-"""The visual encoder of a Qwen2-VL / Qwen2.5-VL model: normalised model facts and compile knobs.
+"""The visual encoder of a Qwen2-VL / Qwen2.5-VL / Qwen3-VL model: normalised model facts and compile knobs.
 
 ``VisualModelConfig.from_hf`` reads the HF vision config once; the rest of the code never
 reads HF attribute names. ``NPUVisualConfig`` holds the compile knobs and checks them,
@@ -21,7 +21,8 @@ from transformers import PretrainedConfig
 SUPPORTED_DTYPES = ("float32", "float16", "bfloat16")
 #: HF vision ``model_type`` -> our encoder kind.
 VISION_KINDS = {"qwen2_vl": "qwen2_vl", "qwen2_vl_vision": "qwen2_vl",
-                "qwen2_5_vl": "qwen2_5_vl", "qwen2_5_vl_vision": "qwen2_5_vl"}
+                "qwen2_5_vl": "qwen2_5_vl", "qwen2_5_vl_vision": "qwen2_5_vl",
+                "qwen3_vl": "qwen3_vl", "qwen3_vl_vision": "qwen3_vl"}
 
 
 class VisualConfigError(ValueError):
@@ -32,7 +33,7 @@ class VisualConfigError(ValueError):
 class VisualModelConfig:
     """What the compiler and the runtime need to know about a vision tower."""
 
-    kind: str                               # "qwen2_vl" or "qwen2_5_vl"
+    kind: str                               # "qwen2_vl", "qwen2_5_vl" or "qwen3_vl"
     depth: int
     embed_dim: int                          # width of the vision blocks
     num_heads: int
@@ -43,6 +44,8 @@ class VisualModelConfig:
     spatial_merge_size: int
     window_size: int = 0                    # pixels; Qwen2.5-VL only
     fullatt_block_indexes: tuple[int, ...] = ()
+    num_position_embeddings: int = 0        # Qwen3-VL: learned square position grid, interpolated per image
+    deepstack_visual_indexes: tuple[int, ...] = ()  # Qwen3-VL: blocks whose merged features feed the LM
 
     @property
     def head_dim(self) -> int:
@@ -57,6 +60,11 @@ class VisualModelConfig:
     def patch_dim(self) -> int:
         """Width of one ``pixel_values`` row: channels x temporal patch x patch x patch."""
         return self.in_channels * self.temporal_patch_size * self.patch_size ** 2
+
+    @property
+    def pos_grid_side(self) -> int:
+        """Side of the Qwen3-VL learned position grid (0: no learned position embedding)."""
+        return int(self.num_position_embeddings ** 0.5)
 
     @property
     def window_merged(self) -> int:
@@ -74,14 +82,24 @@ class VisualModelConfig:
         if kind is None:
             raise VisualConfigError(f"vision model_type {getattr(vision, 'model_type', None)!r} is not supported; "
                                     f"supported: {sorted(set(VISION_KINDS))}")
+        positions, deepstack = 0, ()
         if kind == "qwen2_vl":
             embed, out = vision.embed_dim, vision.hidden_size
             window, full = 0, ()
-        else:
+        elif kind == "qwen2_5_vl":
             embed, out = vision.hidden_size, vision.out_hidden_size
             window, full = vision.window_size, tuple(vision.fullatt_block_indexes)
+        else:
+            embed, out = vision.hidden_size, vision.out_hidden_size
+            window, full = 0, ()
+            positions, deepstack = vision.num_position_embeddings, tuple(vision.deepstack_visual_indexes)
         return cls(kind, vision.depth, embed, vision.num_heads, out, vision.patch_size, vision.temporal_patch_size,
-                   vision.in_channels, vision.spatial_merge_size, window, full)
+                   vision.in_channels, vision.spatial_merge_size, window, full, positions, deepstack)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> "VisualModelConfig":
+        """From ``dataclasses.asdict`` output read back from JSON (lists become tuples)."""
+        return cls(**{key: tuple(value) if isinstance(value, list) else value for key, value in data.items()})
 
 
 @dataclass(frozen=True)

@@ -20,7 +20,7 @@ from optimum_npu.compile.artifact import graph_path
 from optimum_npu.compile.capture import capture
 from optimum_npu.compile.weights import save_weights
 from optimum_npu.models.vlm.visual_config import NPUVisualConfig, VisualModelConfig, bucket_graph_name
-from optimum_npu.models.vlm.visual_wrapper import INPUT_NAMES, StaticVisual
+from optimum_npu.models.vlm.visual_wrapper import KIND_INPUTS, WRAPPERS
 from optimum_npu.schema import ARTIFACT_FORMAT_VERSION, GRAPH_DIR, Graph, WEIGHTS_FILE
 
 VISUAL_CONFIG_FILE = "visual_config.json"
@@ -37,7 +37,7 @@ def find_visual(hf_model: nn.Module) -> tuple[nn.Module, str]:
         if module is not None:
             return module, prefix + "."
     raise ValueError(f"{type(hf_model).__name__} has no vision tower at model.visual or visual; "
-                     "pass a Qwen2-VL or Qwen2.5-VL model")
+                     "pass a Qwen2-VL, Qwen2.5-VL or Qwen3-VL model")
 
 
 def example_inputs(model: VisualModelConfig, bucket: int, dtype: torch.dtype, device: torch.device | str = "cpu"):
@@ -47,6 +47,9 @@ def example_inputs(model: VisualModelConfig, bucket: int, dtype: torch.dtype, de
             torch.zeros(bucket, dtype=torch.long, device=device)]
     if model.kind == "qwen2_5_vl":
         args.append(torch.zeros(bucket, dtype=torch.long, device=device))
+    if model.kind == "qwen3_vl":
+        args += [torch.zeros(bucket, 4, dtype=torch.long, device=device),
+                 torch.zeros(bucket, 4, dtype=torch.float32, device=device)]
     return tuple(args)
 
 
@@ -60,12 +63,13 @@ def capture_visual_graphs(visual: nn.Module, model: VisualModelConfig, config: N
     dtype = getattr(torch, config.dtype)
     visual = visual.to(dtype).eval()
     device = next(visual.parameters()).device
-    wrapper = StaticVisual(visual, model)
+    wrapper = WRAPPERS[model.kind](visual, model)
+    names = KIND_INPUTS[model.kind]
     graphs, weights = {}, {}
     for bucket in buckets or list(config.max_seq_len):
         args = example_inputs(model, bucket, dtype, device)
         name = bucket_graph_name(bucket)
-        graph, graph_weights = capture(wrapper, args, name, INPUT_NAMES[:len(args)], ["input"] * len(args),
+        graph, graph_weights = capture(wrapper, args, name, names, ["input"] * len(args),
                                        WRAPPER_PREFIX, attributes={"bucket": bucket})
         graphs[name] = graph
         weights.update(graph_weights)
@@ -77,7 +81,7 @@ def compile_visual(hf_vlm_model: nn.Module, visual_config: NPUVisualConfig | dic
     """Captures the visual encoder of ``hf_vlm_model`` per bucket and writes its submodule directory.
 
     Args:
-        hf_vlm_model: an HF Qwen2-VL / Qwen2.5-VL model (``*ForConditionalGeneration`` or ``*Model``).
+        hf_vlm_model: an HF Qwen2-VL / Qwen2.5-VL / Qwen3-VL model (``*ForConditionalGeneration`` or ``*Model``).
         visual_config: the visual knobs (``NPUVisualConfig``, a dict of its fields, or the buckets).
         target_dir: the directory to fill (created if missing); no manifest is written.
     """

@@ -4,7 +4,9 @@ Everything data-dependent happens here, so the graph sees only static shapes: th
 rotary positions ``(h, w)`` (HF's ``rot_pos_emb`` layout: merge blocks of 2x2 patches, row
 by row), the attention segment of each patch (one per frame for full attention, one per
 window for Qwen2.5-VL window attention), the Qwen2.5-VL window reordering of the patches,
-and the padding to the bucket. Padding rows form a segment of their own (``PAD_SEGMENT``):
+the Qwen3-VL bilinear taps into the learned position grid (HF's own
+``get_vision_interpolation_indices_and_weights``: 4 table rows and weights per patch; the graph
+gathers and sums them), and the padding to the bucket. Padding rows form a segment of their own (``PAD_SEGMENT``):
 they never attend to, or are attended by, an image's patches; their outputs are dropped.
 
 One image (an entry of ``image_grid_thw``: all ``grid_t`` frames of a video) is one graph
@@ -17,6 +19,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import torch
+from transformers.vision_utils import get_vision_interpolation_indices_and_weights
 
 from optimum_npu.models.vlm.visual_config import VisualModelConfig
 
@@ -29,7 +32,9 @@ class PreparedImage:
 
     ``pixel_values`` [bucket, patch_dim], ``positions`` [bucket, 2] int64 (h, w),
     ``full_segments`` / ``window_segments`` [bucket] int64 (-1 = padding);
-    ``inverse`` [tokens] reorders the merged outputs back to row-major order (None: identity).
+    ``inverse`` [tokens] reorders the merged outputs back to row-major order (None: identity);
+    ``pos_indices`` [bucket, 4] int64 / ``pos_weights`` [bucket, 4]: Qwen3-VL's bilinear taps into
+    the learned position grid (padding: row 0, weight 0).
     """
 
     pixel_values: torch.Tensor
@@ -39,12 +44,16 @@ class PreparedImage:
     num_patches: int
     bucket: int
     inverse: torch.Tensor | None
+    pos_indices: torch.Tensor | None = None
+    pos_weights: torch.Tensor | None = None
 
     def graph_inputs(self) -> dict[str, torch.Tensor]:
         inputs = {"pixel_values": self.pixel_values, "positions": self.positions,
                   "full_segments": self.full_segments}
         if self.window_segments is not None:
             inputs["window_segments"] = self.window_segments
+        if self.pos_indices is not None:
+            inputs["pos_indices"], inputs["pos_weights"] = self.pos_indices, self.pos_weights
         return inputs
 
 
@@ -90,6 +99,11 @@ def prepare_image(pixel_values: torch.Tensor, grid_thw: tuple[int, int, int], bu
         pixel_values, positions, full = pixel_values[rows], positions[rows], full[rows]
         windows = window_of.repeat_interleave(unit)                                      # [n]
         inverse = torch.argsort(order)
+    pos_indices = pos_weights = None
+    if model.num_position_embeddings:  # Qwen3-VL: HF's bilinear, align_corners=True resampling of the grid
+        pos_indices, pos_weights = get_vision_interpolation_indices_and_weights(
+            torch.tensor([[t, h, w]]), model.pos_grid_side, mode="bilinear", align_corners=True,
+            spatial_merge_size=merge)                                                    # each [n, 4]
     pad = bucket - n
 
     def padded(x: torch.Tensor, value: int = 0) -> torch.Tensor:
@@ -99,7 +113,9 @@ def prepare_image(pixel_values: torch.Tensor, grid_thw: tuple[int, int, int], bu
         pixel_values=padded(pixel_values.to(dtype)), positions=padded(positions),
         full_segments=padded(full, PAD_SEGMENT),
         window_segments=None if windows is None else padded(windows, PAD_SEGMENT),
-        num_patches=n, bucket=bucket, inverse=inverse)
+        num_patches=n, bucket=bucket, inverse=inverse,
+        pos_indices=None if pos_indices is None else padded(pos_indices),
+        pos_weights=None if pos_weights is None else padded(pos_weights))   # fp32, as HF
 
 
 def unpad_output(merged: torch.Tensor, image: PreparedImage, unit: int) -> torch.Tensor:

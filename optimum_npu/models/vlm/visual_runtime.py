@@ -63,6 +63,20 @@ class VisualStats:
         return sum(image.padded_patches for image in self.images) / total if total else 0.0
 
 
+@dataclass
+class VisualFeatures:
+    """What the encoder gives the language model for a batch of images.
+
+    ``embeds`` [tokens, out_hidden] replace the image tokens' embeddings; ``deepstack``
+    [L, tokens, out_hidden] (Qwen3-VL, else None) are added to the hidden states at the image
+    tokens after decoder layer ``l`` < L; ``stats`` as ``encode``'s.
+    """
+
+    embeds: torch.Tensor
+    deepstack: torch.Tensor | None
+    stats: VisualStats
+
+
 class VisualRuntime:
     """A compiled visual encoder loaded onto a simulated device.
 
@@ -83,8 +97,7 @@ class VisualRuntime:
         if compiled != self.config.to_dict():
             raise ArtifactError(f"{root}: the visual encoder was compiled with {compiled} but {self.config.to_dict()} "
                                 "was requested; compile knobs cannot change at load time: recompile the model")
-        self.model = VisualModelConfig(**{**document["model"],
-                                          "fullatt_block_indexes": tuple(document["model"]["fullatt_block_indexes"])})
+        self.model = VisualModelConfig.from_dict(document["model"])
         self.dtype = getattr(torch, self.config.dtype)
         graphs = {name: read_graph(root, name) for name in self.config.graph_names()}
         weights = load_weights(root / WEIGHTS_FILE)
@@ -130,32 +143,42 @@ class VisualRuntime:
         return chosen
 
     def encode(self, pixel_values: torch.Tensor, image_grid_thw: torch.Tensor) -> tuple[torch.Tensor, VisualStats]:
+        """The merged tokens of every image and the stats (``encode_features`` also gives DeepStack features)."""
+        features = self.encode_features(pixel_values, image_grid_thw)
+        return features.embeds, features.stats
+
+    def encode_features(self, pixel_values: torch.Tensor, image_grid_thw: torch.Tensor) -> VisualFeatures:
         """Encodes a batch of images (or videos), each on the smallest bucket that holds it.
 
         Args:
             pixel_values: [total_patches, patch_dim], the processor's rows of every image in order.
             image_grid_thw: [num_images, 3] (t, h, w) in patches.
         Returns:
-            The merged tokens of all images in order, [total_patches / merge_unit, out_hidden],
+            ``VisualFeatures``: the merged tokens of all images in order, [total_patches / merge_unit,
+            out_hidden], the DeepStack features [L, total_patches / merge_unit, out_hidden] (Qwen3-VL)
             and the per-image stats (bucket, padding, simulated seconds).
         """
         buckets = self.check(pixel_values, image_grid_thw)
         grids = [tuple(int(v) for v in row) for row in torch.as_tensor(image_grid_thw).reshape(-1, 3).tolist()]
-        outputs, stats, start = [], VisualStats(), 0
+        outputs, deepstack, stats, start = [], [], VisualStats(), 0
         for grid, bucket in zip(grids, buckets):
             patches = grid[0] * grid[1] * grid[2]
             image = prepare_image(pixel_values[start:start + patches], grid, bucket, self.model, self.dtype)
             start += patches
             name = bucket_graph_name(bucket)
             inputs = image.graph_inputs()
-            merged = self.programs[name](*[inputs[item] if isinstance(item, str) else item
+            result = self.programs[name](*[inputs[item] if isinstance(item, str) else item
                                            for item in self.bindings[name]])
+            merged, stacked = result if isinstance(result, tuple) else (result, None)   # stacked [L, T, O]
             outputs.append(unpad_output(merged, image, self.model.merge_unit))
-            copies = (sum(t.nbytes for t in inputs.values()) + merged.nbytes) / self.spec.host_link_bandwidth
+            if stacked is not None:
+                deepstack.append(torch.stack([unpad_output(layer, image, self.model.merge_unit) for layer in stacked]))
+            out_bytes = merged.nbytes + (stacked.nbytes if stacked is not None else 0)
+            copies = (sum(t.nbytes for t in inputs.values()) + out_bytes) / self.spec.host_link_bandwidth
             seconds = self.costs[name].static_seconds + copies
             self.device.advance(seconds)
             stats.images.append(ImageStats(grid, patches, bucket, seconds))
-        return torch.cat(outputs), stats
+        return VisualFeatures(torch.cat(outputs), torch.cat(deepstack, dim=1) if deepstack else None, stats)
 
 
 def _bind(graph: Graph, weights: dict[str, torch.Tensor]) -> list:

@@ -1,7 +1,11 @@
-"""The static-shape forward of a Qwen2-VL / Qwen2.5-VL vision tower, as captured per bucket.
+"""The static-shape forward of a Qwen2-VL / Qwen2.5-VL / Qwen3-VL vision tower, as captured per bucket.
 
 ``StaticVisual.forward(pixel_values [S, patch_dim], positions [S, 2], full_segments [S],
 window_segments [S]) -> merged [S / merge_unit, out_hidden]`` for a bucket of S patches.
+``StaticQwen3Visual.forward(pixel_values, positions, full_segments, pos_indices [S, 4],
+pos_weights [S, 4]) -> (merged, deepstack [L, S / merge_unit, out_hidden])``: the learned position
+grid is gathered at the host-computed bilinear taps, and the DeepStack mergers of the
+``deepstack_visual_indexes`` blocks give one merged feature map each.
 
 It reuses the HF modules (patch embedding weight, rotary embedding, block norms, qkv/proj,
 MLPs, merger), so weights keep their HF names (relative to the vision tower), and replaces
@@ -19,6 +23,9 @@ from torch import nn
 from optimum_npu.models.vlm.visual_config import VisualModelConfig
 
 INPUT_NAMES = ["pixel_values", "positions", "full_segments", "window_segments"]
+#: Graph inputs of each encoder kind, in ``forward`` order.
+KIND_INPUTS = {"qwen2_vl": INPUT_NAMES[:3], "qwen2_5_vl": INPUT_NAMES,
+               "qwen3_vl": INPUT_NAMES[:3] + ["pos_indices", "pos_weights"]}
 
 
 def segment_mask(segments: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
@@ -79,3 +86,36 @@ class StaticVisual(nn.Module):
             hidden = hidden + masked_attention(block.attn, block.norm1(hidden), cos, sin, mask, model.num_heads)
             hidden = hidden + block.mlp(block.norm2(hidden))                     # [S, E]
         return visual.merger(hidden)                                             # [S / merge_unit, out_hidden]
+
+
+class StaticQwen3Visual(StaticVisual):
+    """Qwen3-VL vision tower: learned (interpolated) position embedding, full attention per frame, DeepStack."""
+
+    def forward(
+        self,
+        pixel_values: torch.Tensor,      # [S, C*T*P*P] patches, padded
+        positions: torch.Tensor,         # [S, 2] int64 (h, w) of each patch
+        full_segments: torch.Tensor,     # [S] int64 frame id, -1 = padding
+        pos_indices: torch.Tensor,       # [S, 4] int64 rows of the learned position grid (bilinear taps)
+        pos_weights: torch.Tensor,       # [S, 4] fp32 bilinear weights (0 for padding)
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        visual, model = self.visual, self.model
+        proj = visual.patch_embed.proj
+        hidden = torch.nn.functional.linear(pixel_values.to(proj.weight.dtype),
+                                            proj.weight.reshape(proj.weight.shape[0], -1), proj.bias)   # [S, E]
+        pos_embeds = (visual.pos_embed(pos_indices) * pos_weights[:, :, None]).sum(1)                    # [S, E]
+        hidden = hidden + pos_embeds.to(hidden.dtype)
+        cos, sin = visual.rotary_pos_emb(hidden, positions)                      # each [S, D]
+        mask = segment_mask(full_segments, hidden.dtype)                         # [S, S]
+        deepstack = []
+        for index, block in enumerate(visual.blocks):
+            hidden = hidden + masked_attention(block.attn, block.norm1(hidden), cos, sin, mask, model.num_heads)
+            hidden = hidden + block.mlp(block.norm2(hidden))                     # [S, E]
+            if index in model.deepstack_visual_indexes:
+                merger = visual.deepstack_merger_list[model.deepstack_visual_indexes.index(index)]
+                deepstack.append(merger(hidden))                                 # [S / merge_unit, out_hidden]
+        return visual.merger(hidden), torch.stack(deepstack)                     # [T, O], [L, T, O]
+
+
+#: The static wrapper of each encoder kind.
+WRAPPERS = {"qwen2_vl": StaticVisual, "qwen2_5_vl": StaticVisual, "qwen3_vl": StaticQwen3Visual}
