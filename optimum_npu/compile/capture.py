@@ -9,7 +9,7 @@ import torch
 from torch.export import ExportedProgram
 from torch.export.graph_signature import InputKind
 
-from optimum_npu.schema import Graph, GraphFormatError, Node, TensorSpec, dtype_name, encode_arg
+from optimum_npu.schema import Graph, GraphFormatError, Node, TensorSpec, dtype_name, encode_arg, iter_refs
 
 _WEIGHT_KINDS = (InputKind.PARAMETER, InputKind.BUFFER, InputKind.CONSTANT_TENSOR)
 
@@ -85,6 +85,11 @@ def to_graph(program: ExportedProgram, name: str, user_input_names: list[str], u
             outputs = [names[out] for out in node.args[0]]
         elif node.op != "placeholder":
             raise GraphFormatError(f"graph {name!r}: node {node.name} of kind {node.op} cannot be stored")
+    # weights the graph never reads (e.g. a vision tower beside the captured language model) are dropped
+    used = {ref for node in nodes for ref in iter_refs(node.args) + iter_refs(node.kwargs)} | set(outputs)
+    unused = {spec.source for spec in inputs if spec.kind == "weight" and spec.name not in used}
+    inputs = [spec for spec in inputs if not (spec.kind == "weight" and spec.name not in used)]
+    weights = {source: tensor for source, tensor in weights.items() if source not in unused}
     mutated_inputs = tuple(spec.name for spec in inputs if spec.kind == "kv_cache")
     graph = Graph(name, tuple(inputs), tuple(nodes), tuple(outputs), mutated_inputs, attributes)
     graph.validate()
