@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import contextlib
 import io
+import re
 import runpy
 import subprocess
 import sys
@@ -40,7 +41,20 @@ def run_hub_roundtrip(tmp_path: Path, hub) -> None:
     assert stored.private and {"README.md", MANIFEST_FILE, "graphs/prefill.graph.json"} <= set(files)
 
 
-TINY_RUNS = {"text_generation.py": run_text_generation, "hub_roundtrip.py": run_hub_roundtrip}
+def run_image_to_text(tmp_path: Path, hub) -> None:
+    artifact = tmp_path / "artifact"
+    result = run_script("image_to_text.py", "--output", str(artifact), "--visual-buckets", "64,256",
+                        "--max-new-tokens", "3")
+    generated = re.search(r"generated token ids: \[([\d, ]*)\]", result.stdout)
+    assert generated and len(generated.group(1).split(",")) == 3
+    assert "patches->bucket: 16->64, 140->256" in result.stdout and "TTFT" in result.stdout
+    assert sorted(p.name for p in (artifact / "visual" / "graphs").iterdir()) == ["visual_256.graph.json",
+                                                                                 "visual_64.graph.json"]
+    assert (artifact / MANIFEST_FILE).is_file() and (artifact / "preprocessor_config.json").is_file()
+
+
+TINY_RUNS = {"text_generation.py": run_text_generation, "hub_roundtrip.py": run_hub_roundtrip,
+             "image_to_text.py": run_image_to_text}
 
 
 def run_script(name: str, *args: str) -> subprocess.CompletedProcess:
