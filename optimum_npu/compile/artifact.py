@@ -44,7 +44,7 @@ def graph_path(root: Path, name: str) -> Path:
 
 def write_manifest(root: Path) -> dict[str, Any]:
     files = {}
-    for path in sorted(p for p in root.rglob("*") if p.is_file() and p.name != MANIFEST_FILE):
+    for path in sorted(p for p in root.rglob("*") if p.is_file() and p != root / MANIFEST_FILE):
         rel = path.relative_to(root).as_posix()
         files[rel] = {"sha256": sha256_file(path), "size": path.stat().st_size}
     manifest = {"format_version": ARTIFACT_FORMAT_VERSION, "library_version": __version__, "files": files}

@@ -31,7 +31,7 @@ from optimum_npu.models.vlm.rope_index import RopeIndex
 from optimum_npu.models.vlm.visual_config import VisualModelConfig
 from optimum_npu.models.vlm.visual_export import compile_visual
 from optimum_npu.models.vlm.visual_runtime import VisualRuntime
-from optimum_npu.schema import ARTIFACT_FORMAT_VERSION, NPU_CONFIG_FILE
+from optimum_npu.schema import ARTIFACT_FORMAT_VERSION, MANIFEST_FILE, NPU_CONFIG_FILE
 from optimum_npu.version import __version__
 
 PROCESSOR_FILES = TOKENIZER_FILES + ("preprocessor_config.json", "processor_config.json",
@@ -83,9 +83,6 @@ class NPUModelForImageTextToText(NPUModelForCausalLM):
         lookup_architecture(hf_config, "vlm")
         config = NPUVLMConfig.coerce(npu_config)
         config.visual.check_model(VisualModelConfig.from_hf(hf_config))
-        if config.language_model.enable_prefix_caching:
-            raise NPUConfigError("language_model.enable_prefix_caching=True is not supported for vision-language "
-                                 "models (image tokens share one id, so a prefix hash cannot tell images apart)")
         language = config.language_model.resolve(DecoderModelConfig.from_hf(hf_config))
         return dataclasses.replace(config, language_model=language)
 
@@ -97,6 +94,7 @@ class NPUModelForImageTextToText(NPUModelForCausalLM):
         def fill(root: Path) -> None:
             compile_visual(hf_model, config.visual, root / SUBMODULE_DIRS["visual"])
             compile_decoder(hf_model, arch, config.language_model, root / SUBMODULE_DIRS["language_model"])
+            (root / SUBMODULE_DIRS["language_model"] / MANIFEST_FILE).unlink()  # the top-level manifest covers it
             hf_model.config.save_pretrained(root)
             (hf_model.generation_config or GenerationConfig.from_model_config(hf_model.config)).save_pretrained(root)
             for name in PROCESSOR_FILES if processor_dir else ():

@@ -70,6 +70,10 @@ class NPUVLMConfig:
     def __post_init__(self):
         if not self.visual_device or any(not isinstance(i, int) or i < 0 for i in self.visual_device):
             raise NPUConfigError(f"visual device={list(self.visual_device)} is invalid: give device ids >= 0")
+        if self.language_model.enable_prefix_caching:
+            raise NPUConfigError("language_model.enable_prefix_caching=True is not supported for vision-language "
+                                 "models (image tokens share one id, so a prefix hash cannot tell images apart); "
+                                 "leave it False")
 
     def to_dict(self) -> dict[str, Any]:
         return {"visual": self.visual.to_dict() | {"device": list(self.visual_device)},
