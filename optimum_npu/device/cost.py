@@ -22,6 +22,7 @@ from optimum_npu.device.calibration import HOST_FLOPS, efficiency
 from optimum_npu.device.fusion import find_groups, group_traffic
 from optimum_npu.device.ops import (ALL_REDUCE, ATTENTION_OPS, COLLECTIVE_OPS, FREE_OPS, GATHER_OPS, GEMV_MAX_ROWS,
                                     MATMUL_OPS, GraphIndex, is_host_op, nbytes, short_name)
+from optimum_npu.device.kernels import SEGMENT_ATTENTION
 from optimum_npu.device.spec import NPUSpec
 from optimum_npu.device.timeline import (DEVICE_HDMA, DEVICE_SYNC, EXTERNAL_HDMA, HOST, NEURAL_DMA, NEURAL_ENGINE,
                                          TimelineEvent)
@@ -124,6 +125,9 @@ class GraphCostModel:
         out_shape, out_dtype = node.meta["shape"], node.meta["dtype"]
         out_bytes = nbytes(out_shape, out_dtype)
         args = self._arg_shapes(node)
+        if node.op == SEGMENT_ATTENTION:  # flash-style: the score tiles stay on chip
+            (heads, seq, head_dim), q_dtype = args[0]
+            return OpCost(4.0 * heads * seq * seq * head_dim, 4 * nbytes([heads, seq, head_dim], q_dtype), "attention")
         if node.op in MATMUL_OPS:
             reduce_dim = args[0][0][-1] if node.op != "aten.addmm.default" else args[1][0][-1]
             kind = "gemv" if math.prod(out_shape[:-1]) <= GEMV_MAX_ROWS else "gemm"

@@ -6,14 +6,18 @@ compiled graph; the device runs the same implementation.
 
 from optimum_npu.device.kernels import collectives  # noqa: F401  (registers npu.all_reduce / npu.all_gather)
 from optimum_npu.device.kernels.paged_attention import paged_attention_kernel
+from optimum_npu.device.kernels.segment_attention import segment_attention_kernel
 from optimum_npu.device.kernels.sliding_window_attention import sliding_window_attention_kernel
 
 #: Direct implementations the executor calls, bypassing the dispatcher (same arithmetic).
 KERNELS = {
     "npu.paged_attention.default": paged_attention_kernel,
     "npu.sliding_window_attention.default": sliding_window_attention_kernel,
+    "npu.segment_attention.default": segment_attention_kernel,
 }
 #: Kernels whose cost depends on the run-time context (costed per call by the cost model).
-ATTENTION_OPS = tuple(KERNELS)
+ATTENTION_OPS = ("npu.paged_attention.default", "npu.sliding_window_attention.default")
+#: Attention over a static bucket: costed from its shapes, scores kept on chip.
+SEGMENT_ATTENTION = "npu.segment_attention.default"
 #: Collectives inserted by the tensor-parallel pass; the runtime binds them per rank.
 COLLECTIVE_OPS = ("npu.all_reduce.default", "npu.all_gather.default")

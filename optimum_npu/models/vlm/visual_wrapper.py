@@ -20,6 +20,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+import optimum_npu.device.kernels  # noqa: F401  (registers torch.ops.npu.segment_attention)
 from optimum_npu.models.vlm.visual_config import VisualModelConfig
 
 INPUT_NAMES = ["pixel_values", "positions", "full_segments", "window_segments"]
@@ -28,20 +29,15 @@ KIND_INPUTS = {"qwen2_vl": INPUT_NAMES[:3], "qwen2_5_vl": INPUT_NAMES,
                "qwen3_vl": INPUT_NAMES[:3] + ["pos_indices", "pos_weights"]}
 
 
-def segment_mask(segments: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
-    """[S] segment ids -> [S, S] additive mask: 0 within a segment, -inf across segments."""
-    same = segments.unsqueeze(1) == segments.unsqueeze(0)                 # [S, S]
-    return torch.where(same, 0.0, float("-inf")).to(dtype)
-
-
 def rotate_half(x: torch.Tensor) -> torch.Tensor:
     half = x.shape[-1] // 2
     return torch.cat((-x[..., half:], x[..., :half]), dim=-1)
 
 
 def masked_attention(attn: nn.Module, hidden: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor,
-                     mask: torch.Tensor, num_heads: int) -> torch.Tensor:
-    """HF vision attention (qkv, rotary, proj) over the bucket under ``mask``. hidden [S, E] -> [S, E]."""
+                     segments: torch.Tensor, num_heads: int) -> torch.Tensor:
+    """HF vision attention (qkv, rotary, proj) over the bucket, each patch attending within its
+    segment (``npu.segment_attention``). hidden [S, E] -> [S, E]."""
     seq = hidden.shape[0]
     qkv = attn.qkv(hidden).reshape(seq, 3, num_heads, -1).permute(1, 2, 0, 3)   # [3, H, S, D]
     q, k, v = qkv.unbind(0)                                                      # each [H, S, D]
@@ -49,9 +45,7 @@ def masked_attention(attn: nn.Module, hidden: torch.Tensor, cos: torch.Tensor, s
     cos, sin = cos.float(), sin.float()                                          # [S, D], as HF: rotary in fp32
     q = (q.float() * cos + rotate_half(q.float()) * sin).to(dtype)
     k = (k.float() * cos + rotate_half(k.float()) * sin).to(dtype)
-    scores = torch.matmul(q, k.transpose(1, 2)) * attn.scaling + mask            # [H, S, S]
-    probs = torch.softmax(scores, dim=-1, dtype=torch.float32).to(dtype)
-    out = torch.matmul(probs, v)                                                 # [H, S, D]
+    out = torch.ops.npu.segment_attention(q, k, v, segments, attn.scaling)       # [H, S, D]
     return attn.proj(out.transpose(0, 1).reshape(seq, -1))                       # [S, E]
 
 
@@ -79,11 +73,9 @@ class StaticVisual(nn.Module):
         weight = visual.patch_embed.proj.weight                                  # [E, C, T, P, P]
         hidden = torch.nn.functional.linear(pixel_values.to(weight.dtype), weight.reshape(weight.shape[0], -1))
         cos, sin = visual.rotary_pos_emb(hidden, positions)                      # each [S, D]
-        full_mask = segment_mask(full_segments, hidden.dtype)                    # [S, S]
-        window_mask = None if window_segments is None else segment_mask(window_segments, hidden.dtype)
         for index, block in enumerate(visual.blocks):
-            mask = window_mask if model.uses_window(index) else full_mask
-            hidden = hidden + masked_attention(block.attn, block.norm1(hidden), cos, sin, mask, model.num_heads)
+            segments = window_segments if model.uses_window(index) else full_segments   # [S]
+            hidden = hidden + masked_attention(block.attn, block.norm1(hidden), cos, sin, segments, model.num_heads)
             hidden = hidden + block.mlp(block.norm2(hidden))                     # [S, E]
         return visual.merger(hidden)                                             # [S / merge_unit, out_hidden]
 
@@ -106,10 +98,10 @@ class StaticQwen3Visual(StaticVisual):
         pos_embeds = (visual.pos_embed(pos_indices) * pos_weights[:, :, None]).sum(1)                    # [S, E]
         hidden = hidden + pos_embeds.to(hidden.dtype)
         cos, sin = visual.rotary_pos_emb(hidden, positions)                      # each [S, D]
-        mask = segment_mask(full_segments, hidden.dtype)                         # [S, S]
         deepstack = []
         for index, block in enumerate(visual.blocks):
-            hidden = hidden + masked_attention(block.attn, block.norm1(hidden), cos, sin, mask, model.num_heads)
+            hidden = hidden + masked_attention(block.attn, block.norm1(hidden), cos, sin, full_segments,
+                                               model.num_heads)
             hidden = hidden + block.mlp(block.norm2(hidden))                     # [S, E]
             if index in model.deepstack_visual_indexes:
                 merger = visual.deepstack_merger_list[model.deepstack_visual_indexes.index(index)]
