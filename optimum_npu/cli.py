@@ -84,10 +84,18 @@ def _generate(model, tokenizer, args: argparse.Namespace, reference=None) -> Non
 
 
 def cmd_export(args: argparse.Namespace) -> None:
-    from optimum_npu import NPUModelForCausalLM
+    from optimum_npu.models.auto import NPUAutoModel, family_of
 
-    model = NPUModelForCausalLM.from_pretrained(args.model, export=True, npu_config=_npu_config_from_args(args),
-                                                **({"revision": args.revision} if args.revision else {}))
+    hub = {"revision": args.revision} if args.revision else {}
+    knobs = _npu_config_from_args(args)
+    path, family = family_of(args.model, hub)
+    if family == "vlm":  # the flat knobs are the language model's; the visual buckets have their own flag
+        npu = knobs.pop("npu", "atom")
+        visual = {"max_seq_len": args.visual_buckets} if args.visual_buckets else {}
+        knobs = {"visual": visual, "language_model": knobs, "npu": npu}
+    elif args.visual_buckets:
+        raise ValueError(f"--visual-buckets applies to vision-language models; {args.model} is a {family} model")
+    model = NPUAutoModel.from_pretrained(path, export=True, npu_config=knobs)
     model.save_pretrained(args.output)
     print(f"compiled {len(model.npu_graphs)} graphs ({', '.join(model.npu_graphs)}) into {args.output}")
 
@@ -95,9 +103,11 @@ def cmd_export(args: argparse.Namespace) -> None:
 def cmd_generate(args: argparse.Namespace) -> None:
     from transformers import AutoTokenizer
 
-    from optimum_npu import NPUModelForCausalLM
+    from optimum_npu.models.auto import NPUAutoModel, family_of
 
-    model = NPUModelForCausalLM.from_pretrained(args.model, npu_config={"device": args.device})
+    _, family = family_of(args.model, {})
+    placement = {"device": args.device} if family == "decoder" else {"device_map": {"language_model": args.device}}
+    model = NPUAutoModel.from_pretrained(args.model, npu_config=placement)
     tokenizer = AutoTokenizer.from_pretrained(args.model, padding_side="left")
     _generate(model, tokenizer, args)
 
@@ -145,6 +155,9 @@ def build_parser() -> argparse.ArgumentParser:
     export.add_argument("model", help="HF checkpoint directory or Hub repo id")
     export.add_argument("output", type=Path, help="directory to write the compiled artifact to")
     export.add_argument("--revision", help="Hub revision (branch, tag or commit) of the checkpoint")
+    export.add_argument("--visual-buckets", type=_int_list,
+                        help="vision-language models: visual encoder buckets in patches, e.g. 1024,3136,16384 "
+                             "(the other knobs apply to the language model)")
     _add_compile_options(export)
     export.set_defaults(func=cmd_export)
 

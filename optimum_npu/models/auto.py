@@ -32,20 +32,21 @@ class NPUAutoModel:
     @classmethod
     def from_pretrained(cls, model_id: str | os.PathLike, *, export: bool = False, **kwargs):
         """As the family class's ``from_pretrained``; the family comes from the artifact or config.json."""
-        hub_kwargs = {k: kwargs[k] for k in HUB_KWARGS if k in kwargs}
-        path = resolve_checkpoint(model_id, hub_kwargs)
-        if (path / NPU_CONFIG_FILE).is_file():
-            family = json.loads((path / NPU_CONFIG_FILE).read_text()).get("family", "decoder")
-            architecture = json.loads((path / NPU_CONFIG_FILE).read_text()).get("architecture")
-        else:
-            architecture = next((a for a in AutoConfig.from_pretrained(path).architectures or [] if a in REGISTRY),
-                                None)
-            family = REGISTRY[architecture].family if architecture else None
+        path, family = family_of(model_id, {k: kwargs[k] for k in HUB_KWARGS if k in kwargs})
         if family not in cls.families:
             supported = [a for f in cls.families for a in supported_architectures(f)]
-            raise ValueError(f"{model_id} ({architecture or 'unknown architecture'}) is not supported by "
-                             f"{cls.__name__}; supported architectures: {', '.join(supported)}")
+            raise ValueError(f"{model_id} (family {family or 'unknown'}) is not supported by {cls.__name__}; "
+                             f"supported architectures: {', '.join(supported)}")
         return _family_classes()[family].from_pretrained(Path(path), export=export, **kwargs)
+
+
+def family_of(model_id: str | os.PathLike, hub_kwargs: dict) -> tuple[Path, str | None]:
+    """The local path of a checkpoint or artifact and its model family (``decoder``, ``vlm``; None if unknown)."""
+    path = resolve_checkpoint(model_id, hub_kwargs)
+    if (path / NPU_CONFIG_FILE).is_file():
+        return path, json.loads((path / NPU_CONFIG_FILE).read_text()).get("family", "decoder")
+    architecture = next((a for a in AutoConfig.from_pretrained(path).architectures or [] if a in REGISTRY), None)
+    return path, REGISTRY[architecture].family if architecture else None
 
 
 class NPUAutoModelForCausalLM(NPUAutoModel):
