@@ -63,3 +63,21 @@ def test_bad_knob_is_a_clean_error(tmp_path):
     assert "decoder_batch_sizes entry 4 is larger than batch_size=2" in result.stderr
     assert "Traceback" not in result.stderr
     assert not (tmp_path / "out").exists()
+
+
+def test_export_and_generate_a_vision_language_checkpoint(tmp_path):
+    from optimum_npu.models.vlm.tiny import save_vlm
+
+    checkpoint = save_vlm(tmp_path / "vlm")
+    artifact = tmp_path / "vlm-npu"
+    exported = run_cli("export", str(checkpoint), str(artifact), "--max-seq-len", "128", "--batch-size", "1",
+                       "--prefill-chunk-size", "32", "--visual-buckets", "64,256")
+    assert exported.returncode == 0, exported.stderr
+    assert sorted(p.name for p in (artifact / "visual" / "graphs").iterdir()) == [
+        "visual_256.graph.json", "visual_64.graph.json"]
+    generated = run_cli("generate", str(artifact), "--prompt", "hello", "--max-new-tokens", "3", "--device", "5")
+    assert generated.returncode == 0, generated.stderr
+    assert "npu:5" in generated.stdout and "decoder_batch_1 x2" in generated.stdout
+    wrong = run_cli("export", str(save_causal_lm(tmp_path / "llm", "LlamaForCausalLM")), str(tmp_path / "x"),
+                    "--visual-buckets", "64")
+    assert wrong.returncode == 2 and "--visual-buckets applies to vision-language models" in wrong.stderr
