@@ -131,6 +131,9 @@ def cmd_demo(args: argparse.Namespace) -> None:
 
     hf_model = build_causal_lm(args.architecture, size="demo")
     tokenizer = build_tokenizer()
+    # three prompts of different lengths: left-padded, prefilled one by one, decoded on the batch-4 graph
+    args.prompt = args.prompt or ["Hello", "The simulated NPU compiles static shapes.",
+                                  "A third prompt, long enough to need two prefill chunks of thirty-two tokens."]
     params = sum(p.numel() for p in hf_model.parameters())
     print(f"built a random-weight {args.architecture} ({params / 1e6:.1f}M parameters) in code")
     with tempfile.TemporaryDirectory() as tmp:
