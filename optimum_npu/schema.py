@@ -49,6 +49,10 @@ ALLOWED_BUILTINS = ("getitem",)
 
 INPUT_KINDS = ("weight", "input", "kv_cache")
 
+#: Collective operators the tensor-parallel pass inserts and the devices perform.
+ALL_REDUCE = "npu.all_reduce.default"
+ALL_GATHER = "npu.all_gather.default"
+
 _DTYPES = {str(d).removeprefix("torch."): d for d in (
     torch.float32, torch.float16, torch.bfloat16, torch.float64, torch.int64, torch.int32,
     torch.int16, torch.int8, torch.uint8, torch.bool,

@@ -26,10 +26,8 @@ from dataclasses import dataclass
 import torch
 
 from optimum_npu.compile.shape_prop import propagate_shapes
-from optimum_npu.schema import Graph, Node, TensorSpec
+from optimum_npu.schema import ALL_GATHER, ALL_REDUCE, Graph, Node, TensorSpec
 
-ALL_REDUCE = "npu.all_reduce.default"
-ALL_GATHER = "npu.all_gather.default"
 LINEAR = "aten.linear.default"
 
 

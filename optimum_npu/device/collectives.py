@@ -13,8 +13,7 @@ from typing import Callable
 
 import torch
 
-ALL_REDUCE = "npu.all_reduce.default"
-ALL_GATHER = "npu.all_gather.default"
+from optimum_npu.schema import ALL_GATHER, ALL_REDUCE
 
 
 class InProcessGroup:

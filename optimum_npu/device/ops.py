@@ -11,7 +11,7 @@ from __future__ import annotations
 import math
 
 from optimum_npu.device.kernels import ATTENTION_OPS  # attention kernels: costed per call from the positions
-from optimum_npu.schema import Graph, Node, dtype_from_name, iter_refs
+from optimum_npu.schema import ALL_GATHER, ALL_REDUCE, Graph, Node, dtype_from_name, iter_refs
 
 #: Ops that only re-label memory: no FLOPs, no DRAM traffic.
 FREE_OPS = {
@@ -27,8 +27,6 @@ MATMUL_OPS = {"aten.linear.default", "aten.mm.default", "aten.addmm.default", "a
 #: Ops that read only the rows they return (gathers).
 GATHER_OPS = {"aten.embedding.default", "aten.index.Tensor", "aten.index_select.default", "aten.gather.default"}
 #: Collectives inserted by the tensor-parallel pass (costed on the inter-device link).
-ALL_REDUCE = "npu.all_reduce.default"
-ALL_GATHER = "npu.all_gather.default"
 COLLECTIVE_OPS = (ALL_REDUCE, ALL_GATHER)
 #: Host fallback ops: ops the NPU cannot run, executed by the host CPU with their inputs and
 #: outputs copied over the host link. None is needed by the supported models; a compiler

@@ -8,6 +8,7 @@ from optimum_npu.device.kernels import collectives  # noqa: F401  (registers npu
 from optimum_npu.device.kernels.paged_attention import paged_attention_kernel
 from optimum_npu.device.kernels.segment_attention import segment_attention_kernel
 from optimum_npu.device.kernels.sliding_window_attention import sliding_window_attention_kernel
+from optimum_npu.schema import ALL_GATHER, ALL_REDUCE
 
 #: Direct implementations the executor calls, bypassing the dispatcher (same arithmetic).
 KERNELS = {
@@ -20,4 +21,4 @@ ATTENTION_OPS = ("npu.paged_attention.default", "npu.sliding_window_attention.de
 #: Attention over a static bucket: costed from its shapes, scores kept on chip.
 SEGMENT_ATTENTION = "npu.segment_attention.default"
 #: Collectives inserted by the tensor-parallel pass; the runtime binds them per rank.
-COLLECTIVE_OPS = ("npu.all_reduce.default", "npu.all_gather.default")
+COLLECTIVE_OPS = (ALL_REDUCE, ALL_GATHER)
