@@ -41,21 +41,53 @@ def resolve_op(name: str, kernels: dict[str, Callable] | None = None) -> Callabl
         ) from None
 
 
+#: Ops that change nothing when their output dtype equals their input's (HF norms cast fp32 to fp32).
+_CASTS = {"aten.to.dtype", "aten.to.device", "aten._to_copy.default", "aten.to.dtype_layout"}
+_ASSERTS = {"aten._assert_tensor_metadata.default"}
+
+
+def value_dtypes(graph: Graph) -> dict[str, str]:
+    """The dtype of every graph value (inputs and single-tensor nodes)."""
+    dtypes = {spec.name: spec.dtype for spec in graph.inputs}
+    dtypes.update({node.name: node.meta["dtype"] for node in graph.nodes if "dtype" in node.meta})
+    return dtypes
+
+
+def _no_op_source(node, dtypes: dict[str, str]) -> str | None:
+    """The value a no-op node forwards unchanged (a same-dtype cast on the one CPU-backed device)."""
+    if node.op not in _CASTS or not node.args or not isinstance(node.args[0], dict):
+        return None
+    source = node.args[0].get("ref")
+    same = source is not None and dtypes.get(source) == node.meta.get("dtype") is not None
+    return source if same and node.kwargs.get("memory_format") is None else None
+
+
 def build_module(name: str, input_names: list[str], nodes, output_names: list[str],
-                 kernels: dict[str, Callable]) -> tuple[torch.fx.GraphModule, list[str]]:
-    """An fx module computing ``nodes`` from ``input_names``; returns it and each node's fx name."""
+                 kernels: dict[str, Callable], dtypes: dict[str, str] | None = None
+                 ) -> tuple[torch.fx.GraphModule, list[str]]:
+    """An fx module computing ``nodes`` from ``input_names``; returns it and each node's fx name.
+
+    With ``dtypes`` (see ``value_dtypes``), metadata asserts and same-dtype casts are not
+    executed (they forward their input): the arithmetic is unchanged, the dispatch is saved.
+    """
     fx_graph = torch.fx.Graph()
     env: dict[str, torch.fx.Node] = {}
     for input_name in input_names:
         env[input_name] = fx_graph.placeholder(input_name)
     for node in nodes:
+        if dtypes is not None and node.op in _ASSERTS and node.name not in output_names:
+            continue
+        source = _no_op_source(node, dtypes) if dtypes is not None else None
+        if source is not None and source in env:
+            env[node.name] = env[source]
+            continue
         args = decode_arg(node.args, env.__getitem__)
         kwargs = {k: decode_arg(v, env.__getitem__) for k, v in node.kwargs.items()}
         env[node.name] = fx_graph.call_function(resolve_op(node.op, kernels), tuple(args), kwargs)
     outputs = [env[output] for output in output_names]
     fx_graph.output(outputs[0] if len(outputs) == 1 else tuple(outputs))
     module = torch.fx.GraphModule(torch.nn.Module(), fx_graph, class_name=f"npu_{name}")
-    return module, [env[node.name].name for node in nodes]
+    return module, [env[node.name].name if node.name in env else "" for node in nodes]
 
 
 class Program:
@@ -68,8 +100,10 @@ class Program:
     def __init__(self, graph: Graph, kernels: dict[str, Callable] | None = None):
         kernels = KERNELS if kernels is None else kernels
         self.graph = graph
+        # shape propagation (kernels={}) keeps every node; execution skips the no-ops
+        dtypes = value_dtypes(graph) if kernels else None
         self.module, self.node_names = build_module(graph.name, [spec.name for spec in graph.inputs], graph.nodes,
-                                                    list(graph.outputs), kernels)
+                                                    list(graph.outputs), kernels, dtypes)
 
     def __call__(self, *tensors: torch.Tensor):
         with torch.no_grad():

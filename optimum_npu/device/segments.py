@@ -13,7 +13,7 @@ from typing import Callable
 
 import torch
 
-from optimum_npu.device.executor import build_module
+from optimum_npu.device.executor import build_module, value_dtypes
 from optimum_npu.device.kernels import COLLECTIVE_OPS, KERNELS
 from optimum_npu.schema import Graph, Node, decode_arg, iter_refs
 
@@ -46,6 +46,7 @@ class SegmentedProgram:
             else:
                 pieces[-1].append(node)
         needed_later = self._needed_after(pieces)
+        dtypes = value_dtypes(graph)
         for index, piece in enumerate(pieces):
             if isinstance(piece, Node):
                 self.steps.append(piece)
@@ -56,7 +57,7 @@ class SegmentedProgram:
             inputs = sorted({ref for node in piece for ref in iter_refs(node.args) + iter_refs(node.kwargs)}
                             - defined)
             outputs = [node.name for node in piece if node.name in needed_later[index]]
-            module, _ = build_module(f"{graph.name}_{index}", inputs, piece, outputs, kernels)
+            module, _ = build_module(f"{graph.name}_{index}", inputs, piece, outputs, kernels, dtypes)
             self.steps.append(Segment(module, inputs, outputs))
 
     def _needed_after(self, pieces) -> list[set[str]]:
