@@ -58,8 +58,10 @@ def _no_op_source(node, dtypes: dict[str, str]) -> str | None:
     if node.op not in _CASTS or not node.args or not isinstance(node.args[0], dict):
         return None
     source = node.args[0].get("ref")
-    same = source is not None and dtypes.get(source) == node.meta.get("dtype") is not None
-    return source if same and node.kwargs.get("memory_format") is None else None
+    dtype = node.meta.get("dtype")
+    if source is None or dtype is None or dtypes.get(source) != dtype or node.kwargs.get("memory_format"):
+        return None
+    return source
 
 
 def build_module(name: str, input_names: list[str], nodes, output_names: list[str],

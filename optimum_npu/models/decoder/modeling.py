@@ -128,7 +128,6 @@ class NPUModelForCausalLM(NPUPreTrainedModel, GenerationMixin):
                  **kwargs):
         """Transformers' ``generate()``, after checking the request fits the compiled envelope."""
         self._check_request(inputs, generation_config, kwargs)
-        self._runtime.stats = self._runtime.new_stats()
         try:
             return super().generate(inputs, generation_config=generation_config, **kwargs)
         finally:
