@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 
 CATEGORIES = ("weights", "kv_cache", "workspace", "collective_buffers")
@@ -17,6 +18,24 @@ def format_bytes(n: float) -> str:
 
 class DeviceOutOfMemoryError(MemoryError):
     """An allocation does not fit in a device's DRAM; the message has a per-category breakdown."""
+
+
+def host_memory_bytes() -> int | None:
+    """Physical memory of this machine (None where the platform does not say)."""
+    try:
+        return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    except (AttributeError, OSError, ValueError):
+        return None
+
+
+def check_host_allocation(nbytes: int, what: str) -> None:
+    """The simulated device's tensors live in host memory: refuses ``nbytes`` larger than this machine's RAM
+    before anything is allocated (an artifact may carry a spec with any DRAM size)."""
+    host = host_memory_bytes()
+    if host is not None and nbytes > host:
+        raise DeviceOutOfMemoryError(f"{what} needs {format_bytes(nbytes)} of host memory (the simulated device "
+                                     f"keeps it there) but this machine has {format_bytes(host)}; reduce "
+                                     "kvcache_num_blocks, max_seq_len or batch_size")
 
 
 @dataclass(frozen=True)

@@ -7,7 +7,7 @@ value here is an assumption and says so.
 
 from __future__ import annotations
 
-import json
+import math
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -41,29 +41,70 @@ class NPUSpec:
 
     @classmethod
     def from_dict(cls, data: dict, origin: str = "spec") -> "NPUSpec":
-        """Builds and validates a spec; ``origin`` names the source in error messages."""
+        """Builds and validates a spec; ``origin`` names the source in error messages.
+
+        A spec may come from an artifact (``npu_spec`` in ``npu_config.json``) or a user's JSON file:
+        every field is checked for its type and range (finite, positive numbers; no booleans).
+        """
+        if not isinstance(data, dict):
+            raise ValueError(f"NPU spec {origin}: must be a JSON object with the fields of "
+                             f"optimum_npu.device.spec.NPUSpec, got {type(data).__name__}")
         required = {f for f in cls.__dataclass_fields__ if f != "source"}
         missing = sorted(required - set(data))
-        unknown = sorted(set(data) - set(cls.__dataclass_fields__))
+        unknown = sorted(str(key) for key in set(data) - set(cls.__dataclass_fields__))
         if missing or unknown:
             raise ValueError(
                 f"NPU spec {origin}: missing fields {missing}, unknown fields {unknown}; "
                 f"a spec needs exactly {sorted(required)} (plus optional 'source')"
             )
+        for key in ("name", "source"):
+            value = data.get(key, "")
+            if not isinstance(value, str) or len(value) > MAX_TEXT_CHARS or (key == "name" and not value):
+                raise ValueError(f"NPU spec {origin}: {key}={_short(value)} must be a "
+                                 f"{'non-empty ' if key == 'name' else ''}string of at most {MAX_TEXT_CHARS} "
+                                 "characters")
         for key in ("dram_bytes", "dram_bandwidth", "link_bandwidth", "host_link_bandwidth", "devices_per_node"):
-            if not isinstance(data[key], (int, float)) or data[key] <= 0:
-                raise ValueError(f"NPU spec {origin}: {key}={data[key]!r} must be a positive number")
+            if not _is_number(data[key]) or data[key] <= 0:
+                raise ValueError(f"NPU spec {origin}: {key}={_short(data[key])} must be a positive number")
         for key in ("sram_bytes", "link_latency_s"):
-            if not isinstance(data[key], (int, float)) or data[key] < 0:
-                raise ValueError(f"NPU spec {origin}: {key}={data[key]!r} must be a number >= 0")
+            if not _is_number(data[key]) or data[key] < 0:
+                raise ValueError(f"NPU spec {origin}: {key}={_short(data[key])} must be a number >= 0")
+        for key in ("dram_bytes", "sram_bytes", "devices_per_node"):
+            if data[key] != int(data[key]):
+                raise ValueError(f"NPU spec {origin}: {key}={data[key]!r} must be a whole number")
+        if data["devices_per_node"] > MAX_DEVICES_PER_NODE:
+            raise ValueError(f"NPU spec {origin}: devices_per_node={data['devices_per_node']!r} must be at most "
+                             f"{MAX_DEVICES_PER_NODE}")
         peaks = data["peak_flops"]
-        if not isinstance(peaks, dict) or not isinstance(peaks.get("float16"), (int, float)) or peaks["float16"] <= 0:
+        if (not isinstance(peaks, dict) or not 1 <= len(peaks) <= MAX_PEAK_ENTRIES
+                or not _is_number(peaks.get("float16")) or peaks["float16"] <= 0):
             raise ValueError(
-                f"NPU spec {origin}: peak_flops={peaks!r} must be a mapping of dtype to FLOP/s with a positive "
+                f"NPU spec {origin}: peak_flops={_short(peaks)} must be a mapping of dtype to FLOP/s with a positive "
                 "'float16' entry, e.g. {\"float16\": 3.2e13, \"float32\": 1.6e13}"
             )
+        for dtype, value in peaks.items():
+            if not isinstance(dtype, str) or len(dtype) > 32 or not _is_number(value) or value <= 0:
+                raise ValueError(f"NPU spec {origin}: peak_flops[{_short(dtype)}]={_short(value)} must be a positive "
+                                 "number of FLOP/s keyed by a dtype name")
         return cls(**{**data, "dram_bytes": int(data["dram_bytes"]), "sram_bytes": int(data["sram_bytes"]),
-                      "devices_per_node": int(data["devices_per_node"])})
+                      "devices_per_node": int(data["devices_per_node"]), "peak_flops": dict(peaks)})
+
+
+#: Bounds on figures a spec may carry (a spec can come from an untrusted artifact).
+MAX_TEXT_CHARS = 1000
+MAX_DEVICES_PER_NODE = 1024
+MAX_PEAK_ENTRIES = 32
+MAX_SPEC_FILE_BYTES = 1 << 20
+
+
+def _is_number(value) -> bool:
+    """A finite int or float (not a bool)."""
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def _short(value) -> str:
+    text = repr(value)
+    return text if len(text) <= 80 else text[:77] + "..."
 
 
 # fp32 rates below marked "assumed" are not published for these parts: taken as half the
@@ -135,10 +176,9 @@ def resolve_spec(name_or_path: str) -> NPUSpec:
         if not path.is_file():
             raise ValueError(f"npu={name_or_path!r}: spec file not found; give a preset name {sorted(PRESETS)} "
                              "or the path of an existing JSON spec file")
-        try:
-            data = json.loads(path.read_text())
-        except json.JSONDecodeError as err:
-            raise ValueError(f"npu={name_or_path!r}: spec file is not valid JSON ({err})") from None
+        from optimum_npu.untrusted import load_json
+
+        data = load_json(path, what=f"npu={name_or_path!r}: spec file", max_bytes=MAX_SPEC_FILE_BYTES)
         return NPUSpec.from_dict(data, origin=str(path))
     raise ValueError(f"npu={name_or_path!r} is not a known preset; choose one of {sorted(PRESETS)} "
                      "or pass the path of a JSON spec file (fields: see optimum_npu.device.spec.NPUSpec)")
