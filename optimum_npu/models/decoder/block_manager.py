@@ -11,7 +11,7 @@ needed.
 from __future__ import annotations
 
 import hashlib
-from collections import OrderedDict
+from collections import OrderedDict, defaultdict
 
 
 class KVCacheFullError(RuntimeError):
@@ -35,8 +35,12 @@ class BlockManager:
         self.num_blocks = num_blocks
         self.block_size = block_size
         self.enable_prefix_caching = enable_prefix_caching
-        self.free: list[int] = list(range(num_blocks - 1, -1, -1))   # pop() hands out block 0 first
-        self.ref_count = [0] * num_blocks
+        # Nothing here grows with num_blocks (a pool size read from an artifact costs nothing until used):
+        # blocks never handed out are counted by ``_fresh`` (handed out in order 0, 1, ...), returned ones are
+        # stacked in ``_returned`` (the most recently returned is handed out first).
+        self._fresh = 0
+        self._returned: list[int] = []
+        self.ref_count: defaultdict[int, int] = defaultdict(int)
         self.cached: dict[bytes, int] = {}                             # hash -> block
         self.hash_of: dict[int, bytes] = {}                            # block -> hash
         self.evictable: OrderedDict[int, None] = OrderedDict()         # cached, unused, LRU first
@@ -46,11 +50,19 @@ class BlockManager:
 
     @property
     def used_blocks(self) -> int:
-        return sum(1 for count in self.ref_count if count > 0)
+        return sum(1 for count in self.ref_count.values() if count > 0)
+
+    @property
+    def free(self) -> list[int]:
+        """The free blocks, the next one handed out last (for inspection: it lists the whole pool)."""
+        return list(range(self.num_blocks - 1, self._fresh - 1, -1)) + self._returned
 
     def _take_block(self) -> int:
-        if self.free:
-            block = self.free.pop()
+        if self._returned:
+            block = self._returned.pop()
+        elif self._fresh < self.num_blocks:
+            block = self._fresh
+            self._fresh += 1
         elif self.evictable:
             block, _ = self.evictable.popitem(last=False)
             del self.cached[self.hash_of.pop(block)]
@@ -122,7 +134,7 @@ class BlockManager:
                 if block in self.hash_of:
                     self.evictable[block] = None
                 else:
-                    self.free.append(block)
+                    self._returned.append(block)
         self.tokens.pop(slot, None)
         self.chains.pop(slot, None)
 
