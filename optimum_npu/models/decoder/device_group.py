@@ -10,19 +10,44 @@ from __future__ import annotations
 
 import weakref
 from pathlib import Path
+from typing import Callable
 
 import torch
+from safetensors import safe_open
 
 from optimum_npu.compile.artifact import ArtifactError, read_graph
 from optimum_npu.compile.weights import load_weights
 from optimum_npu.device.collectives import InProcessGroup, TorchDistributedGroup
 from optimum_npu.device.cost import GraphCostModel
 from optimum_npu.device.device import NPUDevice, get_device
+from optimum_npu.device.memory import check_host_allocation
 from optimum_npu.device.executor import Program, peak_activation_bytes
 from optimum_npu.device.kernels import COLLECTIVE_OPS, KERNELS
 from optimum_npu.device.segments import SegmentedProgram
 from optimum_npu.device.spec import NPUSpec
 from optimum_npu.schema import Graph, dtype_from_name, weights_file
+
+
+#: Bytes per element of the dtypes safetensors files name in their header.
+_SAFETENSORS_ITEMSIZE = {"F64": 8, "F32": 4, "F16": 2, "BF16": 2, "I64": 8, "I32": 4, "I16": 2, "I8": 1, "U8": 1,
+                         "BOOL": 1, "F8_E4M3": 1, "F8_E5M2": 1, "U16": 2, "U32": 4, "U64": 8}
+
+
+def stored_weight_bytes(path: Path) -> int:
+    """Bytes of the tensors a safetensors file holds, from its header alone (nothing is loaded)."""
+    total = 0
+    try:
+        with safe_open(str(path), framework="pt") as handle:
+            for name in handle.keys():
+                piece = handle.get_slice(name)
+                count = 1
+                for dim in piece.get_shape():
+                    count *= dim
+                total += count * _SAFETENSORS_ITEMSIZE.get(piece.get_dtype(), 8)
+    except Exception as err:  # safetensors raises its own error types for a corrupt header
+        raise ArtifactError(f"{path} is not a readable safetensors file ({str(err)[:200]}); re-download or "
+                            "recompile the model") from None
+    return total
 
 
 def collective_buffer_bytes(graph: Graph) -> int:
@@ -83,12 +108,19 @@ class DeviceGroup:
         dtype: the compute dtype (for the cost model).
         collectives: ``in_process`` (all ranks here) or ``torch.distributed`` (this process's rank only).
         owner: a label for memory reports.
+        validate: called with the graphs once read, before anything is sized or allocated from them.
+
+    Device memory (weights sized from the safetensors header, KV cache from the graphs' cache inputs,
+    workspace) is reserved, and the host checked to hold the KV cache, before weights are loaded or the
+    cache is allocated.
     """
 
     def __init__(self, root: Path, graph_names: list[str], spec: NPUSpec, device_ids: list[int], dtype: str,
-                 collectives: str, owner: str):
+                 collectives: str, owner: str, validate: Callable[[dict[str, Graph]], None] | None = None):
         size = len(device_ids)
         graphs = {name: read_graph(root, name) for name in graph_names}
+        if validate is not None:
+            validate(graphs)
         if collectives == "torch.distributed":
             communicator = TorchDistributedGroup()
             if communicator.size != size:
@@ -108,15 +140,16 @@ class DeviceGroup:
         self.memory: dict[str, int] = {}
         self._handles: list[tuple[NPUDevice, list[int]]] = []
         self._finalizer = weakref.finalize(self, _release, self._handles)
+        check_host_allocation(kv_bytes * len(local_ranks), f"the KV cache of {owner}")
         for rank in local_ranks:
             device = get_device(spec, device_ids[rank])
-            weights = load_weights(root / weights_file(rank, size))
-            request = {"weights": sum(t.nbytes for t in {id(t): t for t in weights.values()}.values()),
+            request = {"weights": stored_weight_bytes(root / weights_file(rank, size)),
                        "kv_cache": kv_bytes, "workspace": workspace}
             if buffers:
                 request["collective_buffers"] = buffers
             self._handles.append((device, device.memory.reserve(f"{owner} rank {rank}", request)))
             self.memory = request
+            weights = load_weights(root / weights_file(rank, size))
             distributed = collectives == "torch.distributed" and size > 1
             kernels = {**KERNELS, **communicator.kernels(rank)} if distributed else KERNELS
             self.ranks.append(_Rank(rank, device, graphs, weights, kernels, segmented=len(local_ranks) > 1))

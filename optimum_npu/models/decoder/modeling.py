@@ -10,6 +10,7 @@ import torch
 from transformers import AutoConfig, AutoModelForCausalLM, GenerationConfig, GenerationMixin, PreTrainedModel
 from transformers.modeling_outputs import CausalLMOutputWithPast
 
+from optimum_npu.compile.artifact import ArtifactError
 from optimum_npu.device.profiler import Profiler
 from optimum_npu.device.spec import NPUSpec, resolve_spec
 from optimum_npu.hub.cache import compile_with_cache
@@ -17,11 +18,15 @@ from optimum_npu.hub.cache_key import decoder_cache_key
 from optimum_npu.models.base import NPUPreTrainedModel
 from optimum_npu.models.decoder.export import compile_decoder
 from optimum_npu.models.decoder.memory_plan import check_fits, plan_memory, suggest_fit
-from optimum_npu.models.decoder.npu_config import RUNTIME_OPTIONS, NPUConfigError, NPUDecoderConfig
+from optimum_npu.models.decoder.npu_config import (MAX_LAYERS, RUNTIME_OPTIONS, STORED_FIX, NPUConfigError,
+                                                   NPUDecoderConfig, check_model_config, short_repr,
+                                                   stored_knob_error)
 from optimum_npu.models.decoder.runtime import DecoderRuntime
 from optimum_npu.models.decoder.stats import NPUStats
 from optimum_npu.models.model_config import DecoderModelConfig
-from optimum_npu.models.registry import lookup_architecture
+from optimum_npu.models.registry import REGISTRY, Architecture, lookup_architecture
+from optimum_npu.schema import NPU_CONFIG_FILE
+from optimum_npu.untrusted import expect_dict, load_json
 
 
 class NPUModelForCausalLM(NPUPreTrainedModel, GenerationMixin):
@@ -88,18 +93,19 @@ class NPUModelForCausalLM(NPUPreTrainedModel, GenerationMixin):
 
     @classmethod
     def _load(cls, root: Path, stored: dict, npu_config: Any) -> "NPUModelForCausalLM":
-        knobs = {f.name: stored[f.name] for f in dataclasses.fields(NPUDecoderConfig) if f.name in stored}
-        config = NPUDecoderConfig.from_dict(knobs)
+        """Loads a verified artifact. Its files are untrusted data: every stored knob is checked like user input,
+        then against config.json and the graphs, and sizes are bounded, before anything is allocated."""
+        origin = str(Path(root) / NPU_CONFIG_FILE)
+        stored = expect_dict(stored, origin, NPUConfigError)
+        config = NPUDecoderConfig.from_stored(stored, origin)
         config = dataclasses.replace(config, **_runtime_overrides(config, npu_config))
-        hf_config = AutoConfig.from_pretrained(root)
-        model = DecoderModelConfig.from_hf(hf_config)
-        spec = NPUSpec.from_dict(stored["npu_spec"], origin=f"{root}/npu_config.json")
-        runtime = DecoderRuntime(root, config, model, spec, stored["graphs"])
-        try:
-            generation_config = GenerationConfig.from_pretrained(root)
-        except OSError:
-            generation_config = None
-        return cls(hf_config, runtime, root, config, generation_config)
+        hf_config = read_hf_config(root)
+        check_stored_architecture(stored, hf_config, "decoder", origin)
+        model = stored_model_config(hf_config, root)
+        config.check_stored(model, origin)
+        spec = stored_spec(stored, origin)
+        runtime = DecoderRuntime(root, config, model, spec, stored.get("graphs"), origin=origin)
+        return cls(hf_config, runtime, root, config, read_generation_config(root))
 
     # ---- generation ---------------------------------------------------------------------------
     @property
@@ -144,9 +150,7 @@ class NPUModelForCausalLM(NPUPreTrainedModel, GenerationMixin):
 
     def _check_request(self, inputs, generation_config, kwargs: dict) -> None:
         input_ids = inputs if inputs is not None else kwargs.get("input_ids")
-        if input_ids is None or input_ids.dim() != 2:
-            raise ValueError("generate() needs input_ids of shape [batch, seq_len] (e.g. from the tokenizer with "
-                             "return_tensors='pt')")
+        self._check_inputs(input_ids, kwargs.get("attention_mask"), "generate()")
         resolved, _ = self._prepare_generation_config(generation_config, **dict(kwargs))
         if (resolved.num_beams or 1) > 1:
             raise ValueError(f"num_beams={resolved.num_beams} is not supported on the NPU runtime; use greedy or "
@@ -167,6 +171,45 @@ class NPUModelForCausalLM(NPUPreTrainedModel, GenerationMixin):
                              f"compiled max_seq_len={limits.max_seq_len}; lower max_new_tokens/max_length "
                              "or recompile with a larger max_seq_len")
 
+    @property
+    def _vocab_size(self) -> int:
+        return self._runtime.model.vocab_size
+
+    def _check_inputs(self, input_ids, attention_mask, caller: str) -> None:
+        """Refuses, before any compute, token ids and masks the graphs cannot take."""
+        if not isinstance(input_ids, torch.Tensor) or input_ids.dim() != 2:
+            raise ValueError(f"{caller} needs input_ids of shape [batch, seq_len] (e.g. from the tokenizer with "
+                             "return_tensors='pt')")
+        if input_ids.dtype == torch.bool or input_ids.is_floating_point() or input_ids.is_complex():
+            raise ValueError(f"{caller}: input_ids must hold integer token ids (torch.long), got dtype "
+                             f"{input_ids.dtype}; convert them with input_ids.long() only if they really are ids "
+                             "(the tokenizer's return_tensors='pt' gives torch.long)")
+        if input_ids.shape[0] == 0 or input_ids.shape[1] == 0:
+            raise ValueError(f"{caller}: input_ids of shape {list(input_ids.shape)} is empty; give at least one "
+                             "token per sequence")
+        vocab = self._vocab_size
+        low, high = int(input_ids.min()), int(input_ids.max())
+        if low < 0 or high >= vocab:
+            bad = low if low < 0 else high
+            row, col = (input_ids == bad).nonzero()[0].tolist()
+            raise ValueError(f"{caller}: input_ids[{row}, {col}]={bad} is not a token id of this model: ids must be "
+                             f"in [0, {vocab - 1}] (vocab_size={vocab} in config.json); use the model's tokenizer")
+        if attention_mask is None:
+            return
+        if not isinstance(attention_mask, torch.Tensor):
+            raise ValueError(f"{caller}: attention_mask must be a tensor like input_ids, got "
+                             f"{type(attention_mask).__name__}")
+        if tuple(attention_mask.shape) != tuple(input_ids.shape):
+            raise ValueError(f"{caller}: attention_mask has shape {list(attention_mask.shape)} but input_ids has "
+                             f"shape {list(input_ids.shape)}; they must match (pass the tokenizer's input_ids and "
+                             "attention_mask together)")
+        if attention_mask.is_complex() or not bool(((attention_mask == 0) | (attention_mask == 1)).all()):
+            raise ValueError(f"{caller}: attention_mask must hold only 0 (padding) and 1 (token)")
+        empty = (attention_mask.sum(-1) == 0).nonzero()
+        if len(empty):
+            raise ValueError(f"{caller}: row {int(empty[0])} of attention_mask is all 0, so that sequence has no "
+                             "token; drop the row or give it at least one token")
+
     def prepare_inputs_for_generation(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None,
                                       is_first_iteration: bool = False, **kwargs) -> dict[str, Any]:
         return {"input_ids": input_ids, "attention_mask": attention_mask,
@@ -177,9 +220,14 @@ class NPUModelForCausalLM(NPUPreTrainedModel, GenerationMixin):
         """Prefill (every row of ``input_ids``, left padding removed by ``attention_mask``) or one
         decode step (the last column); returns the next-token logits [B, 1, V] in float32."""
         if npu_phase == "prefill":
+            self._check_inputs(input_ids, attention_mask, "forward()")
             logits = self._prefill_prompts(input_ids, attention_mask, **kwargs)
-        else:
+        elif npu_phase == "decode":
+            self._check_inputs(input_ids[:, -1:] if isinstance(input_ids, torch.Tensor) and input_ids.dim() == 2
+                               else input_ids, None, "forward()")
             logits = self._decode_step(input_ids[:, -1])
+        else:
+            raise ValueError(f"npu_phase={npu_phase!r} is not 'prefill' or 'decode'")
         return CausalLMOutputWithPast(logits=logits.float().unsqueeze(1))
 
     def _prefill_prompts(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None,
@@ -244,3 +292,82 @@ def _runtime_overrides(stored: NPUDecoderConfig, requested: Any) -> dict[str, An
                 "from_pretrained(checkpoint, export=True, npu_config=...)"
             )
     return {key: value for key, value in requested.items() if key in RUNTIME_OPTIONS}
+
+
+# ---- reading an artifact's files (untrusted data) ------------------------------------------------
+def read_hf_config(root: Path):
+    """config.json of an artifact, bounded (size, nesting, layer count) before Transformers parses it."""
+    path = Path(root) / "config.json"
+    raw = expect_dict(load_json(path, what=str(path), error=ArtifactError), str(path), ArtifactError)
+    _check_layer_counts(raw, str(path))
+    try:
+        return AutoConfig.from_pretrained(root)
+    except (ValueError, KeyError, TypeError, AttributeError, OSError) as err:
+        raise ArtifactError(f"{path} cannot be read as a Transformers config ({short_repr(str(err), 200)}); "
+                            f"{STORED_FIX}") from None
+
+
+def _check_layer_counts(raw: dict, origin: str, depth: int = 0) -> None:
+    """Layer counts are bounded before Transformers builds per-layer lists from them."""
+    for key, value in raw.items():
+        if key in ("num_hidden_layers", "depth") and (not isinstance(value, int) or isinstance(value, bool)
+                                                      or not 1 <= value <= MAX_LAYERS):
+            raise ArtifactError(f"{origin} is invalid: {key}={short_repr(value)} must be an integer in "
+                                f"[1, {MAX_LAYERS}]; {STORED_FIX}")
+        if key == "layer_types" and isinstance(value, list) and len(value) > MAX_LAYERS:
+            raise ArtifactError(f"{origin} is invalid: layer_types lists {len(value)} layers, more than "
+                                f"{MAX_LAYERS}; {STORED_FIX}")
+        if isinstance(value, dict) and depth < 2:
+            _check_layer_counts(value, origin, depth + 1)
+
+
+def read_generation_config(root: Path) -> GenerationConfig | None:
+    """generation_config.json if the artifact has one (bounded like every JSON file of an artifact)."""
+    path = Path(root) / "generation_config.json"
+    if not path.is_file():
+        return None
+    expect_dict(load_json(path, what=str(path), error=ArtifactError), str(path), ArtifactError)
+    try:
+        return GenerationConfig.from_pretrained(root)
+    except OSError:
+        return None
+    except (ValueError, TypeError, KeyError, AttributeError) as err:
+        raise ArtifactError(f"{path} is not a valid generation config ({short_repr(str(err), 200)}); "
+                            f"{STORED_FIX}") from None
+
+
+def check_stored_architecture(stored: dict, hf_config, family: str, origin: str) -> Architecture:
+    """The stored ``architecture`` / ``family`` are registry keys (never used otherwise) and agree with config.json."""
+    name, stored_family = stored.get("architecture"), stored.get("family")
+    if not isinstance(name, str) or name not in REGISTRY or REGISTRY[name].family != family:
+        raise stored_knob_error(origin, f"architecture={short_repr(name)} is not a supported {family} "
+                                        f"architecture ({sorted(n for n, a in REGISTRY.items() if a.family == family)})")
+    if stored_family != family:
+        raise stored_knob_error(origin, f"family={short_repr(stored_family)} must be {family!r} for {name}")
+    try:
+        arch = lookup_architecture(hf_config, family)
+    except ValueError as err:
+        raise ArtifactError(f"{origin}: config.json: {err}; {STORED_FIX}") from None
+    if arch.name != name:
+        raise stored_knob_error(origin, f"architecture={name!r} differs from config.json's {arch.name!r}")
+    return arch
+
+
+def stored_model_config(hf_config, root: Path) -> DecoderModelConfig:
+    """The normalised model facts of an artifact's config.json, checked before anything is sized from them."""
+    origin = str(Path(root) / "config.json")
+    try:
+        model = DecoderModelConfig.from_hf(hf_config)
+    except (AttributeError, TypeError, ValueError, ZeroDivisionError) as err:
+        raise ArtifactError(f"{origin} lacks what a decoder needs ({short_repr(str(err), 200)}); "
+                            f"{STORED_FIX}") from None
+    check_model_config(model, origin)
+    return model
+
+
+def stored_spec(stored: dict, origin: str) -> NPUSpec:
+    """The target spec stored in the artifact (``npu_spec``); the ``npu`` label is never resolved as a path here."""
+    try:
+        return NPUSpec.from_dict(stored.get("npu_spec"), origin=f"npu_spec in {origin}")
+    except ValueError as err:
+        raise stored_knob_error(origin, str(err)) from None

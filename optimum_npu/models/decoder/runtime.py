@@ -13,12 +13,15 @@ from pathlib import Path
 
 import torch
 
+from optimum_npu.compile.artifact import ArtifactError
+from optimum_npu.device.memory import format_bytes
 from optimum_npu.device.profiler import Profiler
 from optimum_npu.device.spec import NPUSpec
 from optimum_npu.models.decoder.block_manager import BlockManager
 from optimum_npu.models.decoder.device_group import DeviceGroup
-from optimum_npu.models.decoder.memory_plan import kv_pool_bytes
-from optimum_npu.models.decoder.npu_config import NPUConfigError, NPUDecoderConfig
+from optimum_npu.models.decoder.memory_plan import cache_shapes, kv_pool_bytes, plan_memory
+from optimum_npu.models.decoder.npu_config import (STORED_FIX, NPUConfigError, NPUDecoderConfig, short_repr,
+                                                   stored_knob_error)
 from optimum_npu.models.decoder.stats import NPUStats, StepRecord
 from optimum_npu.models.model_config import DecoderModelConfig
 
@@ -31,19 +34,27 @@ class DecoderRuntime:
         config: the compile configuration stored in the artifact (with runtime options applied).
         model: the normalised model config.
         spec: the target NPU spec.
-        graph_names: graphs to load (``prefill``, ``decoder_batch_<n>``...).
+        graph_names: graphs to load (``prefill``, ``decoder_batch_<n>``...), as listed in the artifact.
+        origin: the file the knobs came from (``.../npu_config.json``), named in errors.
+
+    The artifact is untrusted: before anything is read or allocated, the graph list must be exactly the
+    graphs the knobs imply and the memory the knobs imply must fit one device; each graph's inputs must
+    then have the shapes the knobs imply (``check_graphs``) before device memory is reserved.
     """
 
     def __init__(self, root: Path, config: NPUDecoderConfig, model: DecoderModelConfig, spec: NPUSpec,
-                 graph_names: list[str]):
+                 graph_names: list[str], origin: str = "npu_config.json"):
         if config.enable_prefix_caching and model.has_sliding_layers:
             raise NPUConfigError("enable_prefix_caching=True is not supported for models with sliding-window "
                                  "layers; load with enable_prefix_caching=False")
         self.config = config
         self.model = model
         self.spec = spec
+        check_knob_sizes(model, config, spec, origin)
+        graph_names = check_graph_list(graph_names, config, origin)
         owner = f"{model.architecture} (max_seq_len={config.max_seq_len}, batch_size={config.batch_size})"
-        self.group = DeviceGroup(root, graph_names, spec, config.device_ids, config.dtype, config.collectives, owner)
+        self.group = DeviceGroup(root, graph_names, spec, config.device_ids, config.dtype, config.collectives, owner,
+                                 validate=lambda graphs: check_graphs(graphs, config, model, origin))
         self.device = self.group.devices[0]
         self.memory = self.group.memory
         self.kv_pools = {pool: nbytes // config.tensor_parallel_size
@@ -152,6 +163,103 @@ class DecoderRuntime:
         if length > self.config.max_seq_len:
             raise ValueError(f"sequence length {length} exceeds max_seq_len={self.config.max_seq_len}; "
                              "recompile with a larger max_seq_len or shorten the input")
+
+
+def expected_graph_names(config: NPUDecoderConfig) -> list[str]:
+    """The graphs the knobs imply: ``prefill`` and one ``decoder_batch_<n>`` per decode batch size."""
+    return ["prefill"] + [f"decoder_batch_{size}" for size in config.decoder_batch_sizes]
+
+
+def check_graph_list(names, config: NPUDecoderConfig, origin: str) -> list[str]:
+    """The artifact's graph list, which must be exactly the graphs the knobs imply (bounded before any look)."""
+    expected = expected_graph_names(config)
+    if not isinstance(names, list):
+        raise stored_knob_error(origin, f"graphs={short_repr(names)} must be a list of graph names")
+    if len(names) != len(expected):
+        raise stored_knob_error(origin, f"graphs lists {len(names)} graphs but the knobs (decoder_batch_sizes="
+                                        f"{list(config.decoder_batch_sizes)}) imply exactly {len(expected)}: "
+                                        f"{expected}")
+    if any(not isinstance(name, str) for name in names) or len(set(names)) != len(names) or \
+            set(names) != set(expected):
+        raise stored_knob_error(origin, f"graphs={short_repr(names, 300)} must be exactly {expected} (each once), "
+                                        f"as decoder_batch_sizes={list(config.decoder_batch_sizes)} implies")
+    return expected
+
+
+def check_knob_sizes(model: DecoderModelConfig, config: NPUDecoderConfig, spec: NPUSpec, origin: str) -> None:
+    """Refuses knobs whose memory (from shapes alone, as the compile-time fit check) exceeds one device."""
+    request = plan_memory(model, config)
+    total = sum(request.values())
+    if total <= spec.dram_bytes:
+        return
+    pools = {pool: nbytes // config.tensor_parallel_size for pool, nbytes in kv_pool_bytes(model, config).items()}
+    device = f"one {spec.name!r} device has {format_bytes(spec.dram_bytes)}"
+    if pools["paged"] >= max(pools["sliding"], request["weights"], request["workspace"]):
+        message = (f"kvcache_num_blocks={config.kvcache_num_blocks} (blocks of kvcache_block_size="
+                   f"{config.kvcache_block_size} tokens) needs {format_bytes(pools['paged'])} of KV cache per device")
+    elif pools["sliding"] >= max(request["weights"], request["workspace"]):
+        message = (f"batch_size={config.batch_size} needs {format_bytes(pools['sliding'])} of sliding-window rings "
+                   "per device")
+    else:
+        message = (f"the knobs need {format_bytes(total)} per device ("
+                   + ", ".join(f"{k} {format_bytes(v)}" for k, v in request.items()) + ")")
+    raise ArtifactError(f"{origin}: {message} but {device}, and a compiled artifact always fits its device; "
+                        f"{STORED_FIX}")
+
+
+#: Per-graph inputs beyond the caches: name -> shape for a graph of ``batch`` rows of ``seq`` tokens.
+def _expected_inputs(config: NPUDecoderConfig, model: DecoderModelConfig, batch: int, seq: int) -> dict:
+    return {"input_ids": ((batch, seq), "int64"), "positions": ((batch, seq), "int64"),
+            "block_table": ((batch, config.blocks_per_sequence), "int32"), "slots": ((batch,), "int64"),
+            "logits_index": ((batch,), "int64"), "rope_positions": ((3, batch, seq), "int64"),
+            "visual_embeds": ((batch, seq, model.hidden_size), config.dtype), "visual_mask": ((batch, seq), "bool"),
+            "deepstack_embeds": ((model.deepstack_layers, batch, seq, model.hidden_size), config.dtype)}
+
+
+REQUIRED_INPUTS = ("input_ids", "positions", "block_table", "slots", "logits_index")
+
+
+def check_graphs(graphs: dict, config: NPUDecoderConfig, model: DecoderModelConfig, origin: str) -> None:
+    """Each graph's inputs (tokens, positions, block table, KV caches) must have the shapes the knobs imply:
+    prefill [1, prefill_chunk_size], decoder_batch_<n> [n, 1]; caches [num_blocks, kv_heads / tp, block, head_dim]
+    or sliding rings [batch_size, kv_heads / tp, window, head_dim]; logits [batch, vocab_size]."""
+    tp = config.tensor_parallel_size
+    caches = {}
+    for layer, shape in enumerate(cache_shapes(model, config)):
+        shape = (shape[0], shape[1] // tp, *shape[2:])
+        caches[f"key_cache_{layer}"] = caches[f"value_cache_{layer}"] = shape
+    for name, graph in graphs.items():
+        where = f"graph {name!r} of the artifact"
+        batch, seq = (1, config.prefill_chunk_size) if name == "prefill" else (int(name.rsplit("_", 1)[1]), 1)
+        expected = _expected_inputs(config, model, batch, seq)
+        seen_caches = set()
+        for spec in graph.inputs:
+            if spec.kind == "kv_cache":
+                want = (caches.get(spec.name), config.dtype)
+                seen_caches.add(spec.name)
+            elif spec.kind == "input":
+                want = expected.get(spec.name, (None, None))
+            else:
+                continue
+            if want[0] is None:
+                raise ArtifactError(f"{where}: input {short_repr(spec.name)} ({spec.kind}) is not one this model's "
+                                    f"graphs take; {STORED_FIX}")
+            if tuple(spec.shape) != tuple(want[0]) or spec.dtype != want[1]:
+                raise ArtifactError(
+                    f"{where}: input {spec.name!r} is {short_repr(list(spec.shape))} {short_repr(spec.dtype)} but the "
+                    f"knobs in {origin} (batch {batch} x {seq} tokens, max_seq_len={config.max_seq_len}, "
+                    f"kvcache_num_blocks={config.kvcache_num_blocks}, kvcache_block_size={config.kvcache_block_size}, "
+                    f"tensor_parallel_size={tp}, dtype={config.dtype}) imply {list(want[0])} {want[1]}; {STORED_FIX}")
+        names = {spec.name for spec in graph.inputs}
+        missing = [n for n in REQUIRED_INPUTS if n not in names] + sorted(set(caches) - seen_caches)
+        if missing:
+            raise ArtifactError(f"{where}: inputs {missing[:8]} are missing; {STORED_FIX}")
+        for output in graph.outputs[:1]:  # the logits
+            node = next((n for n in graph.nodes if n.name == output), None)
+            shape = node.meta.get("shape") if node is not None and isinstance(node.meta, dict) else None
+            if isinstance(shape, (list, tuple)) and tuple(shape) != (batch, model.vocab_size):
+                raise ArtifactError(f"{where}: its logits are {short_repr(list(shape))} but config.json implies "
+                                    f"[{batch}, vocab_size={model.vocab_size}]; {STORED_FIX}")
 
 
 #: Token axis of the per-token prefill extras that do not lead with it (default 0).
