@@ -6,15 +6,19 @@
 
 from __future__ import annotations
 
-import json
 import os
 from pathlib import Path
 
 from transformers import AutoConfig
 
+from optimum_npu.compile.artifact import ArtifactError
 from optimum_npu.models.base import HUB_KWARGS, resolve_checkpoint
 from optimum_npu.models.registry import REGISTRY, supported_architectures
 from optimum_npu.schema import NPU_CONFIG_FILE
+from optimum_npu.untrusted import expect_dict, load_json
+
+#: The model families an artifact may name (dictionary keys only, never resolved otherwise).
+FAMILIES = ("decoder", "vlm")
 
 
 def _family_classes() -> dict[str, type]:
@@ -44,7 +48,15 @@ def family_of(model_id: str | os.PathLike, hub_kwargs: dict) -> tuple[Path, str 
     """The local path of a checkpoint or artifact and its model family (``decoder``, ``vlm``; None if unknown)."""
     path = resolve_checkpoint(model_id, hub_kwargs)
     if (path / NPU_CONFIG_FILE).is_file():
-        return path, json.loads((path / NPU_CONFIG_FILE).read_text()).get("family", "decoder")
+        origin = str(path / NPU_CONFIG_FILE)
+        stored = expect_dict(load_json(path / NPU_CONFIG_FILE, what=origin, error=ArtifactError), origin,
+                             ArtifactError)
+        family = stored.get("family", "decoder")
+        if family not in FAMILIES:
+            raise ArtifactError(f"{origin}: family={str(family)[:80]!r} is not one of {list(FAMILIES)}; the "
+                                "artifact was modified or was not written by optimum-npu: re-download it or "
+                                "recompile the model")
+        return path, family
     architecture = next((a for a in AutoConfig.from_pretrained(path).architectures or [] if a in REGISTRY), None)
     return path, REGISTRY[architecture].family if architecture else None
 

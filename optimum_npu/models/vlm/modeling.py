@@ -18,25 +18,32 @@ from typing import Any
 import torch
 from transformers import AutoConfig, AutoModelForImageTextToText, GenerationConfig, PreTrainedModel
 
-from optimum_npu.compile.artifact import verify_artifact, write_atomically
-from optimum_npu.device.spec import NPUSpec, resolve_spec
+from optimum_npu.compile.artifact import ArtifactError, graph_path, verify_artifact, write_atomically
+from optimum_npu.device.spec import resolve_spec
 from optimum_npu.models.decoder.export import TOKENIZER_FILES, compile_decoder
-from optimum_npu.models.decoder.modeling import NPUModelForCausalLM
-from optimum_npu.models.decoder.npu_config import NPUConfigError, NPUDecoderConfig
+from optimum_npu.models.decoder.modeling import (NPUModelForCausalLM, check_stored_architecture, read_generation_config,
+                                                 read_hf_config, stored_model_config, stored_spec)
+from optimum_npu.models.decoder.npu_config import STORED_FIX, NPUConfigError, NPUDecoderConfig, short_repr, \
+    stored_knob_error
 from optimum_npu.models.decoder.runtime import DecoderRuntime
 from optimum_npu.models.model_config import DecoderModelConfig
 from optimum_npu.models.registry import lookup_architecture
 from optimum_npu.models.vlm.npu_config import NPUVLMConfig
 from optimum_npu.models.vlm.rope_index import RopeIndex
-from optimum_npu.models.vlm.visual_config import VisualModelConfig
+from optimum_npu.models.vlm.visual_config import VisualConfigError, VisualModelConfig
 from optimum_npu.models.vlm.visual_export import compile_visual
 from optimum_npu.models.vlm.visual_runtime import VisualRuntime
 from optimum_npu.schema import ARTIFACT_FORMAT_VERSION, MANIFEST_FILE, NPU_CONFIG_FILE
+from optimum_npu.untrusted import expect_dict, load_json
 from optimum_npu.version import __version__
 
 PROCESSOR_FILES = TOKENIZER_FILES + ("preprocessor_config.json", "processor_config.json",
                                      "video_preprocessor_config.json", "chat_template.json")
 SUBMODULE_DIRS = {"visual": "visual", "language_model": "language_model"}
+#: The Transformers base model class of each registered VLM architecture (constants: never built from a file).
+HF_BASE_CLASSES = {"Qwen2VLForConditionalGeneration": "Qwen2VLModel",
+                   "Qwen2_5_VLForConditionalGeneration": "Qwen2_5_VLModel",
+                   "Qwen3VLForConditionalGeneration": "Qwen3VLModel"}
 
 
 class NPUModelForImageTextToText(NPUModelForCausalLM):
@@ -57,9 +64,13 @@ class NPUModelForImageTextToText(NPUModelForCausalLM):
 
     @staticmethod
     def _hf_base_class(architecture: str) -> type:
+        """The HF base class of a registry architecture (``architecture`` is a validated registry key)."""
         import transformers
 
-        return getattr(transformers, architecture.replace("ForConditionalGeneration", "Model"))
+        if architecture not in HF_BASE_CLASSES:
+            raise ValueError(f"architecture {architecture!r} is not a supported vision-language model; supported: "
+                             f"{sorted(HF_BASE_CLASSES)}")
+        return getattr(transformers, HF_BASE_CLASSES[architecture])
 
     @property
     def _decoder_config(self) -> NPUDecoderConfig:
@@ -112,22 +123,52 @@ class NPUModelForImageTextToText(NPUModelForCausalLM):
 
     @classmethod
     def _load(cls, root: Path, stored: dict, npu_config: Any):
-        compiled = NPUVLMConfig.coerce({"visual": stored["visual"], "language_model": stored["language_model"],
-                                        "npu": stored["npu"]})
-        config = _apply_placement(compiled, npu_config)
-        hf_config = AutoConfig.from_pretrained(root)
-        spec = NPUSpec.from_dict(stored["npu_spec"], origin=f"{root}/{NPU_CONFIG_FILE}")
-        language_root = root / stored["submodules"]["language_model"]
-        graphs = json.loads((language_root / NPU_CONFIG_FILE).read_text())["graphs"]
-        runtime = DecoderRuntime(language_root, config.language_model, DecoderModelConfig.from_hf(hf_config),
-                                 spec, graphs)
-        visual = VisualRuntime(root / stored["submodules"]["visual"], config.visual, spec,
-                               list(config.visual_device), owner=f"{stored['architecture']} visual encoder")
+        """Loads a verified artifact; every stored knob is checked like user input and against the graphs
+        before anything is allocated (see ``NPUModelForCausalLM._load``)."""
+        root = Path(root)
+        origin = str(root / NPU_CONFIG_FILE)
+        stored = expect_dict(stored, origin, NPUConfigError)
+        if stored.get("submodules") != SUBMODULE_DIRS:
+            raise stored_knob_error(origin, f"submodules={short_repr(stored.get('submodules'))} must be "
+                                            f"{SUBMODULE_DIRS}")
+        for key in ("visual", "language_model"):
+            if not isinstance(stored.get(key), dict):
+                raise stored_knob_error(origin, f"{key}={short_repr(stored.get(key))} must be a JSON object of knobs")
+        language_knobs = NPUDecoderConfig.from_stored(stored["language_model"], f"language_model in {origin}")
         try:
-            generation_config = GenerationConfig.from_pretrained(root)
-        except OSError:
-            generation_config = None
-        return cls(hf_config, runtime, visual, root, config, generation_config)
+            compiled = NPUVLMConfig.coerce({"visual": stored["visual"], "language_model": stored["language_model"],
+                                            "npu": stored.get("npu")})
+        except (NPUConfigError, VisualConfigError, TypeError) as err:
+            raise stored_knob_error(origin, short_repr(str(err), 300)) from None
+        if compiled.language_model.compile_knobs() != language_knobs.compile_knobs():
+            raise stored_knob_error(origin, "the language_model knobs do not resolve to themselves")
+        config = _apply_placement(compiled, npu_config)
+        hf_config = read_hf_config(root)
+        arch = check_stored_architecture(stored, hf_config, "vlm", origin)
+        model = stored_model_config(hf_config, root)
+        config.language_model.check_stored(model, f"language_model in {origin}")
+        spec = stored_spec(stored, origin)
+        manifest = _manifest_files(root)
+        language_root = root / SUBMODULE_DIRS["language_model"]
+        language_origin = str(language_root / NPU_CONFIG_FILE)
+        language_doc = expect_dict(load_json(language_root / NPU_CONFIG_FILE, what=language_origin,
+                                             error=ArtifactError), language_origin, ArtifactError)
+        stored_language = NPUDecoderConfig.from_stored(language_doc, language_origin)
+        if stored_language.compile_knobs() != language_knobs.compile_knobs():
+            raise ArtifactError(f"{language_origin}: its knobs differ from language_model in {origin}; {STORED_FIX}")
+        graphs = language_doc.get("graphs")
+        if isinstance(graphs, list) and len(graphs) <= 1 + len(language_knobs.decoder_batch_sizes):
+            _check_in_manifest(manifest, root, SUBMODULE_DIRS["language_model"], graphs, origin)
+        runtime = DecoderRuntime(language_root, config.language_model, model, spec, graphs, origin=language_origin)
+        visual_root = root / SUBMODULE_DIRS["visual"]
+        _check_in_manifest(manifest, root, SUBMODULE_DIRS["visual"], config.visual.graph_names(), origin)
+        try:
+            visual = VisualRuntime(visual_root, config.visual, spec, list(config.visual_device),
+                                   owner=f"{arch.name} visual encoder")
+        except BaseException:
+            runtime.release()
+            raise
+        return cls(hf_config, runtime, visual, root, config, read_generation_config(root))
 
     # ---- generation ---------------------------------------------------------------------------
     def _check_request(self, inputs, generation_config, kwargs: dict) -> None:
@@ -192,6 +233,27 @@ class NPUModelForImageTextToText(NPUModelForCausalLM):
         """Frees both submodules' memory on their devices."""
         super().release()
         self.visual.release()
+
+
+def _manifest_files(root: Path) -> set[str]:
+    """The files the (already verified) manifest lists."""
+    path = root / MANIFEST_FILE
+    manifest = expect_dict(load_json(path, what=str(path), error=ArtifactError), str(path), ArtifactError)
+    files = manifest.get("files")
+    if not isinstance(files, dict):
+        raise ArtifactError(f"{path} has no file list; re-download or recompile the model")
+    return set(files)
+
+
+def _check_in_manifest(manifest: set[str], root: Path, submodule: str, names: list, origin: str) -> None:
+    """Every graph a submodule loads is a file the manifest lists (so its sha256 was checked)."""
+    for name in names:
+        if not isinstance(name, str):
+            continue  # refused with the graph list check
+        rel = graph_path(Path(submodule), name).as_posix()
+        if rel not in manifest:
+            raise ArtifactError(f"{root}: graph {name!r} ({rel}) listed in {origin} is missing from the manifest; "
+                                f"{STORED_FIX}")
 
 
 def _apply_placement(compiled: NPUVLMConfig, requested: Any) -> NPUVLMConfig:

@@ -9,7 +9,6 @@ copies of the patches in and the merged tokens out.
 
 from __future__ import annotations
 
-import json
 import weakref
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -22,10 +21,15 @@ from optimum_npu.device.cost import GraphCostModel
 from optimum_npu.device.device import NPUDevice, get_device
 from optimum_npu.device.executor import Program, peak_activation_bytes
 from optimum_npu.device.spec import NPUSpec
+from optimum_npu.models.decoder.device_group import stored_weight_bytes
 from optimum_npu.models.vlm.visual_config import NPUVisualConfig, VisualModelConfig, bucket_graph_name
 from optimum_npu.models.vlm.visual_export import VISUAL_CONFIG_FILE
 from optimum_npu.models.vlm.visual_inputs import prepare_image, unpad_output
 from optimum_npu.schema import WEIGHTS_FILE, Graph, dtype_from_name
+from optimum_npu.untrusted import expect_dict, load_json
+
+#: What every refusal of a stored visual file ends with.
+_FIX = "the artifact was modified or was not written by this optimum-npu: re-download it or recompile the model"
 
 
 class VisualInputError(ValueError):
@@ -92,22 +96,29 @@ class VisualRuntime:
                  device_ids: list[int], owner: str = "visual encoder"):
         root = Path(root_dir)
         self.config = NPUVisualConfig.coerce(visual_config)
-        document = json.loads((root / VISUAL_CONFIG_FILE).read_text())
-        compiled = {key: document[key] for key in self.config.to_dict()}
+        origin = str(root / VISUAL_CONFIG_FILE)
+        document = expect_dict(load_json(root / VISUAL_CONFIG_FILE, what=origin, error=ArtifactError), origin,
+                               ArtifactError)
+        compiled = {key: document.get(key) for key in self.config.to_dict()}
         if compiled != self.config.to_dict():
-            raise ArtifactError(f"{root}: the visual encoder was compiled with {compiled} but {self.config.to_dict()} "
-                                "was requested; compile knobs cannot change at load time: recompile the model")
-        self.model = VisualModelConfig.from_dict(document["model"])
+            raise ArtifactError(f"{root}: the visual encoder was compiled with {str(compiled)[:300]} but "
+                                f"{self.config.to_dict()} was requested; compile knobs cannot change at load time: "
+                                "recompile the model")
+        graph_list = document.get("graphs")
+        if graph_list is not None and graph_list != self.config.graph_names():
+            raise ArtifactError(f"{origin}: graphs={str(graph_list)[:300]} must be {self.config.graph_names()}, one "
+                                f"per bucket of max_seq_len={list(self.config.max_seq_len)}; {_FIX}")
+        self.model = _stored_model(document.get("model"), origin)
         self.dtype = getattr(torch, self.config.dtype)
         graphs = {name: read_graph(root, name) for name in self.config.graph_names()}
-        weights = load_weights(root / WEIGHTS_FILE)
         self.device: NPUDevice = get_device(spec, list(device_ids)[0])
         self.spec = spec
         self.costs = {name: GraphCostModel(graph, spec, self.config.dtype) for name, graph in graphs.items()}
-        self.memory = {"weights": sum(t.nbytes for t in {id(t): t for t in weights.values()}.values()),
+        self.memory = {"weights": stored_weight_bytes(root / WEIGHTS_FILE),   # sized before anything is loaded
                        "workspace": max(peak_activation_bytes(g) for g in graphs.values())}
         handles = self.device.memory.reserve(owner, self.memory)
         self._finalizer = weakref.finalize(self, self.device.memory.release, handles)
+        weights = load_weights(root / WEIGHTS_FILE)
         self.programs = {name: Program(graph) for name, graph in graphs.items()}
         self.bindings = {name: _bind(graph, weights) for name, graph in graphs.items()}
 
@@ -179,6 +190,33 @@ class VisualRuntime:
             self.device.advance(seconds)
             stats.images.append(ImageStats(grid, patches, bucket, seconds))
         return VisualFeatures(torch.cat(outputs), torch.cat(deepstack, dim=1) if deepstack else None, stats)
+
+
+def _stored_model(data, origin: str) -> VisualModelConfig:
+    """The vision tower facts stored in visual_config.json, with their types and ranges checked."""
+    import dataclasses
+
+    fields = {f.name for f in dataclasses.fields(VisualModelConfig)}
+    if not isinstance(data, dict) or set(data) - fields or {"kind", "depth", "embed_dim", "num_heads"} - set(data):
+        raise ArtifactError(f"{origin}: 'model' must be an object with the fields {sorted(fields)}; {_FIX}")
+    if data["kind"] not in ("qwen2_vl", "qwen2_5_vl", "qwen3_vl"):
+        raise ArtifactError(f"{origin}: model.kind={str(data['kind'])[:80]!r} is not a supported vision tower; {_FIX}")
+    for key, value in data.items():
+        if key == "kind":
+            continue
+        values = value if isinstance(value, list) else [value]
+        if isinstance(value, list) and len(value) > 4096 or any(
+                not isinstance(v, int) or isinstance(v, bool) or v < 0 for v in values):
+            raise ArtifactError(f"{origin}: model.{key}={str(value)[:80]} must be a non-negative integer"
+                                f"{' list' if isinstance(value, list) else ''}; {_FIX}")
+    for key in ("depth", "embed_dim", "num_heads", "out_hidden_size", "patch_size", "temporal_patch_size",
+                "in_channels", "spatial_merge_size"):
+        if data.get(key, 1) < 1:
+            raise ArtifactError(f"{origin}: model.{key}={data[key]} must be >= 1; {_FIX}")
+    try:
+        return VisualModelConfig.from_dict(data)
+    except TypeError as err:
+        raise ArtifactError(f"{origin}: 'model' is incomplete ({err}); {_FIX}") from None
 
 
 def _bind(graph: Graph, weights: dict[str, torch.Tensor]) -> list:
