@@ -1,7 +1,7 @@
 """optimum-npu: compile Hugging Face models into bucketed static-shape artifacts and run them
 on a simulated multi-device NPU that reports memory, time per phase and fit."""
 
-from optimum_npu.compile.artifact import ArtifactError
+from optimum_npu.compile.artifact import ArtifactError, SaveTargetError
 from optimum_npu.device.memory import DeviceOutOfMemoryError
 from optimum_npu.device.spec import PRESETS, NPUSpec
 from optimum_npu.models.auto import NPUAutoModel, NPUAutoModelForCausalLM, NPUAutoModelForImageTextToText
@@ -11,5 +11,6 @@ from optimum_npu.models.vlm.npu_config import NPUVLMConfig
 from optimum_npu.version import __version__
 
 __all__ = ["NPUModelForCausalLM", "NPUModelForImageTextToText", "NPUAutoModel", "NPUAutoModelForCausalLM",
-           "NPUAutoModelForImageTextToText", "NPUVLMConfig", "NPUDecoderConfig", "NPUConfigError", "NPUSpec", "PRESETS", "ArtifactError",
+           "NPUAutoModelForImageTextToText", "NPUVLMConfig", "NPUDecoderConfig", "NPUConfigError", "NPUSpec", "PRESETS",
+           "ArtifactError", "SaveTargetError",
            "DeviceOutOfMemoryError", "__version__"]

@@ -6,9 +6,17 @@ Layout of a compiled model directory::
     config.json                the HF model config
     generation_config.json
     tokenizer files            when the source checkpoint has them
-    model.safetensors          all weights, once
+    model.safetensors          all weights, once (model-tp<r>-of-<N>.safetensors per rank under TP)
     graphs/<name>.graph.json   one declarative graph per compiled graph
     npu_manifest.json          sha256 and size of every file above
+
+An artifact is untrusted data (ARCHITECTURE.md section 4): whoever publishes a Hub repository or
+writes a shared cache controls every byte, manifest included. ``verify_artifact`` therefore checks
+the manifest as data (a closed, bounded list of normalised relative POSIX paths with a sha256 and
+a size each), refuses any symbolic link in the directory, checks every listed file, and requires
+every file the loader reads to be listed. Files present but *not* listed (a Hub repository's
+``README.md`` and ``.gitattributes``, ``.cache/`` of ``hf download``, a stray ``.env``) are
+ignored: never read, copied (``copy_artifact``), cached or uploaded (``hub/push.py``).
 """
 
 from __future__ import annotations
@@ -16,18 +24,34 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
 import shutil
+import stat
 import tempfile
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Iterable
 
 from optimum_npu.schema import (ARTIFACT_FORMAT_VERSION, GRAPH_DIR, GRAPH_SUFFIX, MANIFEST_FILE, NPU_CONFIG_FILE,
-                                Graph)
+                                WEIGHTS_FILE, Graph, weights_file)
+from optimum_npu.untrusted import MAX_GRAPH_BYTES, load_json
 from optimum_npu.version import __version__
+
+#: Most files a manifest may list, and most directory entries ``verify_artifact`` walks.
+MAX_FILES = 10_000
+MAX_WALK_ENTRIES = 100_000
+MAX_PATH_CHARS = 1024
+#: Files the loaders read when present: when present they must be listed.
+READ_IF_PRESENT = ("generation_config.json",)
+_SHA256 = re.compile(r"[0-9a-f]{64}")
+_FIX = "re-download or recompile the model"
 
 
 class ArtifactError(ValueError):
     """A compiled artifact is missing, tampered with, truncated or from an incompatible version."""
+
+
+class SaveTargetError(ValueError):
+    """``save_pretrained`` was pointed at a directory it must not replace (it would delete files it did not write)."""
 
 
 def sha256_file(path: Path) -> str:
@@ -42,24 +66,267 @@ def graph_path(root: Path, name: str) -> Path:
     return root / GRAPH_DIR / f"{name}{GRAPH_SUFFIX}"
 
 
+# ---- paths and links ----------------------------------------------------------------------------
+def check_relpath(rel: Any, where: str) -> str:
+    """``rel`` if it is a normalised relative POSIX path inside the artifact, else ``ArtifactError``."""
+    if not isinstance(rel, str):
+        raise ArtifactError(f"{where}: file path {rel!r} is not a string; {_FIX}")
+    parts = rel.split("/")
+    bad = ("is empty" if not rel else "is too long" if len(rel) > MAX_PATH_CHARS
+           else "is absolute" if rel.startswith("/") or re.match(r"[A-Za-z]:", rel)
+           else "contains a backslash" if "\\" in rel
+           else "contains a control character" if any(ord(c) < 32 or ord(c) == 127 for c in rel)
+           else "leaves the artifact (..)" if ".." in parts
+           else "is not normalised (empty or '.' component)" if "" in parts or "." in parts
+           else "is the manifest itself" if rel == MANIFEST_FILE else None)
+    if bad:
+        raise ArtifactError(f"{where}: file path {rel!r} {bad}; only relative POSIX paths inside the artifact "
+                            f"(like 'graphs/prefill.graph.json') are allowed: {_FIX}")
+    return rel
+
+
+def _hub_blobs(root: Path) -> str | None:
+    """The ``blobs`` folder when ``root`` is a Hugging Face Hub cache snapshot (``models--*/snapshots/<rev>``)."""
+    real = Path(os.path.realpath(root))
+    repo = real.parent.parent
+    if real.parent.name == "snapshots" and repo.name.startswith("models--") and (repo / "blobs").is_dir():
+        return os.path.realpath(repo / "blobs")
+    return None
+
+
+def check_no_symlinks(root: Path) -> None:
+    """Refuses any symbolic link (or walk beyond ``MAX_WALK_ENTRIES``) under ``root``, never following links.
+
+    The one exception is a Hub cache snapshot, where ``huggingface_hub`` itself links every file
+    to ``../../blobs/<hash>``: such a link is accepted only when it resolves to a regular file
+    in that repository's ``blobs`` folder.
+    """
+    blobs, seen = _hub_blobs(root), 0
+    for folder, dirs, files in os.walk(root, followlinks=False):
+        for name in dirs + files:
+            seen += 1
+            if seen > MAX_WALK_ENTRIES:
+                raise ArtifactError(f"{root} holds more than {MAX_WALK_ENTRIES} files and folders; an artifact "
+                                    f"lists at most {MAX_FILES} files: {_FIX}")
+            path = os.path.join(folder, name)
+            if not stat.S_ISLNK(os.lstat(path).st_mode):
+                continue
+            real = os.path.realpath(path)
+            if blobs and name in files and os.path.dirname(real) == blobs and os.path.isfile(real) \
+                    and not os.path.islink(real):
+                continue
+            rel = Path(path).relative_to(root).as_posix()
+            raise ArtifactError(f"{root}: {rel} is a symbolic link; an artifact must not contain links (they "
+                                "could make the loader read, copy or upload files outside it). Remove the link, "
+                                f"or {_FIX}")
+
+
+# ---- the manifest ---------------------------------------------------------------------------------
+def read_manifest(root: Path) -> dict[str, dict[str, Any]]:
+    """The manifest's ``files`` (path -> {sha256, size}), validated as data; checks the format version."""
+    root = Path(root)
+    path = root / MANIFEST_FILE
+    if not path.is_file():
+        raise ArtifactError(f"{root} is not a compiled optimum-npu model: {MANIFEST_FILE} is missing. Compile the "
+                            "checkpoint with from_pretrained(..., export=True) or `optimum-npu export`")
+    manifest = load_json(path, what=f"{path} (corrupt or not written by optimum-npu)", error=ArtifactError)
+    if not isinstance(manifest, dict) or not isinstance(manifest.get("files"), dict) \
+            or "format_version" not in manifest:
+        raise ArtifactError(f"{path} is corrupt: it must be an object with 'format_version' and a 'files' "
+                            f"object; {_FIX}")
+    version = manifest["format_version"]
+    if version != ARTIFACT_FORMAT_VERSION or isinstance(version, bool):
+        raise ArtifactError(
+            f"{root} uses artifact format version {version!r}, but this optimum-npu ({__version__}) reads version "
+            f"{ARTIFACT_FORMAT_VERSION}; recompile it with this release or install the release that wrote it "
+            f"(library {manifest.get('library_version', 'unknown')!r})"
+        )
+    files = manifest["files"]
+    if len(files) > MAX_FILES:
+        raise ArtifactError(f"{path} lists {len(files)} files, over the limit of {MAX_FILES}; {_FIX}")
+    for rel, entry in files.items():
+        check_relpath(rel, str(path))
+        if not isinstance(entry, dict) or set(entry) != {"sha256", "size"}:
+            raise ArtifactError(f"{path}: the entry of {rel!r} must be exactly {{'sha256': ..., 'size': ...}}; {_FIX}")
+        if not isinstance(entry["sha256"], str) or not _SHA256.fullmatch(entry["sha256"]):
+            raise ArtifactError(f"{path}: the sha256 of {rel!r} must be 64 lowercase hex digits; {_FIX}")
+        size = entry["size"]
+        if not isinstance(size, int) or isinstance(size, bool) or size < 0:
+            raise ArtifactError(f"{path}: the size of {rel!r} must be a non-negative integer, got {size!r}; {_FIX}")
+    return files
+
+
+def require_listed(root: Path, rel: str, files: Iterable[str] | None = None) -> Path:
+    """``root / rel`` when ``rel`` is a valid path listed in the manifest (``files``: the listing if already read).
+
+    Loaders call it before reading any file that ``verify_artifact`` does not already require.
+    """
+    check_relpath(rel, f"{root}")
+    if rel not in (files if files is not None else read_manifest(root)):
+        raise ArtifactError(f"{root}: {rel} is not listed in {MANIFEST_FILE}, so it is not part of the artifact "
+                            f"and is never read; {_FIX}")
+    return Path(root) / rel
+
+
 def write_manifest(root: Path) -> dict[str, Any]:
+    """Signs every regular file under ``root`` (a directory optimum-npu just wrote; links are refused)."""
+    root = Path(root)
+    check_no_symlinks(root)
+    rels = [(Path(folder) / name).relative_to(root).as_posix()
+            for folder, _, names in os.walk(root) for name in names]
     files = {}
-    for path in sorted(p for p in root.rglob("*") if p.is_file() and p != root / MANIFEST_FILE):
-        rel = path.relative_to(root).as_posix()
+    for rel in sorted((r for r in rels if r != MANIFEST_FILE), key=lambda r: r.split("/")):
+        path = root / rel
         files[rel] = {"sha256": sha256_file(path), "size": path.stat().st_size}
     manifest = {"format_version": ARTIFACT_FORMAT_VERSION, "library_version": __version__, "files": files}
     (root / MANIFEST_FILE).write_text(json.dumps(manifest, indent=1))
     return manifest
 
 
+# ---- verification -----------------------------------------------------------------------------------
+def _int_in(value: Any, low: int, high: int) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and low <= value <= high
+
+
+def _decoder_files(document: Any, prefix: str, what: str) -> list[str]:
+    """Graphs and weight shards a decoder ``npu_config.json`` (of the folder ``prefix``) makes the loader read."""
+    graphs = document.get("graphs") if isinstance(document, dict) else None
+    size = document.get("tensor_parallel_size", 1) if isinstance(document, dict) else None
+    if not isinstance(graphs, list) or len(graphs) > MAX_FILES or not all(isinstance(g, str) for g in graphs):
+        raise ArtifactError(f"{what}: 'graphs' must be a list of graph names; {_FIX}")
+    if not _int_in(size, 1, MAX_FILES):
+        raise ArtifactError(f"{what}: tensor_parallel_size must be a positive integer, got {size!r}; {_FIX}")
+    names = [graph_path(Path(prefix), g).as_posix() for g in graphs]
+    return names + [(Path(prefix) / weights_file(rank, size)).as_posix() for rank in range(size)]
+
+
+def required_files(root: Path, npu_config: dict[str, Any]) -> list[str]:
+    """Every file the loader of ``npu_config``'s family reads (reads only files already verified)."""
+    where = f"{root}/{NPU_CONFIG_FILE}"
+    if npu_config.get("family", "decoder") != "vlm":
+        return [NPU_CONFIG_FILE, "config.json", *_decoder_files(npu_config, ".", where)]
+    from optimum_npu.models.vlm.visual_config import bucket_graph_name
+
+    subs = npu_config.get("submodules")
+    if not isinstance(subs, dict) or set(subs) != {"visual", "language_model"}:
+        raise ArtifactError(f"{where}: 'submodules' must name the 'visual' and 'language_model' folders; {_FIX}")
+    language, visual = (check_relpath(subs[k], f"{where} submodules") for k in ("language_model", "visual"))
+    required = [NPU_CONFIG_FILE, "config.json", f"{language}/{NPU_CONFIG_FILE}", f"{visual}/visual_config.json",
+                f"{visual}/{WEIGHTS_FILE}"]
+    for rel in required[2:4]:  # read below: they must be listed (hence verified) first
+        require_listed(root, rel)
+    language_config = load_json(root / language / NPU_CONFIG_FILE, error=ArtifactError)
+    required += _decoder_files(language_config, language, f"{root}/{language}/{NPU_CONFIG_FILE}")
+    visual_config = load_json(root / visual / "visual_config.json", error=ArtifactError)
+    buckets = (npu_config.get("visual") or {}).get("max_seq_len") if isinstance(npu_config.get("visual"), dict) \
+        else None
+    if not isinstance(buckets, list) or len(buckets) > MAX_FILES or not all(_int_in(b, 1, 1 << 40) for b in buckets):
+        raise ArtifactError(f"{where}: visual.max_seq_len must be a list of positive integers; {_FIX}")
+    names = set(_decoder_files({"graphs": visual_config.get("graphs") if isinstance(visual_config, dict) else None},
+                               visual, f"{root}/{visual}/visual_config.json")[:-1])
+    names |= {graph_path(Path(visual), bucket_graph_name(b)).as_posix() for b in buckets}
+    return required + sorted(names)
+
+
+def verify_artifact(root: Path) -> dict[str, Any]:
+    """Checks links, manifest, format version, size and sha256 of every listed file, and that every
+    file the loader reads is listed; returns the npu_config dict."""
+    root = Path(root)
+    files = read_manifest(root)
+    check_no_symlinks(root)
+    for rel, entry in files.items():
+        path = root / rel
+        try:
+            info = path.stat()
+        except OSError:
+            info = None
+        if info is None or not stat.S_ISREG(info.st_mode):
+            raise ArtifactError(f"{root}: file {rel} listed in the manifest is missing; the artifact is incomplete, "
+                                "re-download or recompile it")
+        if info.st_size != entry["size"]:
+            raise ArtifactError(f"{root}: {rel} is {info.st_size} bytes but the manifest says "
+                                f"{entry['size']} (truncated or modified); {_FIX}")
+    for rel, entry in files.items():  # sizes first: a truncated file is reported before any hashing
+        if sha256_file(root / rel) != entry["sha256"]:
+            raise ArtifactError(f"{root}: {rel} does not match its sha256 in the manifest (modified or corrupt); "
+                                f"{_FIX}")
+    if NPU_CONFIG_FILE not in files:
+        raise ArtifactError(f"{root}: {NPU_CONFIG_FILE} is not in the manifest; recompile the model")
+    npu_config = load_json(root / NPU_CONFIG_FILE, error=ArtifactError)
+    if not isinstance(npu_config, dict):
+        raise ArtifactError(f"{root}/{NPU_CONFIG_FILE} must be a JSON object; {_FIX}")
+    for rel in required_files(root, npu_config):
+        if rel not in files:
+            kind = rel.removeprefix(f"{GRAPH_DIR}/").removesuffix(GRAPH_SUFFIX)
+            what = f"graph {kind!r} ({rel})" if rel.endswith(GRAPH_SUFFIX) else rel
+            raise ArtifactError(f"{root}: {what} is missing from the artifact (not listed in {MANIFEST_FILE}); the "
+                                f"loader reads only listed files: {_FIX}")
+    for rel in READ_IF_PRESENT:
+        if rel not in files and os.path.lexists(root / rel):
+            raise ArtifactError(f"{root}: {rel} is present but not listed in {MANIFEST_FILE}; the loader would read "
+                                f"it, so the artifact is refused: delete {rel} or {_FIX}")
+    return npu_config
+
+
+# ---- writing ------------------------------------------------------------------------------------------
+def copy_listed(source: Path, target: Path, files: Iterable[str],
+                copy_function: Callable[[str, str], Any] = shutil.copy2) -> None:
+    """Copies exactly the listed files (and the manifest) of a verified artifact into ``target``.
+
+    Uses ``shutil.copytree`` with an ``ignore`` filter, so nothing unlisted (a ``.env``, a
+    model card, a link) is ever copied.
+    """
+    keep = set(files) | {MANIFEST_FILE}
+    folders = {parent for rel in keep for parent in _parents(rel)}
+
+    def ignore(folder: str, names: list[str]) -> list[str]:
+        here = Path(folder).relative_to(source).as_posix()
+        rel = (lambda name: name if here == "." else f"{here}/{name}")
+        return [n for n in names if rel(n) not in keep and rel(n) not in folders]
+
+    shutil.copytree(source, target, ignore=ignore, copy_function=copy_function, dirs_exist_ok=True)
+
+
+def _parents(rel: str) -> list[str]:
+    parts = rel.split("/")[:-1]
+    return ["/".join(parts[:i]) for i in range(1, len(parts) + 1)]
+
+
+def _leftover(parent: Path, name: str) -> list[Path]:
+    """``.<name>.tmp-*`` / ``.<name>.old-*`` folders an interrupted ``write_atomically`` left (exact names only)."""
+    pattern = re.compile(rf"\.{re.escape(name)}\.(tmp|old)-[a-z0-9_]{{8}}")
+    return [p for p in parent.iterdir() if pattern.fullmatch(p.name) and p.is_dir() and not p.is_symlink()] \
+        if parent.is_dir() else []
+
+
+def check_save_target(target: Path) -> None:
+    """Refuses a target that replacing would delete files optimum-npu did not write (see ``SaveTargetError``)."""
+    fix = "pass a new or empty directory, or a directory that holds a compiled optimum-npu artifact"
+    cwd = Path(os.getcwd())
+    if target == cwd or target in cwd.parents:
+        raise SaveTargetError(f"cannot save into {target}: it is the current working directory (or contains it), "
+                              f"and saving replaces the whole directory; {fix}, e.g. save_pretrained('npu-model')")
+    if target.is_symlink() or (target.exists() and not target.is_dir()):
+        raise SaveTargetError(f"cannot save into {target}: it is a file or a symbolic link, not a directory; {fix}")
+    if target.is_dir() and any(target.iterdir()) and not (target / MANIFEST_FILE).is_file():
+        shown = sorted(p.name for p in target.iterdir())[:5]
+        raise SaveTargetError(f"cannot save into {target}: it is not empty ({', '.join(shown)}...) and is not a "
+                              f"compiled optimum-npu artifact (no {MANIFEST_FILE}), so replacing it would delete "
+                              f"files optimum-npu did not write; {fix}")
+
+
 def write_atomically(target: Path, fill: Callable[[Path], None]) -> Path:
     """Runs ``fill(tmp_dir)``, writes the manifest, then renames the directory to ``target``.
 
-    A failure leaves ``target`` as it was; an existing ``target`` is replaced only once the
-    new artifact is complete.
+    A failure leaves ``target`` as it was; an existing ``target`` is replaced only once the new
+    artifact is complete, and only when it is empty or an optimum-npu artifact (``check_save_target``).
+    Temporary folders a killed earlier save to the same target left behind are removed first.
     """
-    target = Path(target).absolute()
+    target = Path(os.path.abspath(target))
+    check_save_target(target)
     target.parent.mkdir(parents=True, exist_ok=True)
+    for stale in _leftover(target.parent, target.name):
+        shutil.rmtree(stale, ignore_errors=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.tmp-", dir=target.parent))
     old = None
     try:
@@ -80,55 +347,23 @@ def write_atomically(target: Path, fill: Callable[[Path], None]) -> Path:
     return target
 
 
-def verify_artifact(root: Path) -> dict[str, Any]:
-    """Checks format version, presence, size and sha256 of every file; returns the npu_config dict."""
-    root = Path(root)
-    manifest_path = root / MANIFEST_FILE
-    if not manifest_path.is_file():
-        raise ArtifactError(f"{root} is not a compiled optimum-npu model: {MANIFEST_FILE} is missing. Compile the "
-                            "checkpoint with from_pretrained(..., export=True) or `optimum-npu export`")
-    try:
-        manifest = json.loads(manifest_path.read_text())
-        files = manifest["files"]
-        version = manifest["format_version"]
-    except (json.JSONDecodeError, KeyError, TypeError) as err:
-        raise ArtifactError(f"{manifest_path} is corrupt ({err!r}); re-download or recompile the model") from None
-    if version != ARTIFACT_FORMAT_VERSION:
-        raise ArtifactError(
-            f"{root} uses artifact format version {version}, but this optimum-npu ({__version__}) reads version "
-            f"{ARTIFACT_FORMAT_VERSION}; recompile it with this release or install the release that wrote it "
-            f"(library {manifest.get('library_version', 'unknown')})"
-        )
-    for rel, entry in files.items():
-        path = root / rel
-        if not path.is_file():
-            raise ArtifactError(f"{root}: file {rel} listed in the manifest is missing; the artifact is incomplete, "
-                                "re-download or recompile it")
-        if path.stat().st_size != entry["size"]:
-            raise ArtifactError(f"{root}: {rel} is {path.stat().st_size} bytes but the manifest says "
-                                f"{entry['size']} (truncated or modified); re-download or recompile the model")
-        if sha256_file(path) != entry["sha256"]:
-            raise ArtifactError(f"{root}: {rel} does not match its sha256 in the manifest (modified or corrupt); "
-                                "re-download or recompile the model")
-    if NPU_CONFIG_FILE not in files:
-        raise ArtifactError(f"{root}: {NPU_CONFIG_FILE} is not in the manifest; recompile the model")
-    npu_config = json.loads((root / NPU_CONFIG_FILE).read_text())
-    for name in npu_config.get("graphs", []):
-        rel = graph_path(Path("."), name).as_posix()
-        if rel not in files:
-            raise ArtifactError(f"{root}: graph {name!r} ({rel}) is missing from the artifact; recompile the model")
-    return npu_config
-
-
 def read_graph(root: Path, name: str) -> Graph:
-    return Graph.from_json(graph_path(root, name).read_text())
+    """The graph ``name`` of a verified artifact folder (size bounded before reading)."""
+    path = graph_path(root, name)
+    if path.stat().st_size > MAX_GRAPH_BYTES:
+        raise ArtifactError(f"{path} is {path.stat().st_size} bytes, over the limit of {MAX_GRAPH_BYTES} for a "
+                            f"graph; {_FIX}")
+    return Graph.from_json(path.read_text())
 
 
 def copy_artifact(source: Path, target: Path) -> Path:
-    """Copies a verified artifact directory atomically (used by save_pretrained)."""
+    """Copies a verified artifact atomically (used by save_pretrained): only the files its manifest lists."""
+    check_save_target(Path(os.path.abspath(target)))  # before hashing: a refused target fails fast
     verify_artifact(source)
+    files = read_manifest(source)
 
     def fill(tmp: Path) -> None:
-        shutil.copytree(source, tmp, dirs_exist_ok=True)
+        copy_listed(Path(source), tmp, files)
+        (tmp / MANIFEST_FILE).unlink()  # rewritten by write_atomically from the copied files
 
     return write_atomically(target, fill)

@@ -31,12 +31,25 @@ def save_weights(path: Path, tensors: dict[str, torch.Tensor]) -> None:
     save_file(unique, str(path), metadata={ALIASES_KEY: json.dumps(aliases)})
 
 
+def read_aliases(metadata: dict[str, str] | None, names: set[str], path: Path) -> dict[str, str]:
+    """The validated alias -> stored-name map of a weights file's metadata (untrusted JSON)."""
+    from optimum_npu.compile.artifact import ArtifactError
+    from optimum_npu.untrusted import parse_json
+
+    aliases = parse_json((metadata or {}).get(ALIASES_KEY, "{}"), what=f"{path} aliases metadata",
+                         error=ArtifactError)
+    if not isinstance(aliases, dict) or not all(isinstance(k, str) and v in names for k, v in aliases.items()):
+        raise ArtifactError(f"{path}: the {ALIASES_KEY} metadata must map names to stored tensors; re-download "
+                            "or recompile the model")
+    return aliases
+
+
 def load_weights(path: Path) -> dict[str, torch.Tensor]:
     tensors: dict[str, torch.Tensor] = {}
     with safe_open(str(path), framework="pt") as handle:
         for name in handle.keys():
             tensors[name] = handle.get_tensor(name)
-        aliases = json.loads((handle.metadata() or {}).get(ALIASES_KEY, "{}"))
+        aliases = read_aliases(handle.metadata(), set(tensors), Path(path))
     for alias, target in aliases.items():
         tensors[alias] = tensors[target]
     return tensors

@@ -101,8 +101,13 @@ class NPUPreTrainedModel(PreTrainedModel):
                              speed_estimate=speed_estimate, model=self, **kwargs)
 
     def save_pretrained(self, save_directory: str | os.PathLike, **kwargs) -> None:
-        """Writes the compiled artifact to ``save_directory`` (temporary directory, then rename)."""
-        target = Path(save_directory).absolute()
-        if target == Path(self.artifact_dir).absolute():
+        """Writes the compiled artifact to ``save_directory`` (temporary directory, then rename).
+
+        Only the files the artifact's manifest lists are written. ``save_directory`` must be new,
+        empty or hold an optimum-npu artifact (which is replaced): a non-empty directory that is
+        not one (or the current directory) is refused with ``SaveTargetError``, never overwritten.
+        """
+        target = Path(os.path.abspath(save_directory))
+        if target == Path(os.path.abspath(self.artifact_dir)):
             return
         copy_artifact(self.artifact_dir, target)
