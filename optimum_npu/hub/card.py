@@ -15,7 +15,9 @@ from typing import Any
 from huggingface_hub import ModelCard, ModelCardData
 
 from optimum_npu.device.memory import format_bytes
+from optimum_npu.compile.artifact import ArtifactError, read_manifest
 from optimum_npu.schema import MANIFEST_FILE, NPU_CONFIG_FILE
+from optimum_npu.untrusted import expect_dict, load_json
 
 PIPELINE_TAGS = {"decoder": "text-generation"}
 _SPEC_ROWS = (("dram_bytes", "DRAM", format_bytes), ("dram_bandwidth", "DRAM bandwidth", lambda v: f"{v / 1e9:g} GB/s"),
@@ -39,9 +41,9 @@ def build_model_card(artifact_dir: str | Path, *, repo_id: str | None = None, ba
         A ``huggingface_hub.ModelCard``; ``str(card)`` is the README.md text.
     """
     root = Path(artifact_dir)
-    stored = json.loads((root / NPU_CONFIG_FILE).read_text())
-    hf_config = json.loads((root / "config.json").read_text())
-    manifest = json.loads((root / MANIFEST_FILE).read_text())
+    stored = expect_dict(load_json(root / NPU_CONFIG_FILE, error=ArtifactError), NPU_CONFIG_FILE, ArtifactError)
+    hf_config = expect_dict(load_json(root / "config.json", error=ArtifactError), "config.json", ArtifactError)
+    manifest = {"files": read_manifest(root)}
     family = stored.get("family", "decoder")
     spec = stored["npu_spec"]
     tags = ["optimum-npu", "npu", "compiled", f"npu-{spec['name']}", hf_config.get("model_type", "unknown")]

@@ -8,13 +8,14 @@ the cost model's (roofline per op, see ``device/cost.py``), not measurements on 
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any
 
 import torch
 
+from optimum_npu.compile.artifact import ArtifactError
 from optimum_npu.schema import NPU_CONFIG_FILE
+from optimum_npu.untrusted import expect_dict, load_json
 
 #: Tokens generated per measurement run (capped at half of ``max_seq_len``).
 DEFAULT_NEW_TOKENS = 16
@@ -35,7 +36,8 @@ def measure_figures(artifact_dir: str | Path, model: Any = None, *, speed: bool 
         ``{"device", "spec", "memory_bytes", "memory_capacity_bytes", "prompt_tokens", "new_tokens",
         "runs": [{"batch", "ttft_ms", "decode_ms_per_token", "tokens_per_s", ...}]}``.
     """
-    stored = json.loads((Path(artifact_dir) / NPU_CONFIG_FILE).read_text())
+    stored = expect_dict(load_json(Path(artifact_dir) / NPU_CONFIG_FILE, error=ArtifactError), NPU_CONFIG_FILE,
+                         ArtifactError)
     if stored.get("family") != "decoder":
         return None
     from optimum_npu.models.decoder import NPUModelForCausalLM

@@ -1,7 +1,8 @@
 """Push a compiled artifact to the Hub with a generated model card.
 
 ``push_artifact`` verifies the artifact against its manifest, creates the repository (and
-the branch) when missing, writes ``README.md`` and uploads everything in one commit with
+the branch) when missing, writes ``README.md`` and uploads the listed files (nothing the
+manifest does not list) in one commit with
 ``huggingface_hub``. The token comes from the usual places when not given (``HF_TOKEN``,
 ``hf auth login``); ``HF_ENDPOINT`` selects another Hub.
 """
@@ -17,7 +18,7 @@ from typing import Any
 from huggingface_hub import CommitInfo, HfApi
 from huggingface_hub.errors import HfHubHTTPError
 
-from optimum_npu.compile.artifact import ArtifactError, verify_artifact
+from optimum_npu.compile.artifact import ArtifactError, copy_listed, read_manifest, verify_artifact
 from optimum_npu.hub.card import build_model_card
 from optimum_npu.hub.figures import measure_figures
 from optimum_npu.schema import MANIFEST_FILE
@@ -30,18 +31,23 @@ class HubPushError(ValueError):
     """A push the Hub refused (authentication, permissions, missing branch...); the message says why."""
 
 
+def _link_or_copy(source: str, target: str) -> None:
+    try:
+        os.link(source, target)
+    except OSError:
+        shutil.copy2(source, target)
+
+
 def _stage(artifact: Path, card_text: str | None) -> tempfile.TemporaryDirectory:
-    """A temporary folder of hard links to the artifact's files, plus README.md."""
+    """A temporary folder of hard links to the files the manifest lists (and the manifest), plus README.md.
+
+    Only listed files are staged: an unlisted ``.env``, a model card or a link in the
+    artifact directory is never uploaded.
+    """
     tmp = tempfile.TemporaryDirectory(prefix="optimum-npu-push-")
-    for path in artifact.rglob("*"):
-        if path.is_file():
-            target = Path(tmp.name) / path.relative_to(artifact)
-            target.parent.mkdir(parents=True, exist_ok=True)
-            try:
-                os.link(path, target)
-            except OSError:
-                shutil.copy2(path, target)
+    copy_listed(artifact, Path(tmp.name), read_manifest(artifact), copy_function=_link_or_copy)
     if card_text is not None:
+        (Path(tmp.name) / "README.md").unlink(missing_ok=True)  # a hard link: never write through it
         (Path(tmp.name) / "README.md").write_text(card_text)
     return tmp
 
