@@ -201,13 +201,22 @@ def shard_weights(graph: Graph, weights: dict[str, torch.Tensor], plan: TensorPa
     for item in layout:
         if item.spec.kind != "weight":
             continue
-        tensor = weights[item.full_source]
-        if item.style == "rowwise_bias":
-            tensor = tensor if rank == 0 else torch.zeros_like(tensor)  # added once, after the all-reduce
-        elif item.style != "replicate":
-            part = item.spec.shape[item.dim]
-            if item.style == "vocab" and part * plan.size != tensor.shape[0]:
-                tensor = torch.cat([tensor, tensor.new_zeros(part * plan.size - tensor.shape[0], *tensor.shape[1:])])
-            tensor = tensor.narrow(item.dim, rank * part, part).contiguous().clone()
-        shards[item.spec.source] = tensor
+        shards[item.spec.source] = cut_shard(weights[item.full_source], item.style, item.dim,
+                                             item.spec.shape[item.dim], rank, plan.size)
     return shards
+
+
+def cut_shard(tensor: torch.Tensor, style: str, dim: int, part: int, rank: int, size: int) -> torch.Tensor:
+    """Rank ``rank``'s piece of a one-device weight (``part``: its extent along ``dim`` on each rank).
+
+    ``replicate``: the tensor; ``rowwise_bias``: the tensor on rank 0, zeros elsewhere (added once,
+    after the all-reduce); ``colwise`` / ``rowwise`` / ``vocab``: a slice along ``dim``, the
+    vocabulary padded with zero rows up to ``part * size`` first.
+    """
+    if style == "replicate":
+        return tensor
+    if style == "rowwise_bias":
+        return tensor if rank == 0 else torch.zeros_like(tensor)
+    if style == "vocab" and part * size != tensor.shape[0]:
+        tensor = torch.cat([tensor, tensor.new_zeros(part * size - tensor.shape[0], *tensor.shape[1:])])
+    return tensor.narrow(dim, rank * part, part).contiguous().clone()

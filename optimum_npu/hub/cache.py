@@ -5,9 +5,14 @@ Layout (``$OPTIMUM_NPU_CACHE``, default ``~/.cache/optimum-npu/compiled``)::
     <key>/artifact/...     a complete compiled artifact (with its npu_manifest.json)
     <key>/entry.json       what the key was computed from (see ``cache_key.py``), size, date
 
-Entries are written to a temporary sibling and renamed into place, so a reader never sees a
-half-written entry. Every reuse verifies the artifact against its manifest (sizes and sha256);
-an entry that fails is removed and the model is recompiled. ``OPTIMUM_NPU_DISABLE_CACHE=1``
+Entries are written to a temporary sibling (``.<key prefix>.tmp-*``) and renamed into place, so a
+reader never sees a half-written entry; ``clear()`` also removes the temporary folders a killed
+process left (``.<key prefix>.tmp-*``, ``.pull-*``: only those names). An entry is untrusted data
+(a shared cache can be written by others): every reuse verifies the artifact as a normal load
+does (``verify_artifact``), and then checks that it *is* the compile asked for: ``verify_hit``
+(for decoders ``hub/cache_verify.py``: knobs, configs, tokenizer files, and every weight the
+graphs name against the HF model's tensors). An entry that fails either is removed and the model
+is recompiled. Only the files an entry's manifest lists are ever copied out of it. ``OPTIMUM_NPU_DISABLE_CACHE=1``
 (or ``compile_cache=False``) turns the cache off. With ``OPTIMUM_NPU_CACHE_REPO=org/name``
 a local miss is also looked up in that Hub repository (see ``remote_cache.py``).
 """
@@ -17,20 +22,33 @@ from __future__ import annotations
 import json
 import logging
 import os
+import re
 import shutil
 import tempfile
 import time
 from pathlib import Path
 from typing import Any, Callable
 
-from optimum_npu.compile.artifact import ArtifactError, verify_artifact
+from optimum_npu.compile.artifact import ArtifactError, copy_listed, read_manifest, verify_artifact
 from optimum_npu.hub.cache_key import CacheKey
+from optimum_npu.untrusted import expect_dict, load_json
 
 logger = logging.getLogger(__name__)
 
 ENTRY_FILE = "entry.json"
 ARTIFACT_DIR = "artifact"
 _TRUE = ("1", "true", "yes", "on")
+_KEY = re.compile(r"[0-9a-f]{64}")
+#: Temporary folders ``store`` and ``pull_entries`` create in the cache root (``tempfile`` adds 8 characters).
+_LEFTOVER = re.compile(r"\.([0-9a-f]{16}\.tmp|pull)-[a-z0-9_]{8}")
+
+
+def check_key(key: object, where: str) -> str:
+    """``key`` if it is a cache key (64 lowercase hex digits, also a safe folder name), else ValueError."""
+    if not isinstance(key, str) or not _KEY.fullmatch(key):
+        raise ValueError(f"{where}: {str(key)[:80]!r} is not a compile-cache key (64 lowercase hex digits); the "
+                         "cache holds a folder it did not write: remove it")
+    return key
 
 
 def default_cache_dir() -> Path:
@@ -82,7 +100,7 @@ class CompileCache:
                         "True, False, a directory path or a CompileCache")
 
     def entry_dir(self, key: str) -> Path:
-        return self.root / key
+        return self.root / check_key(key, f"compile cache {self.root}")
 
     def artifact_dir(self, key: str) -> Path:
         return self.root / key / ARTIFACT_DIR
@@ -91,11 +109,14 @@ class CompileCache:
     def verified_artifact(self, key: str) -> Path | None:
         """The entry's artifact if present and intact; a corrupt entry is removed (returns None)."""
         artifact = self.artifact_dir(key)
-        if not self.entry_dir(key).exists():
+        if not os.path.lexists(self.entry_dir(key)):
             return None
         try:
+            if self.entry_dir(key).is_symlink():
+                raise ArtifactError("the entry folder is a symbolic link")
             verify_artifact(artifact)
-            info = json.loads((self.entry_dir(key) / ENTRY_FILE).read_text())
+            info = expect_dict(load_json(self.entry_dir(key) / ENTRY_FILE, error=ArtifactError), ENTRY_FILE,
+                               ArtifactError)
             if info.get("key") != key:
                 raise ArtifactError(f"{ENTRY_FILE} names key {info.get('key')!r}")
         except (ArtifactError, OSError, ValueError) as err:
@@ -117,19 +138,21 @@ class CompileCache:
             artifact = self.verified_artifact(key)
         if artifact is None:
             return False
-        shutil.copytree(artifact, target, copy_function=_link_or_copy)
+        copy_listed(artifact, target, read_manifest(artifact), copy_function=_link_or_copy)
         return True
 
     def store(self, cache_key: CacheKey, artifact: Path) -> Path:
         """Adds ``artifact`` under ``cache_key`` atomically; an existing entry is kept (first writer wins)."""
-        key = cache_key.key
+        info = {"key": cache_key.key, "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+                "size_bytes": sum(e["size"] for e in read_manifest(artifact).values()), "inputs": cache_key.inputs}
+        return self.install(cache_key.key, artifact, info)
+
+    def install(self, key: str, artifact: Path, info: dict[str, Any]) -> Path:
+        """Writes entry ``key`` from a verified ``artifact`` (its listed files only) and ``info`` atomically."""
         self.root.mkdir(parents=True, exist_ok=True)
-        tmp = Path(tempfile.mkdtemp(prefix=f".{key[:16]}.tmp-", dir=self.root))
+        tmp = Path(tempfile.mkdtemp(prefix=f".{check_key(key, 'compile cache')[:16]}.tmp-", dir=self.root))
         try:
-            shutil.copytree(artifact, tmp / ARTIFACT_DIR, copy_function=_link_or_copy)
-            size = sum(p.stat().st_size for p in (tmp / ARTIFACT_DIR).rglob("*") if p.is_file())
-            info = {"key": key, "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "size_bytes": size,
-                    "inputs": cache_key.inputs}
+            copy_listed(artifact, tmp / ARTIFACT_DIR, read_manifest(artifact), copy_function=_link_or_copy)
             (tmp / ENTRY_FILE).write_text(json.dumps(info, indent=1))
             try:
                 os.replace(tmp, self.entry_dir(key))
@@ -142,13 +165,19 @@ class CompileCache:
 
     # ---- maintenance --------------------------------------------------------------------------
     def entries(self) -> list[dict[str, Any]]:
-        """``entry.json`` of every entry (unreadable ones are listed with an ``error``), oldest first."""
+        """``entry.json`` of every entry (unreadable ones are listed with an ``error``), oldest first.
+
+        Only folders named by a key are entries; an entry's ``key`` is always its folder name.
+        """
         found = []
         for path in sorted(self.root.iterdir()) if self.root.is_dir() else []:
-            if path.name.startswith(".") or not path.is_dir():
+            if not _KEY.fullmatch(path.name) or not os.path.lexists(path):
                 continue
             try:
-                found.append(json.loads((path / ENTRY_FILE).read_text()))
+                info = expect_dict(load_json(path / ENTRY_FILE), ENTRY_FILE)
+                if info.get("key") != path.name:
+                    raise ValueError(f"it names another key, {str(info.get('key'))[:80]!r}")
+                found.append(info)
             except (OSError, ValueError) as err:
                 found.append({"key": path.name, "error": f"unreadable {ENTRY_FILE}: {err}"})
         return sorted(found, key=lambda e: e.get("created", ""))
@@ -159,13 +188,28 @@ class CompileCache:
         return [_match_one(prefix, keys, f"local cache {self.root}") for prefix in prefixes]
 
     def remove(self, key: str) -> None:
-        shutil.rmtree(self.entry_dir(key), ignore_errors=True)
+        path = self.entry_dir(key)
+        if path.is_symlink():
+            path.unlink()  # never follow a link out of the cache
+        else:
+            shutil.rmtree(path, ignore_errors=True)
+
+    def leftovers(self) -> list[Path]:
+        """Temporary folders an interrupted ``store`` or pull left in the cache root (exact names only)."""
+        if not self.root.is_dir():
+            return []
+        return [p for p in self.root.iterdir() if _LEFTOVER.fullmatch(p.name) and p.is_dir() and not p.is_symlink()]
 
     def clear(self, keys: list[str] | None = None) -> list[str]:
-        """Removes the given entries (all when ``keys`` is None); returns the removed keys."""
+        """Removes the given entries (all when ``keys`` is None) and the leftovers; returns the removed keys.
+
+        A store or pull in progress in another process at that moment fails and compiles instead.
+        """
         removed = self.match(keys) if keys else [e["key"] for e in self.entries()]
         for key in removed:
             self.remove(key)
+        for path in self.leftovers():
+            shutil.rmtree(path, ignore_errors=True)
         return removed
 
 
@@ -179,7 +223,8 @@ def _match_one(prefix: str, keys: list[str], where: str) -> str:
 
 
 def compile_with_cache(target: Path, cache_key: Callable[[], CacheKey], compile_fn: Callable[[Path], Any],
-                       compile_cache: "CompileCache | bool | str | os.PathLike | None" = None) -> bool:
+                       compile_cache: "CompileCache | bool | str | os.PathLike | None" = None,
+                       verify_hit: Callable[[Path], Any] | None = None) -> bool:
     """Fills ``target`` with a compiled artifact: from the cache on a hit, else by ``compile_fn(target)``.
 
     Args:
@@ -187,6 +232,9 @@ def compile_with_cache(target: Path, cache_key: Callable[[], CacheKey], compile_
         cache_key: computes the key (only called when the cache is on).
         compile_fn: compiles into the given directory.
         compile_cache: see ``CompileCache.resolve``.
+        verify_hit: checks that a hit's artifact (copied to ``target``) is what ``compile_fn`` would
+            produce and raises otherwise; default: the key's ``verify_hit`` (``decoder_cache_key``
+            sets one). A hit that fails is warned about, removed from the cache and recompiled.
 
     Returns:
         True on a cache hit, False when ``compile_fn`` ran.
@@ -203,6 +251,16 @@ def compile_with_cache(target: Path, cache_key: Callable[[], CacheKey], compile_
         logger.warning("compile cache %s unusable (%s); compiling", cache.root, err)
         shutil.rmtree(target, ignore_errors=True)
         hit = False
+    check = verify_hit or key.verify_hit
+    if hit and check is not None:
+        try:
+            check(target)
+        except Exception as err:  # any failure: the entry is not the compile asked for (poisoned or stale)
+            logger.warning("compile cache entry %s is not the compile asked for (%s: %s); removing it and "
+                           "recompiling", key.key[:16], type(err).__name__, err)
+            cache.remove(key.key)
+            shutil.rmtree(target, ignore_errors=True)
+            hit = False
     if hit:
         logger.info("compile cache hit %s (%s) in %.3f s", key.key[:16], cache.root, time.perf_counter() - start)
         return True

@@ -1,13 +1,15 @@
 """A Hub model repository as a shared compile cache: push, pull, list and clear entries.
 
 The repository mirrors the local layout: one folder per key, ``<key>/artifact/...`` and
-``<key>/entry.json``. Pulled entries are verified against their manifest before they are
-moved into the local cache, so a corrupt or tampered remote entry is never used.
+``<key>/entry.json``. Only the files an entry's manifest lists (and ``entry.json``) are pushed or
+pulled. Pulled entries are verified against their manifest before they are copied into the local
+cache, and a hit is then checked against the model being compiled (``compile_with_cache``), so a
+corrupt, tampered or re-signed remote entry is never used. Top-level folders that are not keys are
+ignored.
 """
 
 from __future__ import annotations
 
-import json
 import shutil
 import tempfile
 from pathlib import Path
@@ -16,7 +18,9 @@ from typing import Any
 from huggingface_hub import CommitOperationDelete, HfApi, hf_hub_download, snapshot_download
 from huggingface_hub.errors import EntryNotFoundError
 
-from optimum_npu.hub.cache import ENTRY_FILE, CompileCache, _match_one
+from optimum_npu.compile.artifact import ArtifactError, copy_listed, read_manifest
+from optimum_npu.hub.cache import _KEY, ARTIFACT_DIR, ENTRY_FILE, CompileCache, _match_one
+from optimum_npu.untrusted import expect_dict, load_json
 
 
 def _api(token: str | None) -> HfApi:
@@ -28,7 +32,7 @@ def remote_keys(repo_id: str, token: str | None = None, revision: str | None = N
     from huggingface_hub.hf_api import RepoFolder
 
     tree = _api(token).list_repo_tree(repo_id, revision=revision)
-    return sorted(item.path for item in tree if isinstance(item, RepoFolder))
+    return sorted(item.path for item in tree if isinstance(item, RepoFolder) and _KEY.fullmatch(item.path))
 
 
 def remote_entries(repo_id: str, token: str | None = None, revision: str | None = None) -> list[dict[str, Any]]:
@@ -37,7 +41,7 @@ def remote_entries(repo_id: str, token: str | None = None, revision: str | None 
     for key in remote_keys(repo_id, token, revision):
         try:
             path = hf_hub_download(repo_id, f"{key}/{ENTRY_FILE}", token=token, revision=revision)
-            found.append(json.loads(Path(path).read_text()))
+            found.append(expect_dict(load_json(path, what=f"{repo_id}: {key}/{ENTRY_FILE}"), ENTRY_FILE))
         except (EntryNotFoundError, ValueError) as err:
             found.append({"key": key, "error": f"no readable {ENTRY_FILE}: {err}"})
     return sorted(found, key=lambda e: e.get("created", ""))
@@ -58,9 +62,13 @@ def push_entries(cache: CompileCache, repo_id: str, keys: list[str] | None = Non
     api.create_repo(repo_id, private=private, exist_ok=True)
     if revision not in (None, "main"):
         api.create_branch(repo_id, branch=revision, exist_ok=True)
-    api.upload_folder(repo_id=repo_id, folder_path=cache.root, revision=revision,
-                      allow_patterns=[f"{key}/*" for key in keys],
-                      commit_message=f"optimum-npu compile cache: add {len(keys)} entries")
+    with tempfile.TemporaryDirectory(prefix="optimum-npu-cache-push-") as staged:
+        for key in keys:  # only the listed files and entry.json: nothing else in the entry is uploaded
+            artifact = cache.artifact_dir(key)
+            copy_listed(artifact, Path(staged) / key / ARTIFACT_DIR, read_manifest(artifact))
+            shutil.copy2(cache.entry_dir(key) / ENTRY_FILE, Path(staged) / key / ENTRY_FILE)
+        api.upload_folder(repo_id=repo_id, folder_path=staged, revision=revision,
+                          commit_message=f"optimum-npu compile cache: add {len(keys)} entries")
     return keys
 
 
@@ -82,13 +90,14 @@ def pull_entries(cache: CompileCache, repo_id: str, keys: list[str] | None = Non
                           allow_patterns=[f"{key}/*" for key in keys])
         for key in keys:
             entry = Path(tmp) / key
-            verify_artifact(entry / "artifact")
-            if json.loads((entry / ENTRY_FILE).read_text()).get("key") != key:
+            verify_artifact(entry / ARTIFACT_DIR)
+            info = expect_dict(load_json(entry / ENTRY_FILE, what=f"Hub cache {repo_id}: {key}/{ENTRY_FILE}",
+                                         error=ArtifactError), ENTRY_FILE, ArtifactError)
+            if info.get("key") != key:
                 raise ValueError(f"Hub cache {repo_id}: {key}/{ENTRY_FILE} names another key; the entry was "
                                  "renamed or tampered with: remove it with `optimum-npu cache clear --repo-id`")
             if cache.verified_artifact(key) is None:
-                shutil.rmtree(cache.entry_dir(key), ignore_errors=True)
-                shutil.move(str(entry), str(cache.entry_dir(key)))
+                cache.install(key, entry / ARTIFACT_DIR, info)
             pulled.append(key)
     return pulled
 

@@ -1,0 +1,115 @@
+"""Checking a compile-cache hit: is the cached artifact the compile of *this* model?
+
+The cache key hashes the HF model, but the entry behind the key is untrusted data: whoever can
+write a shared cache can swap an entry's weights and re-sign its manifest, leaving ``entry.json``
+intact. ``check_decoder_hit`` therefore compares the artifact with what ``compile_decoder`` would
+write for the model being compiled, before anything of it is used:
+
+- ``verify_artifact`` (the checks of a normal load);
+- architecture, family, compile knobs, target spec and graph list of ``npu_config.json``;
+- ``config.json`` and ``generation_config.json`` (as the key hashes them), tokenizer files (sha256);
+- every weight any graph names, on every rank: equal (same dtype, shape and bytes) to the HF
+  model's tensor cast to the compile dtype, cut as ``tensor_parallel.shard_weights`` cuts it
+  (so the ranks reassemble to the HF tensor, vocabulary padding zero). A weight with no HF
+  tensor of that name is a mismatch.
+
+Any difference raises ``CacheMismatchError``; ``compile_with_cache`` then drops the entry and
+recompiles. The graphs themselves are checked by graph validation at load, not recomputed here.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors import safe_open
+from transformers import AutoConfig, GenerationConfig
+
+from optimum_npu.compile.artifact import ArtifactError, read_graph, read_manifest, verify_artifact
+from optimum_npu.compile.tensor_parallel import TensorParallelPlan, cut_shard
+from optimum_npu.compile.weights import read_aliases
+from optimum_npu.hub.cache_key import _public_dict, canonical_json
+from optimum_npu.schema import weights_file
+
+
+class CacheMismatchError(ArtifactError):
+    """A compile-cache entry is not the compile of the model and configuration asked for."""
+
+
+def _same(found: Any, expected: Any, what: str) -> None:
+    if canonical_json(found) != canonical_json(expected):
+        raise CacheMismatchError(f"its {what} differs from the model being compiled")
+
+
+def check_decoder_hit(target: Path, *, hf_model: Any, architecture: str, npu_config: Any,
+                      inputs: dict[str, Any]) -> None:
+    """Raises ``CacheMismatchError`` unless ``target`` is the decoder compile the key ``inputs`` describe."""
+    from optimum_npu.models.decoder.export import TOKENIZER_FILES, graph_names, tensor_parallel_plan
+    from optimum_npu.models.registry import lookup_architecture
+
+    target = Path(target)
+    stored = verify_artifact(target)
+    _same([stored.get("architecture"), stored.get("family")], [architecture, "decoder"], "architecture")
+    _same({k: stored.get(k) for k in inputs["npu_config"]}, inputs["npu_config"], "compile configuration")
+    _same(stored.get("npu_spec"), inputs["npu_spec"], "NPU spec")
+    _same(stored.get("graphs"), graph_names(npu_config), "graph list")
+    _same(_public_dict(AutoConfig.from_pretrained(target)), inputs["config"], "config.json")
+    generation = inputs["generation"] or _public_dict(GenerationConfig.from_model_config(hf_model.config))
+    _same(_public_dict(GenerationConfig.from_pretrained(target)), generation, "generation_config.json")
+    files = read_manifest(target)
+    _same({n: files[n]["sha256"] for n in TOKENIZER_FILES if n in files}, inputs["files"], "tokenizer files")
+    arch = lookup_architecture(hf_model.config, "decoder")
+    plan = tensor_parallel_plan(hf_model.config, npu_config.tensor_parallel_size, arch.text_model)
+    check_weights(target, stored["graphs"], hf_model, getattr(torch, npu_config.dtype), plan)
+
+
+def _reference(hf_model: Any, dtype: torch.dtype) -> dict[str, torch.Tensor]:
+    tensors = {**dict(hf_model.named_buffers()), **hf_model.state_dict()}
+    return {name: t.detach().to(dtype) if t.is_floating_point() else t.detach() for name, t in tensors.items()}
+
+
+def _expected(source: str, full: torch.Tensor, stored: torch.Tensor, plan: TensorParallelPlan,
+              rank: int) -> torch.Tensor | None:
+    """What ``shard_weights`` puts on ``rank`` for ``source`` (None when no cut of ``full`` fits)."""
+    size = plan.size
+    vocab_part = -(-full.shape[0] // size) if full.dim() else 0
+    style = "vocab" if source.endswith(":vocab_shard") else plan.style_of(source) if size > 1 else None
+    if style == "colwise":
+        return cut_shard(full, "colwise", 0, full.shape[0] // size, rank, size)
+    if style == "rowwise":
+        if full.dim() == 1:
+            return cut_shard(full, "rowwise_bias", 0, 0, rank, size)
+        return cut_shard(full, "rowwise", 1, full.shape[1] // size, rank, size)
+    if style is None and tuple(stored.shape) == tuple(full.shape):
+        return full
+    if size > 1 and full.dim() >= 1 and tuple(stored.shape) == (vocab_part, *full.shape[1:]):
+        return cut_shard(full, "vocab", 0, vocab_part, rank, size)  # the logits projection (untied or tied)
+    return None
+
+
+def check_weights(target: Path, graphs: list[str], hf_model: Any, dtype: torch.dtype,
+                  plan: TensorParallelPlan) -> None:
+    """Every weight the ``graphs`` name equals, on every rank, its cut of the HF model's tensor."""
+    sources = sorted({spec.source for name in graphs for spec in read_graph(target, name).inputs
+                      if spec.kind == "weight"})
+    reference = _reference(hf_model, dtype)
+    for rank in range(plan.size):
+        path = target / weights_file(rank, plan.size)
+        with safe_open(str(path), framework="pt") as handle:
+            names = set(handle.keys())
+            aliases = read_aliases(handle.metadata(), names, path)
+            for source in sources:
+                full = reference.get(str(source).removesuffix(":vocab_shard"))
+                stored_name = aliases.get(source, source)
+                if full is None or stored_name not in names:
+                    raise CacheMismatchError(f"weight {source!r} of its graphs is not a weight of the model being "
+                                             f"compiled (or is missing from {path.name})")
+                stored = handle.get_tensor(stored_name)
+                expected = _expected(source, full, stored, plan, rank)
+                if expected is None or stored.dtype != expected.dtype or not torch.equal(stored, expected):
+                    raise CacheMismatchError(f"weight {source!r} in {path.name} differs from the model being "
+                                             "compiled")
+
+
+__all__ = ["CacheMismatchError", "check_decoder_hit", "check_weights"]
