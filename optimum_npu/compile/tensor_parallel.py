@@ -201,8 +201,8 @@ def shard_weights(graph: Graph, weights: dict[str, torch.Tensor], plan: TensorPa
     for item in layout:
         if item.spec.kind != "weight":
             continue
-        shards[item.spec.source] = cut_shard(weights[item.full_source], item.style, item.dim,
-                                             item.spec.shape[item.dim], rank, plan.size)
+        part = item.spec.shape[item.dim] if len(item.spec.shape) > item.dim else 0  # scalars are replicated
+        shards[item.spec.source] = cut_shard(weights[item.full_source], item.style, item.dim, part, rank, plan.size)
     return shards
 
 
