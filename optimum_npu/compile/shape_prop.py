@@ -5,7 +5,6 @@ from __future__ import annotations
 import dataclasses
 
 import torch
-import torch.fx
 from torch._subclasses.fake_tensor import FakeTensorMode
 
 from optimum_npu.schema import Graph, dtype_from_name, dtype_name
@@ -13,23 +12,13 @@ from optimum_npu.schema import Graph, dtype_from_name, dtype_name
 
 def propagate_shapes(graph: Graph) -> Graph:
     """A copy of ``graph`` whose node ``meta`` (shape, dtype) matches its current inputs."""
-    from optimum_npu.device.executor import Program  # the device's own graph builder, dispatcher kernels
+    from optimum_npu.device.executor import Program  # the device's own interpreter, dispatcher kernels
 
     program = Program(graph, kernels={})
-    values: dict[str, object] = {}
-
-    class Recorder(torch.fx.Interpreter):
-        def run_node(self, node):
-            result = super().run_node(node)
-            values[node.name] = result
-            return result
-
     with FakeTensorMode(), torch.no_grad():
         inputs = [torch.empty(spec.shape, dtype=dtype_from_name(spec.dtype)) for spec in graph.inputs]
-        Recorder(program.module).run(*inputs)
-    nodes = []
-    for node, fx_name in zip(graph.nodes, program.node_names):
-        nodes.append(dataclasses.replace(node, meta=_meta(values[fx_name])))
+        values = program.values(*inputs)
+    nodes = [dataclasses.replace(node, meta=_meta(values[node.name])) for node in graph.nodes]
     return dataclasses.replace(graph, nodes=tuple(nodes))
 
 
@@ -39,3 +28,26 @@ def _meta(value) -> dict:
     if isinstance(value, (list, tuple)):
         return {"tuple": [_meta(v) for v in value]}
     return {}
+
+
+def verify_shapes(graph: Graph) -> None:
+    """Refuses a graph whose stored node shapes are not what its operators compute.
+
+    The cost model, the workspace reservation and the memory report read the stored shapes;
+    running the graph on fake tensors (no data, no allocation) proves them, so a graph cannot
+    allocate more at run time than the device reserved for it at load.
+    """
+    from optimum_npu.schema import GraphFormatError
+
+    try:
+        computed = propagate_shapes(graph)
+    except Exception as err:  # noqa: BLE001 - any failure of an untrusted graph is a format error
+        first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        raise GraphFormatError(f"graph {graph.name!r} cannot run on its own inputs ({first[:300]}); the artifact "
+                               "is damaged or was not written by optimum-npu: re-download or recompile it") from None
+    for stored, node in zip(graph.nodes, computed.nodes):
+        declared = {k: v for k, v in stored.meta.items() if k != "placement"}
+        if declared != node.meta:
+            raise GraphFormatError(f"graph {graph.name!r}: node {stored.name!r} ({stored.op}) declares {declared} but "
+                                   f"computes {node.meta}; the artifact is damaged or was not written by optimum-npu: "
+                                   "re-download or recompile it")

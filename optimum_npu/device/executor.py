@@ -1,44 +1,62 @@
-"""Turns a stored graph into an executable program for the simulated device.
+"""Runs a stored graph on the simulated device by interpreting its nodes.
 
-Each node's operator name is resolved against the allow-listed namespaces and the graph
-is rebuilt as a ``torch.fx`` graph, whose generated Python calls the ATen kernels (the
-device's arithmetic units) with little interpreter overhead. Only names from the graph
-file and registered operators are used: no code from the artifact is ever executed.
+No Python source is generated from a graph file: each node is resolved, once, to an
+operator of the exact allow-list (``schema.ALLOWED_OPS``, looked up in a dict built from
+that list, never by ``getattr`` on a file string) and its arguments to a template of
+constants and value slots. Running the graph is a loop that calls those operators; the
+only names it ever uses come from the validated graph (see ``docs/security.md``).
 """
 
 from __future__ import annotations
 
 import math
 import operator
-from typing import Callable
+from typing import Any, Callable, Iterable, Sequence
 
 import torch
-import torch.fx
 
-from optimum_npu.device.kernels import KERNELS
 from optimum_npu.device.cost import FREE_OPS
-from optimum_npu.schema import Graph, GraphFormatError, check_op_name, decode_arg, dtype_from_name, iter_refs
+from optimum_npu.device.kernels import KERNELS
+from optimum_npu.schema import ALLOWED_OPS, Graph, GraphFormatError, Node, decode_arg, dtype_from_name, iter_refs
+
+_OPERATORS: dict[str, Callable] | None = None
+
+
+def _operators() -> dict[str, Callable]:
+    """The allow-listed operators of this torch build, by name (built from our own list, once)."""
+    global _OPERATORS
+    if _OPERATORS is None:
+        table: dict[str, Callable] = {"getitem": operator.getitem}
+        for name in ALLOWED_OPS:
+            if name == "getitem":
+                continue
+            namespace, op, overload = name.split(".")
+            packet = getattr(getattr(torch.ops, namespace), op, None)
+            overload_fn = getattr(packet, overload, None) if packet is not None else None
+            if overload_fn is not None:
+                table[name] = overload_fn
+        _OPERATORS = table
+    return _OPERATORS
 
 
 def resolve_op(name: str, kernels: dict[str, Callable] | None = None) -> Callable:
-    """``aten.mm.default`` -> ``torch.ops.aten.mm.default`` (allow-listed namespaces only).
-
-    ``kernels`` maps op names to implementations that replace the registered operator
-    (the device's direct kernels, or a rank's collectives).
-    """
-    check_op_name(name)
-    if name == "getitem":
-        return operator.getitem
+    """The implementation of an allow-listed operator; ``kernels`` overrides by name (device kernels,
+    a rank's collectives)."""
+    if name not in ALLOWED_OPS:
+        raise GraphFormatError(f"operator {name!r} is not in the allow-list of this optimum-npu release")
     if kernels and name in kernels:
         return kernels[name]
-    namespace, op, overload = name.split(".")
     try:
-        return getattr(getattr(getattr(torch.ops, namespace), op), overload)
-    except (AttributeError, RuntimeError):
+        return _operators()[name]
+    except KeyError:
         raise GraphFormatError(
             f"operator {name!r} is not available in this torch build; the artifact was compiled with another "
             "torch version: recompile it with `optimum-npu export`"
         ) from None
+
+
+class GraphExecutionError(RuntimeError):
+    """A graph node failed on the device (inputs that do not fit the graph, or a graph that cannot run)."""
 
 
 #: Ops that change nothing when their output dtype equals their input's (HF norms cast fp32 to fp32).
@@ -53,7 +71,7 @@ def value_dtypes(graph: Graph) -> dict[str, str]:
     return dtypes
 
 
-def _no_op_source(node, dtypes: dict[str, str]) -> str | None:
+def _no_op_source(node: Node, dtypes: dict[str, str]) -> str | None:
     """The value a no-op node forwards unchanged (a same-dtype cast on the one CPU-backed device)."""
     if node.op not in _CASTS or not node.args or not isinstance(node.args[0], dict):
         return None
@@ -64,39 +82,113 @@ def _no_op_source(node, dtypes: dict[str, str]) -> str | None:
     return source
 
 
-def build_module(name: str, input_names: list[str], nodes, output_names: list[str],
-                 kernels: dict[str, Callable], dtypes: dict[str, str] | None = None
-                 ) -> tuple[torch.fx.GraphModule, list[str]]:
-    """An fx module computing ``nodes`` from ``input_names``; returns it and each node's fx name.
+class _Slot:
+    """A reference to the value in slot ``index`` of the interpreter's value list."""
 
-    With ``dtypes`` (see ``value_dtypes``), metadata asserts and same-dtype casts are not
-    executed (they forward their input): the arithmetic is unchanged, the dispatch is saved.
+    __slots__ = ("index",)
+
+    def __init__(self, index: int):
+        self.index = index
+
+
+class _SlotList:
+    """A list argument holding references (``aten.cat``'s tensors): rebuilt at each call."""
+
+    __slots__ = ("items",)
+
+    def __init__(self, items: list):
+        self.items = items
+
+    def build(self, values: list) -> list:
+        return [_value(item, values) for item in self.items]
+
+
+def _value(item: Any, values: list) -> Any:
+    kind = type(item)
+    if kind is _Slot:
+        return values[item.index]
+    if kind is _SlotList:
+        return item.build(values)
+    return item
+
+
+def _template(encoded: Any, slot_of: dict[str, int]) -> Any:
+    """An encoded argument with references replaced by slots and enums decoded (once, at load)."""
+    if isinstance(encoded, list):
+        items = [_template(v, slot_of) for v in encoded]
+        if any(type(i) in (_Slot, _SlotList) for i in items):
+            return _SlotList(items)
+        return items
+    if isinstance(encoded, dict) and "ref" in encoded:
+        return _Slot(slot_of[encoded["ref"]])
+    return decode_arg(encoded, lambda name: None)
+
+
+class NodeProgram:
+    """Interprets ``nodes``: reads ``input_names`` (in that order), returns ``output_names`` values.
+
+    Args:
+        name: a label for errors.
+        input_names: the values the nodes read that they do not define.
+        nodes: validated nodes in execution order.
+        output_names: values to return, in order.
+        kernels: operator overrides by name.
+        dtypes: value dtypes (``value_dtypes``); when given, metadata asserts and same-dtype
+            casts are not executed (they forward their input: same arithmetic, less dispatch).
     """
-    fx_graph = torch.fx.Graph()
-    env: dict[str, torch.fx.Node] = {}
-    for input_name in input_names:
-        env[input_name] = fx_graph.placeholder(input_name)
-    for node in nodes:
-        if dtypes is not None and node.op in _ASSERTS and node.name not in output_names:
-            continue
-        source = _no_op_source(node, dtypes) if dtypes is not None else None
-        if source is not None and source in env:
-            env[node.name] = env[source]
-            continue
-        args = decode_arg(node.args, env.__getitem__)
-        kwargs = {k: decode_arg(v, env.__getitem__) for k, v in node.kwargs.items()}
-        env[node.name] = fx_graph.call_function(resolve_op(node.op, kernels), tuple(args), kwargs)
-    outputs = [env[output] for output in output_names]
-    fx_graph.output(outputs[0] if len(outputs) == 1 else tuple(outputs))
-    module = torch.fx.GraphModule(torch.nn.Module(), fx_graph, class_name=f"npu_{name}")
-    return module, [env[node.name].name if node.name in env else "" for node in nodes]
+
+    def __init__(self, name: str, input_names: Sequence[str], nodes: Iterable[Node], output_names: Sequence[str],
+                 kernels: dict[str, Callable], dtypes: dict[str, str] | None = None):
+        self.name = name
+        slot_of: dict[str, int] = {}
+        for input_name in input_names:
+            slot_of[input_name] = len(slot_of)
+        self.num_inputs = len(slot_of)
+        self.steps: list[tuple[Callable, list, dict, int]] = []
+        self.step_nodes: list[Node] = []
+        for node in nodes:
+            if dtypes is not None and node.op in _ASSERTS and node.name not in output_names:
+                continue
+            source = _no_op_source(node, dtypes) if dtypes is not None else None
+            if source is not None and source in slot_of:
+                slot_of[node.name] = slot_of[source]
+                continue
+            args = [_template(a, slot_of) for a in node.args]
+            kwargs = {k: _template(v, slot_of) for k, v in node.kwargs.items()}
+            slot_of[node.name] = len(slot_of)
+            self.steps.append((resolve_op(node.op, kernels), args, kwargs, slot_of[node.name]))
+            self.step_nodes.append(node)
+        self.num_slots = len(slot_of)
+        self.slot_of = slot_of
+        self.output_slots = [slot_of[name] for name in output_names]
+
+    def run(self, inputs: Sequence[Any]) -> list:
+        """Every slot's value after running the nodes on ``inputs``."""
+        values: list[Any] = list(inputs) + [None] * (self.num_slots - len(inputs))
+        index = 0
+        try:
+            for index, (fn, args, kwargs, slot) in enumerate(self.steps):
+                values[slot] = fn(*[_value(a, values) for a in args],
+                                  **{k: _value(v, values) for k, v in kwargs.items()})
+        except (RuntimeError, ValueError, TypeError, IndexError, KeyError, OverflowError, ZeroDivisionError) as err:
+            node = self.step_nodes[index]
+            first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+            raise GraphExecutionError(f"graph {self.name!r}: node {node.name!r} ({node.op}) failed: {first}. "
+                                      "The inputs do not fit the compiled graph, or the artifact is damaged: "
+                                      "check the inputs, re-download or recompile the model") from None
+        return values
+
+    def __call__(self, *inputs: Any) -> list:
+        """The output values, in ``output_names`` order."""
+        values = self.run(inputs)
+        return [values[slot] for slot in self.output_slots]
 
 
 class Program:
     """An executable graph: ``program(*tensors)`` with tensors in ``graph.inputs`` order.
 
     ``kernels`` overrides operators by name (default: the device's direct kernels); pass
-    ``{}`` to go through the dispatcher, e.g. to propagate shapes with ``meta`` tensors.
+    ``{}`` to go through the dispatcher, e.g. to propagate shapes with fake tensors.
     """
 
     def __init__(self, graph: Graph, kernels: dict[str, Callable] | None = None):
@@ -104,12 +196,19 @@ class Program:
         self.graph = graph
         # shape propagation (kernels={}) keeps every node; execution skips the no-ops
         dtypes = value_dtypes(graph) if kernels else None
-        self.module, self.node_names = build_module(graph.name, [spec.name for spec in graph.inputs], graph.nodes,
-                                                    list(graph.outputs), kernels, dtypes)
+        self.nodes = NodeProgram(graph.name, [spec.name for spec in graph.inputs], graph.nodes,
+                                 list(graph.outputs), kernels, dtypes)
 
     def __call__(self, *tensors: torch.Tensor):
         with torch.no_grad():
-            return self.module(*tensors)
+            outputs = self.nodes(*tensors)
+        return outputs[0] if len(outputs) == 1 else tuple(outputs)
+
+    def values(self, *tensors: torch.Tensor) -> dict[str, Any]:
+        """Every node's value by node name (shape propagation)."""
+        with torch.no_grad():
+            values = self.nodes.run(tensors)
+        return {name: values[slot] for name, slot in self.nodes.slot_of.items()}
 
 
 def peak_activation_bytes(graph: Graph) -> int:
@@ -129,4 +228,3 @@ def peak_activation_bytes(graph: Graph) -> int:
         for name in [n for n in live if last_use.get(n, -1) <= index]:
             del live[name]
     return peak
-

@@ -13,7 +13,7 @@ from typing import Callable
 
 import torch
 
-from optimum_npu.device.executor import build_module, value_dtypes
+from optimum_npu.device.executor import GraphExecutionError, NodeProgram, value_dtypes
 from optimum_npu.device.kernels import COLLECTIVE_OPS, KERNELS
 from optimum_npu.schema import Graph, Node, decode_arg, iter_refs
 
@@ -22,7 +22,7 @@ from optimum_npu.schema import Graph, Node, decode_arg, iter_refs
 class Segment:
     """Nodes between two collectives: reads ``inputs`` from the environment, writes ``outputs``."""
 
-    module: torch.fx.GraphModule
+    program: NodeProgram
     inputs: list[str]
     outputs: list[str]
 
@@ -57,8 +57,8 @@ class SegmentedProgram:
             inputs = sorted({ref for node in piece for ref in iter_refs(node.args) + iter_refs(node.kwargs)}
                             - defined)
             outputs = [node.name for node in piece if node.name in needed_later[index]]
-            module, _ = build_module(f"{graph.name}_{index}", inputs, piece, outputs, kernels, dtypes)
-            self.steps.append(Segment(module, inputs, outputs))
+            program = NodeProgram(f"{graph.name}_{index}", inputs, piece, outputs, kernels, dtypes)
+            self.steps.append(Segment(program, inputs, outputs))
 
     def _needed_after(self, pieces) -> list[set[str]]:
         """For each piece, the names used by any later piece or by the graph's outputs."""
@@ -79,13 +79,17 @@ class SegmentedProgram:
             for step_index, step in enumerate(programs[0].steps):
                 if isinstance(step, Node):
                     per_rank = [decode_arg(step.args, env.__getitem__) for env in envs]
-                    for env, result in zip(envs, collective(step, per_rank)):
+                    try:
+                        results = collective(step, per_rank)
+                    except (RuntimeError, ValueError, TypeError, IndexError) as err:
+                        raise GraphExecutionError(f"graph {programs[0].graph.name!r}: collective {step.name!r} "
+                                                  f"({step.op}) failed: {err}; re-download or recompile the "
+                                                  "model") from None
+                    for env, result in zip(envs, results):
                         env[step.name] = result
                     continue
                 for program, env in zip(programs, envs):
                     segment = program.steps[step_index]
-                    values = segment.module(*[env[name] for name in segment.inputs])
-                    if len(segment.outputs) == 1:
-                        values = (values,)
+                    values = segment.program(*[env[name] for name in segment.inputs])
                     env.update(zip(segment.outputs, values))
         return [[env[name] for name in programs[0].graph.outputs] for env in envs]

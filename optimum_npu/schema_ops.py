@@ -1,0 +1,72 @@
+"""The exact operator allow-list of the artifact format: what a graph file may call.
+
+Every operator overload the compiler emits for the supported families (collected from the
+graphs of every model the test suite compiles: Llama, Mistral, Qwen2/3, Gemma 3, Qwen2/2.5/3-VL,
+tensor parallelism), each with the names of its schema arguments, which are the only keyword
+names a node of that operator may use. Graphs are checked against it by exact string match
+(``schema.check_op_name``); the device resolves operators through a table built from this list,
+never by ``getattr`` on a string read from a file.
+
+Reviewed exclusions: nothing here reads or writes files or processes, touches storages or raw
+pointers, changes the random state or converts a tensor to a host scalar (``from_file``,
+``set_``, ``*storage*``, ``_local_scalar_dense``, ``rand*``, ``normal_``, ``bernoulli``...).
+``aten.copy_`` writes only into a tensor of the graph itself (no storage or file behind it).
+
+A new family adds its operators here in the same change, with a test (``tests/test_security_graphs.py``
+checks each entry against torch's schema and against the exclusions). Bump ``OP_LIST_VERSION``
+when an operator is removed or changes meaning.
+"""
+
+from __future__ import annotations
+
+OP_LIST_VERSION = 1
+
+#: operator overload -> names of its schema arguments (the allowed keyword names)
+ALLOWED_OPS: dict[str, tuple[str, ...]] = {
+    "aten._assert_tensor_metadata.default": ('a', 'size', 'stride', 'dtype', 'device', 'layout'),
+    "aten.add.Tensor": ('self', 'other', 'alpha'),
+    "aten.arange.default": ('end', 'dtype', 'layout', 'device', 'pin_memory'),
+    "aten.cat.default": ('tensors', 'dim'),
+    "aten.clamp.default": ('self', 'min', 'max'),
+    "aten.copy_.default": ('self', 'src', 'non_blocking'),
+    "aten.cos.default": ('self',),
+    "aten.embedding.default": ('weight', 'indices', 'padding_idx', 'scale_grad_by_freq', 'sparse'),
+    "aten.expand.default": ('self', 'size', 'implicit'),
+    "aten.gelu.default": ('self', 'approximate'),
+    "aten.index.Tensor": ('self', 'indices'),
+    "aten.layer_norm.default": ('input', 'normalized_shape', 'weight', 'bias', 'eps', 'cudnn_enable'),
+    "aten.linear.default": ('input', 'weight', 'bias'),
+    "aten.mean.dim": ('self', 'dim', 'keepdim', 'dtype'),
+    "aten.mul.Tensor": ('self', 'other'),
+    "aten.neg.default": ('self',),
+    "aten.permute.default": ('self', 'dims'),
+    "aten.pow.Tensor_Scalar": ('self', 'exponent'),
+    "aten.relu.default": ('self',),
+    "aten.reshape.default": ('self', 'shape'),
+    "aten.rsqrt.default": ('self',),
+    "aten.select.int": ('self', 'dim', 'index'),
+    "aten.sigmoid.default": ('self',),
+    "aten.silu.default": ('self',),
+    "aten.sin.default": ('self',),
+    "aten.slice.Tensor": ('self', 'dim', 'start', 'end', 'step'),
+    "aten.split_with_sizes.default": ('self', 'split_sizes', 'dim'),
+    "aten.stack.default": ('tensors', 'dim'),
+    "aten.sum.dim_IntList": ('self', 'dim', 'keepdim', 'dtype'),
+    "aten.to.device": ('self', 'device', 'dtype', 'non_blocking', 'copy', 'memory_format'),
+    "aten.to.dtype": ('self', 'dtype', 'non_blocking', 'copy', 'memory_format'),
+    "aten.transpose.int": ('self', 'dim0', 'dim1'),
+    "aten.type_as.default": ('self', 'other'),
+    "aten.unbind.int": ('self', 'dim'),
+    "aten.unsqueeze.default": ('self', 'dim'),
+    "aten.view.default": ('self', 'size'),
+    "aten.where.self": ('condition', 'self', 'other'),
+    "getitem": (),
+    "npu.all_gather.default": ('x', 'dim', 'group_size'),
+    "npu.all_reduce.default": ('x', 'group_size'),
+    "npu.paged_attention.default": ('query', 'key', 'value', 'k_cache', 'v_cache', 'block_table', 'positions', 'scale', 'partition_len', 'softcap'),
+    "npu.segment_attention.default": ('query', 'key', 'value', 'segments', 'scale'),
+    "npu.sliding_window_attention.default": ('query', 'key', 'value', 'k_ring', 'v_ring', 'slots', 'positions', 'window', 'scale', 'softcap'),
+}
+
+#: The only string literals a graph argument may hold (``aten.gelu``'s ``approximate``).
+ALLOWED_STRINGS = frozenset({"none", "tanh"})
