@@ -352,3 +352,24 @@ def test_fuzzed_graphs_are_refused_or_harmless(saved, tmp_path, monkeypatch):
     assert sorted(os.listdir(tmp_path)) == []
     assert outcomes["refused"] > 150 and outcomes["ran"] > 5, outcomes
     assert ALLOWED_STRINGS  # the fuzzer's string pool covers the allowed strings too
+
+
+def test_stored_shapes_are_proved_at_load(attack):
+    """A graph that under-declares a node's size (to dodge the workspace reservation) is refused."""
+    copy, _ = attack
+
+    def edit(doc):
+        node = first_node_with_args(doc)
+        node["meta"] = {"shape": [1, 1], "dtype": node["meta"]["dtype"]}
+
+    edit_graph(copy, "prefill", edit)
+    with pytest.raises(GraphFormatError, match=r"declares .* but computes"):
+        NPUModelForCausalLM.from_pretrained(copy)
+
+
+def test_graph_file_holding_another_graph_is_refused(attack):
+    copy, _ = attack
+    shutil.copy(copy / "graphs" / "decoder_batch_2.graph.json", copy / "graphs" / "decoder_batch_1.graph.json")
+    write_manifest(copy)
+    with pytest.raises(ValueError, match="holds graph 'decoder_batch_2', not 'decoder_batch_1'"):
+        NPUModelForCausalLM.from_pretrained(copy)

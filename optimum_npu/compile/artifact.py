@@ -31,8 +31,9 @@ import tempfile
 from pathlib import Path
 from typing import Any, Callable, Iterable
 
+from optimum_npu.compile.shape_prop import verify_shapes
 from optimum_npu.schema import (ARTIFACT_FORMAT_VERSION, GRAPH_DIR, GRAPH_SUFFIX, MANIFEST_FILE, NPU_CONFIG_FILE,
-                                WEIGHTS_FILE, Graph, weights_file)
+                                WEIGHTS_FILE, Graph, check_graph_name, weights_file)
 from optimum_npu.untrusted import MAX_GRAPH_BYTES, load_json
 from optimum_npu.version import __version__
 
@@ -63,6 +64,8 @@ def sha256_file(path: Path) -> str:
 
 
 def graph_path(root: Path, name: str) -> Path:
+    """``graphs/<name>.graph.json``; the name is checked first (letters, digits, ``_``), so it stays a file name."""
+    check_graph_name(name)
     return root / GRAPH_DIR / f"{name}{GRAPH_SUFFIX}"
 
 
@@ -353,7 +356,11 @@ def read_graph(root: Path, name: str) -> Graph:
     if path.stat().st_size > MAX_GRAPH_BYTES:
         raise ArtifactError(f"{path} is {path.stat().st_size} bytes, over the limit of {MAX_GRAPH_BYTES} for a "
                             f"graph; {_FIX}")
-    return Graph.from_json(path.read_text())
+    graph = Graph.from_json(path.read_bytes(), what=f"{GRAPH_DIR}/{name}{GRAPH_SUFFIX}")
+    if graph.name != name:
+        raise ArtifactError(f"{path} holds graph {graph.name!r}, not {name!r}; {_FIX}")
+    verify_shapes(graph)  # the stored shapes size the device reservation: prove them before trusting them
+    return graph
 
 
 def copy_artifact(source: Path, target: Path) -> Path:
