@@ -170,7 +170,13 @@ class Graph:
         nodes = tuple(Node(n["name"], n["op"], n["args"], n["kwargs"], n.get("meta", {})) for n in doc["nodes"])
         graph = cls(doc["name"], inputs, nodes, tuple(doc["outputs"]), tuple(doc.get("mutated_inputs", ())),
                     doc.get("attributes", {}))
-        graph.validate()
+        try:
+            graph.validate()
+        except GraphFormatError as err:
+            if "recompile" in str(err):
+                raise
+            raise GraphFormatError(f"{what}: {err}; it was not written by this optimum-npu (or is damaged): "
+                                   "re-download or recompile the model") from None
         return graph
 
     def validate(self) -> None:
