@@ -121,10 +121,10 @@ class NPUModelForCausalLM(NPUPreTrainedModel, GenerationMixin):
     @property
     def npu_profile(self) -> Profiler:
         """Every op / fused group of every graph call on its device's track (``.summary()``, ``.save(path)``)."""
-        if not self.npu_config.profile:
+        if self._runtime.profiler is None:
             raise ValueError("profiling is off for this model; load it with npu_config={'profile': True}, e.g. "
                              "NPUModelForCausalLM.from_pretrained(path, npu_config={'profile': True})")
-        return vars(self._runtime).setdefault("profiler", Profiler())
+        return self._runtime.profiler
 
     @classmethod
     def _supports_default_dynamic_cache(cls) -> bool:

@@ -13,17 +13,20 @@ from pathlib import Path
 
 import torch
 
-from optimum_npu.compile.artifact import ArtifactError
+from optimum_npu.compile.artifact import ArtifactError, read_graph
+from optimum_npu.compile.weights import load_weights, stored_weight_bytes
+from optimum_npu.device.device import DeviceRegistry
+from optimum_npu.device.engine import DeviceEngine
 from optimum_npu.device.memory import format_bytes
 from optimum_npu.device.profiler import Profiler
 from optimum_npu.device.spec import NPUSpec
 from optimum_npu.models.decoder.block_manager import BlockManager
-from optimum_npu.models.decoder.device_group import DeviceGroup
 from optimum_npu.models.decoder.memory_plan import cache_shapes, kv_pool_bytes, plan_memory
 from optimum_npu.models.decoder.npu_config import (STORED_FIX, NPUConfigError, NPUDecoderConfig, short_repr,
                                                    stored_knob_error)
 from optimum_npu.models.decoder.stats import NPUStats, StepRecord
 from optimum_npu.models.model_config import DecoderModelConfig
+from optimum_npu.schema import weights_file
 
 
 class DecoderRuntime:
@@ -36,6 +39,8 @@ class DecoderRuntime:
         spec: the target NPU spec.
         graph_names: graphs to load (``prefill``, ``decoder_batch_<n>``...), as listed in the artifact.
         origin: the file the knobs came from (``.../npu_config.json``), named in errors.
+        registry: the device registry the model's devices belong to (``DEFAULT_REGISTRY`` when None).
+        profiler: the profiler its calls are recorded on (one is made when ``config.profile`` and none is given).
 
     The artifact is untrusted: before anything is read or allocated, the graph list must be exactly the
     graphs the knobs imply and the memory the knobs imply must fit one device; each graph's inputs must
@@ -43,7 +48,8 @@ class DecoderRuntime:
     """
 
     def __init__(self, root: Path, config: NPUDecoderConfig, model: DecoderModelConfig, spec: NPUSpec,
-                 graph_names: list[str], origin: str = "npu_config.json"):
+                 graph_names: list[str], origin: str = "npu_config.json", registry: DeviceRegistry | None = None,
+                 profiler: Profiler | None = None):
         if config.enable_prefix_caching and model.has_sliding_layers:
             raise NPUConfigError("enable_prefix_caching=True is not supported for models with sliding-window "
                                  "layers; load with enable_prefix_caching=False")
@@ -53,29 +59,38 @@ class DecoderRuntime:
         check_knob_sizes(model, config, spec, origin)
         graph_names = check_graph_list(graph_names, config, origin)
         owner = f"{model.architecture} (max_seq_len={config.max_seq_len}, batch_size={config.batch_size})"
-        self.group = DeviceGroup(root, graph_names, spec, config.device_ids, config.dtype, config.collectives, owner,
-                                 validate=lambda graphs: check_graphs(graphs, config, model, origin))
-        self.device = self.group.devices[0]
-        self.memory = self.group.memory
+        graphs = {name: read_graph(root, name) for name in graph_names}
+        check_graphs(graphs, config, model, origin)
+        size = config.tensor_parallel_size
+        if config.profile and profiler is None:
+            profiler = Profiler()
+        self.engine = DeviceEngine(
+            graphs, spec, list(config.device_ids), config.dtype, owner=owner, collectives=config.collectives,
+            weights=lambda rank: load_weights(root / weights_file(rank, size)),
+            weight_bytes=lambda rank: stored_weight_bytes(root / weights_file(rank, size)),
+            registry=registry, profiler=profiler, error=ArtifactError)
+        self.profiler = profiler
+        self.device = self.engine.devices[0]
+        self.memory = self.engine.memory
         self.kv_pools = {pool: nbytes // config.tensor_parallel_size
                          for pool, nbytes in kv_pool_bytes(model, config).items()}
         self.blocks = BlockManager(config.kvcache_num_blocks, config.kvcache_block_size,
                                    config.enable_prefix_caching)
-        self.programs = self.group.ranks[0].programs
-        self.costs = self.group.costs
+        self.programs = self.engine.programs
+        self.costs = self.engine.costs
         self.decode_buckets = sorted(config.decoder_batch_sizes)
         self.stats = self.new_stats()
 
     def new_stats(self) -> NPUStats:
-        devices = ", ".join(d.name.split(" ")[0] for d in self.group.devices)
-        return NPUStats(device=f"{devices} ({self.spec.name})" if len(self.group.devices) > 1 else self.device.name,
+        devices = ", ".join(d.name.split(" ")[0] for d in self.engine.devices)
+        return NPUStats(device=f"{devices} ({self.spec.name})" if len(self.engine.devices) > 1 else self.device.name,
                         spec=self.spec.name, memory=dict(self.memory), memory_capacity=self.device.memory.capacity,
                         kv_blocks_total=self.blocks.num_blocks, kv_pools=dict(self.kv_pools),
                         tensor_parallel_size=self.config.tensor_parallel_size)
 
     def release(self) -> None:
         """Frees this model's memory on its devices (also done when the runtime is garbage collected)."""
-        self.group.release()
+        self.engine.release()
 
     def _block_table(self, slots: list[int]) -> torch.Tensor:
         width = self.config.blocks_per_sequence
@@ -83,15 +98,9 @@ class DecoderRuntime:
 
     def _run(self, graph_name: str, phase: str, inputs: dict[str, torch.Tensor], active: int,
              tokens: int) -> torch.Tensor:
-        logits = self.group.run(graph_name, inputs)
-        seconds, attention = self.costs[graph_name].call_seconds(inputs["positions"])
-        host_bytes = sum(t.nbytes for t in inputs.values()) + logits.nbytes
-        host = host_bytes / self.spec.host_link_bandwidth
-        if self.config.profile:  # every op / fused group of the call on each device's track (model.npu_profile)
-            timeline = self.costs[graph_name].timeline(inputs["positions"], host_bytes - logits.nbytes, logits.nbytes)
-            vars(self).setdefault("profiler", Profiler()).record_call(self.group.devices, graph_name, phase, timeline)
-        self.group.advance(seconds + host)
-        self.stats.record(StepRecord(phase, graph_name, active, tokens, seconds, attention, host))
+        logits, call = self.engine.run(graph_name, inputs, phase, positions=inputs["positions"])
+        self.stats.record(StepRecord(phase, graph_name, active, tokens, call.seconds, call.attention_seconds,
+                                     call.host_seconds))
         self.stats.kv_blocks_peak = max(self.stats.kv_blocks_peak, self.blocks.used_blocks)
         return logits
 

@@ -164,7 +164,7 @@ class NPUModelForImageTextToText(NPUModelForCausalLM):
         _check_in_manifest(manifest, root, SUBMODULE_DIRS["visual"], config.visual.graph_names(), origin)
         try:
             visual = VisualRuntime(visual_root, config.visual, spec, list(config.visual_device),
-                                   owner=f"{arch.name} visual encoder")
+                                   owner=f"{arch.name} visual encoder", profiler=runtime.profiler)
         except BaseException:
             runtime.release()
             raise
