@@ -16,11 +16,12 @@ import torch
 
 from optimum_npu.compile.artifact import ArtifactError, read_graph
 from optimum_npu.compile.weights import load_weights, stored_weight_bytes
+from optimum_npu.device.buckets import BUCKET_KEYS, buckets_of_kind
 from optimum_npu.device.device import DeviceRegistry, NPUDevice
 from optimum_npu.device.engine import DeviceEngine
 from optimum_npu.device.profiler import Profiler
 from optimum_npu.device.spec import NPUSpec
-from optimum_npu.models.vlm.visual_config import NPUVisualConfig, VisualModelConfig, bucket_graph_name
+from optimum_npu.models.vlm.visual_config import NPUVisualConfig, VisualModelConfig, visual_bucket
 from optimum_npu.models.vlm.visual_export import VISUAL_CONFIG_FILE
 from optimum_npu.models.vlm.visual_inputs import prepare_image, unpad_output
 from optimum_npu.schema import WEIGHTS_FILE
@@ -112,6 +113,13 @@ class VisualRuntime:
         self.model = _stored_model(document.get("model"), origin)
         self.dtype = getattr(torch, self.config.dtype)
         graphs = {name: read_graph(root, name) for name in self.config.graph_names()}
+        for patches, name in zip(self.config.max_seq_len, self.config.graph_names()):
+            described = {key: graphs[name].attributes.get(key) for key in BUCKET_KEYS}
+            if described != visual_bucket(patches).attributes():
+                raise ArtifactError(f"{origin}: graph {name!r} describes the bucket {str(described)[:200]} but "
+                                    f"max_seq_len implies {visual_bucket(patches).attributes()}; {_FIX}")
+        #: patches of each bucket -> its graph, from the graphs' attributes
+        self._graph_for = {b.tokens: b.name for b in buckets_of_kind(graphs, "visual")}
         self.spec = spec
         self.engine = DeviceEngine(   # weights sized from the safetensors header before anything is loaded
             graphs, spec, list(device_ids)[:1], self.config.dtype, owner=owner, registry=registry, profiler=profiler,
@@ -175,8 +183,7 @@ class VisualRuntime:
             patches = grid[0] * grid[1] * grid[2]
             image = prepare_image(pixel_values[start:start + patches], grid, bucket, self.model, self.dtype)
             start += patches
-            name = bucket_graph_name(bucket)
-            result, call = self.engine.run(name, image.graph_inputs(), "visual")
+            result, call = self.engine.run(self._graph_for[bucket], image.graph_inputs(), "visual")
             merged, stacked = result if isinstance(result, tuple) else (result, None)   # stacked [L, T, O]
             outputs.append(unpad_output(merged, image, self.model.merge_unit))
             if stacked is not None:
