@@ -32,7 +32,7 @@ from optimum_npu.schema_ops import ALLOWED_OPS, ALLOWED_STRINGS, OP_LIST_VERSION
 from optimum_npu.untrusted import MAX_GRAPH_BYTES, parse_json
 
 #: Version of the on-disk format. Bump on any incompatible change of the files below.
-ARTIFACT_FORMAT_VERSION = 1
+ARTIFACT_FORMAT_VERSION = 2   # 2: graphs describe their bucket in attributes (kind, batch, tokens)
 
 NPU_CONFIG_FILE = "npu_config.json"
 MANIFEST_FILE = "npu_manifest.json"

@@ -11,6 +11,7 @@ already compiled by another test module gets the same model back.
 
 from __future__ import annotations
 
+import gc
 import json
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,6 +21,7 @@ import pytest
 import torch
 from transformers import AutoModelForCausalLM, PreTrainedModel
 
+from optimum_npu.device.device import DEFAULT_REGISTRY
 from optimum_npu.models.decoder import NPUModelForCausalLM
 from optimum_npu.models.tiny import build_tokenizer, save_causal_lm
 
@@ -92,7 +94,9 @@ def make_compiled(make_checkpoint, tmp_path_factory) -> Callable[..., CompiledPa
             cache[key] = CompiledPair(architecture, checkpoint, artifact, model, ref, npu_config)
         return cache[key]
 
-    return make
+    yield make
+    for pair in cache.values():
+        pair.model.release()
 
 
 @pytest.fixture(scope="session", params=ARCHITECTURES)
@@ -105,6 +109,17 @@ def compiled(request, make_compiled) -> CompiledPair:
 def llama(make_compiled) -> CompiledPair:
     """The Llama model of ``compiled`` (same cache entry: no extra compile)."""
     return make_compiled("LlamaForCausalLM")
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _every_model_released():
+    """Device reservations do not outlive the session: fixtures release the models they share, tests release
+    theirs in ``finally`` (or drop them); anything still reserved at the end is a leak."""
+    yield
+    gc.collect()
+    leaked = {d.name: d.memory.by_category() for d in DEFAULT_REGISTRY.devices if d.memory.used}
+    assert not leaked, f"models still hold device memory after the session: {leaked}"
+    DEFAULT_REGISTRY.reset()
 
 
 @pytest.fixture(scope="session", autouse=True)

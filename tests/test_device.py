@@ -9,8 +9,11 @@ import torch
 
 from optimum_npu.compile.capture import capture
 from optimum_npu.device.cost import GraphCostModel, OpCost, roofline_seconds
+from optimum_npu.device.device import DEFAULT_REGISTRY, DeviceRegistry
+from optimum_npu.device.engine import DeviceEngine
 from optimum_npu.device.executor import Program, peak_activation_bytes
 from optimum_npu.device.memory import DeviceMemory, DeviceOutOfMemoryError
+from optimum_npu.device.profiler import Profiler
 from optimum_npu.device.spec import PRESETS, NPUSpec, resolve_spec
 from optimum_npu.schema import Graph, GraphFormatError
 
@@ -113,3 +116,46 @@ def test_device_memory_is_enforced_with_breakdown():
 def test_spec_equality_ignores_nothing():
     changed = NPUSpec.from_dict(PRESETS["atom"].to_dict() | {"dram_bytes": 1})
     assert changed != PRESETS["atom"]
+
+
+def _engine(graph, weights, registry, profiler=None):
+    nbytes = sum(t.nbytes for t in weights.values())
+    return DeviceEngine({"mlp": graph}, PRESETS["atom"], [3], "float32", weights=lambda rank: weights,
+                        weight_bytes=lambda rank: nbytes, owner="mlp", registry=registry, profiler=profiler)
+
+
+def test_engine_runs_a_bucket_with_one_call_record(mlp_graph):
+    module, graph, weights = mlp_graph
+    registry, profiler = DeviceRegistry("test"), Profiler()
+    engine = _engine(graph, weights, registry, profiler)
+    try:
+        device = registry.get(PRESETS["atom"], 3)
+        assert device.memory.by_category("mlp")["weights"] == sum(t.nbytes for t in weights.values())
+        x = torch.randn(8, 32)
+        out, call = engine.run("mlp", {"x": x}, "test")
+        torch.testing.assert_close(out, module(x), rtol=0, atol=0)
+        assert call.host_bytes == x.nbytes + out.nbytes and call.seconds == engine.costs["mlp"].static_seconds
+        assert device.clock_s == pytest.approx(call.total_seconds) and call.total_seconds > 0
+        assert sum(call.categories.values()) == pytest.approx(call.total_seconds)
+        assert [(c.name, c.args["phase"]) for c in profiler.calls] == [("mlp", "test")]
+    finally:
+        engine.release()
+    assert device.memory.used == 0
+
+
+def test_registries_are_explicit_and_separate(mlp_graph):
+    _, graph, weights = mlp_graph
+    first, second = DeviceRegistry("a"), DeviceRegistry("b")
+    engines = [_engine(graph, weights, first), _engine(graph, weights, first), _engine(graph, weights, second)]
+    try:
+        one = sum(t.nbytes for t in weights.values())
+        assert first.get(PRESETS["atom"], 3).memory.by_category()["weights"] == 2 * one   # same device: shared DRAM
+        assert second.get(PRESETS["atom"], 3).memory.by_category()["weights"] == one      # another node
+        assert DEFAULT_REGISTRY.get(PRESETS["atom"], 3) is not first.get(PRESETS["atom"], 3)
+        with pytest.raises(RuntimeError, match="still holds reservations"):
+            first.reset()
+    finally:
+        for engine in engines:
+            engine.release()
+    first.reset()
+    assert first.reserved_bytes() == 0 and first.devices == []

@@ -32,7 +32,7 @@ def no_graph_runs(model, monkeypatch) -> list:
         calls.append(graph_name)
         raise AssertionError(f"graph {graph_name} ran although the request is invalid")
 
-    monkeypatch.setattr(model._runtime, "_run", refuse)
+    monkeypatch.setattr(model._runtime.engine, "run", refuse)
     return calls
 
 

@@ -9,7 +9,7 @@ import torch
 
 from optimum_npu import NPUModelForCausalLM
 from optimum_npu.device.spec import PRESETS
-from optimum_npu.models.decoder.block_manager import BlockManager, KVCacheFullError
+from optimum_npu.runtime import BlockManager, KVCacheFullError, Sequence
 from optimum_npu.models.decoder.npu_config import NPUDecoderConfig
 from optimum_npu.models.model_config import DecoderModelConfig
 from optimum_npu.models.tiny import build_causal_lm, build_tokenizer
@@ -131,47 +131,80 @@ def test_default_pool_is_sized_from_memory_left_after_weights(tmp_path):
     assert roomy.kvcache_num_blocks == 8 * 4                 # capped at what the batch can use
 
 
+def prompt(request_id, tokens) -> Sequence:
+    return Sequence(request_id, list(tokens))
+
+
 class TestBlockManager:
     def test_allocates_as_sequences_grow_and_frees(self):
         manager = BlockManager(num_blocks=4, block_size=4, enable_prefix_caching=False)
-        assert manager.start_sequence(0, list(range(5))) == 0
+        seq = prompt(0, range(5))
+        assert manager.allocate(seq) == 0
         assert manager.tables[0] == [0, 1] and manager.used_blocks == 2
-        manager.reserve(0, 9)
+        seq.token_ids += [5, 6, 7, 8]                  # 9 positions
+        manager.append([seq])
         assert manager.tables[0] == [0, 1, 2]
-        manager.free_sequence(0)
-        assert manager.used_blocks == 0 and sorted(manager.free) == [0, 1, 2, 3]
+        manager.free(seq)
+        assert manager.used_blocks == 0 and sorted(manager.free_blocks) == [0, 1, 2, 3]
 
     def test_prefix_blocks_are_shared_and_refcounted(self):
         manager = BlockManager(num_blocks=8, block_size=4, enable_prefix_caching=True)
-        prompt = list(range(10))
-        manager.start_sequence(0, prompt)
-        manager.append_tokens(0, prompt)
-        hit = manager.start_sequence(1, prompt[:8] + [99, 98])
-        assert hit == 8 and manager.tables[1][:2] == manager.tables[0][:2]
+        first = prompt(0, range(10))
+        manager.allocate(first)
+        manager.written(first, 10)
+        second = prompt(1, list(range(8)) + [99, 98])
+        hit = manager.allocate(second)
+        assert hit == 8 and manager.tables[1][:2] == manager.tables[0][:2] and second.num_computed == 8
         assert manager.ref_count[manager.tables[0][0]] == 2
-        manager.free_sequence(0)
+        manager.free(first)
         assert manager.ref_count[manager.tables[1][0]] == 1
 
     def test_whole_prompt_hit_still_prefills_its_last_block(self):
         manager = BlockManager(num_blocks=8, block_size=4, enable_prefix_caching=True)
-        prompt = list(range(8))
-        manager.start_sequence(0, prompt)
-        manager.append_tokens(0, prompt)
-        manager.free_sequence(0)
-        assert manager.start_sequence(1, prompt) == 4  # one block recomputed for the last token's logits
+        first = prompt(0, range(8))
+        manager.allocate(first)
+        manager.written(first, 8)
+        manager.free(first)
+        assert manager.allocate(prompt(1, range(8))) == 4  # one block recomputed for the last token's logits
 
     def test_lru_eviction_of_unused_cached_blocks(self):
         manager = BlockManager(num_blocks=4, block_size=2, enable_prefix_caching=True)
-        for slot, prompt in enumerate(([1, 2, 3], [4, 5, 6])):
-            manager.start_sequence(slot, prompt)
-            manager.append_tokens(slot, prompt[:2])   # the first block of each prompt becomes cached
-            manager.free_sequence(slot)
+        for request, tokens in enumerate(([1, 2, 3], [4, 5, 6])):
+            seq = prompt(request, tokens)
+            manager.allocate(seq)
+            manager.written(seq, 2)                  # the first block of each prompt becomes cached
+            manager.free(seq)
         assert len(manager.cached) == 2 and manager.used_blocks == 0
-        manager.start_sequence(0, [7, 8, 9, 10, 11])  # 3 blocks: 2 free ones + the least recently used ([1, 2])
-        manager.free_sequence(0)
-        assert manager.start_sequence(1, [4, 5, 0]) == 2
-        manager.free_sequence(1)
-        assert manager.start_sequence(2, [1, 2, 0]) == 0
+        seq = prompt(0, [7, 8, 9, 10, 11])          # 3 blocks: 2 free ones + the least recently used ([1, 2])
+        manager.allocate(seq)
+        manager.free(seq)
+        seq = prompt(1, [4, 5, 0])
+        assert manager.allocate(seq) == 2
+        manager.free(seq)
+        assert manager.allocate(prompt(2, [1, 2, 0])) == 0
+        refused = prompt(3, range(20))
+        assert not manager.can_allocate(refused)
         with pytest.raises(KVCacheFullError, match="raise kvcache_num_blocks"):
-            manager.start_sequence(3, list(range(20)))
+            manager.allocate(refused)
         assert 3 not in manager.tables               # a refused sequence keeps no blocks
+
+    def test_query_then_mutate_all_or_nothing(self):
+        """can_append answers without changing anything; append reserves every sequence's blocks or none."""
+        manager = BlockManager(num_blocks=4, block_size=2, enable_prefix_caching=False, max_sequences=2)
+        a, b = prompt("a", [1, 2, 3]), prompt("b", [4, 5])
+        manager.allocate(a), manager.allocate(b)
+        assert (a.slot, b.slot) == (0, 1) and manager.num_free_blocks == 1
+        a.token_ids.append(6)                        # a: 4 positions (no new block); b: 3 (one new block)
+        b.token_ids.append(7)
+        assert manager.can_append([a, b])
+        b.token_ids += [8, 9]                        # b: 5 positions: two new blocks, one free
+        assert not manager.can_append([a, b]) and manager.num_free_blocks == 1
+        with pytest.raises(KVCacheFullError, match="all 4 blocks"):
+            manager.append([a, b])
+        assert manager.tables == {"a": [0, 1], "b": [2]} and manager.num_free_blocks == 1   # nothing reserved
+        assert not manager.can_allocate(prompt("c", [1]))                                    # no slot left
+        manager.preempt(a)
+        assert a.status.value == "preempted" and a.num_computed == 0 and a.slot is None
+        assert manager.can_append([b]) and manager.can_allocate(prompt("c", [1]))
+        manager.append([b])
+        assert len(manager.tables["b"]) == 3 and prompt("c", [1]).request_id not in manager.slots

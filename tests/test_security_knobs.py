@@ -26,7 +26,7 @@ from optimum_npu import NPUModelForCausalLM
 from optimum_npu.compile.artifact import graph_path, write_manifest
 from optimum_npu.device.device import get_device
 from optimum_npu.device.spec import PRESETS, NPUSpec
-from optimum_npu.models.decoder.block_manager import BlockManager
+from optimum_npu.runtime import BlockManager, Sequence
 from optimum_npu.models.tiny import save_causal_lm
 from optimum_npu.schema import NPU_CONFIG_FILE
 
@@ -316,10 +316,11 @@ def test_config_json_vocab_that_disagrees_with_the_logits(copy_dir):
 def test_block_manager_does_not_allocate_per_block():
     start = time.perf_counter()
     manager = BlockManager(num_blocks=10**12, block_size=16, enable_prefix_caching=False)
-    manager.start_sequence(0, list(range(40)))
+    first = Sequence(0, list(range(40)))
+    manager.allocate(first)
     assert manager.tables[0] == [0, 1, 2] and manager.used_blocks == 3
-    manager.free_sequence(0)
-    manager.start_sequence(1, list(range(20)))
+    manager.free(first)
+    manager.allocate(Sequence(1, list(range(20))))
     assert manager.tables[1] == [0, 1]
     assert time.perf_counter() - start < 0.5
 
@@ -349,7 +350,7 @@ def no_graph_runs(model, monkeypatch) -> list:
         calls.append(graph_name)
         raise AssertionError(f"graph {graph_name} ran although the request is invalid")
 
-    monkeypatch.setattr(model._runtime, "_run", refuse)
+    monkeypatch.setattr(model._runtime.engine, "run", refuse)
     return calls
 
 

@@ -82,7 +82,7 @@ def test_each_device_holds_only_its_shard(tmp_path, inputs):
 def test_graph_pass_inserts_collectives():
     hf_model = build_causal_lm("LlamaForCausalLM", **SHAPE)
     model = NPUModelForCausalLM.from_model(hf_model, npu_config=KNOBS | {"tensor_parallel_size": 2})
-    graph = model._runtime.group.ranks[0].programs["prefill"].graph
+    graph = model._runtime.engine.graphs["prefill"]
     ops = [node.op for node in graph.nodes]
     assert ops.count("npu.all_reduce.default") == 2 * 2  # after o_proj and down_proj of each layer
     assert ops.count("npu.all_gather.default") == 1  # the vocabulary-split logits

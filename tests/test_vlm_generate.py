@@ -229,7 +229,7 @@ def test_reload_with_class_and_auto_class(qwen2, processor):
     for load in (NPUModelForImageTextToText.from_pretrained, NPUAutoModelForImageTextToText.from_pretrained):
         model = load(qwen2.artifact, npu_config={"device_map": {"visual": [2], "language_model": [3]}})
         assert type(model) is NPUModelForImageTextToText
-        assert model.visual.device.index == 2 and [d.index for d in model._runtime.group.devices] == [3]
+        assert model.visual.device.index == 2 and [d.index for d in model._runtime.engine.devices] == [3]
         assert greedy(model, inputs).tolist() == expected
         model.release()
     with pytest.raises(ValueError, match="not supported by NPUAutoModelForCausalLM"):
@@ -283,6 +283,28 @@ def test_device_map_accounts_memory_per_device(qwen2, processor):
     finally:
         model.release()
     assert delta(device_bytes(5, 6), before) == {i: dict.fromkeys(visual, 0) for i in (5, 6)}
+
+
+def test_profile_shows_visual_bucket_calls(qwen2, processor):
+    """With profile=True the visual encoder's bucket calls land on its device's track next to the decoder's."""
+    model = NPUModelForImageTextToText.from_pretrained(
+        qwen2.artifact, npu_config={"device_map": {"visual": [5], "language_model": [6]},
+                                    "language_model": {"profile": True}})
+    try:
+        inputs = prepare(processor, [user(2, "Compare."), user(1, "Describe.")],
+                         [[image("small"), image("medium", 1)], [image("wide", 2)]])
+        assert greedy(model, inputs).tolist() == greedy(qwen2.ref, inputs).tolist()
+        profile, stats = model.npu_profile, model.npu_stats
+        visual_calls = [call for call in profile.calls if call.args["phase"] == "visual"]
+        assert [call.device for call in visual_calls] == [get_device(ATOM, 5).name] * 3
+        assert [call.name for call in visual_calls] == [f"visual_{b}" for b in (64, 256, 64)]
+        assert [i.bucket for i in stats.visual.images] == [64, 256, 64]
+        assert profile.device_seconds(get_device(ATOM, 5).name) == pytest.approx(stats.visual.seconds)
+        language = [call for call in profile.calls if call.device == get_device(ATOM, 6).name]
+        assert {call.args["phase"] for call in language} == {"prefill", "decode"}
+        assert profile.device_seconds(get_device(ATOM, 6).name) == pytest.approx(stats.prefill_s + stats.decode_s)
+    finally:
+        model.release()
 
 
 def test_language_model_tensor_parallel(qwen2, processor):

@@ -53,3 +53,27 @@ def load_weights(path: Path) -> dict[str, torch.Tensor]:
     for alias, target in aliases.items():
         tensors[alias] = tensors[target]
     return tensors
+
+
+#: Bytes per element of the dtypes safetensors files name in their header.
+_SAFETENSORS_ITEMSIZE = {"F64": 8, "F32": 4, "F16": 2, "BF16": 2, "I64": 8, "I32": 4, "I16": 2, "I8": 1, "U8": 1,
+                         "BOOL": 1, "F8_E4M3": 1, "F8_E5M2": 1, "U16": 2, "U32": 4, "U64": 8}
+
+
+def stored_weight_bytes(path: Path) -> int:
+    """Bytes of the tensors a safetensors file holds, from its header alone (nothing is loaded)."""
+    from optimum_npu.compile.artifact import ArtifactError
+
+    total = 0
+    try:
+        with safe_open(str(path), framework="pt") as handle:
+            for name in handle.keys():
+                piece = handle.get_slice(name)
+                count = 1
+                for dim in piece.get_shape():
+                    count *= dim
+                total += count * _SAFETENSORS_ITEMSIZE.get(piece.get_dtype(), 8)
+    except Exception as err:  # safetensors raises its own error types for a corrupt header
+        raise ArtifactError(f"{path} is not a readable safetensors file ({str(err)[:200]}); re-download or "
+                            "recompile the model") from None
+    return total

@@ -43,7 +43,7 @@ def tensor_parallel_plan(hf_config, size: int, text_model: str = "model") -> Ten
 
 
 def graph_names(config: NPUDecoderConfig) -> list[str]:
-    return ["prefill"] + [f"decoder_batch_{size}" for size in config.decoder_batch_sizes]
+    return list(config.buckets())
 
 
 def extra_inputs(arch: Architecture, prefill: bool, deepstack_layers: int = 0) -> list[str]:
@@ -93,12 +93,13 @@ def capture_graphs(hf_model: PreTrainedModel, arch: Architecture, config: NPUDec
     kv_names = [f"{kind}_cache_{layer}" for layer in range(model_config.num_layers) for kind in ("key", "value")]
     graphs, weights = {}, {}
     for name in tqdm(names or graph_names(config), desc="compiling graphs", unit="graph", disable=not progress):
-        batch, seq = (1, config.prefill_chunk_size) if name == "prefill" else (int(name.rsplit("_", 1)[1]), 1)
-        extras = extra_inputs(arch, prefill=name == "prefill", deepstack_layers=model_config.deepstack_layers)
+        bucket = config.buckets()[name]
+        batch, seq = bucket.batch, bucket.tokens
+        extras = extra_inputs(arch, prefill=bucket.kind == "prefill", deepstack_layers=model_config.deepstack_layers)
         args = example_inputs(config, model_config, batch, seq, dtype, device, extras)
         kinds = ["input"] * len(INPUT_NAMES) + ["kv_cache"] * len(kv_names) + ["input"] * len(extras)
         graph, graph_weights = capture(wrapper, args, name, INPUT_NAMES + kv_names + extras, kinds, HF_PREFIX,
-                                       attributes={"batch": batch, "seq_len": seq})
+                                       attributes=bucket.attributes())
         graphs[name] = graph
         weights.update(graph_weights)
     return graphs, weights

@@ -22,7 +22,7 @@ from optimum_npu.models.decoder.npu_config import (MAX_LAYERS, RUNTIME_OPTIONS, 
                                                    NPUDecoderConfig, check_model_config, short_repr,
                                                    stored_knob_error)
 from optimum_npu.models.decoder.runtime import DecoderRuntime
-from optimum_npu.models.decoder.stats import NPUStats
+from optimum_npu.runtime.stats import NPUStats
 from optimum_npu.models.model_config import DecoderModelConfig
 from optimum_npu.models.registry import REGISTRY, Architecture, lookup_architecture
 from optimum_npu.schema import NPU_CONFIG_FILE
@@ -47,7 +47,6 @@ class NPUModelForCausalLM(NPUPreTrainedModel, GenerationMixin):
         self.artifact_dir = artifact_dir
         self._tmp_dir = tmp_dir
         self._runtime = runtime
-        self._lengths: list[int] = []
         self.generation_config = generation_config or GenerationConfig.from_model_config(config)
 
     # ---- construction -------------------------------------------------------------------------
@@ -121,10 +120,10 @@ class NPUModelForCausalLM(NPUPreTrainedModel, GenerationMixin):
     @property
     def npu_profile(self) -> Profiler:
         """Every op / fused group of every graph call on its device's track (``.summary()``, ``.save(path)``)."""
-        if not self.npu_config.profile:
+        if self._runtime.profiler is None:
             raise ValueError("profiling is off for this model; load it with npu_config={'profile': True}, e.g. "
                              "NPUModelForCausalLM.from_pretrained(path, npu_config={'profile': True})")
-        return vars(self._runtime).setdefault("profiler", Profiler())
+        return self._runtime.profiler
 
     @classmethod
     def _supports_default_dynamic_cache(cls) -> bool:
@@ -140,8 +139,7 @@ class NPUModelForCausalLM(NPUPreTrainedModel, GenerationMixin):
             self._finish_sequences()
 
     def _finish_sequences(self) -> None:
-        self._runtime.finish(list(range(len(self._lengths))))
-        self._lengths = []
+        self._runtime.batch.finish()
 
     @property
     def _decoder_config(self) -> NPUDecoderConfig:
@@ -238,31 +236,21 @@ class NPUModelForCausalLM(NPUPreTrainedModel, GenerationMixin):
         keep = [torch.ones_like(input_ids[row], dtype=torch.bool) if attention_mask is None
                 else attention_mask[row].bool() for row in range(batch)]
         rows = [input_ids[row][keep[row]].tolist() for row in range(batch)]
-        for ids in rows:
-            self._runtime._check_length(len(ids))
+        self._runtime.batch.check(rows)
         extras = self._prompt_extras(input_ids, attention_mask, keep, **inputs)
-        self._finish_sequences()
-        self._runtime.stats = self._runtime.new_stats()  # the stats describe this call only (generate or forward)
-        self._runtime.stats.sequences = batch
-        self._lengths = [len(ids) for ids in rows]
-        return torch.stack([self._runtime.prefill(ids, slot, extras[slot]) for slot, ids in enumerate(rows)])
+        return self._runtime.batch.start(rows, extras, **self._batch_annotations())
 
     def _prompt_extras(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None,
                        keep: list[torch.Tensor], **inputs) -> list[dict | None]:
         """Per-row extra prefill inputs (multimodal models); none for text-only decoders."""
         return [None] * input_ids.shape[0]
 
-    def _decode_rope_positions(self, lengths: list[int]) -> list[int] | None:
-        """Rotary positions of the next tokens when they differ from the cache positions."""
-        return None
+    def _batch_annotations(self) -> dict[str, Any]:
+        """What a multimodal model adds to a batch: M-RoPE deltas and the visual encoder's stats."""
+        return {}
 
     def _decode_step(self, tokens: torch.Tensor) -> torch.Tensor:
-        if len(self._lengths) != tokens.shape[0]:
-            raise RuntimeError("decode step without a matching prefill; call generate() or forward() on a prompt")
-        logits = self._runtime.decode(tokens.tolist(), list(range(len(self._lengths))), list(self._lengths),
-                                      self._decode_rope_positions(self._lengths))
-        self._lengths = [length + 1 for length in self._lengths]
-        return logits
+        return self._runtime.batch.step(tokens.tolist())
 
     def release(self) -> None:
         """Frees the model's memory on its simulated device."""

@@ -12,6 +12,7 @@ import os
 from dataclasses import dataclass, field
 from typing import Any
 
+from optimum_npu.device.buckets import Bucket
 from optimum_npu.device.spec import PRESETS, resolve_spec
 from optimum_npu.models.model_config import FULL, SLIDING, DecoderModelConfig
 
@@ -285,6 +286,14 @@ class NPUDecoderConfig:
     def compile_knobs(self) -> dict[str, Any]:
         """Every field except the runtime options."""
         return {k: v for k, v in self.to_dict().items() if k not in RUNTIME_OPTIONS}
+
+    def buckets(self) -> dict[str, Bucket]:
+        """The graphs these knobs compile, by file name: ``prefill`` (batch 1, ``prefill_chunk_size`` tokens)
+        and ``decoder_batch_<n>`` (n rows of 1 token) for each entry of ``decoder_batch_sizes``."""
+        found = {"prefill": Bucket("prefill", "prefill", 1, self.prefill_chunk_size)}
+        for size in self.decoder_batch_sizes:
+            found[f"decoder_batch_{size}"] = Bucket(f"decoder_batch_{size}", "decode", size, 1)
+        return found
 
     @property
     def blocks_per_sequence(self) -> int:

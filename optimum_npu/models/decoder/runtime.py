@@ -1,49 +1,56 @@
-"""Host runtime of a compiled decoder: owns the KV cache and its block manager, picks the
-graph for each step, and runs it on the simulated device.
+"""Loading a compiled decoder onto its devices: the artifact's knobs and graphs are checked, the graphs
+are loaded on a ``DeviceEngine``, and the HF-free runtime (block manager, step runner, batch session)
+is built over them.
 
-Prefill runs one sequence at a time on the batch-1 ``prefill`` graph, chunk by chunk,
-starting after any prefix already cached. Decode runs all active sequences on the
-smallest compiled decode batch that holds them, padding the rest (padding rows have
-position -1: they neither write nor read the cache).
+The artifact is untrusted: before anything is read or allocated, the graph list must be exactly the
+graphs the knobs imply and the memory the knobs imply must fit one device; each graph's bucket
+attributes and inputs must then match what the knobs imply (``check_graphs``) before device memory is
+reserved.
 """
 
 from __future__ import annotations
 
 from pathlib import Path
 
-import torch
-
-from optimum_npu.compile.artifact import ArtifactError
+from optimum_npu.compile.artifact import ArtifactError, read_graph
+from optimum_npu.compile.weights import load_weights, stored_weight_bytes
+from optimum_npu.device.buckets import BUCKET_KEYS
+from optimum_npu.device.device import DeviceRegistry
+from optimum_npu.device.engine import DeviceEngine
 from optimum_npu.device.memory import format_bytes
 from optimum_npu.device.profiler import Profiler
 from optimum_npu.device.spec import NPUSpec
-from optimum_npu.models.decoder.block_manager import BlockManager
-from optimum_npu.models.decoder.device_group import DeviceGroup
 from optimum_npu.models.decoder.memory_plan import cache_shapes, kv_pool_bytes, plan_memory
 from optimum_npu.models.decoder.npu_config import (STORED_FIX, NPUConfigError, NPUDecoderConfig, short_repr,
                                                    stored_knob_error)
-from optimum_npu.models.decoder.stats import NPUStats, StepRecord
 from optimum_npu.models.model_config import DecoderModelConfig
+from optimum_npu.runtime import BatchSession, BlockManager, NPUStats, StepRunner
+from optimum_npu.schema import weights_file
 
 
 class DecoderRuntime:
-    """Runs a compiled decoder's graphs on its devices and owns the host-side state.
+    """A compiled decoder loaded on its devices, with the host runtime over it.
 
     Args:
         root: the verified artifact directory.
         config: the compile configuration stored in the artifact (with runtime options applied).
         model: the normalised model config.
         spec: the target NPU spec.
-        graph_names: graphs to load (``prefill``, ``decoder_batch_<n>``...), as listed in the artifact.
+        graph_names: graphs to load, as listed in the artifact (``config.buckets()`` names them).
         origin: the file the knobs came from (``.../npu_config.json``), named in errors.
+        registry: the device registry the model's devices belong to (``DEFAULT_REGISTRY`` when None).
+        profiler: the profiler its calls are recorded on (one is made when ``config.profile`` and none is given).
 
-    The artifact is untrusted: before anything is read or allocated, the graph list must be exactly the
-    graphs the knobs imply and the memory the knobs imply must fit one device; each graph's inputs must
-    then have the shapes the knobs imply (``check_graphs``) before device memory is reserved.
+    Attributes:
+        engine: the ``DeviceEngine`` holding the graphs, weights and KV cache.
+        blocks: the ``BlockManager`` of the paged KV pool.
+        runner: the ``StepRunner`` (prefill chunks and decode steps of sequences).
+        batch: the ``BatchSession`` that ``generate()`` drives.
     """
 
     def __init__(self, root: Path, config: NPUDecoderConfig, model: DecoderModelConfig, spec: NPUSpec,
-                 graph_names: list[str], origin: str = "npu_config.json"):
+                 graph_names: list[str], origin: str = "npu_config.json", registry: DeviceRegistry | None = None,
+                 profiler: Profiler | None = None):
         if config.enable_prefix_caching and model.has_sliding_layers:
             raise NPUConfigError("enable_prefix_caching=True is not supported for models with sliding-window "
                                  "layers; load with enable_prefix_caching=False")
@@ -53,121 +60,50 @@ class DecoderRuntime:
         check_knob_sizes(model, config, spec, origin)
         graph_names = check_graph_list(graph_names, config, origin)
         owner = f"{model.architecture} (max_seq_len={config.max_seq_len}, batch_size={config.batch_size})"
-        self.group = DeviceGroup(root, graph_names, spec, config.device_ids, config.dtype, config.collectives, owner,
-                                 validate=lambda graphs: check_graphs(graphs, config, model, origin))
-        self.device = self.group.devices[0]
-        self.memory = self.group.memory
+        graphs = {name: read_graph(root, name) for name in graph_names}
+        check_graphs(graphs, config, model, origin)
+        size = config.tensor_parallel_size
+        if config.profile and profiler is None:
+            profiler = Profiler()
+        self.engine = DeviceEngine(
+            graphs, spec, list(config.device_ids), config.dtype, owner=owner, collectives=config.collectives,
+            weights=lambda rank: load_weights(root / weights_file(rank, size)),
+            weight_bytes=lambda rank: stored_weight_bytes(root / weights_file(rank, size)),
+            registry=registry, profiler=profiler, error=ArtifactError)
+        self.profiler = profiler
+        self.device = self.engine.devices[0]
+        self.memory = self.engine.memory
         self.kv_pools = {pool: nbytes // config.tensor_parallel_size
                          for pool, nbytes in kv_pool_bytes(model, config).items()}
         self.blocks = BlockManager(config.kvcache_num_blocks, config.kvcache_block_size,
-                                   config.enable_prefix_caching)
-        self.programs = self.group.ranks[0].programs
-        self.costs = self.group.costs
-        self.decode_buckets = sorted(config.decoder_batch_sizes)
-        self.stats = self.new_stats()
+                                   config.enable_prefix_caching, max_sequences=config.batch_size)
+        self.programs = self.engine.programs
+        self.costs = self.engine.costs
+        self.runner = StepRunner(self.engine, self.blocks, config.max_seq_len, config.blocks_per_sequence,
+                                 self.new_stats)
+        self.batch = BatchSession(self.runner)
+
+    @property
+    def stats(self) -> NPUStats:
+        """The simulated figures of the last call (see ``StepRunner.reset_stats``)."""
+        return self.runner.stats
 
     def new_stats(self) -> NPUStats:
-        devices = ", ".join(d.name.split(" ")[0] for d in self.group.devices)
-        return NPUStats(device=f"{devices} ({self.spec.name})" if len(self.group.devices) > 1 else self.device.name,
+        """Empty stats naming this model's devices, memory and KV pool."""
+        devices = ", ".join(d.name.split(" ")[0] for d in self.engine.devices)
+        return NPUStats(device=f"{devices} ({self.spec.name})" if len(self.engine.devices) > 1 else self.device.name,
                         spec=self.spec.name, memory=dict(self.memory), memory_capacity=self.device.memory.capacity,
                         kv_blocks_total=self.blocks.num_blocks, kv_pools=dict(self.kv_pools),
                         tensor_parallel_size=self.config.tensor_parallel_size)
 
     def release(self) -> None:
         """Frees this model's memory on its devices (also done when the runtime is garbage collected)."""
-        self.group.release()
-
-    def _block_table(self, slots: list[int]) -> torch.Tensor:
-        width = self.config.blocks_per_sequence
-        return torch.tensor([self.blocks.table_row(slot, width) for slot in slots], dtype=torch.int32)
-
-    def _run(self, graph_name: str, phase: str, inputs: dict[str, torch.Tensor], active: int,
-             tokens: int) -> torch.Tensor:
-        logits = self.group.run(graph_name, inputs)
-        seconds, attention = self.costs[graph_name].call_seconds(inputs["positions"])
-        host_bytes = sum(t.nbytes for t in inputs.values()) + logits.nbytes
-        host = host_bytes / self.spec.host_link_bandwidth
-        if self.config.profile:  # every op / fused group of the call on each device's track (model.npu_profile)
-            timeline = self.costs[graph_name].timeline(inputs["positions"], host_bytes - logits.nbytes, logits.nbytes)
-            vars(self).setdefault("profiler", Profiler()).record_call(self.group.devices, graph_name, phase, timeline)
-        self.group.advance(seconds + host)
-        self.stats.record(StepRecord(phase, graph_name, active, tokens, seconds, attention, host))
-        self.stats.kv_blocks_peak = max(self.stats.kv_blocks_peak, self.blocks.used_blocks)
-        return logits
-
-    def prefill(self, tokens: list[int], slot: int, extras: dict[str, torch.Tensor] | None = None) -> torch.Tensor:
-        """Prefills a prompt into ``slot`` chunk by chunk (after any cached prefix); returns last logits [V].
-
-        ``extras`` holds per-token inputs of multimodal models over the whole prompt:
-        ``rope_positions`` [3, n], ``visual_embeds`` [n, E], ``visual_mask`` [n], ``deepstack_embeds`` [L, n, E].
-        """
-        chunk = self.config.prefill_chunk_size
-        self._check_length(len(tokens))
-        cached = self.blocks.start_sequence(slot, tokens)
-        self.stats.prefix_hit_tokens += cached
-        table = self._block_table([slot])
-        logits = None
-        for start in range(cached, len(tokens), chunk):
-            part = tokens[start:start + chunk]
-            count = len(part)
-            input_ids = torch.zeros(1, chunk, dtype=torch.long)
-            input_ids[0, :count] = torch.tensor(part, dtype=torch.long)
-            positions = torch.full((1, chunk), -1, dtype=torch.long)
-            positions[0, :count] = torch.arange(start, start + count)
-            inputs = {"input_ids": input_ids, "positions": positions, "block_table": table,
-                      "slots": torch.tensor([slot]), "logits_index": torch.tensor([count - 1])}
-            for name, values in (extras or {}).items():
-                inputs[name] = _chunk_of(values, start, count, chunk, token_axis=TOKEN_AXIS.get(name, 0))
-            logits = self._run("prefill", "prefill", inputs, active=1, tokens=count)
-            self.blocks.append_tokens(slot, part)
-        return logits[0]
-
-    def decode_bucket(self, active: int) -> int:
-        for size in self.decode_buckets:
-            if size >= active:
-                return size
-        raise ValueError(f"{active} sequences exceed batch_size={self.config.batch_size}; "
-                         f"compile with batch_size >= {active}")
-
-    def decode(self, tokens: list[int], slots: list[int], positions: list[int],
-               rope_positions: list[int] | None = None) -> torch.Tensor:
-        """One decode step for the active sequences; returns logits [n, V].
-
-        ``rope_positions`` (M-RoPE models): each row's rotary position, the same on all 3 axes.
-        """
-        active = len(tokens)
-        self._check_length(max(positions) + 1)
-        for slot, position in zip(slots, positions):
-            self.blocks.reserve(slot, position + 1)
-        bucket = self.decode_bucket(active)
-        pad = bucket - active
-        inputs = {"input_ids": torch.tensor(tokens + [0] * pad, dtype=torch.long).view(bucket, 1),
-                  "positions": torch.tensor(positions + [-1] * pad, dtype=torch.long).view(bucket, 1),
-                  "block_table": self._block_table(slots + [slots[0]] * pad),
-                  "slots": torch.tensor(slots + [slots[0]] * pad, dtype=torch.long),
-                  "logits_index": torch.zeros(bucket, dtype=torch.long)}
-        if rope_positions is not None:
-            inputs["rope_positions"] = torch.tensor(rope_positions + [0] * pad, dtype=torch.long).view(
-                1, bucket, 1).expand(3, bucket, 1).contiguous()
-        logits = self._run(f"decoder_batch_{bucket}", "decode", inputs, active, active)[:active]
-        for slot, token in zip(slots, tokens):
-            self.blocks.append_tokens(slot, [token])
-        return logits
-
-    def finish(self, slots: list[int]) -> None:
-        """Returns the blocks of finished sequences to the pool (cached blocks stay reusable)."""
-        for slot in slots:
-            self.blocks.free_sequence(slot)
-
-    def _check_length(self, length: int) -> None:
-        if length > self.config.max_seq_len:
-            raise ValueError(f"sequence length {length} exceeds max_seq_len={self.config.max_seq_len}; "
-                             "recompile with a larger max_seq_len or shorten the input")
+        self.engine.release()
 
 
 def expected_graph_names(config: NPUDecoderConfig) -> list[str]:
     """The graphs the knobs imply: ``prefill`` and one ``decoder_batch_<n>`` per decode batch size."""
-    return ["prefill"] + [f"decoder_batch_{size}" for size in config.decoder_batch_sizes]
+    return list(config.buckets())
 
 
 def check_graph_list(names, config: NPUDecoderConfig, origin: str) -> list[str]:
@@ -222,7 +158,9 @@ REQUIRED_INPUTS = ("input_ids", "positions", "block_table", "slots", "logits_ind
 def check_graphs(graphs: dict, config: NPUDecoderConfig, model: DecoderModelConfig, origin: str) -> None:
     """Each graph's inputs (tokens, positions, block table, KV caches) must have the shapes the knobs imply:
     prefill [1, prefill_chunk_size], decoder_batch_<n> [n, 1]; caches [num_blocks, kv_heads / tp, block, head_dim]
-    or sliding rings [batch_size, kv_heads / tp, window, head_dim]; logits [batch, vocab_size]."""
+    or sliding rings [batch_size, kv_heads / tp, window, head_dim]; logits [batch, vocab_size]; and its bucket
+    attributes (kind, batch, tokens) must be the ones the knobs give its name (``config.buckets()``)."""
+    buckets = config.buckets()
     tp = config.tensor_parallel_size
     caches = {}
     for layer, shape in enumerate(cache_shapes(model, config)):
@@ -230,7 +168,8 @@ def check_graphs(graphs: dict, config: NPUDecoderConfig, model: DecoderModelConf
         caches[f"key_cache_{layer}"] = caches[f"value_cache_{layer}"] = shape
     for name, graph in graphs.items():
         where = f"graph {name!r} of the artifact"
-        batch, seq = (1, config.prefill_chunk_size) if name == "prefill" else (int(name.rsplit("_", 1)[1]), 1)
+        bucket = buckets[name]
+        batch, seq = bucket.batch, bucket.tokens
         expected = _expected_inputs(config, model, batch, seq)
         seen_caches = set()
         for spec in graph.inputs:
@@ -254,25 +193,13 @@ def check_graphs(graphs: dict, config: NPUDecoderConfig, model: DecoderModelConf
         missing = [n for n in REQUIRED_INPUTS if n not in names] + sorted(set(caches) - seen_caches)
         if missing:
             raise ArtifactError(f"{where}: inputs {missing[:8]} are missing; {STORED_FIX}")
+        described = {key: graph.attributes.get(key) for key in BUCKET_KEYS}
+        if described != bucket.attributes():
+            raise ArtifactError(f"{where}: its attributes describe the bucket {short_repr(described, 200)} but the "
+                                f"knobs imply {bucket.attributes()}; {STORED_FIX}")
         for output in graph.outputs[:1]:  # the logits
             node = next((n for n in graph.nodes if n.name == output), None)
             shape = node.meta.get("shape") if node is not None and isinstance(node.meta, dict) else None
             if isinstance(shape, (list, tuple)) and tuple(shape) != (batch, model.vocab_size):
                 raise ArtifactError(f"{where}: its logits are {short_repr(list(shape))} but config.json implies "
                                     f"[{batch}, vocab_size={model.vocab_size}]; {STORED_FIX}")
-
-
-#: Token axis of the per-token prefill extras that do not lead with it (default 0).
-TOKEN_AXIS = {"rope_positions": 1, "deepstack_embeds": 1}
-
-
-def _chunk_of(values: torch.Tensor, start: int, count: int, chunk: int, token_axis: int) -> torch.Tensor:
-    """Tokens ``[start, start+count)`` of a per-token tensor, zero-padded to ``chunk``, with a batch
-    axis of 1 inserted before the token axis ([3, n] -> [3, 1, C]; [n, E] -> [1, C, E]; [n] -> [1, C];
-    [L, n, E] -> [L, 1, C, E])."""
-    part = values.narrow(token_axis, start, count)
-    shape = list(values.shape)
-    shape[token_axis] = chunk
-    out = values.new_zeros(shape)
-    out.narrow(token_axis, 0, count).copy_(part)
-    return out.unsqueeze(token_axis)

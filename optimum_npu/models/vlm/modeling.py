@@ -164,7 +164,7 @@ class NPUModelForImageTextToText(NPUModelForCausalLM):
         _check_in_manifest(manifest, root, SUBMODULE_DIRS["visual"], config.visual.graph_names(), origin)
         try:
             visual = VisualRuntime(visual_root, config.visual, spec, list(config.visual_device),
-                                   owner=f"{arch.name} visual encoder")
+                                   owner=f"{arch.name} visual encoder", profiler=runtime.profiler)
         except BaseException:
             runtime.release()
             raise
@@ -221,13 +221,8 @@ class NPUModelForImageTextToText(NPUModelForCausalLM):
                 extras[-1]["deepstack_embeds"] = deepstack_embeds
         return extras
 
-    def _prefill_prompts(self, input_ids, attention_mask, **inputs) -> torch.Tensor:
-        logits = super()._prefill_prompts(input_ids, attention_mask, **inputs)
-        self._runtime.stats.visual = self._visual_stats
-        return logits
-
-    def _decode_rope_positions(self, lengths: list[int]) -> list[int]:
-        return [length + delta for length, delta in zip(lengths, self._rope_deltas)]
+    def _batch_annotations(self) -> dict[str, Any]:
+        return {"rope_deltas": self._rope_deltas, "visual": self._visual_stats}
 
     def release(self) -> None:
         """Frees both submodules' memory on their devices."""

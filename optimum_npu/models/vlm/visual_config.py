@@ -18,6 +18,8 @@ from typing import Any
 
 from transformers import PretrainedConfig
 
+from optimum_npu.device.buckets import Bucket
+
 SUPPORTED_DTYPES = ("float32", "float16", "bfloat16")
 #: HF vision ``model_type`` -> our encoder kind.
 VISION_KINDS = {"qwen2_vl": "qwen2_vl", "qwen2_vl_vision": "qwen2_vl",
@@ -183,3 +185,8 @@ class NPUVisualConfig:
 
 def bucket_graph_name(bucket: int) -> str:
     return f"visual_{bucket}"
+
+
+def visual_bucket(patches: int) -> Bucket:
+    """The bucket of the visual graph for ``patches`` patches (one image per call)."""
+    return Bucket(bucket_graph_name(patches), "visual", 1, patches)

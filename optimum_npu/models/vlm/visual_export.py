@@ -19,7 +19,7 @@ from torch import nn
 from optimum_npu.compile.artifact import graph_path
 from optimum_npu.compile.capture import capture
 from optimum_npu.compile.weights import save_weights
-from optimum_npu.models.vlm.visual_config import NPUVisualConfig, VisualModelConfig, bucket_graph_name
+from optimum_npu.models.vlm.visual_config import NPUVisualConfig, VisualModelConfig, bucket_graph_name, visual_bucket
 from optimum_npu.models.vlm.visual_wrapper import KIND_INPUTS, WRAPPERS
 from optimum_npu.schema import ARTIFACT_FORMAT_VERSION, GRAPH_DIR, Graph, WEIGHTS_FILE
 
@@ -70,7 +70,7 @@ def capture_visual_graphs(visual: nn.Module, model: VisualModelConfig, config: N
         args = example_inputs(model, bucket, dtype, device)
         name = bucket_graph_name(bucket)
         graph, graph_weights = capture(wrapper, args, name, names, ["input"] * len(args),
-                                       WRAPPER_PREFIX, attributes={"bucket": bucket})
+                                       WRAPPER_PREFIX, attributes=visual_bucket(bucket).attributes())
         graphs[name] = graph
         weights.update(graph_weights)
     return graphs, weights

@@ -9,23 +9,22 @@ copies of the patches in and the merged tokens out.
 
 from __future__ import annotations
 
-import weakref
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
 
 from optimum_npu.compile.artifact import ArtifactError, read_graph
-from optimum_npu.compile.weights import load_weights
-from optimum_npu.device.cost import GraphCostModel
-from optimum_npu.device.device import NPUDevice, get_device
-from optimum_npu.device.executor import Program, peak_activation_bytes
+from optimum_npu.compile.weights import load_weights, stored_weight_bytes
+from optimum_npu.device.buckets import BUCKET_KEYS, buckets_of_kind
+from optimum_npu.device.device import DeviceRegistry, NPUDevice
+from optimum_npu.device.engine import DeviceEngine
+from optimum_npu.device.profiler import Profiler
 from optimum_npu.device.spec import NPUSpec
-from optimum_npu.models.decoder.device_group import stored_weight_bytes
-from optimum_npu.models.vlm.visual_config import NPUVisualConfig, VisualModelConfig, bucket_graph_name
+from optimum_npu.models.vlm.visual_config import NPUVisualConfig, VisualModelConfig, visual_bucket
 from optimum_npu.models.vlm.visual_export import VISUAL_CONFIG_FILE
 from optimum_npu.models.vlm.visual_inputs import prepare_image, unpad_output
-from optimum_npu.schema import WEIGHTS_FILE, Graph, dtype_from_name
+from optimum_npu.schema import WEIGHTS_FILE
 from optimum_npu.untrusted import expect_dict, load_json
 
 #: What every refusal of a stored visual file ends with.
@@ -90,10 +89,13 @@ class VisualRuntime:
         spec: the NPU spec.
         device_ids: device ids the encoder may use; it runs on the first.
         owner: label for memory reports.
+        registry: the device registry (``DEFAULT_REGISTRY`` when None).
+        profiler: records every bucket call on the device's track when given.
     """
 
     def __init__(self, root_dir: str | Path, visual_config: NPUVisualConfig | dict | int | list, spec: NPUSpec,
-                 device_ids: list[int], owner: str = "visual encoder"):
+                 device_ids: list[int], owner: str = "visual encoder", registry: DeviceRegistry | None = None,
+                 profiler: Profiler | None = None):
         root = Path(root_dir)
         self.config = NPUVisualConfig.coerce(visual_config)
         origin = str(root / VISUAL_CONFIG_FILE)
@@ -111,20 +113,25 @@ class VisualRuntime:
         self.model = _stored_model(document.get("model"), origin)
         self.dtype = getattr(torch, self.config.dtype)
         graphs = {name: read_graph(root, name) for name in self.config.graph_names()}
-        self.device: NPUDevice = get_device(spec, list(device_ids)[0])
+        for patches, name in zip(self.config.max_seq_len, self.config.graph_names()):
+            described = {key: graphs[name].attributes.get(key) for key in BUCKET_KEYS}
+            if described != visual_bucket(patches).attributes():
+                raise ArtifactError(f"{origin}: graph {name!r} describes the bucket {str(described)[:200]} but "
+                                    f"max_seq_len implies {visual_bucket(patches).attributes()}; {_FIX}")
+        #: patches of each bucket -> its graph, from the graphs' attributes
+        self._graph_for = {b.tokens: b.name for b in buckets_of_kind(graphs, "visual")}
         self.spec = spec
-        self.costs = {name: GraphCostModel(graph, spec, self.config.dtype) for name, graph in graphs.items()}
-        self.memory = {"weights": stored_weight_bytes(root / WEIGHTS_FILE),   # sized before anything is loaded
-                       "workspace": max(peak_activation_bytes(g) for g in graphs.values())}
-        handles = self.device.memory.reserve(owner, self.memory)
-        self._finalizer = weakref.finalize(self, self.device.memory.release, handles)
-        weights = load_weights(root / WEIGHTS_FILE)
-        self.programs = {name: Program(graph) for name, graph in graphs.items()}
-        self.bindings = {name: _bind(graph, weights) for name, graph in graphs.items()}
+        self.engine = DeviceEngine(   # weights sized from the safetensors header before anything is loaded
+            graphs, spec, list(device_ids)[:1], self.config.dtype, owner=owner, registry=registry, profiler=profiler,
+            weights=lambda rank: load_weights(root / WEIGHTS_FILE),
+            weight_bytes=lambda rank: stored_weight_bytes(root / WEIGHTS_FILE), error=ArtifactError)
+        self.device: NPUDevice = self.engine.devices[0]
+        self.memory = self.engine.memory
+        self.costs = self.engine.costs
 
     def release(self) -> None:
         """Frees the encoder's memory on its device."""
-        self._finalizer()
+        self.engine.release()
 
     def check(self, pixel_values: torch.Tensor, image_grid_thw: torch.Tensor) -> list[int]:
         """Validates a batch before any compute; returns the bucket of each image."""
@@ -176,18 +183,12 @@ class VisualRuntime:
             patches = grid[0] * grid[1] * grid[2]
             image = prepare_image(pixel_values[start:start + patches], grid, bucket, self.model, self.dtype)
             start += patches
-            name = bucket_graph_name(bucket)
-            inputs = image.graph_inputs()
-            result = self.programs[name](*[inputs[item] if isinstance(item, str) else item
-                                           for item in self.bindings[name]])
+            result, call = self.engine.run(self._graph_for[bucket], image.graph_inputs(), "visual")
             merged, stacked = result if isinstance(result, tuple) else (result, None)   # stacked [L, T, O]
             outputs.append(unpad_output(merged, image, self.model.merge_unit))
             if stacked is not None:
                 deepstack.append(torch.stack([unpad_output(layer, image, self.model.merge_unit) for layer in stacked]))
-            out_bytes = merged.nbytes + (stacked.nbytes if stacked is not None else 0)
-            copies = (sum(t.nbytes for t in inputs.values()) + out_bytes) / self.spec.host_link_bandwidth
-            seconds = self.costs[name].static_seconds + copies
-            self.device.advance(seconds)
+            seconds = call.seconds + call.host_seconds
             stats.images.append(ImageStats(grid, patches, bucket, seconds))
         return VisualFeatures(torch.cat(outputs), torch.cat(deepstack, dim=1) if deepstack else None, stats)
 
@@ -217,17 +218,3 @@ def _stored_model(data, origin: str) -> VisualModelConfig:
         return VisualModelConfig.from_dict(data)
     except TypeError as err:
         raise ArtifactError(f"{origin}: 'model' is incomplete ({err}); {_FIX}") from None
-
-
-def _bind(graph: Graph, weights: dict[str, torch.Tensor]) -> list:
-    binding = []
-    for spec in graph.inputs:
-        if spec.kind != "weight":
-            binding.append(spec.name)
-            continue
-        tensor = weights.get(spec.source)
-        if tensor is None or tuple(tensor.shape) != spec.shape or tensor.dtype != dtype_from_name(spec.dtype):
-            raise ArtifactError(f"visual graph {graph.name!r} needs weight {spec.source!r} {list(spec.shape)} "
-                                f"{spec.dtype}, which the visual weights do not hold; recompile the model")
-        binding.append(tensor)
-    return binding
