@@ -1,11 +1,11 @@
 """The exact operator allow-list of the artifact format: what a graph file may call.
 
 Every operator overload the compiler emits for the supported families (collected from the
-graphs of every model the test suite compiles: Llama, Mistral, Qwen2/3, Gemma 3, Qwen2/2.5/3-VL,
-tensor parallelism), each with the names of its schema arguments, which are the only keyword
-names a node of that operator may use. Graphs are checked against it by exact string match
-(``schema.check_op_name``); the device resolves operators through a table built from this list,
-never by ``getattr`` on a string read from a file.
+graphs of every model the test suite compiles: Llama, Mistral, Qwen2/3, Gemma, Gemma 2/3,
+Phi, Phi-3, GPT-2, OPT, Qwen2/2.5/3-VL, tensor parallelism), each with the names of its
+schema arguments, which are the only keyword names a node of that operator may use. Graphs
+are checked against it by exact string match (``schema.check_op_name``); the device resolves
+operators through a table built from this list, never by ``getattr`` on a string read from a file.
 
 Reviewed exclusions: nothing here reads or writes files or processes, touches storages or raw
 pointers, changes the random state or converts a tensor to a host scalar (``from_file``,

@@ -53,6 +53,7 @@ _ARCHITECTURES = (
     Architecture("Qwen2VLForConditionalGeneration", "vlm", QWEN_VL),
     Architecture("Qwen2_5_VLForConditionalGeneration", "vlm", QWEN_VL),
     Architecture("Qwen3VLForConditionalGeneration", "vlm", QWEN_VL),
+    Architecture("GemmaForCausalLM", "decoder"),
 )
 REGISTRY: dict[str, Architecture] = {arch.name: arch for arch in _ARCHITECTURES}
 
