@@ -18,6 +18,7 @@ from optimum_npu.models.tiny import MODEL_TYPES, VOCAB_SIZE, build_causal_lm, bu
 #: architecture -> prefix caching allowed
 ADDED = {
     "GemmaForCausalLM": True,
+    "Gemma2ForCausalLM": False,
 }
 LONG_PROMPT = "The quick brown fox jumps over the lazy dog"   # 43 tokens: three prefill chunks of 16
 BATCH_PROMPTS = ["Once upon a time, far", "hi", "Hello world!"]  # 21, 2 and 12 tokens, left-padded

@@ -10,6 +10,7 @@ from dataclasses import dataclass
 
 from transformers import PretrainedConfig
 
+from optimum_npu.models.adapters.gemma2 import GEMMA2
 from optimum_npu.models.adapters.gemma3 import GEMMA3
 from optimum_npu.models.adapters.llama import LLAMA
 from optimum_npu.models.adapters.qwen_vl import QWEN_VL
@@ -54,6 +55,7 @@ _ARCHITECTURES = (
     Architecture("Qwen2_5_VLForConditionalGeneration", "vlm", QWEN_VL),
     Architecture("Qwen3VLForConditionalGeneration", "vlm", QWEN_VL),
     Architecture("GemmaForCausalLM", "decoder"),
+    Architecture("Gemma2ForCausalLM", "decoder", GEMMA2),
 )
 REGISTRY: dict[str, Architecture] = {arch.name: arch for arch in _ARCHITECTURES}
 
