@@ -13,6 +13,7 @@ from transformers import PretrainedConfig
 from optimum_npu.models.adapters.gemma2 import GEMMA2
 from optimum_npu.models.adapters.gemma3 import GEMMA3
 from optimum_npu.models.adapters.llama import LLAMA
+from optimum_npu.models.adapters.phi3 import PHI3
 from optimum_npu.models.adapters.qwen_vl import QWEN_VL
 from optimum_npu.models.adapters.spec import DecoderAdapter
 
@@ -56,6 +57,7 @@ _ARCHITECTURES = (
     Architecture("Qwen3VLForConditionalGeneration", "vlm", QWEN_VL),
     Architecture("GemmaForCausalLM", "decoder"),
     Architecture("Gemma2ForCausalLM", "decoder", GEMMA2),
+    Architecture("Phi3ForCausalLM", "decoder", PHI3),
 )
 REGISTRY: dict[str, Architecture] = {arch.name: arch for arch in _ARCHITECTURES}
 
