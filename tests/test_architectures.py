@@ -17,6 +17,7 @@ from optimum_npu.models.tiny import MODEL_TYPES, VOCAB_SIZE, build_causal_lm, bu
 
 #: architecture -> prefix caching allowed
 ADDED = {
+    "PhiForCausalLM": True,
     "Phi3ForCausalLM": True,
     "GemmaForCausalLM": True,
     "Gemma2ForCausalLM": False,

@@ -13,6 +13,7 @@ from transformers import PretrainedConfig
 from optimum_npu.models.adapters.gemma2 import GEMMA2
 from optimum_npu.models.adapters.gemma3 import GEMMA3
 from optimum_npu.models.adapters.llama import LLAMA
+from optimum_npu.models.adapters.phi import PHI
 from optimum_npu.models.adapters.phi3 import PHI3
 from optimum_npu.models.adapters.qwen_vl import QWEN_VL
 from optimum_npu.models.adapters.spec import DecoderAdapter
@@ -58,6 +59,7 @@ _ARCHITECTURES = (
     Architecture("GemmaForCausalLM", "decoder"),
     Architecture("Gemma2ForCausalLM", "decoder", GEMMA2),
     Architecture("Phi3ForCausalLM", "decoder", PHI3),
+    Architecture("PhiForCausalLM", "decoder", PHI),
 )
 REGISTRY: dict[str, Architecture] = {arch.name: arch for arch in _ARCHITECTURES}
 
