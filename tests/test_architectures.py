@@ -17,6 +17,7 @@ from optimum_npu.models.tiny import MODEL_TYPES, VOCAB_SIZE, build_causal_lm, bu
 
 #: architecture -> prefix caching allowed
 ADDED = {
+    "GPT2LMHeadModel": True,
     "PhiForCausalLM": True,
     "Phi3ForCausalLM": True,
     "GemmaForCausalLM": True,
@@ -80,6 +81,7 @@ def test_paged_flash_prefix_caching_matches_eager(architecture, tokenizer):
 
 HEADLESS = [  # a class without an LM head -> the class to export
     ("LlamaModel", "LlamaForCausalLM"),
+    ("GPT2Model", "GPT2LMHeadModel"),
 ]
 
 

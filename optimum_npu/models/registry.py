@@ -12,6 +12,7 @@ from transformers import PretrainedConfig
 
 from optimum_npu.models.adapters.gemma2 import GEMMA2
 from optimum_npu.models.adapters.gemma3 import GEMMA3
+from optimum_npu.models.adapters.gpt2 import GPT2
 from optimum_npu.models.adapters.llama import LLAMA
 from optimum_npu.models.adapters.phi import PHI
 from optimum_npu.models.adapters.phi3 import PHI3
@@ -60,6 +61,7 @@ _ARCHITECTURES = (
     Architecture("Gemma2ForCausalLM", "decoder", GEMMA2),
     Architecture("Phi3ForCausalLM", "decoder", PHI3),
     Architecture("PhiForCausalLM", "decoder", PHI),
+    Architecture("GPT2LMHeadModel", "decoder", GPT2),
 )
 REGISTRY: dict[str, Architecture] = {arch.name: arch for arch in _ARCHITECTURES}
 
