@@ -18,6 +18,7 @@ from optimum_npu.models.tiny import MODEL_TYPES, VOCAB_SIZE, build_causal_lm, bu
 #: architecture -> prefix caching allowed
 ADDED = {
     "GPT2LMHeadModel": True,
+    "OPTForCausalLM": True,
     "PhiForCausalLM": True,
     "Phi3ForCausalLM": True,
     "GemmaForCausalLM": True,
@@ -82,6 +83,7 @@ def test_paged_flash_prefix_caching_matches_eager(architecture, tokenizer):
 HEADLESS = [  # a class without an LM head -> the class to export
     ("LlamaModel", "LlamaForCausalLM"),
     ("GPT2Model", "GPT2LMHeadModel"),
+    ("OPTModel", "OPTForCausalLM"),
 ]
 
 
@@ -95,3 +97,9 @@ def test_model_without_lm_head_is_refused_naming_the_class_to_use(tmp_path, base
                                          "feature-extraction classes are not supported yet\\)"):
         NPUModelForCausalLM.from_pretrained(tmp_path, export=True)
 
+
+def test_unsupported_variant_is_refused_naming_the_knob():
+    model = build_causal_lm("OPTForCausalLM", do_layer_norm_before=False)
+    with pytest.raises(ValueError, match=r"OPTForCausalLM with do_layer_norm_before=False is not supported .*"
+                                         r"use a checkpoint with do_layer_norm_before=True"):
+        NPUModelForCausalLM.from_model(model, npu_config={"max_seq_len": 64})

@@ -14,6 +14,7 @@ from optimum_npu.models.adapters.gemma2 import GEMMA2
 from optimum_npu.models.adapters.gemma3 import GEMMA3
 from optimum_npu.models.adapters.gpt2 import GPT2
 from optimum_npu.models.adapters.llama import LLAMA
+from optimum_npu.models.adapters.opt import OPT
 from optimum_npu.models.adapters.phi import PHI
 from optimum_npu.models.adapters.phi3 import PHI3
 from optimum_npu.models.adapters.qwen_vl import QWEN_VL
@@ -62,6 +63,7 @@ _ARCHITECTURES = (
     Architecture("Phi3ForCausalLM", "decoder", PHI3),
     Architecture("PhiForCausalLM", "decoder", PHI),
     Architecture("GPT2LMHeadModel", "decoder", GPT2),
+    Architecture("OPTForCausalLM", "decoder", OPT),
 )
 REGISTRY: dict[str, Architecture] = {arch.name: arch for arch in _ARCHITECTURES}
 
