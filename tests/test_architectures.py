@@ -13,6 +13,7 @@ import pytest
 from transformers import AutoConfig, AutoModel
 
 from optimum_npu import NPUModelForCausalLM
+from optimum_npu.models.adapters import MLP, DecoderAdapter
 from optimum_npu.models.tiny import MODEL_TYPES, VOCAB_SIZE, build_causal_lm, build_tokenizer
 
 #: architecture -> prefix caching allowed
@@ -103,3 +104,11 @@ def test_unsupported_variant_is_refused_naming_the_knob():
     with pytest.raises(ValueError, match=r"OPTForCausalLM with do_layer_norm_before=False is not supported .*"
                                          r"use a checkpoint with do_layer_norm_before=True"):
         NPUModelForCausalLM.from_model(model, npu_config={"max_seq_len": 64})
+
+
+def test_adapter_layout_values_are_checked():
+    with pytest.raises(ValueError, match=r"adapter mlp.kind='swiglu' is not known; choose one of"):
+        DecoderAdapter(mlp=MLP("swiglu"))
+    with pytest.raises(ValueError, match=r"adapter block='parallel' with norms=\['input_layernorm', "
+                                         r"'post_attention_layernorm'\]"):
+        DecoderAdapter(block="parallel")

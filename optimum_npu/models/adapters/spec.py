@@ -11,6 +11,11 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
+#: The values each layout field may take (block -> number of norms it reads).
+BLOCKS = {"pre_norm": 2, "sandwich_norm": 4, "parallel": 1}
+KINDS = {"positions.kind": ("rotary", "learned"), "attention.qkv": ("separate", "fused"),
+         "mlp.kind": ("module", "plain", "fused_gated"), "linear": ("linear", "conv1d")}
+
 #: The layout every Llama-like decoder shares: separate q/k/v, o_proj, gated MLP.
 LLAMA_TP_PLAN = {"layers.*.self_attn.q_proj": "colwise", "layers.*.self_attn.k_proj": "colwise",
                  "layers.*.self_attn.v_proj": "colwise", "layers.*.self_attn.o_proj": "rowwise",
@@ -117,6 +122,16 @@ class DecoderAdapter:
     config_defaults: dict[str, tuple[str, int]] = field(default_factory=dict, hash=False)
     requires: dict[str, Any] = field(default_factory=dict, hash=False)
     tp_plan: dict[str, str] = field(default_factory=lambda: dict(LLAMA_TP_PLAN), hash=False)
+
+    def __post_init__(self):
+        values = {"positions.kind": self.positions.kind, "attention.qkv": self.attention.qkv,
+                  "mlp.kind": self.mlp.kind, "linear": self.linear}
+        for name, value in values.items():
+            if value not in KINDS[name]:
+                raise ValueError(f"adapter {name}={value!r} is not known; choose one of {list(KINDS[name])}")
+        if BLOCKS.get(self.block) != len(self.norms):
+            raise ValueError(f"adapter block={self.block!r} with norms={list(self.norms)}: the blocks and their norm "
+                             f"counts are {BLOCKS}")
 
     def check_config(self, text_config, architecture: str) -> None:
         """Refuses an HF config using a variant this adapter does not describe."""

@@ -85,7 +85,8 @@ class StaticDecoder(nn.Module):
         if not self.adapter.positions.per_layer_type:
             rope = self._parts.positions(hidden, positions)
             return {layer_type: rope for layer_type in set(self.layer_types)}
-        return {layer_type: self._parts.positions(hidden, positions, layer_type) for layer_type in set(self.layer_types)}
+        rotary = self._parts.positions
+        return {layer_type: rotary(hidden, positions, layer_type) for layer_type in set(self.layer_types)}
 
     def _layer(self, i: int, layer: nn.Module, hidden: torch.Tensor, step: StepInputs,
                kv_cache: list[torch.Tensor]) -> torch.Tensor:
@@ -109,7 +110,7 @@ class StaticDecoder(nn.Module):
         visual_mask: torch.Tensor | None = None,     # [B, S] bool: which tokens take visual_embeds
         deepstack_embeds: torch.Tensor | None = None,  # [L, B, S, E] added at visual_mask after layer l < L
     ) -> torch.Tensor:
-        hidden = self._parts.embed(input_ids)                                        # [B, S, E]
+        hidden = self._parts.embed(input_ids)                                  # [B, S, E]
         if visual_embeds is not None:
             hidden = torch.where(visual_mask[..., None], visual_embeds.to(hidden.dtype), hidden)
         if self.adapter.positions.kind == "learned":                           # absolute position table
@@ -125,7 +126,7 @@ class StaticDecoder(nn.Module):
                 hidden = torch.where(visual_mask[..., None], hidden + deepstack_embeds[i].to(hidden.dtype), hidden)
         batch = input_ids.shape[0]
         last = hidden[torch.arange(batch), logits_index]                       # [B, E]
-        logits = self._parts.lm_head(self._parts.norm(last))                               # [B, V]
+        logits = self._parts.lm_head(self._parts.norm(last))                   # [B, V]
         if self.final_softcap:
             logits = torch.tanh(logits / self.final_softcap) * self.final_softcap
         return logits
