@@ -1,11 +1,11 @@
 """The exact operator allow-list of the artifact format: what a graph file may call.
 
 Every operator overload the compiler emits for the supported families (collected from the
-graphs of every model the test suite compiles: Llama, Mistral, Qwen2/3, Gemma 3, Qwen2/2.5/3-VL,
-tensor parallelism), each with the names of its schema arguments, which are the only keyword
-names a node of that operator may use. Graphs are checked against it by exact string match
-(``schema.check_op_name``); the device resolves operators through a table built from this list,
-never by ``getattr`` on a string read from a file.
+graphs of every model the test suite compiles: Llama, Mistral, Qwen2/3, Gemma, Gemma 2/3,
+Phi, Phi-3, GPT-2, OPT, Qwen2/2.5/3-VL, tensor parallelism), each with the names of its
+schema arguments, which are the only keyword names a node of that operator may use. Graphs
+are checked against it by exact string match (``schema.check_op_name``); the device resolves
+operators through a table built from this list, never by ``getattr`` on a string read from a file.
 
 Reviewed exclusions: nothing here reads or writes files or processes, touches storages or raw
 pointers, changes the random state or converts a tensor to a host scalar (``from_file``,
@@ -30,6 +30,7 @@ ALLOWED_OPS: dict[str, tuple[str, ...]] = {
     "aten.clamp.default": ('self', 'min', 'max'),
     "aten.copy_.default": ('self', 'src', 'non_blocking'),
     "aten.cos.default": ('self',),
+    "aten.div.Tensor": ('self', 'other'),
     "aten.embedding.default": ('weight', 'indices', 'padding_idx', 'scale_grad_by_freq', 'sparse'),
     "aten.expand.default": ('self', 'size', 'implicit'),
     "aten.gelu.default": ('self', 'approximate'),
@@ -52,6 +53,7 @@ ALLOWED_OPS: dict[str, tuple[str, ...]] = {
     "aten.split_with_sizes.default": ('self', 'split_sizes', 'dim'),
     "aten.stack.default": ('tensors', 'dim'),
     "aten.sum.dim_IntList": ('self', 'dim', 'keepdim', 'dtype'),
+    "aten.tanh.default": ('self',),
     "aten.to.device": ('self', 'device', 'dtype', 'non_blocking', 'copy', 'memory_format'),
     "aten.to.dtype": ('self', 'dtype', 'non_blocking', 'copy', 'memory_format'),
     "aten.transpose.int": ('self', 'dim0', 'dim1'),

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from transformers import AutoConfig, AutoModelForCausalLM, GPT2Config, GPT2LMHeadModel
+from transformers import AutoConfig, AutoModelForCausalLM, BloomConfig, BloomForCausalLM
 
 import optimum_npu.models.decoder.export as export_module
 from optimum_npu import DeviceOutOfMemoryError, NPUConfigError, NPUModelForCausalLM
@@ -45,12 +45,12 @@ def mistral_sliding_ckpt(tmp_path_factory) -> Path:
 
 
 @pytest.fixture(scope="module")
-def gpt2_ckpt(tmp_path_factory) -> Path:
-    config = GPT2Config(n_layer=1, n_embd=32, n_head=2, vocab_size=100, n_positions=64,
-                        architectures=["GPT2LMHeadModel"])
+def bloom_ckpt(tmp_path_factory) -> Path:
+    """An architecture without an adapter (BLOOM: ALiBi positions)."""
+    config = BloomConfig(n_layer=1, hidden_size=32, n_head=2, vocab_size=100, architectures=["BloomForCausalLM"])
     torch.manual_seed(0)
-    path = tmp_path_factory.mktemp("gpt2") / "ckpt"
-    GPT2LMHeadModel(config).save_pretrained(path)
+    path = tmp_path_factory.mktemp("bloom") / "ckpt"
+    BloomForCausalLM(config).save_pretrained(path)
     return path
 
 
@@ -307,13 +307,15 @@ def test_prefix_caching_refused_for_sliding_window_layers(mistral_sliding_ckpt, 
     assert compile_spy == []
 
 
-def test_unsupported_architecture_lists_supported(gpt2_ckpt, compile_spy):
+def test_unsupported_architecture_lists_supported(bloom_ckpt, compile_spy):
     with pytest.raises(ValueError) as err:
-        export(gpt2_ckpt, BASE)
+        export(bloom_ckpt, BASE)
     message = str(err.value)
-    assert "GPT2LMHeadModel" in message and "not supported" in message
+    assert "BloomForCausalLM" in message and "not supported" in message
     supported = supported_architectures("decoder")
-    assert {"LlamaForCausalLM", "MistralForCausalLM", "Qwen2ForCausalLM", "Qwen3ForCausalLM"} <= set(supported)
+    assert {"LlamaForCausalLM", "MistralForCausalLM", "Qwen2ForCausalLM", "Qwen3ForCausalLM", "GPT2LMHeadModel",
+            "OPTForCausalLM", "PhiForCausalLM", "Phi3ForCausalLM", "GemmaForCausalLM",
+            "Gemma2ForCausalLM"} <= set(supported)
     for name in supported:
         assert name in message
     assert compile_spy == []

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import socket
@@ -14,13 +15,16 @@ from safetensors import safe_open
 
 from optimum_npu import NPUModelForCausalLM
 from optimum_npu.compile.tensor_parallel import TensorParallelError, TensorParallelPlan, shard_graph
+from optimum_npu.models.adapters.phi3 import PHI3
+from optimum_npu.models.adapters.tp_plan import decoder_tp_plan
+from optimum_npu.models.model_config import DecoderModelConfig
 from optimum_npu.device.device import get_device
 from optimum_npu.device.spec import PRESETS
 from optimum_npu.models.tiny import build_causal_lm, build_tokenizer
 
 ARCHITECTURES = ["LlamaForCausalLM", "MistralForCausalLM", "Qwen2ForCausalLM", "Qwen3ForCausalLM",
-                 "Gemma3ForCausalLM"]
-SHAPE = dict(num_attention_heads=8, num_key_value_heads=4, head_dim=8)  # divisible by 2 and 4
+                 "Gemma3ForCausalLM", "Phi3ForCausalLM", "GPT2LMHeadModel"]  # the last two: fused projections
+SHAPE = dict(num_attention_heads=8, num_key_value_heads=4, head_dim=8)  # divisible by 2 and 4 (GPT-2: 8 heads)
 KNOBS = {"max_seq_len": 96, "batch_size": 2, "prefill_chunk_size": 16, "kvcache_block_size": 16}
 PROMPTS = ["Tensor parallel prompt that is longer than one chunk", "short"]
 
@@ -130,3 +134,72 @@ def test_torch_distributed_backend_gives_the_in_process_tokens(tmp_path, inputs)
         _, tokens, device = line.split(" ", 2)
         assert json.loads(tokens) == expected
         assert device.startswith(f"npu:{rank}")  # each process hosts its own rank's device
+
+
+def _rank_tensors(model, tmp_path, rank: int, names: list[str]) -> dict[str, torch.Tensor]:
+    model.save_pretrained(tmp_path)
+    with safe_open(str(tmp_path / f"model-tp{rank}-of-{model.npu_config.tensor_parallel_size}.safetensors"),
+                   "pt") as shard:
+        return {name: shard.get_tensor(name) for name in names}
+
+
+def test_fused_projections_are_split_per_part(tmp_path):
+    """Phi-3's qkv_proj rows are [q (64) | k (32) | v (32)] and gate_up_proj's [gate | up]: rank 1 of 2 keeps
+    the second half of each part (a contiguous split would hand it the end of q and all of k and v)."""
+    hf_model = build_causal_lm("Phi3ForCausalLM", **SHAPE)
+    model = NPUModelForCausalLM.from_model(hf_model, npu_config=KNOBS | {"tensor_parallel_size": 2})
+    try:
+        names = ["model.layers.1.self_attn.qkv_proj.weight", "model.layers.1.mlp.gate_up_proj.weight"]
+        got = _rank_tensors(model, tmp_path, 1, names)
+    finally:
+        model.release()
+    qkv, gate_up = (hf_model.state_dict()[name] for name in names)
+    q, k, v = qkv.split([64, 32, 32])
+    torch.testing.assert_close(got[names[0]], torch.cat([q[32:], k[16:], v[16:]]), rtol=0, atol=0)
+    gate, up = gate_up.chunk(2)
+    torch.testing.assert_close(got[names[1]], torch.cat([gate[64:], up[64:]]), rtol=0, atol=0)
+
+
+def test_conv1d_fused_attention_is_split_per_part_along_its_output_columns(tmp_path):
+    """GPT-2's c_attn weight is [in, 3 * hidden] (Conv1D): the parts are columns; c_proj is split by its rows."""
+    hf_model = build_causal_lm("GPT2LMHeadModel", **SHAPE)
+    model = NPUModelForCausalLM.from_model(hf_model, npu_config=KNOBS | {"tensor_parallel_size": 2})
+    try:
+        names = ["transformer.h.0.attn.c_attn.weight", "transformer.h.0.attn.c_attn.bias",
+                 "transformer.h.0.attn.c_proj.weight"]
+        got = _rank_tensors(model, tmp_path, 1, names)
+    finally:
+        model.release()
+    weight, bias, proj = (hf_model.state_dict()[name] for name in names)
+    torch.testing.assert_close(got[names[0]], torch.cat([p[:, 32:] for p in weight.split(64, dim=1)], dim=1),
+                               rtol=0, atol=0)
+    torch.testing.assert_close(got[names[1]], torch.cat([p[32:] for p in bias.split(64)]), rtol=0, atol=0)
+    torch.testing.assert_close(got[names[2]], proj[32:], rtol=0, atol=0)
+
+
+def test_unknown_styles_are_refused_naming_the_module():
+    with pytest.raises(TensorParallelError, match=r"module model\.layers\.\*\.self_attn\.qkv_proj has tensor-parallel "
+                                                  r"style 'colwise_gather_output'.*known styles: colwise, rowwise"):
+        TensorParallelPlan.from_hf(2, {"layers.*.self_attn.qkv_proj": "colwise_gather_output"})
+    adapter = dataclasses.replace(PHI3, tp_plan={"layers.*.mlp.gate_up_proj": "packed_colwise"})
+    model = DecoderModelConfig.from_hf(build_causal_lm("Phi3ForCausalLM").config)
+    with pytest.raises(TensorParallelError, match=r"module model\.layers\.\*\.mlp\.gate_up_proj has tensor-parallel "
+                                                  r"style 'packed_colwise'; known styles: .*colwise_gate_up"):
+        decoder_tp_plan(adapter, model, 2)
+
+
+def test_logits_projection_is_found_by_name_not_position():
+    hf_model = build_causal_lm("LlamaForCausalLM", **SHAPE)
+    model = NPUModelForCausalLM.from_model(hf_model, npu_config=KNOBS)
+    graph = model._runtime.group.ranks[0].programs["prefill"].graph
+    model.release()
+    plan = TensorParallelPlan.from_hf(2, {"layers.*.self_attn.q_proj": "colwise"}, logits=("model.norm.weight",))
+    with pytest.raises(TensorParallelError, match="0 linear layers reading the logits weight model.norm.weight"):
+        shard_graph(graph, plan)
+    # named as the down projection of the last layer (the last linear before the head): that one is split
+    plan = TensorParallelPlan.from_hf(2, {}, logits=("model.layers.1.mlp.down_proj.weight",))
+    sharded = shard_graph(graph, plan)
+    gather = next(node for node in sharded.nodes if node.op == "npu.all_gather.default")
+    linear = next(node for node in sharded.nodes if node.name == gather.args[0]["ref"])
+    weight = next(spec for spec in sharded.inputs if spec.name == linear.args[1]["ref"])
+    assert weight.source == "model.layers.1.mlp.down_proj.weight" and weight.shape == (32, 128)

@@ -3,18 +3,20 @@
 ``shard_graph`` turns a one-device graph into the graph every device of an N-way
 tensor-parallel group runs (the same graph on each rank: only the weights differ):
 
-- column-parallel linears (q/k/v, gate/up) keep 1/N of their output features, so each
-  device holds 1/N of the attention heads and of the MLP columns, and 1/N of the KV
-  cache (split by key/value heads);
-- row-parallel linears (o, down) keep 1/N of their input features and are followed by
-  an ``npu.all_reduce`` that sums the partial results;
-- the logits projection keeps 1/N of the vocabulary (padded up to a multiple of N with
+- column-parallel weights (q/k/v, gate/up, fc1) keep 1/N of their output features, so each
+  device holds 1/N of the attention heads and of the MLP columns, and 1/N of the KV cache
+  (split by key/value heads). A fused projection (Phi-3 ``qkv_proj`` / ``gate_up_proj``,
+  GPT-2 ``c_attn``) is split per part: each device keeps its slice of q, of k and of v;
+- row-parallel weights (o, down) keep 1/N of their input features; the linear reading them
+  is followed by an ``npu.all_reduce`` that sums the partial results;
+- the logits projection, found by the weight names the plan gives (``lm_head.weight``, or the
+  embedding table it is tied to), keeps 1/N of the vocabulary (padded up to a multiple of N with
   zero rows, sliced off after gathering), followed by an ``npu.all_gather``;
-- embeddings and norms are replicated.
+- everything else (embeddings, norms, position tables) is replicated.
 
-``shard_weights`` cuts each rank's tensors to match. Which weights are column- or
-row-parallel comes from a ``TensorParallelPlan`` of weight-name patterns (for HF models,
-their own ``base_model_tp_plan``).
+The graph itself is rank-agnostic: the decoder writes its views with per-head sizes and ``-1``,
+so after the weight shapes change ``propagate_shapes`` gives every node its per-rank shape.
+``shard_weights`` cuts each rank's tensors to match (``cut_shard``, also used to verify caches).
 """
 
 from __future__ import annotations
@@ -29,10 +31,32 @@ from optimum_npu.compile.shape_prop import propagate_shapes
 from optimum_npu.schema import ALL_GATHER, ALL_REDUCE, Graph, Node, TensorSpec
 
 LINEAR = "aten.linear.default"
+#: Ops through which a weight may reach a linear (a ``Conv1D`` weight [in, out] is transposed).
+_WEIGHT_VIEWS = ("aten.transpose.int", "aten.t.default", "aten.permute.default")
+#: The split styles a plan may hold; anything else is refused.
+STYLES = ("colwise", "rowwise", "replicate")
 
 
 class TensorParallelError(ValueError):
     """A graph cannot be split over the requested number of devices."""
+
+
+@dataclass(frozen=True)
+class WeightSplit:
+    """How one module's weight (and bias) is split.
+
+    Attributes:
+        style: ``colwise`` (output features), ``rowwise`` (input features) or ``replicate``.
+        out_dim: the weight dimension holding output features: 0 for ``nn.Linear`` [out, in],
+            1 for GPT-2 ``Conv1D`` [in, out].
+        parts: for a fused colwise projection, the full extent of each part along the output
+            features (q, k, v or gate, up); each part is split in N and every rank keeps its
+            slice of each part. Empty: one part.
+    """
+
+    style: str
+    out_dim: int = 0
+    parts: tuple[int, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -41,64 +65,73 @@ class TensorParallelPlan:
 
     Attributes:
         size: devices in the tensor-parallel group.
-        colwise / rowwise: regular expressions over weight names (without ``.weight``/``.bias``).
+        rules: (regular expression over module names, split); the first match wins.
+        logits: names of the weight the logits projection reads (``lm_head.weight``; with tied
+            embeddings the table may carry the embedding's name).
     """
 
     size: int
-    colwise: tuple[str, ...]
-    rowwise: tuple[str, ...]
+    rules: tuple[tuple[str, WeightSplit], ...] = ()
+    logits: tuple[str, ...] = ("lm_head.weight",)
 
     @classmethod
-    def from_hf(cls, size: int, hf_plan: dict[str, str], prefix: str = "model.") -> "TensorParallelPlan":
-        """From an HF ``base_model_tp_plan`` such as ``{"layers.*.self_attn.q_proj": "colwise"}``."""
-        def regex(pattern: str) -> str:
-            return "^" + re.escape(prefix + pattern).replace(r"\*", r"\d+") + "$"
+    def from_hf(cls, size: int, hf_plan: dict[str, str], prefix: str = "model.",
+                logits: tuple[str, ...] = ("lm_head.weight",)) -> "TensorParallelPlan":
+        """From an HF-style plan such as ``{"layers.*.self_attn.q_proj": "colwise"}`` (plain splits only).
 
-        colwise = tuple(regex(p) for p, style in hf_plan.items() if style.startswith("colwise"))
-        rowwise = tuple(regex(p) for p, style in hf_plan.items() if style.startswith("rowwise"))
-        return cls(size, colwise, rowwise)
+        A style outside ``STYLES`` (e.g. HF's ``colwise_gather_output`` on a fused projection) is
+        refused: its parts must be declared in the architecture's adapter.
+        """
+        rules = []
+        for pattern, style in hf_plan.items():
+            if style not in STYLES:
+                raise TensorParallelError(
+                    f"module {prefix}{pattern} has tensor-parallel style {style!r}, which optimum-npu does not "
+                    f"split; known styles: {', '.join(STYLES)} (a fused projection is declared per part in the "
+                    "architecture's adapter, models/adapters)")
+            rules.append((module_regex(prefix + pattern), WeightSplit(style)))
+        return cls(size, tuple(rules), logits)
+
+    def split_of(self, weight_name: str) -> WeightSplit | None:
+        """The split of the module owning ``weight_name`` (``...q_proj.weight`` -> ``...q_proj``), or None."""
+        module = weight_name.rsplit(".", 1)[0]
+        return next((split for pattern, split in self.rules if re.match(pattern, module)), None)
 
     def style_of(self, weight_name: str) -> str | None:
-        module = weight_name.rsplit(".", 1)[0]
-        if any(re.match(p, module) for p in self.colwise):
-            return "colwise"
-        if any(re.match(p, module) for p in self.rowwise):
-            return "rowwise"
-        return None
+        split = self.split_of(weight_name)
+        return split.style if split else None
 
 
-def _logits_linear(graph: Graph) -> Node:
-    """The last linear of the graph: the projection to the vocabulary."""
-    linears = [node for node in graph.nodes if node.op == LINEAR]
-    if not linears:
-        raise TensorParallelError(f"graph {graph.name!r} has no linear layer to split")
-    return linears[-1]
+def module_regex(pattern: str) -> str:
+    """``layers.*.mlp.fc1`` -> a regular expression where ``*`` is a layer index."""
+    return "^" + re.escape(pattern).replace(r"\*", r"\d+") + "$"
 
 
 def _ref(value) -> str | None:
     return value["ref"] if isinstance(value, dict) and "ref" in value else None
 
 
-def weight_roles(graph: Graph, plan: TensorParallelPlan) -> dict[str, tuple[str, int]]:
-    """Input name -> (style, dim) for every weight input that is split."""
-    inputs = {spec.name: spec for spec in graph.inputs}
-    roles: dict[str, tuple[str, int]] = {}
+def _linear_weights(graph: Graph) -> list[tuple[Node, str | None, str | None]]:
+    """(linear node, weight input name, bias input name), a weight read through a transpose included."""
+    inputs = {spec.name for spec in graph.inputs}
+    views = {node.name: _ref(node.args[0]) for node in graph.nodes if node.op in _WEIGHT_VIEWS}
+    found = []
     for node in graph.nodes:
-        if node.op != LINEAR:
-            continue
-        weight, bias = _ref(node.args[1]), _ref(node.args[2]) if len(node.args) > 2 else None
-        style = plan.style_of(inputs[weight].source) if weight in inputs else None
-        if style == "colwise":
-            roles[weight] = ("colwise", 0)
-            if bias:
-                roles[bias] = ("colwise", 0)
-        elif style == "rowwise":
-            roles[weight] = ("rowwise", 1)
-            if bias:
-                roles[bias] = ("rowwise_bias", 0)
-    head = _logits_linear(graph)
-    roles[_ref(head.args[1])] = ("vocab", 0)
-    return roles
+        if node.op == LINEAR:
+            weight, bias = _ref(node.args[1]), _ref(node.args[2]) if len(node.args) > 2 else None
+            weight = weight if weight in inputs else views.get(weight)
+            found.append((node, weight if weight in inputs else None, bias if bias in inputs else None))
+    return found
+
+
+def _logits_linear(graph: Graph, plan: TensorParallelPlan) -> tuple[Node, str, str | None]:
+    """The linear reading the plan's logits weight: the projection to the vocabulary."""
+    sources = {spec.name: spec.source for spec in graph.inputs}
+    heads = [item for item in _linear_weights(graph) if sources.get(item[1]) in plan.logits]
+    if len(heads) != 1:
+        raise TensorParallelError(f"graph {graph.name!r} has {len(heads)} linear layers reading the logits weight "
+                                  f"{' / '.join(plan.logits)} (expected one); the adapter's lm_head path is wrong")
+    return heads[0]
 
 
 def _divide(extent: int, what: str, plan: TensorParallelPlan) -> int:
@@ -112,50 +145,76 @@ def _divide(extent: int, what: str, plan: TensorParallelPlan) -> int:
 
 
 @dataclass(frozen=True)
+class Cut:
+    """How one rank's tensor is cut from the full one (the arguments of ``cut_shard``)."""
+
+    style: str                # replicate / colwise / rowwise / rowwise_bias / vocab / kv_cache
+    dim: int = 0
+    parts: tuple[int, ...] = ()
+
+
+def weight_cut(split: WeightSplit | None, source: str, shape: tuple[int, ...]) -> Cut:
+    """The cut of a weight (2-D) or bias (1-D) named ``source`` under ``split``."""
+    if split is None or split.style == "replicate" or len(shape) == 0:
+        return Cut("replicate")
+    if split.style == "rowwise":
+        return Cut("rowwise_bias") if len(shape) == 1 else Cut("rowwise", 1 - split.out_dim)
+    dim = 0 if len(shape) == 1 else split.out_dim
+    parts = split.parts or (shape[dim],)
+    if sum(parts) != shape[dim]:
+        raise TensorParallelError(f"{source} has {shape[dim]} output features but its plan declares parts "
+                                  f"{list(parts)}; fix the architecture adapter's tp_plan")
+    return Cut("colwise", dim, parts)
+
+
+@dataclass(frozen=True)
 class _SplitInput:
     spec: TensorSpec          # the input of the sharded graph
     full_source: str | None   # the one-device tensor it is cut from
-    style: str                # replicate / colwise / rowwise / rowwise_bias / vocab / kv_cache
-    dim: int
+    cut: Cut
 
 
 def _split_layout(graph: Graph, plan: TensorParallelPlan):
-    """Inputs of the sharded graph and the name of the logits projection's weight input."""
-    roles = weight_roles(graph, plan)
-    head_weight = _ref(_logits_linear(graph).args[1])
+    """Inputs of the sharded graph and the names of the logits projection's weight and bias inputs."""
+    head, head_weight, head_bias = _logits_linear(graph, plan)
     tied = sum(1 for node in graph.nodes for arg in node.args if _ref(arg) == head_weight) > 1
     head_input = f"{head_weight}_lm_head" if tied else head_weight
-    if tied:
-        roles.pop(head_weight)                 # the embedding keeps the full table
-    layout = []
     specs = list(graph.inputs)
-    if tied:
+    if tied:  # the embedding keeps the full table; the logits projection reads a vocabulary shard of it
         original = next(spec for spec in graph.inputs if spec.name == head_weight)
-        specs.append(dataclasses.replace(original, name=head_input))
-        roles[head_input] = ("vocab", 0)
+        specs.append(dataclasses.replace(original, name=head_input, source=f"{original.source}:vocab_shard"))
+    layout = []
     for spec in specs:
-        full_source = spec.source
-        style, dim = ("kv_cache", 1) if spec.kind == "kv_cache" else roles.get(spec.name, ("replicate", 0))
+        full_source = spec.source.removesuffix(":vocab_shard") if spec.source else spec.source
+        if spec.kind == "kv_cache":
+            cut = Cut("kv_cache", 1)
+        elif spec.name in (head_input, head_bias):
+            cut = Cut("vocab", 0)
+        elif spec.kind == "weight":
+            cut = weight_cut(plan.split_of(spec.source), spec.source, spec.shape)
+        else:
+            cut = Cut("replicate")
         shape = list(spec.shape)
-        if style == "kv_cache":
+        if cut.style == "kv_cache":
             shape[1] = _divide(shape[1], "key/value heads", plan)
-        elif style == "vocab":
-            shape[dim] = -(-shape[dim] // plan.size)  # padded up: the gathered padding is sliced off
-        elif style in ("colwise", "rowwise"):
-            shape[dim] = _divide(shape[dim], f"features of {spec.source}", plan)
-        source = f"{spec.source}:vocab_shard" if tied and spec.name == head_input else spec.source
-        layout.append(_SplitInput(dataclasses.replace(spec, shape=tuple(shape), source=source), full_source,
-                                  style, dim))
-    return layout, head_input
+        elif cut.style == "vocab":
+            shape[0] = -(-shape[0] // plan.size)  # padded up: the gathered padding is sliced off
+        elif cut.style == "rowwise":
+            shape[cut.dim] = _divide(shape[cut.dim], f"input features of {spec.source}", plan)
+        elif cut.style == "colwise":
+            what = "output features of {}" + (" (part {} of the fused projection)" if len(cut.parts) > 1 else "")
+            shape[cut.dim] = sum(_divide(p, what.format(spec.source, i), plan) for i, p in enumerate(cut.parts))
+        layout.append(_SplitInput(dataclasses.replace(spec, shape=tuple(shape)), full_source, cut))
+    return layout, head, head_input
 
 
 def shard_graph(graph: Graph, plan: TensorParallelPlan) -> Graph:
     """The graph each of ``plan.size`` devices runs (see the module docstring)."""
     if plan.size == 1:
         return graph
-    layout, head_input = _split_layout(graph, plan)
-    styles = {item.spec.name: item.style for item in layout}
-    head = _logits_linear(graph)
+    layout, head, head_input = _split_layout(graph, plan)
+    cuts = {item.spec.name: item.cut.style for item in layout}
+    rowwise = {node.name for node, weight, _ in _linear_weights(graph) if cuts.get(weight) == "rowwise"}
     renamed: dict[str, str] = {}
     nodes: list[Node] = []
     for node in graph.nodes:
@@ -171,7 +230,7 @@ def shard_graph(graph: Graph, plan: TensorParallelPlan) -> Graph:
                 nodes.append(Node(f"{gathered}_unpad", "aten.slice.Tensor", [{"ref": gathered}, -1, 0, vocab], {}))
                 gathered = f"{gathered}_unpad"
             renamed[node.name] = gathered
-        elif node.op == LINEAR and styles.get(_ref(node.args[1])) == "rowwise":
+        elif node.name in rowwise:
             nodes.append(Node(f"{node.name}_all_reduce", ALL_REDUCE, [{"ref": node.name}, plan.size], {}))
             renamed[node.name] = f"{node.name}_all_reduce"
     outputs = tuple(renamed.get(name, name) for name in graph.outputs)
@@ -196,27 +255,34 @@ def shard_weights(graph: Graph, weights: dict[str, torch.Tensor], plan: TensorPa
     """Rank ``rank``'s tensors for ``shard_graph(graph, plan)``, cut from the one-device ``weights``."""
     if plan.size == 1:
         return weights
-    layout, _ = _split_layout(graph, plan)
+    layout, _, _ = _split_layout(graph, plan)
     shards: dict[str, torch.Tensor] = {}
     for item in layout:
         if item.spec.kind != "weight":
             continue
-        part = item.spec.shape[item.dim] if len(item.spec.shape) > item.dim else 0  # scalars are replicated
-        shards[item.spec.source] = cut_shard(weights[item.full_source], item.style, item.dim, part, rank, plan.size)
+        cut = item.cut
+        part = item.spec.shape[cut.dim] if len(item.spec.shape) > cut.dim else 0  # scalars are replicated
+        shards[item.spec.source] = cut_shard(weights[item.full_source], cut.style, cut.dim, part, rank, plan.size,
+                                             cut.parts)
     return shards
 
 
-def cut_shard(tensor: torch.Tensor, style: str, dim: int, part: int, rank: int, size: int) -> torch.Tensor:
+def cut_shard(tensor: torch.Tensor, style: str, dim: int, part: int, rank: int, size: int,
+              parts: tuple[int, ...] = ()) -> torch.Tensor:
     """Rank ``rank``'s piece of a one-device weight (``part``: its extent along ``dim`` on each rank).
 
     ``replicate``: the tensor; ``rowwise_bias``: the tensor on rank 0, zeros elsewhere (added once,
     after the all-reduce); ``colwise`` / ``rowwise`` / ``vocab``: a slice along ``dim``, the
-    vocabulary padded with zero rows up to ``part * size`` first.
+    vocabulary padded with zero rows up to ``part * size`` first. ``parts`` (colwise): the full
+    extents of a fused projection's parts; the rank keeps its slice of each part, concatenated.
     """
     if style == "replicate":
         return tensor
     if style == "rowwise_bias":
         return tensor if rank == 0 else torch.zeros_like(tensor)
+    if style == "colwise" and len(parts) > 1:
+        return torch.cat([piece.narrow(dim, rank * (p // size), p // size)
+                          for piece, p in zip(tensor.split(list(parts), dim), parts)], dim).contiguous().clone()
     if style == "vocab" and part * size != tensor.shape[0]:
         tensor = torch.cat([tensor, tensor.new_zeros(part * size - tensor.shape[0], *tensor.shape[1:])])
     return tensor.narrow(dim, rank * part, part).contiguous().clone()

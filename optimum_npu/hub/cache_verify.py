@@ -27,7 +27,7 @@ from safetensors import safe_open
 from transformers import AutoConfig, GenerationConfig
 
 from optimum_npu.compile.artifact import ArtifactError, read_graph, read_manifest, verify_artifact
-from optimum_npu.compile.tensor_parallel import TensorParallelPlan, cut_shard
+from optimum_npu.compile.tensor_parallel import Cut, TensorParallelPlan, cut_shard, weight_cut
 from optimum_npu.compile.weights import read_aliases
 from optimum_npu.hub.cache_key import _public_dict, canonical_json
 from optimum_npu.schema import weights_file
@@ -74,14 +74,13 @@ def _expected(source: str, full: torch.Tensor, stored: torch.Tensor, plan: Tenso
     """What ``shard_weights`` puts on ``rank`` for ``source`` (None when no cut of ``full`` fits)."""
     size = plan.size
     vocab_part = -(-full.shape[0] // size) if full.dim() else 0
-    style = "vocab" if source.endswith(":vocab_shard") else plan.style_of(source) if size > 1 else None
-    if style == "colwise":
-        return cut_shard(full, "colwise", 0, full.shape[0] // size, rank, size)
-    if style == "rowwise":
-        if full.dim() == 1:
-            return cut_shard(full, "rowwise_bias", 0, 0, rank, size)
-        return cut_shard(full, "rowwise", 1, full.shape[1] // size, rank, size)
-    if style is None and tuple(stored.shape) == tuple(full.shape):
+    cut = weight_cut(plan.split_of(source), source, tuple(full.shape)) if size > 1 else Cut("replicate")
+    if source.endswith(":vocab_shard"):
+        cut = Cut("vocab")
+    if cut.style in ("colwise", "rowwise", "rowwise_bias"):
+        part = sum(cut.parts) // size if cut.style == "colwise" else full.shape[cut.dim] // size
+        return cut_shard(full, cut.style, cut.dim, part, rank, size, cut.parts)
+    if cut.style == "replicate" and tuple(stored.shape) == tuple(full.shape):
         return full
     if size > 1 and full.dim() >= 1 and tuple(stored.shape) == (vocab_part, *full.shape[1:]):
         return cut_shard(full, "vocab", 0, vocab_part, rank, size)  # the logits projection (untied or tied)

@@ -9,6 +9,8 @@ from dataclasses import dataclass
 
 from transformers import PretrainedConfig
 
+from optimum_npu.models.registry import adapter_for
+
 FULL = "full_attention"
 SLIDING = "sliding_attention"
 
@@ -37,6 +39,8 @@ class DecoderModelConfig:
     #: DeepStack (Qwen3-VL): visual features are added to the hidden states at the image tokens
     #: after each of the first ``deepstack_layers`` decoder layers (0: none).
     deepstack_layers: int = 0
+    #: The MLP has three weight matrices (gate, up, down) rather than two (up, down: GPT-2, OPT, Phi).
+    gated_mlp: bool = True
 
     def is_sliding(self, layer: int) -> bool:
         """Whether a layer attends only to the last ``sliding_window`` positions."""
@@ -58,6 +62,9 @@ class DecoderModelConfig:
     @classmethod
     def from_hf(cls, config: PretrainedConfig) -> "DecoderModelConfig":
         text = config.get_text_config(decoder=True)
+        adapter = adapter_for(config)
+        architecture = (config.architectures or [type(config).__name__])[0]
+        adapter.check_config(text, architecture)
         heads = text.num_attention_heads
         head_dim = getattr(text, "head_dim", None) or text.hidden_size // heads
         dtype = getattr(text, "dtype", None) or getattr(config, "dtype", None)
@@ -71,11 +78,11 @@ class DecoderModelConfig:
         pre_attn_scalar = getattr(text, "query_pre_attn_scalar", None)
         vision = getattr(config, "vision_config", None)
         return cls(
-            architecture=(config.architectures or [type(config).__name__])[0],
+            architecture=architecture,
             model_type=config.model_type,
             vocab_size=text.vocab_size,
             hidden_size=text.hidden_size,
-            intermediate_size=text.intermediate_size,
+            intermediate_size=adapter.config_value(text, "intermediate_size"),
             num_layers=text.num_hidden_layers,
             num_heads=heads,
             num_kv_heads=getattr(text, "num_key_value_heads", None) or heads,
@@ -89,13 +96,14 @@ class DecoderModelConfig:
             attn_logit_softcapping=getattr(text, "attn_logit_softcapping", None),
             final_logit_softcapping=getattr(text, "final_logit_softcapping", None),
             deepstack_layers=len(getattr(vision, "deepstack_visual_indexes", None) or ()),
+            gated_mlp=adapter.mlp.gated,
         )
 
     @property
     def num_parameters(self) -> int:
-        """Parameter count of the standard pre-norm gated-MLP decoder these fields describe."""
+        """Parameter count of the decoder these fields describe (biases left out)."""
         attn = self.hidden_size * self.head_dim * (2 * self.num_heads + 2 * self.num_kv_heads)
-        mlp = 3 * self.hidden_size * self.intermediate_size
+        mlp = (3 if self.gated_mlp else 2) * self.hidden_size * self.intermediate_size
         norms = 4 * self.hidden_size  # up to four per layer (sandwich norms); negligible either way
         embed = self.vocab_size * self.hidden_size * (1 if self.tie_word_embeddings else 2)
         return self.num_layers * (attn + mlp + norms) + embed + self.hidden_size

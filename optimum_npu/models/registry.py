@@ -1,7 +1,7 @@
 """One registry of supported architectures, keyed by the HF ``architectures`` name.
 
-Adding a decoder architecture that follows the shared pre-norm block is one entry
-here plus a parity test; its HF modules are reused as they are.
+Adding a decoder architecture is one ``DecoderAdapter`` (``models/adapters/``), one line here
+and one parity test; its HF modules are reused as they are.
 """
 
 from __future__ import annotations
@@ -10,52 +10,85 @@ from dataclasses import dataclass
 
 from transformers import PretrainedConfig
 
+from optimum_npu.models.adapters.gemma2 import GEMMA2
+from optimum_npu.models.adapters.gemma3 import GEMMA3
+from optimum_npu.models.adapters.gpt2 import GPT2
+from optimum_npu.models.adapters.llama import LLAMA
+from optimum_npu.models.adapters.opt import OPT
+from optimum_npu.models.adapters.phi import PHI
+from optimum_npu.models.adapters.phi3 import PHI3
+from optimum_npu.models.adapters.qwen_vl import QWEN_VL
+from optimum_npu.models.adapters.spec import DecoderAdapter
+
+#: Class-name endings of the HF classes that carry a language-model head.
+_HEAD_SUFFIXES = ("ForCausalLM", "LMHeadModel", "ForConditionalGeneration")
+
 
 @dataclass(frozen=True)
 class Architecture:
-    """How the shared decoder path reads one HF architecture.
+    """One supported HF architecture.
 
     Attributes:
         name: HF class name (``config.architectures[0]``).
-        family: the optimum-npu model family that compiles it (``decoder``).
-        qk_norm: the attention applies RMSNorm per head to queries and keys (Qwen3, Gemma 3).
-        block: the decoder layer layout, ``pre_norm`` (Llama) or ``sandwich_norm`` (Gemma 3:
-            norms before and after both attention and MLP).
-        rope_per_layer_type: the rotary embedding takes the layer type (Gemma 3: local and
-            global layers use different bases).
-        text_model: attribute path of the text decoder (embeddings, layers, norm, rotary)
-            inside the HF model.
-        mrope: the rotary embedding takes 3-D (temporal, height, width) positions (Qwen-VL);
-            the prefill graph then also merges visual embeddings into the token embeddings
-            (and, for a config with ``vision_config.deepstack_visual_indexes``, adds the DeepStack
-            features after the first decoder layers: ``DecoderModelConfig.deepstack_layers``).
+        family: the optimum-npu model family that compiles it (``decoder`` or ``vlm``).
+        adapter: how the static decoder reads its text model (module paths, layout, TP split).
     """
 
     name: str
     family: str
-    qk_norm: bool = False
-    block: str = "pre_norm"
-    rope_per_layer_type: bool = False
-    text_model: str = "model"
-    mrope: bool = False
+    adapter: DecoderAdapter = LLAMA
+
+    @property
+    def text_model(self) -> str:
+        """Path of the text decoder inside the HF model."""
+        return self.adapter.text_model
+
+    @property
+    def mrope(self) -> bool:
+        """The rotary embedding takes 3-D positions; the prefill graph merges visual embeddings (Qwen-VL)."""
+        return self.adapter.positions.mrope
 
 
 _ARCHITECTURES = (
     Architecture("LlamaForCausalLM", "decoder"),
     Architecture("MistralForCausalLM", "decoder"),
     Architecture("Qwen2ForCausalLM", "decoder"),
-    Architecture("Qwen3ForCausalLM", "decoder", qk_norm=True),
-    Architecture("Gemma3ForCausalLM", "decoder", qk_norm=True, block="sandwich_norm", rope_per_layer_type=True),
-    Architecture("Qwen2VLForConditionalGeneration", "vlm", text_model="model.language_model", mrope=True),
-    Architecture("Qwen2_5_VLForConditionalGeneration", "vlm", text_model="model.language_model", mrope=True),
-    Architecture("Qwen3VLForConditionalGeneration", "vlm", qk_norm=True, text_model="model.language_model",
-                 mrope=True),
+    Architecture("Qwen3ForCausalLM", "decoder"),
+    Architecture("Gemma3ForCausalLM", "decoder", GEMMA3),
+    Architecture("Qwen2VLForConditionalGeneration", "vlm", QWEN_VL),
+    Architecture("Qwen2_5_VLForConditionalGeneration", "vlm", QWEN_VL),
+    Architecture("Qwen3VLForConditionalGeneration", "vlm", QWEN_VL),
+    Architecture("GemmaForCausalLM", "decoder"),
+    Architecture("Gemma2ForCausalLM", "decoder", GEMMA2),
+    Architecture("Phi3ForCausalLM", "decoder", PHI3),
+    Architecture("PhiForCausalLM", "decoder", PHI),
+    Architecture("GPT2LMHeadModel", "decoder", GPT2),
+    Architecture("OPTForCausalLM", "decoder", OPT),
 )
 REGISTRY: dict[str, Architecture] = {arch.name: arch for arch in _ARCHITECTURES}
 
 
 def supported_architectures(family: str | None = None) -> list[str]:
     return sorted(name for name, arch in REGISTRY.items() if family in (None, arch.family))
+
+
+def adapter_for(config: PretrainedConfig) -> DecoderAdapter:
+    """The adapter of a config's registered architecture (the Llama layout when none is registered)."""
+    for name in config.architectures or []:
+        if name in REGISTRY:
+            return REGISTRY[name].adapter
+    return LLAMA
+
+
+def _headless_hint(name: str) -> str:
+    """For a ``...Model`` class without an LM head: the registered class to export instead."""
+    if not name.endswith("Model") or name.endswith(_HEAD_SUFFIXES):
+        return ""
+    stem = name.removesuffix("Model")
+    with_head = [n for n in REGISTRY if n.removeprefix(stem) in _HEAD_SUFFIXES and n.startswith(stem)]
+    target = f"export {with_head[0]}" if with_head else "export its *ForCausalLM class"
+    return (f"{name} has no language-model head: {target} (encoder and feature-extraction classes are not "
+            "supported yet); ")
 
 
 def lookup_architecture(config: PretrainedConfig, family: str) -> Architecture:
@@ -65,8 +98,9 @@ def lookup_architecture(config: PretrainedConfig, family: str) -> Architecture:
         arch = REGISTRY.get(name)
         if arch is not None and arch.family == family:
             return arch
+    hint = "".join(_headless_hint(name) for name in names)
     shown = names or [f"(no 'architectures' in config.json, model_type={config.model_type!r})"]
     raise ValueError(
-        f"architecture {', '.join(shown)} is not supported by optimum-npu's {family} path; "
+        f"{hint}architecture {', '.join(shown)} is not supported by optimum-npu's {family} path; "
         f"supported: {', '.join(supported_architectures(family))}"
     )

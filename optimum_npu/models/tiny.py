@@ -20,7 +20,15 @@ SIZES = {
                   num_key_value_heads=4, head_dim=64),
 }
 MODEL_TYPES = {"LlamaForCausalLM": "llama", "MistralForCausalLM": "mistral",
-               "Qwen2ForCausalLM": "qwen2", "Qwen3ForCausalLM": "qwen3", "Gemma3ForCausalLM": "gemma3_text"}
+               "Qwen2ForCausalLM": "qwen2", "Qwen3ForCausalLM": "qwen3", "Gemma3ForCausalLM": "gemma3_text",
+               "GPT2LMHeadModel": "gpt2", "OPTForCausalLM": "opt", "PhiForCausalLM": "phi",
+               "Phi3ForCausalLM": "phi3", "GemmaForCausalLM": "gemma", "Gemma2ForCausalLM": "gemma2"}
+#: Multi-head-only architectures: no key/value-head count, head_dim = hidden_size / heads.
+MHA_ONLY = ("GPT2LMHeadModel", "OPTForCausalLM")
+#: Config keys an architecture names differently.
+RENAMED = {"GPT2LMHeadModel": {"intermediate_size": "n_inner"}, "OPTForCausalLM": {"intermediate_size": "ffn_dim"}}
+#: Per-architecture extras: Qwen2's q/k/v biases, Phi's q/k LayerNorms (both read by their HF classes).
+EXTRAS = {"Qwen2ForCausalLM": {"attention_bias": True}, "PhiForCausalLM": {"qk_layernorm": True}}
 SPECIAL_TOKENS = ["<pad>", "<s>", "</s>"]
 VOCAB_SIZE = 256 + len(SPECIAL_TOKENS)
 
@@ -45,12 +53,16 @@ def build_causal_lm(architecture: str = "LlamaForCausalLM", size: str = "tiny", 
     """A randomly initialised causal LM of a registered architecture (fp32, eval mode)."""
     kwargs = dict(SIZES[size], vocab_size=VOCAB_SIZE, max_position_embeddings=1024, pad_token_id=0,
                   bos_token_id=1, eos_token_id=2, tie_word_embeddings=False)
-    if architecture == "Qwen2ForCausalLM":
-        kwargs["attention_bias"] = True  # Qwen2 has biases on q/k/v (its HF class reads this config key)
-    if architecture == "Gemma3ForCausalLM":  # local layers with a short window around one global layer
+    kwargs.update(EXTRAS.get(architecture, {}))
+    if architecture in ("Gemma2ForCausalLM", "Gemma3ForCausalLM"):  # short-window local layers, one global layer
         kwargs.update(sliding_window=16, query_pre_attn_scalar=kwargs["head_dim"],
                       layer_types=["sliding_attention"] * (kwargs["num_hidden_layers"] - 1) + ["full_attention"])
     kwargs.update(overrides)
+    if architecture in MHA_ONLY:
+        kwargs.pop("num_key_value_heads", None)
+        kwargs.pop("head_dim", None)
+    for ours, theirs in RENAMED.get(architecture, {}).items():
+        kwargs[theirs] = kwargs.pop(ours)
     config = AutoConfig.for_model(MODEL_TYPES[architecture], architectures=[architecture], **kwargs)
     torch.manual_seed(seed)
     model = AutoModelForCausalLM.from_config(config, dtype=torch.float32)

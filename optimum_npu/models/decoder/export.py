@@ -15,11 +15,12 @@ from optimum_npu.compile.capture import capture
 from optimum_npu.compile.tensor_parallel import TensorParallelPlan, shard_graph, shard_weights
 from optimum_npu.compile.weights import save_weights
 from optimum_npu.device.spec import resolve_spec
+from optimum_npu.models.adapters.tp_plan import decoder_tp_plan
 from optimum_npu.models.decoder.memory_plan import cache_shapes, check_fits, plan_memory
 from optimum_npu.models.decoder.npu_config import NPUDecoderConfig
 from optimum_npu.models.decoder.wrapper import HF_PREFIX, StaticDecoder, attention_layouts
 from optimum_npu.models.model_config import DecoderModelConfig
-from optimum_npu.models.registry import Architecture
+from optimum_npu.models.registry import Architecture, adapter_for
 from optimum_npu.schema import ARTIFACT_FORMAT_VERSION, GRAPH_DIR, NPU_CONFIG_FILE, weights_file
 from optimum_npu.version import __version__
 
@@ -28,18 +29,12 @@ TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "special_tokens_ma
 INPUT_NAMES = ["input_ids", "positions", "block_table", "slots", "logits_index"]
 
 
-#: Used when a config carries no ``base_model_tp_plan`` (the layout every registered decoder shares).
-DEFAULT_TP_PLAN = {"layers.*.self_attn.q_proj": "colwise", "layers.*.self_attn.k_proj": "colwise",
-                   "layers.*.self_attn.v_proj": "colwise", "layers.*.self_attn.o_proj": "rowwise",
-                   "layers.*.mlp.gate_proj": "colwise", "layers.*.mlp.up_proj": "colwise",
-                   "layers.*.mlp.down_proj": "rowwise"}
+def tensor_parallel_plan(hf_config, size: int, text_model: str | None = None) -> TensorParallelPlan:
+    """The split of the decoder's weights over ``size`` devices, as the architecture's adapter declares it.
 
-
-def tensor_parallel_plan(hf_config, size: int, text_model: str = "model") -> TensorParallelPlan:
-    """The split of the text decoder's weights (named ``<text_model>.layers.N...``) over ``size`` devices."""
-    text = hf_config.get_text_config(decoder=True)
-    return TensorParallelPlan.from_hf(size, getattr(text, "base_model_tp_plan", None) or DEFAULT_TP_PLAN,
-                                      prefix=f"{text_model}.")
+    ``text_model`` is accepted for callers of the former signature; the adapter names the text model.
+    """
+    return decoder_tp_plan(adapter_for(hf_config), DecoderModelConfig.from_hf(hf_config), size)
 
 
 def graph_names(config: NPUDecoderConfig) -> list[str]:

@@ -4,32 +4,26 @@ Every tensor the graph touches is explicit: token ids, absolute positions (``-1`
 padding), the block table that maps each sequence to its KV-cache blocks, the batch slot
 of each row, the index of the token whose logits are wanted, and one key and one value
 cache tensor per layer (a paged block pool for global layers, a ring for sliding layers).
-The wrapper holds no state: the host runtime owns the caches and the block table.
+The wrapper holds no state: the host runtime owns the caches and the block table. Which HF
+modules it calls, and how, is the architecture's adapter (``models/adapters``).
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import dataclasses
 from functools import partial
+from types import SimpleNamespace
 
 import torch
 from torch import nn
 
-from optimum_npu.models.decoder.blocks import LAYER_BLOCKS, AttentionLayout, StepInputs, self_attention
+from optimum_npu.models.decoder.blocks import AttentionLayout, StepInputs, self_attention
+from optimum_npu.models.decoder.layers import LAYER_BLOCKS, MLPS
 from optimum_npu.models.model_config import DecoderModelConfig
 from optimum_npu.models.registry import Architecture
 
 #: Prefix of the HF model inside the wrapper; stripped so weight names match the HF checkpoint.
 HF_PREFIX = "lm."
-
-
-@dataclass
-class _Parts:
-    embed: nn.Module
-    layers: nn.ModuleList
-    norm: nn.Module
-    lm_head: nn.Module
-    rotary: nn.Module
 
 
 def attention_layouts(model: DecoderModelConfig, arch: Architecture, max_seq_len: int,
@@ -39,10 +33,21 @@ def attention_layouts(model: DecoderModelConfig, arch: Architecture, max_seq_len
     for layer in range(model.num_layers):
         window = model.ring_window(layer, max_seq_len)
         layouts.append(AttentionLayout(
-            head_dim=model.head_dim, qk_norm=arch.qk_norm, scale=model.attention_scale,
+            head_dim=model.head_dim, qk_norm=False, scale=model.attention_scale,
             softcap=model.attn_logit_softcapping or 0.0, partition_len=0 if window else partition_len,
-            window=window))
+            window=window, groups=model.num_heads // model.num_kv_heads))
     return layouts
+
+
+def module_at(root: nn.Module, path: str, arch: Architecture) -> nn.Module:
+    """``root.<path>``, or a ValueError naming the path the architecture's adapter expects."""
+    module = root
+    for attribute in path.split(".") if path else ():
+        if not hasattr(module, attribute):
+            raise ValueError(f"{type(root).__name__} has no module {path!r}, which the {arch.name} adapter reads; "
+                             f"export a {arch.name} model (with its language-model head)")
+        module = getattr(module, attribute)
+    return module
 
 
 class StaticDecoder(nn.Module):
@@ -51,7 +56,7 @@ class StaticDecoder(nn.Module):
     Args:
         causal_lm: the HF model (its modules and weights are used as they are).
         model_config: the normalised config.
-        arch: the registry entry of the architecture.
+        arch: the registry entry of the architecture (its adapter names the modules).
         layouts: the attention layout of each layer (see ``attention_layouts``).
     """
 
@@ -59,22 +64,38 @@ class StaticDecoder(nn.Module):
                  layouts: list[AttentionLayout]):
         super().__init__()
         self.lm = causal_lm
-        base = causal_lm
-        for attribute in arch.text_model.split("."):
-            base = getattr(base, attribute)
-        self._parts = _Parts(base.embed_tokens, base.layers, base.norm, causal_lm.lm_head, base.rotary_emb)
-        self.layouts = layouts
+        adapter = self.adapter = arch.adapter
+        base = module_at(causal_lm, adapter.text_model, arch)
+        # a plain namespace, not submodules: the weights keep their names under ``lm.``
+        self._parts = SimpleNamespace(
+            embed=module_at(base, adapter.embed, arch), layers=module_at(base, adapter.layers, arch),
+            norm=module_at(base, adapter.final_norm, arch), lm_head=module_at(causal_lm, adapter.lm_head, arch),
+            positions=module_at(base, adapter.positions.module, arch))
+        attention = [getattr(layer, adapter.attention.module) for layer in self._parts.layers]
+        self.layouts = [dataclasses.replace(layout, qk_norm=all(hasattr(attn, n) for n in adapter.attention.qk_norm))
+                        for layout, attn in zip(layouts, attention)]
         self.layer_types = model_config.layer_types
-        self.rope_per_layer_type = arch.rope_per_layer_type
-        self.layer_block = LAYER_BLOCKS[arch.block]
+        self.layer_block = LAYER_BLOCKS[adapter.block]
+        self.mlp = MLPS[adapter.mlp.kind]
         self.final_softcap = model_config.final_logit_softcapping
-        self.mrope = arch.mrope
 
     def _rope(self, hidden: torch.Tensor, positions: torch.Tensor) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
-        if not self.rope_per_layer_type:
-            rope = self._parts.rotary(hidden, positions)
+        if self.adapter.positions.kind != "rotary":
+            return {layer_type: (None, None) for layer_type in set(self.layer_types)}
+        if not self.adapter.positions.per_layer_type:
+            rope = self._parts.positions(hidden, positions)
             return {layer_type: rope for layer_type in set(self.layer_types)}
-        return {layer_type: self._parts.rotary(hidden, positions, layer_type) for layer_type in set(self.layer_types)}
+        rotary = self._parts.positions
+        return {layer_type: rotary(hidden, positions, layer_type) for layer_type in set(self.layer_types)}
+
+    def _layer(self, i: int, layer: nn.Module, hidden: torch.Tensor, step: StepInputs,
+               kv_cache: list[torch.Tensor]) -> torch.Tensor:
+        adapter = self.adapter
+        attention = partial(self_attention, getattr(layer, adapter.attention.module), layout=self.layouts[i],
+                            step=step, k_cache=kv_cache[2 * i], v_cache=kv_cache[2 * i + 1],
+                            spec=adapter.attention, linear=adapter.linear)
+        mlp = partial(self.mlp, layer, adapter.mlp, adapter.linear)
+        return self.layer_block(hidden, [getattr(layer, name) for name in adapter.norms], attention, mlp)
 
     def forward(
         self,
@@ -89,23 +110,23 @@ class StaticDecoder(nn.Module):
         visual_mask: torch.Tensor | None = None,     # [B, S] bool: which tokens take visual_embeds
         deepstack_embeds: torch.Tensor | None = None,  # [L, B, S, E] added at visual_mask after layer l < L
     ) -> torch.Tensor:
-        parts = self._parts
-        hidden = parts.embed(input_ids)                                        # [B, S, E]
+        hidden = self._parts.embed(input_ids)                                  # [B, S, E]
         if visual_embeds is not None:
             hidden = torch.where(visual_mask[..., None], visual_embeds.to(hidden.dtype), hidden)
-        rope_input = rope_positions if self.mrope else positions.clamp(min=0)
-        ropes = self._rope(hidden, rope_input)                                 # each [B, S, D]
-        for i, layer in enumerate(parts.layers):
+        if self.adapter.positions.kind == "learned":                           # absolute position table
+            table = self._parts.positions.weight
+            hidden = hidden + nn.functional.embedding(positions.clamp(min=0) + self.adapter.positions.offset, table)
+        rope_input = rope_positions if self.adapter.positions.mrope else positions.clamp(min=0)
+        ropes = self._rope(hidden, rope_input)                                 # each [B, S, R] or None
+        for i, layer in enumerate(self._parts.layers):
             cos, sin = ropes[self.layer_types[i]]
             step = StepInputs(cos, sin, positions, block_table, slots)
-            attention = partial(self_attention, layer.self_attn, layout=self.layouts[i], step=step,
-                                k_cache=kv_cache[2 * i], v_cache=kv_cache[2 * i + 1])
-            hidden = self.layer_block(layer, hidden, attention)
+            hidden = self._layer(i, layer, hidden, step, kv_cache)
             if deepstack_embeds is not None and i < deepstack_embeds.shape[0]:   # DeepStack (Qwen3-VL)
                 hidden = torch.where(visual_mask[..., None], hidden + deepstack_embeds[i].to(hidden.dtype), hidden)
         batch = input_ids.shape[0]
         last = hidden[torch.arange(batch), logits_index]                       # [B, E]
-        logits = parts.lm_head(parts.norm(last))                               # [B, V]
+        logits = self._parts.lm_head(self._parts.norm(last))                   # [B, V]
         if self.final_softcap:
             logits = torch.tanh(logits / self.final_softcap) * self.final_softcap
         return logits
