@@ -21,8 +21,9 @@ from optimum_npu.device.collectives import InProcessGroup, TorchDistributedGroup
 from optimum_npu.device.cost import GraphCostModel
 from optimum_npu.device.device import NPUDevice, get_device
 from optimum_npu.device.memory import check_host_allocation
-from optimum_npu.device.executor import Program, peak_activation_bytes
-from optimum_npu.device.kernels import COLLECTIVE_OPS, KERNELS
+from optimum_npu.device.executor import Program
+from optimum_npu.device.kernels import KERNELS
+from optimum_npu.device.sizing import plan_graph_memory
 from optimum_npu.device.segments import SegmentedProgram
 from optimum_npu.device.spec import NPUSpec
 from optimum_npu.schema import Graph, dtype_from_name, weights_file
@@ -48,13 +49,6 @@ def stored_weight_bytes(path: Path) -> int:
         raise ArtifactError(f"{path} is not a readable safetensors file ({str(err)[:200]}); re-download or "
                             "recompile the model") from None
     return total
-
-
-def collective_buffer_bytes(graph: Graph) -> int:
-    """Largest collective output of a graph: the staging buffer a device needs for the link."""
-    sizes = [torch.Size(n.meta["shape"]).numel() * dtype_from_name(n.meta["dtype"]).itemsize
-             for n in graph.nodes if n.op in COLLECTIVE_OPS and "shape" in n.meta]
-    return 2 * max(sizes, default=0)
 
 
 class _Rank:
@@ -110,9 +104,10 @@ class DeviceGroup:
         owner: a label for memory reports.
         validate: called with the graphs once read, before anything is sized or allocated from them.
 
-    Device memory (weights sized from the safetensors header, KV cache from the graphs' cache inputs,
-    workspace) is reserved, and the host checked to hold the KV cache, before weights are loaded or the
-    cache is allocated.
+    Device memory is reserved as the compiler planned it, from the graphs (``device.sizing``: weights per
+    tensor, KV cache from the cache inputs, workspace by liveness, collective buffers); the weights file's
+    header must hold exactly the weights the graphs bind. The host is checked to hold the KV cache before
+    weights are loaded or the cache is allocated.
     """
 
     def __init__(self, root: Path, graph_names: list[str], spec: NPUSpec, device_ids: list[int], dtype: str,
@@ -133,9 +128,8 @@ class DeviceGroup:
         self.communicator = communicator
         self.spec = spec
         self.costs = {name: GraphCostModel(graph, spec, dtype) for name, graph in graphs.items()}
-        workspace = max(peak_activation_bytes(g) for g in graphs.values())
-        buffers = max(collective_buffer_bytes(g) for g in graphs.values()) if size > 1 else 0
-        kv_bytes = sum(s.nbytes for s in graphs["prefill"].inputs_of_kind("kv_cache"))
+        plan = plan_graph_memory(graphs.values())  # the compiler's memory plan, from the graphs read
+        kv_bytes = plan.kv_cache
         self.ranks: list[_Rank] = []
         self.memory: dict[str, int] = {}
         self._handles: list[tuple[NPUDevice, list[int]]] = []
@@ -143,10 +137,12 @@ class DeviceGroup:
         check_host_allocation(kv_bytes * len(local_ranks), f"the KV cache of {owner}")
         for rank in local_ranks:
             device = get_device(spec, device_ids[rank])
-            request = {"weights": stored_weight_bytes(root / weights_file(rank, size)),
-                       "kv_cache": kv_bytes, "workspace": workspace}
-            if buffers:
-                request["collective_buffers"] = buffers
+            request = plan.request()
+            stored = stored_weight_bytes(root / weights_file(rank, size))
+            if stored != request["weights"]:
+                raise ArtifactError(f"{weights_file(rank, size)} holds {stored} bytes of weights but the graphs "
+                                    f"bind {request['weights']}; the artifact is damaged or was not written by "
+                                    "this version of optimum-npu: re-download or recompile it")
             self._handles.append((device, device.memory.reserve(f"{owner} rank {rank}", request)))
             self.memory = request
             weights = load_weights(root / weights_file(rank, size))
