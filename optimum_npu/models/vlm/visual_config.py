@@ -18,6 +18,8 @@ from typing import Any
 
 from transformers import PretrainedConfig
 
+from optimum_npu.schema import bucket_graph_name  # noqa: F401  (re-exported: the visual family's graph names)
+
 SUPPORTED_DTYPES = ("float32", "float16", "bfloat16")
 #: HF vision ``model_type`` -> our encoder kind.
 VISION_KINDS = {"qwen2_vl": "qwen2_vl", "qwen2_vl_vision": "qwen2_vl",
@@ -181,5 +183,3 @@ class NPUVisualConfig:
         return next((b for b in self.max_seq_len if b >= patches), None)
 
 
-def bucket_graph_name(bucket: int) -> str:
-    return f"visual_{bucket}"
