@@ -16,7 +16,7 @@ import torch
 from safetensors import safe_open
 
 from optimum_npu.compile.artifact import ArtifactError, read_graph
-from optimum_npu.compile.weights import load_weights
+from optimum_npu.compile.weights import load_weights, read_aliases
 from optimum_npu.device.collectives import InProcessGroup, TorchDistributedGroup
 from optimum_npu.device.cost import GraphCostModel
 from optimum_npu.device.device import NPUDevice, get_device
@@ -140,9 +140,8 @@ class DeviceGroup:
             request = plan.request()
             stored = stored_weight_bytes(root / weights_file(rank, size))
             if stored != request["weights"]:
-                raise ArtifactError(f"{weights_file(rank, size)} holds {stored} bytes of weights but the graphs "
-                                    f"bind {request['weights']}; the artifact is damaged or was not written by "
-                                    "this version of optimum-npu: re-download or recompile it")
+                raise ArtifactError(_weights_mismatch(root / weights_file(rank, size), graphs, stored,
+                                                      request["weights"]))
             self._handles.append((device, device.memory.reserve(f"{owner} rank {rank}", request)))
             self.memory = request
             weights = load_weights(root / weights_file(rank, size))
@@ -171,6 +170,17 @@ class DeviceGroup:
     def release(self) -> None:
         """Frees the group's memory on every device."""
         self._finalizer()
+
+
+def _weights_mismatch(path: Path, graphs: dict[str, Graph], stored: int, planned: int) -> str:
+    """The error for a weights file whose header does not hold the bytes the graphs bind, naming what is missing."""
+    with safe_open(str(path), framework="pt") as handle:
+        names = set(handle.keys())
+        names |= set(read_aliases(handle.metadata(), names, path))
+    missing = sorted({spec.source for graph in graphs.values() for spec in graph.inputs_of_kind("weight")} - names)
+    detail = f"; the graphs need weight {missing[0]!r}, which it does not hold" if missing else ""
+    return (f"{path.name} holds {stored} bytes of weights but the graphs bind {planned}{detail}; the artifact is "
+            "damaged or was not written by this version of optimum-npu: re-download or recompile the model")
 
 
 def _release(handles: list[tuple[NPUDevice, list[int]]]) -> None:
