@@ -41,6 +41,11 @@ GRAPH_SUFFIX = ".graph.json"
 WEIGHTS_FILE = "model.safetensors"
 
 
+def bucket_graph_name(bucket: int) -> str:
+    """The graph of a visual encoder's bucket of ``bucket`` patches (``visual_<S>``)."""
+    return f"visual_{bucket}"
+
+
 def weights_file(rank: int = 0, tensor_parallel_size: int = 1) -> str:
     """The weights file of one device shard (``model.safetensors`` without tensor parallelism)."""
     if tensor_parallel_size == 1:

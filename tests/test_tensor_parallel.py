@@ -191,7 +191,7 @@ def test_unknown_styles_are_refused_naming_the_module():
 def test_logits_projection_is_found_by_name_not_position():
     hf_model = build_causal_lm("LlamaForCausalLM", **SHAPE)
     model = NPUModelForCausalLM.from_model(hf_model, npu_config=KNOBS)
-    graph = model._runtime.group.ranks[0].programs["prefill"].graph
+    graph = model._runtime.engine.ranks[0].programs["prefill"].graph
     model.release()
     plan = TensorParallelPlan.from_hf(2, {"layers.*.self_attn.q_proj": "colwise"}, logits=("model.norm.weight",))
     with pytest.raises(TensorParallelError, match="0 linear layers reading the logits weight model.norm.weight"):

@@ -32,7 +32,7 @@ from pathlib import Path
 from typing import Any, Callable, Iterable
 
 from optimum_npu.compile.shape_prop import verify_shapes
-from optimum_npu.schema import (ARTIFACT_FORMAT_VERSION, GRAPH_DIR, GRAPH_SUFFIX, MANIFEST_FILE, NPU_CONFIG_FILE,
+from optimum_npu.schema import (ARTIFACT_FORMAT_VERSION, GRAPH_DIR, bucket_graph_name, GRAPH_SUFFIX, MANIFEST_FILE, NPU_CONFIG_FILE,
                                 WEIGHTS_FILE, Graph, check_graph_name, weights_file)
 from optimum_npu.untrusted import MAX_GRAPH_BYTES, load_json
 from optimum_npu.version import __version__
@@ -208,8 +208,6 @@ def required_files(root: Path, npu_config: dict[str, Any]) -> list[str]:
     where = f"{root}/{NPU_CONFIG_FILE}"
     if npu_config.get("family", "decoder") != "vlm":
         return [NPU_CONFIG_FILE, "config.json", *_decoder_files(npu_config, ".", where)]
-    from optimum_npu.models.vlm.visual_config import bucket_graph_name
-
     subs = npu_config.get("submodules")
     if not isinstance(subs, dict) or set(subs) != {"visual", "language_model"}:
         raise ArtifactError(f"{where}: 'submodules' must name the 'visual' and 'language_model' folders; {_FIX}")

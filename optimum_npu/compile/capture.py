@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
+import copy
 import operator
-from typing import Any
+from typing import Any, Iterator
 
 import torch
 from torch.export import ExportedProgram
@@ -12,6 +14,26 @@ from torch.export.graph_signature import InputKind
 from optimum_npu.schema import Graph, GraphFormatError, Node, TensorSpec, dtype_name, encode_arg, iter_refs
 
 _WEIGHT_KINDS = (InputKind.PARAMETER, InputKind.BUFFER, InputKind.CONSTANT_TENSOR)
+
+
+@contextlib.contextmanager
+def capture_form(module: torch.nn.Module, dtype: torch.dtype) -> Iterator[torch.nn.Module]:
+    """``module`` in eval mode with its floating-point tensors in ``dtype``, for tracing, leaving the
+    caller's module as it was: a converted copy when any floating-point parameter or buffer has another
+    dtype (the caller's stays in its own), and the train/eval flags restored on exit.
+
+    Compiling never changes the caller's model (dtype, parameters, buffers, modules, mode).
+    """
+    tensors = list(module.parameters()) + list(module.buffers())
+    if any(t.is_floating_point() and t.dtype != dtype for t in tensors):
+        yield copy.deepcopy(module).to(dtype).eval()
+        return
+    modes = {sub: sub.training for sub in module.modules()}
+    try:
+        yield module.eval()
+    finally:
+        for sub, training in modes.items():
+            sub.training = training
 
 
 def capture(

@@ -7,13 +7,12 @@ import dataclasses
 import torch
 from torch._subclasses.fake_tensor import FakeTensorMode
 
-from optimum_npu.schema import Graph, dtype_from_name, dtype_name
+from optimum_npu.device.executor import Program  # compile may use the device's interpreter (layers table)
+from optimum_npu.schema import Graph, GraphFormatError, dtype_from_name, dtype_name
 
 
 def propagate_shapes(graph: Graph) -> Graph:
     """A copy of ``graph`` whose node ``meta`` (shape, dtype) matches its current inputs."""
-    from optimum_npu.device.executor import Program  # the device's own interpreter, dispatcher kernels
-
     program = Program(graph, kernels={})
     with FakeTensorMode(), torch.no_grad():
         inputs = [torch.empty(spec.shape, dtype=dtype_from_name(spec.dtype)) for spec in graph.inputs]
@@ -37,8 +36,6 @@ def verify_shapes(graph: Graph) -> None:
     running the graph on fake tensors (no data, no allocation) proves them, so a graph cannot
     allocate more at run time than the device reserved for it at load.
     """
-    from optimum_npu.schema import GraphFormatError
-
     try:
         computed = propagate_shapes(graph)
     except Exception as err:  # noqa: BLE001 - any failure of an untrusted graph is a format error

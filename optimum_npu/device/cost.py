@@ -21,12 +21,17 @@ import torch
 from optimum_npu.device.calibration import HOST_FLOPS, efficiency
 from optimum_npu.device.fusion import find_groups, group_traffic
 from optimum_npu.device.ops import (ALL_REDUCE, ATTENTION_OPS, COLLECTIVE_OPS, FREE_OPS, GATHER_OPS, GEMV_MAX_ROWS,
-                                    MATMUL_OPS, GraphIndex, is_host_op, nbytes, short_name)
+                                    MATMUL_OPS, GraphIndex, argument, is_host_op, nbytes, short_name)
 from optimum_npu.device.kernels import SEGMENT_ATTENTION
 from optimum_npu.device.spec import NPUSpec
 from optimum_npu.device.timeline import (DEVICE_HDMA, DEVICE_SYNC, EXTERNAL_HDMA, HOST, NEURAL_DMA, NEURAL_ENGINE,
                                          TimelineEvent)
 from optimum_npu.schema import Graph, Node, dtype_from_name
+
+SLIDING_WINDOW_ATTENTION = "npu.sliding_window_attention.default"
+#: The matmul operand whose last dimension is the reduction (schema argument names).
+_MATMUL_LEFT = {"aten.linear.default": "input", "aten.addmm.default": "mat1", "aten.mm.default": "self",
+                "aten.matmul.default": "self", "aten.bmm.default": "self"}
 
 __all__ = ["FREE_OPS", "GraphCostModel", "OpCost", "roofline_seconds", "collective_seconds"]
 
@@ -57,8 +62,7 @@ def collective_seconds(node: Node, spec: NPUSpec) -> tuple[float, float]:
     Ring all-reduce: ``2(n-1)/n * bytes / link_bandwidth`` + ``2(n-1) * link_latency``;
     all-gather: ``(n-1)/n * bytes_out / link_bandwidth`` + ``(n-1) * link_latency``.
     """
-    position = 1 if node.op == ALL_REDUCE else 2
-    n = node.kwargs.get("group_size", node.args[position] if len(node.args) > position else 1)
+    n = argument(node, "group_size", 1)
     if n <= 1 or "shape" not in node.meta:
         return 0.0, 0.0
     size = nbytes(node.meta["shape"], node.meta["dtype"])
@@ -96,15 +100,18 @@ class GraphCostModel:
         spec: the NPU spec it runs on.
         compute_dtype: the compute dtype (selects the peak FLOP/s).
         fuse: run the fusion pass (groups still need to fit in ``spec.sram_bytes``).
+        groups: fusion candidates already found by the compile pipeline's fuse pass (``fuse`` is then
+            ignored); by default they are found on ``graph``.
     """
 
-    def __init__(self, graph: Graph, spec: NPUSpec, compute_dtype: str, fuse: bool = True):
+    def __init__(self, graph: Graph, spec: NPUSpec, compute_dtype: str, fuse: bool = True,
+                 groups: list | None = None):
         self.spec = spec
         self.dtype = compute_dtype
         self.index = GraphIndex(graph)
         self._shapes = self.index.shapes
         self.attention_nodes = [n for n in graph.nodes if n.op in ATTENTION_OPS]
-        self.groups = find_groups(self.index) if fuse else []
+        self.groups = list(groups) if groups is not None else find_groups(self.index) if fuse else []
         self.units = self._build_units()
         static = [u for u in self.units if u.attention is None]
         self.static_seconds = sum(u.seconds for u in static)
@@ -118,6 +125,13 @@ class GraphCostModel:
     def _arg_shapes(self, node: Node) -> list[tuple[list[int], str]]:
         return [self._shapes[r] for r in self.index.refs(node) if r in self._shapes]
 
+    def _arg_shape(self, node: Node, name: str) -> tuple[list[int], str]:
+        """(shape, dtype) of the tensor a node takes as its schema argument ``name``."""
+        return self._shapes[argument(node, name)["ref"]]
+
+    def _cache_shape(self, node: Node) -> tuple[list[int], str]:
+        return self._arg_shape(node, "k_ring" if node.op == SLIDING_WINDOW_ATTENTION else "k_cache")
+
     def op_cost(self, node: Node) -> OpCost:
         """FLOPs, DRAM bytes and op class of one (non-attention) op run on its own."""
         if node.op in FREE_OPS or "shape" not in node.meta or self.index.is_free(node):
@@ -126,10 +140,10 @@ class GraphCostModel:
         out_bytes = nbytes(out_shape, out_dtype)
         args = self._arg_shapes(node)
         if node.op == SEGMENT_ATTENTION:  # flash-style: the score tiles stay on chip
-            (heads, seq, head_dim), q_dtype = args[0]
+            (heads, seq, head_dim), q_dtype = self._arg_shape(node, "query")
             return OpCost(4.0 * heads * seq * seq * head_dim, 4 * nbytes([heads, seq, head_dim], q_dtype), "attention")
         if node.op in MATMUL_OPS:
-            reduce_dim = args[0][0][-1] if node.op != "aten.addmm.default" else args[1][0][-1]
+            reduce_dim = self._arg_shape(node, _MATMUL_LEFT.get(node.op, "self"))[0][-1]
             kind = "gemv" if math.prod(out_shape[:-1]) <= GEMV_MAX_ROWS else "gemm"
             flops = 2.0 * math.prod(out_shape) * reduce_dim
             return OpCost(flops, sum(nbytes(s, d) for s, d in args) + out_bytes, kind)
@@ -146,16 +160,16 @@ class GraphCostModel:
         the sliding-window kernel reads its ring plus the new tokens. Unfused, the score
         matrix [B, H, S, keys] is written, read by the softmax, written and read again.
         """
-        q_shape, q_dtype = self._shapes[node.args[0]["ref"]]
-        cache_shape, cache_dtype = self._shapes[node.args[3]["ref"]]
+        q_shape, q_dtype = self._arg_shape(node, "query")
+        cache_shape, cache_dtype = self._cache_shape(node)
         batch, seq, heads, head_dim = q_shape
         kv_heads = cache_shape[1]
-        if node.op == "npu.sliding_window_attention.default":
+        if node.op == SLIDING_WINDOW_ATTENTION:
             keys_per_row = [cache_shape[2] + seq] * batch
         else:
-            table_shape, _ = self._shapes[node.args[5]["ref"]]
+            table_shape, _ = self._arg_shape(node, "block_table")
             static_keys = table_shape[1] * cache_shape[2]
-            partition = node.args[8] if len(node.args) > 8 else 0
+            partition = argument(node, "partition_len", 0)
             if partition:
                 context = (positions.max(dim=1).values + 1).tolist()                 # 0 for padding rows
                 keys_per_row = [-(-ctx // partition) * partition for ctx in context]
@@ -171,13 +185,13 @@ class GraphCostModel:
 
     def _attention_tile_bytes(self, node: Node) -> int:
         """SRAM a flash kernel needs: one head's scores for the graph's queries against one key tile."""
-        q_shape, q_dtype = self._shapes[node.args[0]["ref"]]
-        cache_shape, _ = self._shapes[node.args[3]["ref"]]
-        if node.op == "npu.sliding_window_attention.default":
+        q_shape, q_dtype = self._arg_shape(node, "query")
+        cache_shape, _ = self._cache_shape(node)
+        if node.op == SLIDING_WINDOW_ATTENTION:
             keys = cache_shape[2] + q_shape[1]
         else:
-            partition = node.args[8] if len(node.args) > 8 else 0
-            keys = partition or self._shapes[node.args[5]["ref"]][0][1] * cache_shape[2]
+            partition = argument(node, "partition_len", 0)
+            keys = partition or self._arg_shape(node, "block_table")[0][1] * cache_shape[2]
         return q_shape[1] * keys * dtype_from_name(q_dtype).itemsize
 
     # ---- units --------------------------------------------------------------------------------

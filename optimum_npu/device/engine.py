@@ -20,8 +20,9 @@ import torch
 from optimum_npu.device.collectives import InProcessGroup, TorchDistributedGroup
 from optimum_npu.device.cost import GraphCostModel
 from optimum_npu.device.device import DeviceRegistry, NPUDevice, get_device
-from optimum_npu.device.executor import Program, peak_activation_bytes
-from optimum_npu.device.kernels import COLLECTIVE_OPS, KERNELS
+from optimum_npu.device.executor import Program
+from optimum_npu.device.sizing import plan_graph_memory
+from optimum_npu.device.kernels import KERNELS
 from optimum_npu.device.memory import check_host_allocation
 from optimum_npu.device.profiler import Profiler
 from optimum_npu.device.segments import SegmentedProgram
@@ -54,13 +55,6 @@ class CallRecord:
     def total_seconds(self) -> float:
         """Device time plus the host copies: how far the call moves the clocks."""
         return self.seconds + self.host_seconds
-
-
-def collective_buffer_bytes(graph: Graph) -> int:
-    """Largest collective output of a graph: the staging buffer a device needs for the link."""
-    sizes = [torch.Size(n.meta["shape"]).numel() * dtype_from_name(n.meta["dtype"]).itemsize
-             for n in graph.nodes if n.op in COLLECTIVE_OPS and "shape" in n.meta]
-    return 2 * max(sizes, default=0)
 
 
 def state_specs(graphs: dict[str, Graph]) -> dict[str, TensorSpec]:
@@ -147,8 +141,9 @@ class DeviceEngine:
         self.spec = spec
         self.profiler = profiler
         self.costs = {name: GraphCostModel(graph, spec, dtype) for name, graph in graphs.items()}
-        workspace = max(peak_activation_bytes(g) for g in graphs.values())
-        buffers = max(collective_buffer_bytes(g) for g in graphs.values()) if size > 1 else 0
+        plan = plan_graph_memory(graphs.values())  # the compiler's memory plan, from the graphs read
+        workspace = plan.workspace
+        buffers = plan.collective_buffers if size > 1 else 0
         state_bytes = sum(s.nbytes for s in state_specs(graphs).values())
         self.ranks: list[_Rank] = []
         self.memory: dict[str, int] = {}

@@ -91,9 +91,10 @@ def group_traffic(index: GraphIndex, group: FusedGroup) -> GroupTraffic:
 
 
 # ---- patterns: each returns the member nodes, or None ---------------------------------------------
-def _producer(index: GraphIndex, node: Node, position: int = 0) -> Node | None:
-    refs = index.refs(node)
-    return index.nodes.get(index.source(refs[position])) if len(refs) > position else None
+def _producer(index: GraphIndex, node: Node) -> Node | None:
+    """The node producing a node's first schema argument (``self`` / ``input``), through free ops."""
+    source = index.operand(node)
+    return index.nodes.get(source) if source is not None else None
 
 
 def _only_user(index: GraphIndex, name: str, ops) -> Node | None:
@@ -125,7 +126,7 @@ def _rmsnorm(index: GraphIndex, rsqrt: Node) -> list[Node] | None:
     square = _producer(index, mean) if mean is not None and mean.op == "aten.mean.dim" else None
     if square is None or square.op not in ("aten.pow.Tensor_Scalar", _MUL):
         return None
-    x = index.operands(square)[0]
+    x = index.operand(square)
     users, _ = index.users(rsqrt.name)
     scaled = [u for u in users if u.op == _MUL and x in index.operands(u)]
     if len(scaled) != 1:
@@ -142,7 +143,7 @@ def _rmsnorm(index: GraphIndex, rsqrt: Node) -> list[Node] | None:
 
 
 def _rotary(index: GraphIndex, neg: Node) -> list[Node] | None:
-    x = index.operands(neg)[0]
+    x = index.operand(neg)
     cat = _only_user(index, neg.name, ("aten.cat.default",))
     if cat is None or x not in index.operands(cat):
         return None
@@ -158,12 +159,12 @@ def _gated_mlp(index: GraphIndex, act: Node) -> list[Node] | None:
     gate = _producer(index, act)
     if gate is None or gate.op not in MATMUL_OPS:
         return None
-    x = index.operands(gate)[0]
+    x = index.operand(gate)
     gated = _only_user(index, act.name, (_MUL,))
     up = _other_operand(index, gated, act.name) if gated is not None else None
-    if up is None or up.op not in MATMUL_OPS or index.operands(up)[0] != x:
+    if up is None or up.op not in MATMUL_OPS or index.operand(up) != x:
         return None
     down = _only_user(index, gated.name, MATMUL_OPS)
-    if down is None or index.operands(down)[0] != gated.name:
+    if down is None or index.operand(down) != gated.name:
         return None
     return [gate, act, up, gated, down]

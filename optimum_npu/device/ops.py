@@ -12,6 +12,9 @@ import math
 
 from optimum_npu.device.kernels import ATTENTION_OPS  # attention kernels: costed per call from the positions
 from optimum_npu.schema import ALL_GATHER, ALL_REDUCE, Graph, Node, dtype_from_name, iter_refs
+from optimum_npu.schema_ops import ALLOWED_OPS
+
+_MISSING = object()
 
 #: Ops that only re-label memory: no FLOPs, no DRAM traffic.
 FREE_OPS = {
@@ -42,6 +45,23 @@ def short_name(op: str) -> str:
     """``aten.linear.default`` -> ``linear``; ``getitem`` -> ``getitem``."""
     parts = op.split(".")
     return parts[1] if len(parts) == 3 else op
+
+
+def argument(node: Node, name: str, default=None):
+    """The argument ``name`` of a node, by its schema name (``ALLOWED_OPS``), whether it was passed by
+    position or as a keyword; ``default`` when the call leaves it out.
+
+    The cost model, fusion and sizing read kernel arguments only through this, so adding an argument
+    to a kernel's schema cannot make them read the wrong one.
+    """
+    names = ALLOWED_OPS.get(node.op)
+    if names is None or name not in names:
+        raise KeyError(f"{node.op} has no argument {name!r} (schema arguments: {list(names or ())})")
+    position = names.index(name)
+    if position < len(node.args):
+        return node.args[position]
+    value = node.kwargs.get(name, _MISSING)
+    return default if value is _MISSING else value
 
 
 def is_host_op(node: Node) -> bool:
@@ -106,6 +126,13 @@ class GraphIndex:
                 else:
                     found[user.name] = user
         return sorted(found.values(), key=lambda n: self.order[n.name]), escapes
+
+    def operand(self, node: Node, name: str | None = None) -> str | None:
+        """Source (through free ops) of the tensor a node takes as schema argument ``name`` (default: its
+        first schema argument); None when that argument is not a graph value."""
+        name = name or ALLOWED_OPS[node.op][0]
+        value = argument(node, name)
+        return self.source(value["ref"]) if isinstance(value, dict) and "ref" in value else None
 
     def operands(self, node: Node) -> list[str]:
         """Sources of the values a node reads (through free ops), in argument order, deduplicated."""

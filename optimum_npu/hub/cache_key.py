@@ -36,12 +36,12 @@ import torch
 import transformers
 
 from optimum_npu.compile.artifact import sha256_file
+from optimum_npu.hub.canonical import _public_dict, canonical_json  # noqa: F401  (canonical_json re-exported)
 from optimum_npu.schema import ARTIFACT_FORMAT_VERSION
 from optimum_npu.version import __version__
 
 #: Version of the key recipe above. Bump it whenever an input is added, removed or hashed differently.
 KEY_VERSION = 1
-_EXCLUDED_CONFIG_KEYS = ("transformers_version",)
 
 
 @dataclass(frozen=True)
@@ -80,18 +80,6 @@ def weights_digest(state_dict: dict[str, torch.Tensor], dtype: torch.dtype | Non
         raw = tensor.contiguous().reshape(-1).view(torch.uint8)
         digest.update(memoryview(raw.cpu().numpy()))
     return digest.hexdigest()
-
-
-def _public_dict(config: Any) -> dict[str, Any] | None:
-    if config is None:
-        return None
-    data = config.to_dict() if hasattr(config, "to_dict") else dict(config)
-    return {k: v for k, v in data.items() if not k.startswith("_") and k not in _EXCLUDED_CONFIG_KEYS}
-
-
-def canonical_json(value: Any) -> str:
-    """Sorted keys, no whitespace; non-JSON values (dtypes, paths) as their ``str``."""
-    return json.dumps(value, sort_keys=True, separators=(",", ":"), default=str)
 
 
 def compute_cache_key(*, family: str, architecture: str, state_dict: dict[str, torch.Tensor], config: Any,

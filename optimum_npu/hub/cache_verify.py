@@ -29,7 +29,7 @@ from transformers import AutoConfig, GenerationConfig
 from optimum_npu.compile.artifact import ArtifactError, read_graph, read_manifest, verify_artifact
 from optimum_npu.compile.tensor_parallel import Cut, TensorParallelPlan, cut_shard, weight_cut
 from optimum_npu.compile.weights import read_aliases
-from optimum_npu.hub.cache_key import _public_dict, canonical_json
+from optimum_npu.hub.canonical import _public_dict, canonical_json
 from optimum_npu.schema import weights_file
 
 

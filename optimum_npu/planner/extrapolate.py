@@ -14,8 +14,14 @@ For a uniform model this is ``cost(1) + (L - 1) * (cost(2) - cost(1))``, exact b
 layers are identical; for hybrid models it also assumes that a layer's cost does not depend
 on the type of the layer before it. ``X`` holds every type, so the per-type rotary tables
 of the full model are counted once. ``tests/test_planner.py`` checks both against a
-full-depth capture. Each shallow graph is captured once and sharded for every
-tensor-parallel size (the order of a real compile: capture, then the TP pass).
+full-depth capture. Each shallow graph goes through the compile pipeline once up to fusion
+(``compile.pipeline.capture_passes``) and through its device passes for every tensor-parallel
+size, as a real compile does.
+
+Memory extrapolates the same way: weights and KV cache are sums over layers (the same weighted
+sum of the shallow memory plans is exact), while workspace and collective buffers are peaks over a
+graph, reached in a layer or at the head, so the full model's peak is the largest of the shallow
+captures' peaks (exact when layers of a type are identical, as above).
 """
 
 from __future__ import annotations
@@ -26,8 +32,9 @@ from dataclasses import dataclass
 import torch
 from transformers import AutoModelForCausalLM, PretrainedConfig
 
-from optimum_npu.compile.tensor_parallel import shard_graph
+from optimum_npu.compile.pipeline import capture_passes, device_passes
 from optimum_npu.device.cost import GraphCostModel
+from optimum_npu.device.sizing import MemoryPlan
 from optimum_npu.device.spec import NPUSpec
 from optimum_npu.models.decoder.export import capture_graphs, tensor_parallel_plan
 from optimum_npu.models.decoder.npu_config import NPUDecoderConfig
@@ -96,6 +103,45 @@ def host_bytes(graph: Graph) -> tuple[int, int]:
     return sum(spec.nbytes for spec in graph.inputs_of_kind("input")), out
 
 
+def extrapolated_memory(terms: list[tuple[float, MemoryPlan]]) -> MemoryPlan:
+    """The full model's memory plan from the shallow captures' plans (module docstring)."""
+    def summed(field: str) -> dict[str, int]:
+        total: dict[str, float] = {}
+        for weight, plan in terms:
+            for key, nbytes in getattr(plan, field).items():
+                total[key] = total.get(key, 0) + weight * nbytes
+        return {key: int(round(value)) for key, value in total.items()}
+
+    return MemoryPlan(summed("weights_by_dtype"), summed("kv_pools"), max(p.workspace for _, p in terms),
+                      max(p.collective_buffers for _, p in terms))
+
+
+def extrapolated_plans(hf_config: PretrainedConfig, arch: Architecture, config: NPUDecoderConfig,
+                       graph_names: list[str], tensor_parallel_sizes: list[int],
+                       spec: NPUSpec) -> dict[int, tuple[dict[str, ExtrapolatedCost], MemoryPlan]]:
+    """Cost of each named full-depth graph and the memory plan, for each tensor-parallel size, from truncated
+    meta captures (arguments as ``extrapolated_costs``); ``{tp: ({graph name: cost}, memory plan)}``."""
+    layer_types = DecoderModelConfig.from_hf(hf_config).layer_types
+    terms: dict[int, dict[str, list]] = {tp: {name: [] for name in graph_names} for tp in tensor_parallel_sizes}
+    memory: dict[int, list[tuple[float, MemoryPlan]]] = {tp: [] for tp in tensor_parallel_sizes}
+    io: dict[str, tuple[int, int]] = {}
+    for types, weight in truncations(layer_types).items():
+        truncated = truncated_config(hf_config, types)
+        with torch.device("meta"):
+            model = AutoModelForCausalLM.from_config(truncated, dtype=getattr(torch, config.dtype))
+        captured = capture_passes(lambda: capture_graphs(model, arch, config, graph_names, progress=False))
+        del model
+        for tp in tensor_parallel_sizes:
+            compiled = device_passes(captured, tensor_parallel_plan(truncated, tp, arch.text_model),
+                                     with_weights=False)
+            memory[tp].append((weight, compiled.memory))
+            for name, cost in compiled.cost_models(spec, config.dtype).items():
+                io.setdefault(f"{tp}/{name}", host_bytes(compiled.graphs[name]))
+                terms[tp][name].append((weight, cost))
+    return {tp: ({name: ExtrapolatedCost(tuple(items), *io[f"{tp}/{name}"]) for name, items in by_name.items()},
+                 extrapolated_memory(memory[tp])) for tp, by_name in terms.items()}
+
+
 def extrapolated_costs(hf_config: PretrainedConfig, arch: Architecture, config: NPUDecoderConfig,
                        graph_names: list[str], tensor_parallel_sizes: list[int],
                        spec: NPUSpec) -> dict[int, dict[str, ExtrapolatedCost]]:
@@ -111,20 +157,5 @@ def extrapolated_costs(hf_config: PretrainedConfig, arch: Architecture, config: 
     Returns:
         ``{tp: {graph name: ExtrapolatedCost}}``.
     """
-    layer_types = DecoderModelConfig.from_hf(hf_config).layer_types
-    terms: dict[int, dict[str, list]] = {tp: {name: [] for name in graph_names} for tp in tensor_parallel_sizes}
-    io: dict[str, tuple[int, int]] = {}
-    for types, weight in truncations(layer_types).items():
-        truncated = truncated_config(hf_config, types)
-        with torch.device("meta"):
-            model = AutoModelForCausalLM.from_config(truncated, dtype=getattr(torch, config.dtype))
-        graphs, _ = capture_graphs(model, arch, config, graph_names, progress=False)
-        del model
-        for tp in tensor_parallel_sizes:
-            plan = tensor_parallel_plan(truncated, tp)
-            for name, graph in graphs.items():
-                sharded = shard_graph(graph, plan)
-                io.setdefault(f"{tp}/{name}", host_bytes(sharded))
-                terms[tp][name].append((weight, GraphCostModel(sharded, spec, config.dtype)))
-    return {tp: {name: ExtrapolatedCost(tuple(items), *io[f"{tp}/{name}"]) for name, items in by_name.items()}
-            for tp, by_name in terms.items()}
+    plans = extrapolated_plans(hf_config, arch, config, graph_names, tensor_parallel_sizes, spec)
+    return {tp: costs for tp, (costs, _) in plans.items()}

@@ -1,9 +1,10 @@
 """Capacity planner: memory per device, fit, TTFT and decode speed of a decoder for several
 tensor-parallel sizes, without weights and without compiling for real.
 
-Memory comes from the compiler's formula-based plan (``memory_plan.plan_memory``) on the full
-config; speed from the cost model of the graphs a real compile produces, captured on a
-weightless (``meta``) truncated model and extrapolated to the full depth (``extrapolate``).
+Memory and speed both come from the compile pipeline (``compile/pipeline.py``) run on a
+weightless (``meta``) truncated model and extrapolated to the full depth (``extrapolate``):
+the memory plan is the one a real compile makes from its graphs and loading reserves, the
+speed is the cost model of those graphs.
 The reported times include what the runtime adds per graph call (the host-link copies of
 ids/positions/block table in and logits out), so they are the figures ``model.npu_stats``
 shows for the same knobs: ``decode_ms_per_token`` for a full decode bucket whose sequences
@@ -23,11 +24,11 @@ from transformers import PretrainedConfig
 from optimum_npu.device.spec import resolve_spec
 from optimum_npu.models.decoder.estimate import decode_step_seconds, prefill_seconds
 from optimum_npu.models.decoder.export import graph_names
-from optimum_npu.models.decoder.memory_plan import blocks_that_fit, plan_memory, suggest_fit
+from optimum_npu.models.decoder.memory_plan import blocks_in_plan, suggest_fit
 from optimum_npu.models.decoder.npu_config import NPUConfigError, NPUDecoderConfig
 from optimum_npu.models.model_config import DecoderModelConfig
 from optimum_npu.models.registry import lookup_architecture
-from optimum_npu.planner.extrapolate import ExtrapolatedCost, extrapolated_costs
+from optimum_npu.planner.extrapolate import ExtrapolatedCost, extrapolated_plans
 from optimum_npu.planner.models import load_hf_config
 
 DEFAULT_TENSOR_PARALLEL_SIZES = (1, 2, 4, 8)
@@ -46,7 +47,8 @@ class PlanResult:
         memory_per_device_bytes: ``weights``, ``kv_cache`` (a pool for ``batch_size`` sequences of
             ``max_seq_len``), ``workspace``, ``collective_buffers`` (TP > 1) and ``total``.
         device_capacity_bytes: DRAM of one device of the target NPU.
-        suggestion: what would fit, when this does not (``memory_plan.suggest_fit``).
+        suggestion: what would fit, when this does not: the smallest larger planned size that fits, else
+            the shape estimate's hint (``memory_plan.suggest_fit``).
         kv_sequences_that_fit: full-length sequences whose KV cache fits next to the weights.
         ttft_ms: prompt length -> simulated time to first token (None past ``max_seq_len``).
         decode_ms_per_token: decode batch size -> simulated time of one decode step.
@@ -126,6 +128,9 @@ def plan(model: str | Path | PretrainedConfig, npu_config: NPUDecoderConfig | di
                              "varies it: drop it and pass tensor_parallel_sizes=[...] instead")
     base = dataclasses.replace(base, device=0)
     reference = base.resolve(shape)  # raises for knobs invalid at any size
+    if base.kvcache_num_blocks is None:  # size the pool for the promised batch, not for what fits
+        reference = dataclasses.replace(reference, kvcache_num_blocks=reference.batch_size *
+                                        reference.blocks_per_sequence)
     spec = resolve_spec(reference.npu)
     context = decode_context_len or reference.max_seq_len
     if not 1 <= context <= reference.max_seq_len:
@@ -145,7 +150,8 @@ def plan(model: str | Path | PretrainedConfig, npu_config: NPUDecoderConfig | di
         configs[tp] = resolved
 
     valid = [tp for tp, config in configs.items() if not isinstance(config, str)]
-    costs = extrapolated_costs(hf_config, arch, reference, graph_names(reference), valid, spec) if valid else {}
+    plans = extrapolated_plans(hf_config, arch, reference, graph_names(reference), valid, spec) if valid else {}
+    fitting = [tp for tp in valid if plans[tp][1].total <= spec.dram_bytes]
     results = []
     for tp, config in configs.items():
         common = dict(tensor_parallel_size=tp, architecture=arch.name, npu=spec.name,
@@ -153,22 +159,27 @@ def plan(model: str | Path | PretrainedConfig, npu_config: NPUDecoderConfig | di
         if isinstance(config, str):
             results.append(PlanResult(valid=False, error=config, **common))
             continue
-        memory = plan_memory(shape, config)
+        costs, memory_plan = plans[tp]
+        memory = memory_plan.request()
         total = sum(memory.values())
         fits = total <= spec.dram_bytes
-        prefill = costs[tp]["prefill"]
+        larger = next((size for size in fitting if size > tp), None)
+        suggestion = None if fits else (f"tensor_parallel_size={larger} fits" if larger else
+                                        suggest_fit(shape, config, spec))
+        prefill = costs["prefill"]
         prefill_host = prefill.host_seconds(spec)
         ttft = {p: (_ttft_seconds(prefill, config, p, prefill_host) * 1e3 if p <= config.max_seq_len else None)
                 for p in prompts}
         decode_ms, throughput = {}, {}
         for batch in config.decoder_batch_sizes:
-            cost = costs[tp][f"decoder_batch_{batch}"]
+            cost = costs[f"decoder_batch_{batch}"]
             step = decode_step_seconds(cost, batch, context) + cost.host_seconds(spec)
             decode_ms[batch], throughput[batch] = step * 1e3, batch / step
         results.append(PlanResult(
             valid=True, fits=fits, memory_per_device_bytes={**memory, "total": total},
-            suggestion=None if fits else suggest_fit(shape, config, spec),
-            kv_sequences_that_fit=blocks_that_fit(shape, config, spec) // config.blocks_per_sequence,
+            suggestion=suggestion,
+            kv_sequences_that_fit=blocks_in_plan(memory_plan, config.kvcache_num_blocks, spec)
+            // config.blocks_per_sequence,
             ttft_ms=ttft, decode_ms_per_token=decode_ms, tokens_per_s=throughput, decode_context_len=context,
             npu_config=config.compile_knobs(), **common))
     return results

@@ -12,28 +12,32 @@ from typing import Any
 import torch
 from transformers import AutoModelForCausalLM, PretrainedConfig
 
+from optimum_npu.compile.pipeline import Compiled, run_pipeline
 from optimum_npu.device.cost import GraphCostModel
 from optimum_npu.device.spec import resolve_spec
-from optimum_npu.compile.tensor_parallel import shard_graph
 from optimum_npu.models.decoder.export import capture_graphs, tensor_parallel_plan
 from optimum_npu.models.decoder.npu_config import NPUDecoderConfig
 from optimum_npu.models.model_config import DecoderModelConfig
 from optimum_npu.models.registry import lookup_architecture
 
 
+def meta_compile(hf_config: PretrainedConfig, config: NPUDecoderConfig, graph_names: list[str]) -> Compiled:
+    """The compile pipeline on a weightless (``meta``) model: the graphs, fusion and memory plan a real
+    compile of ``config`` (already resolved) produces, without weights."""
+    arch = lookup_architecture(hf_config, "decoder")
+    with torch.device("meta"):
+        model = AutoModelForCausalLM.from_config(hf_config, dtype=getattr(torch, config.dtype))
+    plan = tensor_parallel_plan(hf_config, config.tensor_parallel_size, arch.text_model)
+    return run_pipeline(lambda: capture_graphs(model, arch, config, graph_names, progress=False), plan,
+                        with_weights=False)
+
+
 def meta_cost_models(hf_config: PretrainedConfig, npu_config: Any,
                      graph_names: list[str]) -> tuple[NPUDecoderConfig, dict[str, GraphCostModel]]:
     """Resolves ``npu_config`` for the model and returns the cost model of each named graph
     (the graph one device runs under ``tensor_parallel_size``)."""
-    arch = lookup_architecture(hf_config, "decoder")
     config = NPUDecoderConfig.coerce(npu_config).resolve(DecoderModelConfig.from_hf(hf_config))
-    with torch.device("meta"):
-        model = AutoModelForCausalLM.from_config(hf_config, dtype=getattr(torch, config.dtype))
-    graphs, _ = capture_graphs(model, arch, config, graph_names, progress=False)
-    plan = tensor_parallel_plan(hf_config, config.tensor_parallel_size, arch.text_model)
-    graphs = {name: shard_graph(graph, plan) for name, graph in graphs.items()}
-    spec = resolve_spec(config.npu)
-    return config, {name: GraphCostModel(graph, spec, config.dtype) for name, graph in graphs.items()}
+    return config, meta_compile(hf_config, config, graph_names).cost_models(resolve_spec(config.npu), config.dtype)
 
 
 def decode_step_seconds(cost: GraphCostModel, batch: int, context: int) -> float:

@@ -11,12 +11,13 @@ from tqdm.auto import tqdm
 from transformers import GenerationConfig, PreTrainedModel
 
 from optimum_npu.compile.artifact import graph_path, write_atomically
-from optimum_npu.compile.capture import capture
-from optimum_npu.compile.tensor_parallel import TensorParallelPlan, shard_graph, shard_weights
+from optimum_npu.compile.capture import capture, capture_form
+from optimum_npu.compile.pipeline import run_pipeline
+from optimum_npu.compile.tensor_parallel import TensorParallelPlan
 from optimum_npu.compile.weights import save_weights
 from optimum_npu.device.spec import resolve_spec
 from optimum_npu.models.adapters.tp_plan import decoder_tp_plan
-from optimum_npu.models.decoder.memory_plan import cache_shapes, check_fits, plan_memory
+from optimum_npu.models.decoder.memory_plan import cache_shapes, check_fits, suggest_fit
 from optimum_npu.models.decoder.npu_config import NPUDecoderConfig
 from optimum_npu.models.decoder.wrapper import HF_PREFIX, StaticDecoder, attention_layouts
 from optimum_npu.models.model_config import DecoderModelConfig
@@ -79,9 +80,15 @@ def capture_graphs(hf_model: PreTrainedModel, arch: Architecture, config: NPUDec
     Works on a weightless model on the ``meta`` device too: the graphs and their costs
     are the same, only the weights are absent (that is how the planner sizes large models).
     """
+    dtype = getattr(torch, config.dtype)
+    with capture_form(hf_model, dtype) as model:
+        return _capture(model, arch, config, names, progress)
+
+
+def _capture(hf_model: PreTrainedModel, arch: Architecture, config: NPUDecoderConfig, names: list[str] | None,
+             progress: bool):
     model_config = DecoderModelConfig.from_hf(hf_model.config)
     dtype = getattr(torch, config.dtype)
-    hf_model = hf_model.to(dtype).eval()
     device = next(hf_model.parameters()).device
     layouts = attention_layouts(model_config, arch, config.max_seq_len, config.partition_len)
     wrapper = StaticDecoder(hf_model, model_config, arch, layouts)
@@ -108,18 +115,21 @@ def compile_decoder(
     tokenizer_source: Path | None = None,
     progress: bool = True,
 ) -> Path:
-    """Captures every graph of ``config`` and writes the artifact atomically to ``target``.
+    """Runs the compile pipeline (``compile/pipeline.py``) on every graph of ``config`` and writes the
+    artifact atomically to ``target``; refuses, before writing anything, graphs whose memory plan does
+    not fit one device.
 
     ``config`` must already be resolved against the model (``NPUDecoderConfig.resolve``).
     """
     model_config = DecoderModelConfig.from_hf(hf_model.config)
     spec = resolve_spec(config.npu)
-    check_fits(plan_memory(model_config, config), spec, owner=f"{model_config.architecture} (compile check)")
     names = graph_names(config)
-    graphs, weights = capture_graphs(hf_model, arch, config, names, progress)
     plan = tensor_parallel_plan(hf_model.config, config.tensor_parallel_size, arch.text_model)
-    rank_weights = [shard_weights(graphs["prefill"], weights, plan, rank) for rank in range(plan.size)]
-    graphs = {name: shard_graph(graph, plan) for name, graph in graphs.items()}
+    compiled = run_pipeline(lambda: capture_graphs(hf_model, arch, config, names, progress), plan)
+    if compiled.memory.total > spec.dram_bytes:
+        check_fits(compiled.memory.request(), spec, owner=f"{model_config.architecture} (compile check)",
+                   suggestion=suggest_fit(model_config, config, spec))
+    graphs, rank_weights = compiled.graphs, compiled.rank_weights
 
     def fill(tmp: Path) -> None:
         (tmp / GRAPH_DIR).mkdir()

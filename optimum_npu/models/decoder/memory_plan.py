@@ -1,9 +1,17 @@
-"""Device memory a compiled decoder needs, per category, from shapes alone (no weights loaded).
+"""A decoder's device memory estimated from its shape alone, where no graph exists yet.
 
-The same sizing rules serve the compile-time fit check, the default size of the paged KV
-pool, and the memory report: global layers share a paged pool of
-``kvcache_num_blocks x kvcache_block_size`` tokens; sliding-window layers keep a ring of
-``sliding_window`` tokens per batch slot.
+The memory plan itself, the figures reported (planner, ``npu_stats``, model card) and
+reserved at load, comes from the captured graphs (``device/sizing.py``, run by the compile
+pipeline). This shape estimate serves only the three places that come before any graph:
+
+- refusing a configuration before capture or weight loading (``NPUModelForCausalLM`` export):
+  the decision counts only weights and KV cache, which the shapes give exactly, while the message
+  also shows the estimated workspace; the exact check on the graphs follows capture;
+- the default size of the paged KV pool (``NPUDecoderConfig.resolve``);
+- bounding an untrusted artifact's knobs before its graphs are read (``runtime.check_knob_sizes``).
+
+Global layers share a paged pool of ``kvcache_num_blocks x kvcache_block_size`` tokens;
+sliding-window layers keep a ring of ``sliding_window`` tokens per batch slot.
 """
 
 from __future__ import annotations
@@ -13,6 +21,7 @@ from typing import TYPE_CHECKING
 import torch
 
 from optimum_npu.device.memory import DeviceOutOfMemoryError, format_bytes
+from optimum_npu.device.sizing import MemoryPlan
 from optimum_npu.device.spec import NPUSpec
 from optimum_npu.models.model_config import DecoderModelConfig
 
@@ -90,6 +99,20 @@ def blocks_that_fit(model: DecoderModelConfig, config: "NPUDecoderConfig", spec:
     if per_block == 0:
         return config.kvcache_num_blocks
     return max(0, (spec.dram_bytes - fixed) // per_block)
+
+
+def blocks_in_plan(plan: MemoryPlan, num_blocks: int, spec: NPUSpec) -> int:
+    """Most paged blocks a device holds next to everything else of a graph memory plan of ``num_blocks`` blocks."""
+    per_block = plan.kv_pools.get("paged", 0) // max(num_blocks, 1)
+    if per_block == 0:
+        return num_blocks
+    return max(0, (spec.dram_bytes - (plan.total - plan.kv_pools["paged"])) // per_block)
+
+
+def exceeds_before_capture(request: dict[str, int], spec: NPUSpec) -> bool:
+    """Whether the parts of a shape estimate that the shapes give exactly (weights, KV cache) already
+    exceed one device: the refusal before capture; the workspace is known only from the graphs."""
+    return request["weights"] + request["kv_cache"] > spec.dram_bytes
 
 
 def fits(model: DecoderModelConfig, config: "NPUDecoderConfig", spec: NPUSpec) -> bool:

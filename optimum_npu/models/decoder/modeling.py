@@ -17,7 +17,7 @@ from optimum_npu.hub.cache import compile_with_cache
 from optimum_npu.hub.cache_key import decoder_cache_key
 from optimum_npu.models.base import NPUPreTrainedModel
 from optimum_npu.models.decoder.export import compile_decoder
-from optimum_npu.models.decoder.memory_plan import check_fits, plan_memory, suggest_fit
+from optimum_npu.models.decoder.memory_plan import check_fits, exceeds_before_capture, plan_memory, suggest_fit
 from optimum_npu.models.decoder.npu_config import (MAX_LAYERS, RUNTIME_OPTIONS, STORED_FIX, NPUConfigError,
                                                    NPUDecoderConfig, check_model_config, short_repr,
                                                    stored_knob_error)
@@ -71,8 +71,8 @@ class NPUModelForCausalLM(NPUPreTrainedModel, GenerationMixin):
         model = DecoderModelConfig.from_hf(hf_config)
         config = NPUDecoderConfig.coerce(npu_config).resolve(model)
         spec = resolve_spec(config.npu)
-        request = plan_memory(model, config)
-        if sum(request.values()) > spec.dram_bytes:
+        request = plan_memory(model, config)  # the shape estimate: no graph exists yet (see memory_plan)
+        if exceeds_before_capture(request, spec):
             check_fits(request, spec, owner=arch.name, suggestion=suggest_fit(model, config, spec))
         return config
 

@@ -19,6 +19,7 @@ from typing import Any
 from transformers import PretrainedConfig
 
 from optimum_npu.device.buckets import Bucket
+from optimum_npu.schema import bucket_graph_name  # noqa: F401  (re-exported: the visual family's graph names)
 
 SUPPORTED_DTYPES = ("float32", "float16", "bfloat16")
 #: HF vision ``model_type`` -> our encoder kind.
@@ -181,10 +182,6 @@ class NPUVisualConfig:
     def bucket_for(self, patches: int) -> int | None:
         """The smallest bucket >= ``patches``, or None when none is large enough."""
         return next((b for b in self.max_seq_len if b >= patches), None)
-
-
-def bucket_graph_name(bucket: int) -> str:
-    return f"visual_{bucket}"
 
 
 def visual_bucket(patches: int) -> Bucket:

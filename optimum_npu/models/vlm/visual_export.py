@@ -17,7 +17,8 @@ import torch
 from torch import nn
 
 from optimum_npu.compile.artifact import graph_path
-from optimum_npu.compile.capture import capture
+from optimum_npu.compile.capture import capture, capture_form
+from optimum_npu.compile.pipeline import run_pipeline
 from optimum_npu.compile.weights import save_weights
 from optimum_npu.models.vlm.visual_config import NPUVisualConfig, VisualModelConfig, bucket_graph_name, visual_bucket
 from optimum_npu.models.vlm.visual_wrapper import KIND_INPUTS, WRAPPERS
@@ -60,8 +61,12 @@ def capture_visual_graphs(visual: nn.Module, model: VisualModelConfig, config: N
     Works on a vision tower on the ``meta`` device too (for cost estimates without weights).
     """
     config.check_model(model)
+    with capture_form(visual, getattr(torch, config.dtype)) as tower:
+        return _capture(tower, model, config, buckets)
+
+
+def _capture(visual: nn.Module, model: VisualModelConfig, config: NPUVisualConfig, buckets: list[int] | None):
     dtype = getattr(torch, config.dtype)
-    visual = visual.to(dtype).eval()
     device = next(visual.parameters()).device
     wrapper = WRAPPERS[model.kind](visual, model)
     names = KIND_INPUTS[model.kind]
@@ -88,7 +93,8 @@ def compile_visual(hf_vlm_model: nn.Module, visual_config: NPUVisualConfig | dic
     config = NPUVisualConfig.coerce(visual_config)
     model = VisualModelConfig.from_hf(hf_vlm_model.config)
     visual, hf_prefix = find_visual(hf_vlm_model)
-    graphs, weights = capture_visual_graphs(visual, model, config)
+    compiled = run_pipeline(lambda: capture_visual_graphs(visual, model, config), None)  # one device
+    graphs, weights = compiled.graphs, compiled.rank_weights[0]
     target = Path(target_dir)
     (target / GRAPH_DIR).mkdir(parents=True, exist_ok=True)
     for name, graph in graphs.items():

@@ -1,0 +1,124 @@
+"""The one compile pipeline: an ordered list of passes over the captured graphs.
+
+Export, the meta-device estimate and the capacity planner all run these passes, in this
+order, on graphs captured by a family's graph builder:
+
+1. ``capture``: the family's builder traces its static-shape wrapper once per bucket
+   (``compile/capture.py``); on a ``meta`` model it yields the same graphs without weights.
+2. ``quantize``: the slot of the coming quantization pass. No quantization scheme exists yet
+   (no compile knob selects one), so it returns the graphs and weights it is given, unchanged;
+   it sits here so that a scheme rewrites weights before fusion and sharding see them.
+3. ``fuse``: finds the fusion candidates of each graph (``device/fusion.py``: RMSNorm, rotary,
+   gated MLP, attention). Sharding keeps node names, so the candidates hold for the sharded
+   graphs; the cost models take them (whether a group fits in SRAM is decided per device).
+4. ``shard``: splits the graphs and weights for tensor parallelism (``compile/tensor_parallel.py``).
+5. ``shape propagation``: node shapes of every graph a pass rewrote are recomputed on fake
+   tensors (``compile/shape_prop.py``), so the memory plan and the cost model read true shapes.
+6. ``memory plan``: the bytes one device needs, per category and per weight dtype, from the
+   final graphs (``device/sizing.py``): the figures the planner reports, ``npu_stats`` shows
+   and loading reserves.
+
+``compile/`` imports no family code: the builder is passed in as a callable.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Callable
+
+import torch
+
+from optimum_npu.compile.shape_prop import propagate_shapes
+from optimum_npu.compile.tensor_parallel import TensorParallelPlan, shard_graph, shard_weights
+from optimum_npu.device.cost import GraphCostModel
+from optimum_npu.device.fusion import FusedGroup, find_groups
+from optimum_npu.device.ops import GraphIndex
+from optimum_npu.device.sizing import MemoryPlan, plan_graph_memory
+from optimum_npu.device.spec import NPUSpec
+from optimum_npu.schema import Graph
+
+#: The passes, in the order they run.
+PASSES = ("capture", "quantize", "fuse", "shard", "shape_propagation", "memory_plan")
+
+#: A family's graph builder: returns (graphs by name, weights by checkpoint name).
+GraphBuilder = Callable[[], tuple[dict[str, Graph], dict[str, torch.Tensor]]]
+
+
+@dataclass(frozen=True)
+class Captured:
+    """The graphs after ``capture``, ``quantize`` and ``fuse`` (one device's view, before sharding)."""
+
+    graphs: dict[str, Graph]
+    weights: dict[str, torch.Tensor]
+    fusion: dict[str, list[FusedGroup]]
+
+
+@dataclass(frozen=True)
+class Compiled:
+    """What every pass produced: the graphs each rank runs, each rank's weights, the memory plan.
+
+    Attributes:
+        graphs: the graphs every rank runs (the same on each rank).
+        rank_weights: each rank's tensors by checkpoint name (empty tensors dicts on ``meta``).
+        fusion: the fusion candidates of each graph.
+        memory: the bytes one device needs (``MemoryPlan.request()`` is what loading reserves).
+        tensor_parallel_size: ranks in the group.
+    """
+
+    graphs: dict[str, Graph]
+    rank_weights: list[dict[str, torch.Tensor]]
+    fusion: dict[str, list[FusedGroup]] = field(default_factory=dict)
+    memory: MemoryPlan = field(default_factory=MemoryPlan)
+    tensor_parallel_size: int = 1
+
+    def cost_models(self, spec: NPUSpec, dtype: str) -> dict[str, GraphCostModel]:
+        """The cost model of each graph on ``spec``, fused as the ``fuse`` pass found."""
+        return {name: GraphCostModel(graph, spec, dtype, groups=self.fusion.get(name))
+                for name, graph in self.graphs.items()}
+
+
+def quantize(graphs: dict[str, Graph], weights: dict[str, torch.Tensor]):
+    """The quantization slot (module docstring, pass 2): no scheme exists yet, so nothing is rewritten."""
+    return graphs, weights
+
+
+def fuse(graphs: dict[str, Graph]) -> dict[str, list[FusedGroup]]:
+    """The fusion candidates of each graph."""
+    return {name: find_groups(GraphIndex(graph)) for name, graph in graphs.items()}
+
+
+def capture_passes(build: GraphBuilder) -> Captured:
+    """Passes 1-3: capture, quantize, fuse."""
+    graphs, weights = build()
+    graphs, weights = quantize(graphs, weights)
+    return Captured(graphs, weights, fuse(graphs))
+
+
+def device_passes(captured: Captured, plan: TensorParallelPlan | None, with_weights: bool = True) -> Compiled:
+    """Passes 4-6 for one tensor-parallel plan (None: one device): shard, shape propagation, memory plan.
+
+    Args:
+        captured: the output of ``capture_passes`` (reusable for several plans: the planner shards one
+            capture for every size it compares).
+        plan: the split over devices.
+        with_weights: also cut each rank's weights (off for estimates: a ``meta`` capture has no data).
+    """
+    size = plan.size if plan is not None else 1
+    graphs = {name: shard_graph(graph, plan) if size > 1 else graph for name, graph in captured.graphs.items()}
+    rank_weights: list[dict[str, torch.Tensor]] = []
+    if with_weights:  # every graph binds the same weights; the one binding the most holds them all
+        first = max(captured.graphs.values(), key=lambda g: len(g.inputs_of_kind("weight")))
+        rank_weights = [shard_weights(first, captured.weights, plan, rank) if size > 1 else captured.weights
+                        for rank in range(size)]
+    graphs = {name: graph if graph is captured.graphs[name] else _propagated(graph) for name, graph in graphs.items()}
+    return Compiled(graphs, rank_weights, captured.fusion, plan_graph_memory(graphs.values()), size)
+
+
+def _propagated(graph: Graph) -> Graph:
+    """``shard_graph`` already propagates the shapes it changes; any other rewrite is propagated here."""
+    return graph if graph.attributes.get("tensor_parallel_size", 1) > 1 else propagate_shapes(graph)
+
+
+def run_pipeline(build: GraphBuilder, plan: TensorParallelPlan | None, with_weights: bool = True) -> Compiled:
+    """Every pass of ``PASSES``, in order, on the graphs ``build`` captures."""
+    return device_passes(capture_passes(build), plan, with_weights)
