@@ -56,6 +56,7 @@ def test_greedy_and_logits_match_eager(make_compiled, tokenizer, architecture, p
     assert buckets[f"decoder_batch_{1 if len(prompts) == 1 else 4}"] == GREEDY["max_new_tokens"] - 1
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("architecture", list(ADDED))
 def test_tensor_parallel_2_matches_eager(make_compiled, tokenizer, architecture):
     pair = make_compiled(architecture, {"tensor_parallel_size": 2})

@@ -34,6 +34,7 @@ def test_help_documents_every_option(command, flags):
             assert action.help, f"{command} option {action.option_strings} has no help text"
 
 
+@pytest.mark.slow
 def test_export_then_generate(tmp_path):
     checkpoint = save_causal_lm(tmp_path / "ckpt", "Qwen3ForCausalLM")
     artifact = tmp_path / "qwen3-npu"
@@ -54,6 +55,7 @@ def test_export_then_generate(tmp_path):
     assert stats["sequences"] == 2 and stats["ttft_ms"] > 0 and stats["tokens_per_s"] > 0
 
 
+@pytest.mark.slow
 def test_bad_knob_is_a_clean_error(tmp_path):
     checkpoint = save_causal_lm(tmp_path / "ckpt", "LlamaForCausalLM")
     result = run_cli("export", str(checkpoint), str(tmp_path / "out"), "--batch-size", "2",
@@ -64,6 +66,7 @@ def test_bad_knob_is_a_clean_error(tmp_path):
     assert not (tmp_path / "out").exists()
 
 
+@pytest.mark.slow
 def test_export_and_generate_a_vision_language_checkpoint(tmp_path):
     from optimum_npu.models.vlm.tiny import save_vlm
 

@@ -22,6 +22,8 @@ from optimum_npu.schema import MANIFEST_FILE
 ROOT = Path(__file__).resolve().parents[1]
 EXAMPLES = sorted(p.name for p in (ROOT / "examples").glob("*.py"))
 
+pytestmark = pytest.mark.slow  # each example runs in a subprocess and compiles its model
+
 
 def run_text_generation(tmp_path: Path, hub) -> None:
     result = run_script("text_generation.py", "--output", str(tmp_path / "artifact"), "--max-new-tokens", "3")

@@ -103,6 +103,7 @@ def test_branches_commit_messages_and_revision_pinning(compiled, hub, tmp_path):
     assert NPUModelForCausalLM.from_pretrained(repo, token=TOKEN, cache_dir=tmp_path).npu_config.batch_size == 1
 
 
+@pytest.mark.slow
 def test_offline_and_local_files_only_use_the_download_cache(compiled, hub, monkeypatch, tmp_path):
     from huggingface_hub import constants
 

@@ -39,6 +39,7 @@ def test_truncations_capture_one_layer_per_type_plus_one():
     ("LlamaForCausalLM", dict(num_hidden_layers=6)),
     ("Gemma3ForCausalLM", dict(num_hidden_layers=5, layer_types=GEMMA_TYPES)),
 ])
+@pytest.mark.slow
 def test_extrapolated_costs_equal_full_capture(architecture, overrides):
     hf_config = build_causal_lm(architecture, **overrides).config
     knobs = {"max_seq_len": 64, "batch_size": 2, "prefill_chunk_size": 16, "kvcache_block_size": 16,
@@ -58,6 +59,7 @@ def test_extrapolated_costs_equal_full_capture(architecture, overrides):
         _close(prefill_seconds(shallow[2]["prefill"], 16, prompt), prefill_seconds(full["prefill"], 16, prompt), 1e-6)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("tp", [1, 2])
 def test_planner_matches_the_simulated_runtime(tp):
     """Compile for real with the same knobs, generate, and compare with ``npu_stats`` (host-link time included
@@ -121,6 +123,7 @@ def test_load_config_from_file_directory_and_builtin(tmp_path):
         load_hf_config(tmp_path.parent)
 
 
+@pytest.mark.slow
 def test_cli_table_and_json(tmp_path, capsys):
     build_causal_lm("LlamaForCausalLM").config.save_pretrained(tmp_path)
     argv = ["plan", str(tmp_path / "config.json"), "--tensor-parallel-size", "1,2,3", "--max-seq-len", "64",
@@ -138,6 +141,7 @@ def test_cli_table_and_json(tmp_path, capsys):
     assert "decode batch 4 (ms/token)" in table and "TP=3: invalid: tensor_parallel_size=3" in table
 
 
+@pytest.mark.slow
 def test_cli_plans_llama_3_8b_in_a_small_process():
     """The 8B plan in a fresh process: TP=1 does not fit on ATOM (weights alone exceed 16 GB) but still gets
     its speed and a suggestion; peak RSS of the whole process stays under 2 GB."""

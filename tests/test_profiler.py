@@ -142,6 +142,7 @@ def test_tensor_parallel_run_records_every_device():
     model.release()
 
 
+@pytest.mark.slow
 def test_cli_profile_end_to_end(tmp_path):
     checkpoint = save_causal_lm(tmp_path / "ckpt", "LlamaForCausalLM")
     artifact = tmp_path / "llama-npu"

@@ -288,6 +288,7 @@ def _assert_recompiled(caplog, checkpoint, cache, clean_tokens, npu=NPU):
         model.release()
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("tp", [1, 2])
 def test_poisoned_cache_entry_is_detected_and_recompiled(checkpoint, compiled, tmp_path, caplog, tp):
     caplog.set_level(logging.INFO, logger="optimum_npu.hub.cache")
@@ -312,6 +313,7 @@ def test_poisoned_cache_entry_is_detected_and_recompiled(checkpoint, compiled, t
     assert (cache.entry_dir(entry["key"]) / "entry.json").read_bytes() != entry_json
 
 
+@pytest.mark.slow
 def test_poisoned_shared_cache_entry_is_detected_and_recompiled(checkpoint, compiled, tmp_path, caplog, hub,
                                                                 monkeypatch):
     monkeypatch.setenv("HF_TOKEN", TOKEN)

@@ -39,6 +39,7 @@ def run(model, inputs):
                           return_dict_in_generate=True)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("architecture", ARCHITECTURES)
 def test_tp2_and_tp4_match_tp1(architecture, inputs):
     hf_model = build_causal_lm(architecture, tie_word_embeddings=architecture == "Qwen3ForCausalLM", **SHAPE)
@@ -117,6 +118,7 @@ dist.destroy_process_group()
 """
 
 
+@pytest.mark.slow
 def test_torch_distributed_backend_gives_the_in_process_tokens(tmp_path, inputs):
     hf_model = build_causal_lm("Qwen3ForCausalLM", **SHAPE)
     model = NPUModelForCausalLM.from_model(hf_model, npu_config=KNOBS | {"tensor_parallel_size": 2})

@@ -307,6 +307,7 @@ def test_profile_shows_visual_bucket_calls(qwen2, processor):
         model.release()
 
 
+@pytest.mark.slow
 def test_language_model_tensor_parallel(qwen2, processor):
     hf = qwen2.ref
     before = device_bytes(2, 3, 4)

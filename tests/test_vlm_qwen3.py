@@ -161,6 +161,7 @@ def test_text_only_prompt(compiled, processor):
     assert _greedy(model, inputs).tolist() == _greedy(ref, inputs).tolist()
 
 
+@pytest.mark.slow
 def test_language_model_tensor_parallel(compiled, processor):
     """DeepStack inputs are replicated on every rank: TP=2 gives the eager tokens too."""
     _, ref = compiled
