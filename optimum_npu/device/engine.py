@@ -171,6 +171,10 @@ class DeviceEngine:
         """The devices of this process's ranks, in rank order."""
         return [rank.device for rank in self.ranks]
 
+    def reservations(self) -> list[dict[str, int]]:
+        """What this engine holds on each of its devices, per category (its own reservations only)."""
+        return [device.memory.held(handles) for device, handles in self._handles]
+
     @property
     def programs(self) -> dict[str, Program | SegmentedProgram]:
         """The first local rank's program of each graph."""

@@ -80,6 +80,15 @@ class DeviceMemory:
             self._next_handle += 1
         return handles
 
+    def held(self, handles: list[int]) -> dict[str, int]:
+        """The bytes per category that the reservations ``handles`` (one ``reserve`` call) still hold."""
+        totals: dict[str, int] = {}
+        for handle in handles:
+            alloc = self._allocations.get(handle)
+            if alloc is not None:
+                totals[alloc.category] = totals.get(alloc.category, 0) + alloc.nbytes
+        return totals
+
     def release(self, handles: list[int]) -> None:
         for handle in handles:
             self._allocations.pop(handle, None)
