@@ -122,6 +122,19 @@ def _every_model_released():
     DEFAULT_REGISTRY.reset()
 
 
+@pytest.fixture
+def no_graph_runs(model, monkeypatch) -> list:
+    """Makes any graph call of the test module's ``model`` fixture fail loudly; the list records attempts."""
+    calls = []
+
+    def refuse(graph_name, *args, **kwargs):
+        calls.append(graph_name)
+        raise AssertionError(f"graph {graph_name} ran although the request is invalid")
+
+    monkeypatch.setattr(model._runtime.engine, "run", refuse)
+    return calls
+
+
 @pytest.fixture(scope="session", autouse=True)
 def _isolated_compile_cache(tmp_path_factory):
     """Tests never read or fill the user's ~/.cache/optimum-npu (subprocesses inherit the variable)."""

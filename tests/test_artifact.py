@@ -23,6 +23,7 @@ from optimum_npu.device.spec import PRESETS
 from optimum_npu.models.decoder.npu_config import NPUDecoderConfig
 from optimum_npu.models.tiny import save_causal_lm
 from optimum_npu.schema import ARTIFACT_FORMAT_VERSION, GraphFormatError
+from tampering import edit_graph
 
 BASE = {"max_seq_len": 64, "batch_size": 2, "prefill_chunk_size": 16}
 PROMPT = torch.tensor([[1, 40, 41, 42, 43, 44, 45]])
@@ -291,16 +292,8 @@ def test_corrupt_manifest(copy):
     assert "corrupt" in str(err.value) and "recompile" in str(err.value)
 
 
-def _edit_graph(root: Path, name: str, edit) -> None:
-    path = root / "graphs" / f"{name}.graph.json"
-    doc = json.loads(path.read_text())
-    edit(doc)
-    path.write_text(json.dumps(doc))
-    write_manifest(root)
-
-
 def test_graph_format_version_changed(copy):
-    _edit_graph(copy, "decoder_batch_1", lambda doc: doc.update(format_version=ARTIFACT_FORMAT_VERSION + 1))
+    edit_graph(copy, "decoder_batch_1", lambda doc: doc.update(format_version=ARTIFACT_FORMAT_VERSION + 1))
     verify_artifact(copy)  # the manifest is consistent; the graph itself is from another version
     with pytest.raises(GraphFormatError) as err:
         load(copy)
@@ -315,7 +308,7 @@ def test_graph_op_outside_allowed_namespaces(copy, op):
     def edit(doc):
         doc["nodes"][0]["op"] = op
 
-    _edit_graph(copy, "prefill", edit)
+    edit_graph(copy, "prefill", edit)
     with pytest.raises(GraphFormatError) as err:
         load(copy)
     message = str(err.value)
@@ -328,7 +321,7 @@ def test_graph_weight_missing_from_weights_file(copy):
         weight = next(spec for spec in doc["inputs"] if spec["kind"] == "weight")
         weight["source"] = "model.layers.9.not_there.weight"
 
-    _edit_graph(copy, "prefill", edit)
+    edit_graph(copy, "prefill", edit)
     with pytest.raises(ArtifactError) as err:
         load(copy)
     assert "model.layers.9.not_there.weight" in str(err.value) and "recompile" in str(err.value)

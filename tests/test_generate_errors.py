@@ -23,19 +23,6 @@ def model(tmp_path_factory):
     compiled.release()
 
 
-@pytest.fixture
-def no_graph_runs(model, monkeypatch) -> list:
-    """Makes any graph call fail loudly; the list records attempted calls."""
-    calls = []
-
-    def refuse(graph_name, *args, **kwargs):
-        calls.append(graph_name)
-        raise AssertionError(f"graph {graph_name} ran although the request is invalid")
-
-    monkeypatch.setattr(model._runtime.engine, "run", refuse)
-    return calls
-
-
 def prompt(batch: int, length: int) -> torch.Tensor:
     return torch.arange(3, 3 + batch * length).view(batch, length) % 250 + 3
 

@@ -19,6 +19,7 @@ from optimum_npu.compile.weights import load_weights
 from optimum_npu.device.executor import Program
 from optimum_npu.models.tiny import save_causal_lm
 from optimum_npu.schema import ALLOWED_OPS, ALLOWED_STRINGS, Graph, GraphFormatError
+from tampering import edit_graph
 
 BASE = {"max_seq_len": 32, "batch_size": 2, "prefill_chunk_size": 8}
 PROMPT = torch.tensor([[1, 40, 41, 42, 43]])
@@ -43,15 +44,6 @@ def attack(saved, tmp_path, monkeypatch):
     marker = tmp_path / "PWNED"
     monkeypatch.chdir(tmp_path)
     return copy, marker
-
-
-def edit_graph(root: Path, name: str, edit) -> None:
-    """Edits a graph document and re-signs the manifest, as anyone publishing a repo can."""
-    path = root / "graphs" / f"{name}.graph.json"
-    doc = json.loads(path.read_text())
-    edit(doc)
-    path.write_text(json.dumps(doc))
-    write_manifest(root)
 
 
 def load_and_generate(root: Path):

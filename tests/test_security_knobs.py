@@ -342,18 +342,6 @@ def model(saved):
     loaded.release()
 
 
-@pytest.fixture
-def no_graph_runs(model, monkeypatch) -> list:
-    calls = []
-
-    def refuse(graph_name, *args, **kwargs):
-        calls.append(graph_name)
-        raise AssertionError(f"graph {graph_name} ran although the request is invalid")
-
-    monkeypatch.setattr(model._runtime.engine, "run", refuse)
-    return calls
-
-
 IDS = torch.tensor([[1, 40, 41, 42], [1, 50, 51, 52]])
 
 

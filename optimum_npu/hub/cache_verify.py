@@ -90,8 +90,8 @@ def _expected(source: str, full: torch.Tensor, stored: torch.Tensor, plan: Tenso
 def check_weights(target: Path, graphs: list[str], hf_model: Any, dtype: torch.dtype,
                   plan: TensorParallelPlan) -> None:
     """Every weight the ``graphs`` name equals, on every rank, its cut of the HF model's tensor."""
-    sources = sorted({spec.source for name in graphs for spec in read_graph(target, name).inputs
-                      if spec.kind == "weight"})
+    inputs = [spec for name in graphs for spec in read_graph(target, name, prove_shapes=False).inputs]
+    sources = sorted({spec.source for spec in inputs if spec.kind == "weight"})
     reference = _reference(hf_model, dtype)
     for rank in range(plan.size):
         path = target / weights_file(rank, plan.size)
