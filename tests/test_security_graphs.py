@@ -219,10 +219,10 @@ def test_deeply_nested_graph_is_refused_before_parsing(attack):
 
 
 def test_graph_with_too_many_nodes_is_refused_before_building(attack, monkeypatch):
-    import optimum_npu.schema as schema
+    import optimum_npu.schema_checks as checks
 
     copy, _ = attack
-    monkeypatch.setattr(schema, "MAX_GRAPH_NODES", 50)  # the real bound (200k nodes) is a 100 MB file
+    monkeypatch.setattr(checks, "MAX_GRAPH_NODES", 50)  # the real bound (200k nodes) is a 100 MB file
     with pytest.raises(GraphFormatError, match="over the limits of 50"):
         NPUModelForCausalLM.from_pretrained(copy)
 
