@@ -125,7 +125,8 @@ def compile_decoder(
     spec = resolve_spec(config.npu)
     names = graph_names(config)
     plan = tensor_parallel_plan(hf_model.config, config.tensor_parallel_size, arch.text_model)
-    compiled = run_pipeline(lambda: capture_graphs(hf_model, arch, config, names, progress), plan)
+    compiled = run_pipeline(lambda: capture_graphs(hf_model, arch, config, names, progress), plan,
+                            quantization=config.quantization)
     if compiled.memory.total > spec.dram_bytes:
         check_fits(compiled.memory.request(), spec, owner=f"{model_config.architecture} (compile check)",
                    suggestion=suggest_fit(model_config, config, spec))
