@@ -65,10 +65,10 @@ ALLOWED_OPS: dict[str, tuple[str, ...]] = {
     "getitem": (),
     "npu.all_gather.default": ('x', 'dim', 'group_size'),
     "npu.all_reduce.default": ('x', 'group_size'),
-    "npu.paged_attention.default": ('query', 'key', 'value', 'k_cache', 'v_cache', 'block_table', 'positions', 'scale', 'partition_len', 'softcap'),
+    "npu.paged_attention.default": ('query', 'key', 'value', 'k_cache', 'v_cache', 'block_table', 'positions', 'scale', 'partition_len', 'softcap', 'k_scale', 'v_scale'),
     "npu.quantized_linear.default": ('input', 'weight', 'scale', 'bias'),
     "npu.segment_attention.default": ('query', 'key', 'value', 'segments', 'scale'),
-    "npu.sliding_window_attention.default": ('query', 'key', 'value', 'k_ring', 'v_ring', 'slots', 'positions', 'window', 'scale', 'softcap'),
+    "npu.sliding_window_attention.default": ('query', 'key', 'value', 'k_ring', 'v_ring', 'slots', 'positions', 'window', 'scale', 'softcap', 'k_scale', 'v_scale'),
 }
 
 #: The only string literals a graph argument may hold (``aten.gelu``'s ``approximate``).

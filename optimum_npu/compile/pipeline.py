@@ -7,7 +7,8 @@ order, on graphs captured by a family's graph builder:
    (``compile/capture.py``); on a ``meta`` model it yields the same graphs without weights.
 2. ``quantize``: with a ``quantization`` knob that quantizes weights, linear weights become quantized
    tensors + scales and linears ``npu.quantized_linear`` (``compile/quantize.py``), before fusion and
-   sharding see them; without one the graphs and weights pass unchanged.
+   sharding see them; with ``kv_cache="fp8"`` the caches become fp8 inputs with scales that the attention
+   kernels write and read (``compile/quantize_kv.py``); without the knob the graphs pass unchanged.
 3. ``fuse``: finds the fusion candidates of each graph (``device/fusion.py``: RMSNorm, rotary,
    gated MLP, attention). Sharding keeps node names, so the candidates hold for the sharded
    graphs; the cost models take them (whether a group fits in SRAM is decided per device).
@@ -30,6 +31,7 @@ import torch
 
 from optimum_npu.compile.quantization_config import QuantizationConfig
 from optimum_npu.compile.quantize import quantize_graphs
+from optimum_npu.compile.quantize_kv import quantize_kv_graphs
 from optimum_npu.compile.shape_prop import propagate_shapes
 from optimum_npu.compile.tensor_parallel import TensorParallelPlan, shard_graph, shard_weights
 from optimum_npu.device.cost import GraphCostModel
@@ -83,7 +85,8 @@ def quantize(graphs: dict[str, Graph], weights: dict[str, torch.Tensor], config:
              keep: tuple[str, ...] = ()):
     """Pass 2 (module docstring): quantized linears when ``config`` quantizes weights; ``keep``: weights left as
     they are (the logits projection)."""
-    return quantize_graphs(graphs, weights, config, keep)
+    graphs, weights = quantize_graphs(graphs, weights, config, keep)
+    return quantize_kv_graphs(graphs, config), weights
 
 
 def fuse(graphs: dict[str, Graph]) -> dict[str, list[FusedGroup]]:

@@ -39,6 +39,17 @@ def is_quantized_source(source: str | None) -> bool:
     return bool(source) and (source.endswith(QWEIGHT) or source.endswith(SCALE))
 
 
+def quantized_split(split, source: str | None, shape: tuple[int, ...]):
+    """The tensor-parallel split (``WeightSplit``) of a weight, adjusted for the tensors this pass writes: their
+    values and scales are [out, in] (``out_dim`` 0), and a per-channel scale [N, 1] of a row-parallel layer is
+    the same on every rank (None: replicated). Other weights keep their split."""
+    if split is None or not is_quantized_source(source):
+        return split
+    if source.endswith(SCALE) and split.style == "rowwise" and shape[-1] == 1:
+        return None
+    return dataclasses.replace(split, out_dim=0)
+
+
 def _ref(value) -> str | None:
     return value.get("ref") if isinstance(value, dict) else None
 
