@@ -56,3 +56,12 @@ def test_unquantized_compile_is_the_reference(make_compiled, stream):
     pair = make_compiled("LlamaForCausalLM")
     same = agreement(reference_logits(pair.ref, stream), stream_logits(pair.model, stream))
     assert same.top1 == 1.0 and same.kl < 1e-9
+
+
+def test_fp8_kv_cache_of_sliding_window_rings(make_compiled, stream):
+    """Gemma 3's local layers keep fp8 rings (``sliding_window_attention`` with scales) beside its global pool."""
+    pair = make_compiled("Gemma3ForCausalLM", FORMATS["fp8_kv"])
+    assert {spec.dtype for spec in pair.model._runtime.engine.graphs["prefill"].inputs_of_kind("kv_cache")} == \
+        {"float8_e4m3fn", "float32"}
+    measured = agreement(reference_logits(pair.ref, stream), stream_logits(pair.model, stream))
+    assert 0 < measured.kl <= 10 * FP8_KV_KL_BOUND and measured.top1 >= 0.9

@@ -92,8 +92,8 @@ class QuantizationConfig:
             return cls(weights=value)
         if isinstance(value, Mapping):
             return cls.from_dict(value)
-        raise QuantizationConfigError(f"quantization must be a dict such as {{'weights': 'int8'}}, a QuantizationConfig "
-                                      f"or None, got {type(value).__name__}")
+        raise QuantizationConfigError(f"quantization must be a dict such as {{'weights': 'int8'}}, a "
+                                      f"QuantizationConfig or None, got {type(value).__name__}")
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)

@@ -4,8 +4,9 @@ A sliding layer keeps, per batch slot, only the last ``window`` positions: a rin
 ``[num_slots, kv_heads, window, head_dim]`` where position ``p`` lives at ``p % window``
 and is overwritten in place ``window`` positions later. A call attends over the ring as
 it was before the call (the positions just before the first new token) plus the new
-tokens themselves, then writes the new tokens into the ring. With ``k_scale`` / ``v_scale`` ([num_slots, kv_heads, window]
-float32) the rings are fp8: each token is stored scaled into float8 e4m3 and read back dequantised.
+tokens themselves, then writes the new tokens into the ring. With ``k_scale`` / ``v_scale``
+([num_slots, kv_heads, window] float32) the rings are fp8: each token is stored scaled into float8 e4m3
+and read back dequantised.
 """
 
 from __future__ import annotations
@@ -31,8 +32,8 @@ def sliding_window_attention_kernel(
     k_scale: torch.Tensor | None = None,
     v_scale: torch.Tensor | None = None,
 ) -> torch.Tensor:
-    """query [B, S, H, D]; key/value [B, S, KVH, D]; rings [NS, KVH, W, D]; scales (fp8 rings) [NS, KVH, W]; slots [B];
-    positions [B, S] (-1 = padding). Returns [B, S, H, D]."""
+    """query [B, S, H, D]; key/value [B, S, KVH, D]; rings [NS, KVH, W, D]; scales (fp8 rings) [NS, KVH, W];
+    slots [B]; positions [B, S] (-1 = padding). Returns [B, S, H, D]."""
     ring_size = k_ring.shape[2]
     valid = positions >= 0                                                            # [B, S]
     big = torch.iinfo(positions.dtype).max
