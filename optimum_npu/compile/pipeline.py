@@ -30,7 +30,7 @@ from typing import Callable
 import torch
 
 from optimum_npu.compile.quantization_config import QuantizationConfig
-from optimum_npu.compile.quantize import quantize_graphs
+from optimum_npu.compile.quantize import Prequantized, quantize_graphs
 from optimum_npu.compile.quantize_kv import quantize_kv_graphs
 from optimum_npu.compile.shape_prop import propagate_shapes
 from optimum_npu.compile.tensor_parallel import TensorParallelPlan, shard_graph, shard_weights
@@ -82,10 +82,10 @@ class Compiled:
 
 
 def quantize(graphs: dict[str, Graph], weights: dict[str, torch.Tensor], config: QuantizationConfig | None = None,
-             keep: tuple[str, ...] = ()):
+             keep: tuple[str, ...] = (), given: Prequantized | None = None):
     """Pass 2 (module docstring): quantized linears when ``config`` quantizes weights; ``keep``: weights left as
-    they are (the logits projection)."""
-    graphs, weights = quantize_graphs(graphs, weights, config, keep)
+    they are (the logits projection); ``given``: tensors a pre-quantized checkpoint already holds."""
+    graphs, weights = quantize_graphs(graphs, weights, config, keep, given)
     return quantize_kv_graphs(graphs, config), weights
 
 
@@ -95,10 +95,10 @@ def fuse(graphs: dict[str, Graph]) -> dict[str, list[FusedGroup]]:
 
 
 def capture_passes(build: GraphBuilder, quantization: QuantizationConfig | None = None,
-                   keep: tuple[str, ...] = ()) -> Captured:
-    """Passes 1-3: capture, quantize (``quantization``, sparing the ``keep`` weights), fuse."""
+                   keep: tuple[str, ...] = (), given: Prequantized | None = None) -> Captured:
+    """Passes 1-3: capture, quantize (``quantization``, sparing the ``keep`` weights, ``given`` tensors), fuse."""
     graphs, weights = build()
-    graphs, weights = quantize(graphs, weights, quantization, keep)
+    graphs, weights = quantize(graphs, weights, quantization, keep, given)
     return Captured(graphs, weights, fuse(graphs))
 
 
@@ -128,8 +128,8 @@ def _propagated(graph: Graph) -> Graph:
 
 
 def run_pipeline(build: GraphBuilder, plan: TensorParallelPlan | None, with_weights: bool = True,
-                 quantization: QuantizationConfig | None = None) -> Compiled:
+                 quantization: QuantizationConfig | None = None, given: Prequantized | None = None) -> Compiled:
     """Every pass of ``PASSES``, in order, on the graphs ``build`` captures (the plan's logits weights are never
     quantized)."""
     keep = plan.logits if plan is not None else ()
-    return device_passes(capture_passes(build, quantization, keep), plan, with_weights)
+    return device_passes(capture_passes(build, quantization, keep, given), plan, with_weights)

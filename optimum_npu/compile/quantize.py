@@ -21,7 +21,7 @@ import dataclasses
 
 import torch
 
-from optimum_npu.compile.quantization_config import QuantizationConfig
+from optimum_npu.compile.quantization_config import QuantizationConfig, QuantizationConfigError
 from optimum_npu.device.kernels import QUANTIZED_LINEAR
 from optimum_npu.device.kernels.quantized_linear import quantize_weight
 from optimum_npu.device.ops import FREE_OPS
@@ -90,8 +90,13 @@ def _layer_name(source: str) -> str:
     return source[: -len(".weight")] if source.endswith(".weight") else source
 
 
+#: Tensors quantized before compiling (a pre-quantized checkpoint): weight name -> (values, scales [N, K / G]).
+Prequantized = dict[str, tuple[torch.Tensor, torch.Tensor]]
+
+
 def quantize_graphs(graphs: dict[str, Graph], weights: dict[str, torch.Tensor], config: QuantizationConfig | None,
-                    keep: tuple[str, ...] = ()) -> tuple[dict[str, Graph], dict[str, torch.Tensor]]:
+                    keep: tuple[str, ...] = (), given: Prequantized | None = None
+                    ) -> tuple[dict[str, Graph], dict[str, torch.Tensor]]:
     """The graphs with their linears quantized, and the weights with the quantized tensors (module docstring).
 
     Args:
@@ -99,6 +104,8 @@ def quantize_graphs(graphs: dict[str, Graph], weights: dict[str, torch.Tensor], 
         weights: the tensors by source name (``meta`` tensors for an estimate).
         config: the knob; None or no ``weights`` format returns the inputs unchanged.
         keep: weight names never quantized (the logits projection).
+        given: values and scales already quantized (a pre-quantized checkpoint): those layers take them as they
+            are, and no other layer is quantized.
     Raises:
         QuantizationConfigError: a layer's input features are not a multiple of ``group_size``.
     """
@@ -108,7 +115,7 @@ def quantize_graphs(graphs: dict[str, Graph], weights: dict[str, torch.Tensor], 
     done: dict[str, tuple[str, str]] = {}  # full-precision source -> (qweight source, scale source)
     rewritten = {}
     for name, graph in graphs.items():
-        rewritten[name] = _rewrite(graph, weights, config, keep, done)
+        rewritten[name] = _rewrite(graph, weights, config, keep, done, given)
     used = {spec.source for graph in rewritten.values() for spec in graph.inputs if spec.kind == "weight"}
     for source in done:
         if source not in used:
@@ -117,11 +124,12 @@ def quantize_graphs(graphs: dict[str, Graph], weights: dict[str, torch.Tensor], 
 
 
 def _rewrite(graph: Graph, weights: dict[str, torch.Tensor], config: QuantizationConfig, keep: tuple[str, ...],
-             done: dict[str, tuple[str, str]]) -> Graph:
-    targets = {target.node.name: target for target in _targets(graph, keep)}
+             done: dict[str, tuple[str, str]], given: Prequantized | None) -> Graph:
+    specs = {spec.name: spec for spec in graph.inputs}
+    targets = {target.node.name: target for target in _targets(graph, keep)
+               if given is None or specs[target.weight_input].source in given}
     if not targets:
         return graph
-    specs = {spec.name: spec for spec in graph.inputs}
     new_inputs: dict[str, TensorSpec] = {}
     nodes = []
     for node in graph.nodes:
@@ -131,7 +139,8 @@ def _rewrite(graph: Graph, weights: dict[str, torch.Tensor], config: Quantizatio
             continue
         spec = specs[target.weight_input]
         if spec.source not in done:
-            done[spec.source] = _quantize_source(spec.source, weights, config, target.transposed)
+            done[spec.source] = _quantize_source(spec.source, weights, config, target.transposed,
+                                                 given.get(spec.source) if given else None)
         qsource, scale_source = done[spec.source]
         qweight_input, scale_input = f"{spec.name}_q", f"{spec.name}_scale"
         for input_name, source in ((qweight_input, qsource), (scale_input, scale_source)):
@@ -161,12 +170,19 @@ def _without_dead_views(nodes: list[Node], outputs: set[str]) -> list[Node]:
 
 
 def _quantize_source(source: str, weights: dict[str, torch.Tensor], config: QuantizationConfig,
-                     transposed: bool) -> tuple[str, str]:
-    """Quantizes ``weights[source]`` ([out, in], or [in, out] when ``transposed``) into two new tensors."""
+                     transposed: bool, given: tuple[torch.Tensor, torch.Tensor] | None = None) -> tuple[str, str]:
+    """Quantizes ``weights[source]`` ([out, in], or [in, out] when ``transposed``) into two new tensors (``given``:
+    the values and scales to use as they are)."""
     weight = weights[source]
     weight = weight.t() if transposed else weight
     layer = _layer_name(source)
-    config.check_in_features({f"layer {layer} (weight {list(weight.shape)})": weight.shape[1]})
-    values, scale = quantize_weight(weight.detach(), config.weights, config.group_size)
+    if given is not None:
+        values, scale = given
+        if values.shape != weight.shape:
+            raise QuantizationConfigError(f"the quantized values of layer {layer} are {list(values.shape)} but the "
+                                          f"layer's weight is {list(weight.shape)}")
+    else:
+        config.check_in_features({f"layer {layer} (weight {list(weight.shape)})": weight.shape[1]})
+        values, scale = quantize_weight(weight.detach(), config.weights, config.group_size)
     weights[layer + QWEIGHT], weights[layer + SCALE] = values, scale
     return layer + QWEIGHT, layer + SCALE
