@@ -167,3 +167,19 @@ def test_tampered_stored_quantization_knob_is_refused(copy, knob, message):
     with pytest.raises(NPUConfigError, match=message) as err:
         NPUModelForCausalLM.from_pretrained(copy)
     assert "re-download it or recompile" in str(err.value)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("architecture", ["GPT2LMHeadModel", "Phi3ForCausalLM", "Gemma2ForCausalLM"])
+def test_other_layouts_quantize_and_split(make_compiled, architecture):
+    """GPT-2's transposed Conv1D weights, Phi-3's fused qkv / gate_up projections, Gemma 2's sliding-window rings:
+    int8 weights and an fp8 KV cache, on one device and split over two."""
+    knobs = {"npu": "rngd", "quantization": {"weights": "int8", "kv_cache": "fp8", "group_size": GROUP}}
+    one = make_compiled(architecture, knobs)
+    two = make_compiled(architecture, {**knobs, "tensor_parallel_size": 2})
+    graph = one.model._runtime.engine.graphs["prefill"]
+    assert sum(node.op == "npu.quantized_linear.default" for node in graph.nodes) >= 2 * 3
+    assert {spec.dtype for spec in graph.inputs_of_kind("kv_cache")} == {"float8_e4m3fn", "float32"}
+    want = one.model.generate(PROMPT, max_new_tokens=8, do_sample=False)
+    assert torch.equal(two.model.generate(PROMPT, max_new_tokens=8, do_sample=False), want)
+    torch.testing.assert_close(two.model(PROMPT).logits, one.model(PROMPT).logits, atol=1e-5, rtol=0)
