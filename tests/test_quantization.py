@@ -183,3 +183,19 @@ def test_other_layouts_quantize_and_split(make_compiled, architecture):
     want = one.model.generate(PROMPT, max_new_tokens=8, do_sample=False)
     assert torch.equal(two.model.generate(PROMPT, max_new_tokens=8, do_sample=False), want)
     torch.testing.assert_close(two.model(PROMPT).logits, one.model(PROMPT).logits, atol=1e-5, rtol=0)
+
+
+def test_artifact_written_before_the_knob_existed_loads_unquantized(llama, tmp_path):
+    copy = shutil.copytree(llama.artifact, tmp_path / "older")
+    path = copy / "npu_config.json"
+    document = json.loads(path.read_text())
+    del document["quantization"]
+    path.write_text(json.dumps(document))
+    write_manifest(copy)
+    model = NPUModelForCausalLM.from_pretrained(copy)
+    try:
+        assert model.npu_config.quantization is None
+        assert torch.equal(model.generate(PROMPT, max_new_tokens=4, do_sample=False),
+                           llama.model.generate(PROMPT, max_new_tokens=4, do_sample=False))
+    finally:
+        model.release()

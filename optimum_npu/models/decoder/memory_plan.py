@@ -50,7 +50,7 @@ def kv_pool_bytes(model: DecoderModelConfig, config: "NPUDecoderConfig") -> dict
     pools = {"paged": 0, "sliding": 0}
     for layer, shape in enumerate(cache_shapes(model, config)):
         pool = "sliding" if model.ring_window(layer, config.max_seq_len) else "paged"
-        pools[pool] += int(2 * torch.Size(shape).numel() * itemsize)
+        pools[pool] += round(2 * torch.Size(shape).numel() * itemsize)
     return pools
 
 

@@ -37,6 +37,8 @@ MAX_NPU_LABEL_CHARS = 4096
 MAX_DECODER_BATCH_SIZES = 4096
 #: Most decoder layers a model may have (config.json is read before any graph).
 MAX_LAYERS = 4096
+#: Knobs added after artifact format 2 was fixed, read as their default when an artifact predates them.
+LATER_KNOBS = {"quantization": None}
 
 
 class NPUConfigError(ValueError):
@@ -201,6 +203,7 @@ class NPUDecoderConfig:
         if not isinstance(stored, dict):
             raise stored_knob_error(origin, f"it must be a JSON object, got {type(stored).__name__}")
         names = [f.name for f in dataclasses.fields(cls)]
+        stored = {**LATER_KNOBS, **stored}
         missing = [name for name in names if name not in stored]
         if missing:
             raise stored_knob_error(origin, f"knobs {missing} are missing (a compiled artifact stores every knob)")

@@ -7,8 +7,6 @@ from __future__ import annotations
 
 from typing import Any, Callable
 
-import torch
-
 from optimum_npu.compile.quantization_config import QuantizationConfig, QuantizationConfigError
 from optimum_npu.device.spec import PRESETS, NPUSpec
 from optimum_npu.models.model_config import DecoderModelConfig
@@ -67,7 +65,3 @@ def kv_bytes_per_element(config: QuantizationConfig | None, itemsize: int, head_
 def kv_cache_dtype(config: QuantizationConfig | None, dtype: str) -> str:
     """The dtype the KV-cache tensors are stored in."""
     return "float8_e4m3fn" if config is not None and config.kv_cache == "fp8" else dtype
-
-
-def storage_dtype(config: QuantizationConfig | None, dtype: str) -> torch.dtype:
-    return getattr(torch, kv_cache_dtype(config, dtype))
