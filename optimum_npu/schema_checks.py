@@ -34,7 +34,7 @@ INPUT_KINDS = ("weight", "input", "kv_cache")
 
 _DTYPES = {str(d).removeprefix("torch."): d for d in (
     torch.float32, torch.float16, torch.bfloat16, torch.float64, torch.int64, torch.int32,
-    torch.int16, torch.int8, torch.uint8, torch.bool,
+    torch.int16, torch.int8, torch.uint8, torch.bool, torch.float8_e4m3fn,
 )}
 _LAYOUTS = {"strided": torch.strided}
 _MEMORY_FORMATS = {"contiguous_format": torch.contiguous_format, "preserve_format": torch.preserve_format}

@@ -17,6 +17,7 @@ def int_list(text: str) -> list[int]:
 
 def add_compile_options(parser: argparse.ArgumentParser) -> None:
     from optimum_npu.device.spec import PRESETS
+    from optimum_npu.planner.commands import add_quantization_options
 
     group = parser.add_argument_group("compile knobs (see NPUDecoderConfig; unset = derived from the model)")
     group.add_argument("--max-seq-len", type=int, help="longest prompt + generated tokens (default: model limit, "
@@ -34,12 +35,17 @@ def add_compile_options(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--kvcache-partition-len", type=int, help="flash-attention partition length for decode")
     group.add_argument("--tensor-parallel-size", type=int, default=1, help="devices to split the model across "
                                                                            "(1 in this release)")
+    add_quantization_options(group)
 
 
 def _npu_config_from_args(args: argparse.Namespace) -> dict:
     keys = ("max_seq_len", "batch_size", "decoder_batch_sizes", "prefill_chunk_size", "dtype", "npu",
             "kvcache_block_size", "kvcache_partition_len", "tensor_parallel_size")
-    return {key: getattr(args, key) for key in keys if getattr(args, key) is not None}
+    from optimum_npu.planner.commands import quantization_knob
+
+    knobs = {key: getattr(args, key) for key in keys if getattr(args, key) is not None}
+    quantization = quantization_knob(args)
+    return {**knobs, "quantization": quantization} if quantization else knobs
 
 
 def add_generation_options(parser: argparse.ArgumentParser) -> None:

@@ -5,9 +5,10 @@ order, on graphs captured by a family's graph builder:
 
 1. ``capture``: the family's builder traces its static-shape wrapper once per bucket
    (``compile/capture.py``); on a ``meta`` model it yields the same graphs without weights.
-2. ``quantize``: the slot of the coming quantization pass. No quantization scheme exists yet
-   (no compile knob selects one), so it returns the graphs and weights it is given, unchanged;
-   it sits here so that a scheme rewrites weights before fusion and sharding see them.
+2. ``quantize``: with a ``quantization`` knob that quantizes weights, linear weights become quantized
+   tensors + scales and linears ``npu.quantized_linear`` (``compile/quantize.py``), before fusion and
+   sharding see them; with ``kv_cache="fp8"`` the caches become fp8 inputs with scales that the attention
+   kernels write and read (``compile/quantize_kv.py``); without the knob the graphs pass unchanged.
 3. ``fuse``: finds the fusion candidates of each graph (``device/fusion.py``: RMSNorm, rotary,
    gated MLP, attention). Sharding keeps node names, so the candidates hold for the sharded
    graphs; the cost models take them (whether a group fits in SRAM is decided per device).
@@ -28,6 +29,9 @@ from typing import Callable
 
 import torch
 
+from optimum_npu.compile.quantization_config import QuantizationConfig
+from optimum_npu.compile.quantize import Prequantized, quantize_graphs
+from optimum_npu.compile.quantize_kv import quantize_kv_graphs
 from optimum_npu.compile.shape_prop import propagate_shapes
 from optimum_npu.compile.tensor_parallel import TensorParallelPlan, shard_graph, shard_weights
 from optimum_npu.device.cost import GraphCostModel
@@ -77,9 +81,12 @@ class Compiled:
                 for name, graph in self.graphs.items()}
 
 
-def quantize(graphs: dict[str, Graph], weights: dict[str, torch.Tensor]):
-    """The quantization slot (module docstring, pass 2): no scheme exists yet, so nothing is rewritten."""
-    return graphs, weights
+def quantize(graphs: dict[str, Graph], weights: dict[str, torch.Tensor], config: QuantizationConfig | None = None,
+             keep: tuple[str, ...] = (), given: Prequantized | None = None):
+    """Pass 2 (module docstring): quantized linears when ``config`` quantizes weights; ``keep``: weights left as
+    they are (the logits projection); ``given``: tensors a pre-quantized checkpoint already holds."""
+    graphs, weights = quantize_graphs(graphs, weights, config, keep, given)
+    return quantize_kv_graphs(graphs, config), weights
 
 
 def fuse(graphs: dict[str, Graph]) -> dict[str, list[FusedGroup]]:
@@ -87,10 +94,11 @@ def fuse(graphs: dict[str, Graph]) -> dict[str, list[FusedGroup]]:
     return {name: find_groups(GraphIndex(graph)) for name, graph in graphs.items()}
 
 
-def capture_passes(build: GraphBuilder) -> Captured:
-    """Passes 1-3: capture, quantize, fuse."""
+def capture_passes(build: GraphBuilder, quantization: QuantizationConfig | None = None,
+                   keep: tuple[str, ...] = (), given: Prequantized | None = None) -> Captured:
+    """Passes 1-3: capture, quantize (``quantization``, sparing the ``keep`` weights, ``given`` tensors), fuse."""
     graphs, weights = build()
-    graphs, weights = quantize(graphs, weights)
+    graphs, weights = quantize(graphs, weights, quantization, keep, given)
     return Captured(graphs, weights, fuse(graphs))
 
 
@@ -119,6 +127,9 @@ def _propagated(graph: Graph) -> Graph:
     return graph if graph.attributes.get("tensor_parallel_size", 1) > 1 else propagate_shapes(graph)
 
 
-def run_pipeline(build: GraphBuilder, plan: TensorParallelPlan | None, with_weights: bool = True) -> Compiled:
-    """Every pass of ``PASSES``, in order, on the graphs ``build`` captures."""
-    return device_passes(capture_passes(build), plan, with_weights)
+def run_pipeline(build: GraphBuilder, plan: TensorParallelPlan | None, with_weights: bool = True,
+                 quantization: QuantizationConfig | None = None, given: Prequantized | None = None) -> Compiled:
+    """Every pass of ``PASSES``, in order, on the graphs ``build`` captures (the plan's logits weights are never
+    quantized)."""
+    keep = plan.logits if plan is not None else ()
+    return device_passes(capture_passes(build, quantization, keep, given), plan, with_weights)

@@ -14,6 +14,10 @@ tensor-parallel group runs (the same graph on each rank: only the weights differ
   zero rows, sliced off after gathering), followed by an ``npu.all_gather``;
 - everything else (embeddings, norms, position tables) is replicated.
 
+Quantized linears (``compile/quantize.py``) split the same way: their values are laid out [out, in]
+whatever the module's layout, and their scales are cut with their groups (a per-channel scale of a
+row-parallel layer is replicated).
+
 The graph itself is rank-agnostic: the decoder writes its views with per-head sizes and ``-1``,
 so after the weight shapes change ``propagate_shapes`` gives every node its per-rank shape.
 ``shard_weights`` cuts each rank's tensors to match (``cut_shard``, also used to verify caches).
@@ -27,10 +31,14 @@ from dataclasses import dataclass
 
 import torch
 
+from optimum_npu.compile.quantize import quantized_split
 from optimum_npu.compile.shape_prop import propagate_shapes
+from optimum_npu.device.kernels import QUANTIZED_LINEAR
 from optimum_npu.schema import ALL_GATHER, ALL_REDUCE, Graph, Node, TensorSpec
 
 LINEAR = "aten.linear.default"
+#: Linear ops and the position of their bias argument (a quantized linear reads weight and scale first).
+_BIAS_POSITION = {LINEAR: 2, QUANTIZED_LINEAR: 3}
 #: Ops through which a weight may reach a linear (a ``Conv1D`` weight [in, out] is transposed).
 _WEIGHT_VIEWS = ("aten.transpose.int", "aten.t.default", "aten.permute.default")
 #: The split styles a plan may hold; anything else is refused.
@@ -117,8 +125,9 @@ def _linear_weights(graph: Graph) -> list[tuple[Node, str | None, str | None]]:
     views = {node.name: _ref(node.args[0]) for node in graph.nodes if node.op in _WEIGHT_VIEWS}
     found = []
     for node in graph.nodes:
-        if node.op == LINEAR:
-            weight, bias = _ref(node.args[1]), _ref(node.args[2]) if len(node.args) > 2 else None
+        if node.op in _BIAS_POSITION:
+            position = _BIAS_POSITION[node.op]
+            weight, bias = _ref(node.args[1]), _ref(node.args[position]) if len(node.args) > position else None
             weight = weight if weight in inputs else views.get(weight)
             found.append((node, weight if weight in inputs else None, bias if bias in inputs else None))
     return found
@@ -191,7 +200,8 @@ def _split_layout(graph: Graph, plan: TensorParallelPlan):
         elif spec.name in (head_input, head_bias):
             cut = Cut("vocab", 0)
         elif spec.kind == "weight":
-            cut = weight_cut(plan.split_of(spec.source), spec.source, spec.shape)
+            cut = weight_cut(quantized_split(plan.split_of(spec.source), spec.source, spec.shape), spec.source,
+                             spec.shape)
         else:
             cut = Cut("replicate")
         shape = list(spec.shape)

@@ -22,33 +22,48 @@ from optimum_npu.device.calibration import HOST_FLOPS, efficiency
 from optimum_npu.device.fusion import find_groups, group_traffic
 from optimum_npu.device.ops import (ALL_REDUCE, ATTENTION_OPS, COLLECTIVE_OPS, FREE_OPS, GATHER_OPS, GEMV_MAX_ROWS,
                                     MATMUL_OPS, GraphIndex, argument, is_host_op, nbytes, short_name)
-from optimum_npu.device.kernels import SEGMENT_ATTENTION
+from optimum_npu.device.kernels import QUANTIZED_LINEAR, SEGMENT_ATTENTION
+from optimum_npu.device.quant_cost import dequant_flops, quantized_precision
 from optimum_npu.device.spec import NPUSpec
-from optimum_npu.device.timeline import (DEVICE_HDMA, DEVICE_SYNC, EXTERNAL_HDMA, HOST, NEURAL_DMA, NEURAL_ENGINE,
-                                         TimelineEvent)
+from optimum_npu.device.timeline import (DEQUANTIZE, DEVICE_HDMA, DEVICE_SYNC, EXTERNAL_HDMA, HOST, NEURAL_DMA,
+                                         NEURAL_ENGINE, TimelineEvent)
 from optimum_npu.schema import Graph, Node, dtype_from_name
 
 SLIDING_WINDOW_ATTENTION = "npu.sliding_window_attention.default"
 #: The matmul operand whose last dimension is the reduction (schema argument names).
 _MATMUL_LEFT = {"aten.linear.default": "input", "aten.addmm.default": "mat1", "aten.mm.default": "self",
-                "aten.matmul.default": "self", "aten.bmm.default": "self"}
+                "aten.matmul.default": "self", "aten.bmm.default": "self", QUANTIZED_LINEAR: "input"}
 
 __all__ = ["FREE_OPS", "GraphCostModel", "OpCost", "roofline_seconds", "collective_seconds"]
 
 
 @dataclass(frozen=True)
 class OpCost:
-    """FLOPs and DRAM bytes of one op; ``kind`` is its op class (see ``calibration.OP_CLASSES``)."""
+    """FLOPs and DRAM bytes of one op; ``kind`` is its op class (see ``calibration.OP_CLASSES``).
+
+    A quantized linear also names the ``precision`` whose peak it computes at (default: the graph's compute
+    dtype) and the ``dequant_flops`` of converting its weights first (``quant_cost``).
+    """
 
     flops: float
     bytes: float
     kind: str = "gemm"
+    precision: str = ""
+    dequant_flops: float = 0.0
 
 
 def _compute_memory(cost: OpCost, spec: NPUSpec, dtype: str) -> tuple[float, float]:
     factors = efficiency(spec.name, cost.kind)
-    return (cost.flops / (spec.peak_flops_for(dtype) * factors.compute),
+    return ((cost.flops + cost.dequant_flops) / (spec.peak_flops_for(cost.precision or dtype) * factors.compute),
             cost.bytes / (spec.dram_bandwidth * factors.bandwidth))
+
+
+def _dequant_seconds(cost: OpCost, spec: NPUSpec, dtype: str) -> float:
+    """The part of ``_compute_memory``'s compute time spent dequantising weights."""
+    if not cost.dequant_flops:
+        return 0.0
+    peak = spec.peak_flops_for(cost.precision or dtype)
+    return cost.dequant_flops / (peak * efficiency(spec.name, cost.kind).compute)
 
 
 def roofline_seconds(cost: OpCost, spec: NPUSpec, dtype: str) -> float:
@@ -84,6 +99,7 @@ class _Unit:
     sync_s: float = 0.0     # Device Sync
     copy_s: float = 0.0     # External HDMA of a host fallback op
     host_s: float = 0.0     # Host compute of a host fallback op
+    dequant_s: float = 0.0  # part of compute_s: quantized weights converted for the engine (Dequantize)
     attention: Node | None = None
     fused: bool = False
 
@@ -146,7 +162,13 @@ class GraphCostModel:
             reduce_dim = self._arg_shape(node, _MATMUL_LEFT.get(node.op, "self"))[0][-1]
             kind = "gemv" if math.prod(out_shape[:-1]) <= GEMV_MAX_ROWS else "gemm"
             flops = 2.0 * math.prod(out_shape) * reduce_dim
-            return OpCost(flops, sum(nbytes(s, d) for s, d in args) + out_bytes, kind)
+            moved = sum(nbytes(s, d) for s, d in args) + out_bytes
+            if node.op == QUANTIZED_LINEAR:
+                weight_shape, weight_dtype = self._arg_shape(node, "weight")
+                precision, dequantised = quantized_precision(weight_dtype, self.spec, self.dtype)
+                extra = dequant_flops(weight_shape, weight_dtype) if dequantised else 0.0
+                return OpCost(flops, moved, kind, precision, extra)
+            return OpCost(flops, moved, kind)
         if node.op in GATHER_OPS:
             return OpCost(0.0, 2.0 * out_bytes, "elementwise")
         return OpCost(float(math.prod(out_shape)), sum(nbytes(s, d) for s, d in args) + out_bytes, "elementwise")
@@ -180,6 +202,8 @@ class GraphCostModel:
         flops = 4.0 * heads * head_dim * seq * keys
         new_tokens = int((positions >= 0).sum())
         kv_bytes = (keys + new_tokens) * 2 * kv_heads * head_dim * itemsize
+        if argument(node, "k_scale") is not None:  # fp8 cache: a float32 scale per cached token and head
+            kv_bytes += (keys + new_tokens) * 2 * kv_heads * 4
         scores = 0 if fused else 4 * heads * seq * keys * dtype_from_name(q_dtype).itemsize
         return OpCost(flops, kv_bytes + 2 * nbytes(q_shape, q_dtype) + scores, "attention")
 
@@ -210,7 +234,8 @@ class GraphCostModel:
         if not cost.flops and not cost.bytes:
             return None
         compute, memory = _compute_memory(cost, spec, self.dtype)
-        return _Unit(name, (node.name,), compute, memory, cost.flops, cost.bytes)
+        return _Unit(name, (node.name,), compute, memory, cost.flops, cost.bytes,
+                     dequant_s=_dequant_seconds(cost, spec, self.dtype))
 
     def _group_unit(self, group) -> _Unit | None:
         """The fused unit of a group, or None when it does not fit in SRAM or is not faster."""
@@ -228,7 +253,8 @@ class GraphCostModel:
         kind = max(costs, key=lambda c: c.bytes).kind
         compute = sum(_compute_memory(c, self.spec, self.dtype)[0] for c in costs)
         memory = _compute_memory(OpCost(0.0, dram, kind), self.spec, self.dtype)[1]
-        unit = _Unit(group.name, group.members, compute, memory, sum(c.flops for c in costs), dram, fused=True)
+        unit = _Unit(group.name, group.members, compute, memory, sum(c.flops for c in costs), dram, fused=True,
+                     dequant_s=sum(_dequant_seconds(c, self.spec, self.dtype) for c in costs))
         alone = sum(u.seconds for u in map(self._op_unit, nodes) if u is not None)
         return unit if unit.seconds < alone else None
 
@@ -298,7 +324,9 @@ class GraphCostModel:
                 emit(unit.name, HOST, unit.host_s, args)
             else:
                 args.update(compute_us=compute * 1e6, dma_us=memory * 1e6)
-                emit(unit.name, NEURAL_ENGINE if compute >= memory else NEURAL_DMA, max(compute, memory), args)
+                emit(unit.name, DEQUANTIZE, unit.dequant_s, args)  # a share of the compute, on its own lane
+                emit(unit.name, NEURAL_ENGINE if compute >= memory else NEURAL_DMA,
+                     max(compute, memory) - unit.dequant_s, args)
         emit("copy outputs to host", EXTERNAL_HDMA, host_out_bytes / self.spec.host_link_bandwidth,
              {"bytes": host_out_bytes})
         return events

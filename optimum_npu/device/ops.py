@@ -11,6 +11,7 @@ from __future__ import annotations
 import math
 
 from optimum_npu.device.kernels import ATTENTION_OPS  # attention kernels: costed per call from the positions
+from optimum_npu.device.kernels import QUANTIZED_LINEAR
 from optimum_npu.schema import ALL_GATHER, ALL_REDUCE, Graph, Node, dtype_from_name, iter_refs
 from optimum_npu.schema_ops import ALLOWED_OPS
 
@@ -26,7 +27,7 @@ FREE_OPS = {
 #: Casts, free when the dtype does not change (``x.to(x.dtype)`` in HF norms).
 CAST_OPS = {"aten.to.dtype", "aten._to_copy.default", "aten.to.dtype_layout", "aten.type_as.default"}
 MATMUL_OPS = {"aten.linear.default", "aten.mm.default", "aten.addmm.default", "aten.matmul.default",
-              "aten.bmm.default"}
+              "aten.bmm.default", QUANTIZED_LINEAR}
 #: Ops that read only the rows they return (gathers).
 GATHER_OPS = {"aten.embedding.default", "aten.index.Tensor", "aten.index_select.default", "aten.gather.default"}
 #: Collectives inserted by the tensor-parallel pass (costed on the inter-device link).

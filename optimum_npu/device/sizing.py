@@ -8,7 +8,7 @@ artifact reserves what it returns for the graphs it read, so the three agree exa
   many graphs bind it, each at its own dtype (``weights_by_dtype``), so a graph that mixes
   dtypes (quantized weights beside bf16 norms) is sized per tensor;
 - ``kv_cache``: every ``kv_cache`` input once, split into the paged pool and the
-  sliding-window rings by the attention kernel that reads it;
+  sliding-window rings by the attention kernel that reads it (an fp8 cache's scales with it);
 - ``workspace``: the largest set of intermediates alive at once in any one graph
   (``executor.peak_activation_bytes``);
 - ``collective_buffers``: twice the largest collective output (a staging buffer each way),
@@ -28,8 +28,8 @@ from optimum_npu.device.ops import argument
 from optimum_npu.schema import Graph, dtype_from_name
 
 #: KV-cache arguments of each attention kernel, and the pool their tensors belong to.
-_KV_ARGUMENTS = {"npu.paged_attention.default": (("k_cache", "v_cache"), "paged"),
-                 "npu.sliding_window_attention.default": (("k_ring", "v_ring"), "sliding")}
+_KV_ARGUMENTS = {"npu.paged_attention.default": (("k_cache", "v_cache", "k_scale", "v_scale"), "paged"),
+                 "npu.sliding_window_attention.default": (("k_ring", "v_ring", "k_scale", "v_scale"), "sliding")}
 
 
 @dataclass(frozen=True)

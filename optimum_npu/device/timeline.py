@@ -16,9 +16,10 @@ NEURAL_DMA = "Neural DMA"          # DRAM <-> SRAM traffic (Task DMA): memory-bo
 EXTERNAL_HDMA = "External HDMA"    # host <-> device copies over the host link (PCIe)
 DEVICE_HDMA = "Device HDMA"        # device <-> device transfers of collectives
 DEVICE_SYNC = "Device Sync"        # waiting at collectives (per-step link latency, peers)
+DEQUANTIZE = "Dequantize"          # quantized weights converted on chip for an engine that lacks their format
 
 #: Every category, in the order of the profiler's lanes.
-CATEGORIES = (HOST, NEURAL_ENGINE, NEURAL_DMA, EXTERNAL_HDMA, DEVICE_HDMA, DEVICE_SYNC)
+CATEGORIES = (HOST, NEURAL_ENGINE, NEURAL_DMA, EXTERNAL_HDMA, DEVICE_HDMA, DEVICE_SYNC, DEQUANTIZE)
 
 
 @dataclass(frozen=True)

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import argparse
 
+from optimum_npu.compile.quantization_config import QuantizationConfig
+
 
 def _int_list(text: str) -> list[int]:
     try:
@@ -15,12 +17,31 @@ def _int_list(text: str) -> list[int]:
     return values
 
 
+def add_quantization_options(group) -> None:
+    """``--quantization``, ``--kv-cache`` and ``--group-size``: the ``quantization`` knob on a command line."""
+    from optimum_npu.compile.quantization_config import KV_CACHE_FORMATS, WEIGHT_FORMATS
+
+    group.add_argument("--quantization", choices=WEIGHT_FORMATS, help="quantize the linear weights (default: none)")
+    group.add_argument("--kv-cache", choices=KV_CACHE_FORMATS, help="store the KV cache in fp8 (default: dtype)")
+    group.add_argument("--group-size", type=int, help="input features per int8/int4 scale (default 128)")
+
+
+def quantization_knob(args: argparse.Namespace) -> dict | None:
+    """The ``quantization`` knob the options of ``add_quantization_options`` give, or None."""
+    knob = {key: value for key, value in (("weights", args.quantization), ("kv_cache", args.kv_cache),
+                                          ("group_size", args.group_size)) if value is not None}
+    return knob or None
+
+
 def cmd_plan(args: argparse.Namespace) -> None:
     from optimum_npu.planner import format_table, plan, to_json
 
     keys = ("max_seq_len", "batch_size", "decoder_batch_sizes", "prefill_chunk_size", "dtype", "npu",
             "kvcache_block_size", "kvcache_num_blocks", "attn_impl", "kvcache_partition_len")
     knobs = {key: getattr(args, key) for key in keys if getattr(args, key) is not None}
+    quantization = quantization_knob(args)
+    if quantization:
+        knobs["quantization"] = quantization
     results = plan(args.model, knobs, tensor_parallel_sizes=args.tensor_parallel_size,
                    prompt_lengths=args.prompt_lengths, decode_context_len=args.context_len)
     if args.json:
@@ -29,6 +50,8 @@ def cmd_plan(args: argparse.Namespace) -> None:
     knobs_used = next((r.npu_config for r in results if r.valid), None) or knobs
     shown = ", ".join(f"{k}={knobs_used[k]}" for k in ("dtype", "max_seq_len", "batch_size", "prefill_chunk_size",
                                                         "attn_impl") if knobs_used.get(k) is not None)
+    if quantization:
+        shown += f", quantization: {QuantizationConfig.from_dict(quantization).label()}"
     print(format_table(results, title=f"{args.model} ({results[0].architecture}) on {results[0].npu}: {shown}"))
 
 
@@ -69,4 +92,5 @@ def add_plan_command(commands: argparse._SubParsersAction) -> None:
                        help="blocks in the paged KV pool (default: enough for --batch-size full sequences)")
     group.add_argument("--attn-impl", choices=["eager", "flash_attn"], help="decode attention kernel")
     group.add_argument("--kvcache-partition-len", type=int, help="flash-attention partition length")
+    add_quantization_options(group)
     parser.set_defaults(func=cmd_plan)

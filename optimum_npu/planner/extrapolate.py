@@ -129,7 +129,9 @@ def extrapolated_plans(hf_config: PretrainedConfig, arch: Architecture, config: 
         truncated = truncated_config(hf_config, types)
         with torch.device("meta"):
             model = AutoModelForCausalLM.from_config(truncated, dtype=getattr(torch, config.dtype))
-        captured = capture_passes(lambda: capture_graphs(model, arch, config, graph_names, progress=False))
+        keep = tensor_parallel_plan(truncated, 1, arch.text_model).logits  # the logits projection stays unquantized
+        captured = capture_passes(lambda: capture_graphs(model, arch, config, graph_names, progress=False),
+                                  config.quantization, keep)
         del model
         for tp in tensor_parallel_sizes:
             compiled = device_passes(captured, tensor_parallel_plan(truncated, tp, arch.text_model),

@@ -4,7 +4,9 @@ A sliding layer keeps, per batch slot, only the last ``window`` positions: a rin
 ``[num_slots, kv_heads, window, head_dim]`` where position ``p`` lives at ``p % window``
 and is overwritten in place ``window`` positions later. A call attends over the ring as
 it was before the call (the positions just before the first new token) plus the new
-tokens themselves, then writes the new tokens into the ring.
+tokens themselves, then writes the new tokens into the ring. With ``k_scale`` / ``v_scale``
+([num_slots, kv_heads, window] float32) the rings are fp8: each token is stored scaled into float8 e4m3
+and read back dequantised.
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ import torch
 from torch.library import custom_op
 
 from optimum_npu.device.kernels.attention_math import attend
+from optimum_npu.device.kernels.kv_quant import load_kv, store_kv
 
 
 def sliding_window_attention_kernel(
@@ -26,9 +29,11 @@ def sliding_window_attention_kernel(
     window: int,
     scale: float,
     softcap: float = 0.0,
+    k_scale: torch.Tensor | None = None,
+    v_scale: torch.Tensor | None = None,
 ) -> torch.Tensor:
-    """query [B, S, H, D]; key/value [B, S, KVH, D]; rings [NS, KVH, W, D]; slots [B];
-    positions [B, S] (-1 = padding). Returns [B, S, H, D]."""
+    """query [B, S, H, D]; key/value [B, S, KVH, D]; rings [NS, KVH, W, D]; scales (fp8 rings) [NS, KVH, W];
+    slots [B]; positions [B, S] (-1 = padding). Returns [B, S, H, D]."""
     ring_size = k_ring.shape[2]
     valid = positions >= 0                                                            # [B, S]
     big = torch.iinfo(positions.dtype).max
@@ -38,10 +43,11 @@ def sliding_window_attention_kernel(
     held = first[:, None] - 1 - (first[:, None] - 1 - ring_index[None, :]) % ring_size  # [B, W]
     held = torch.where((held >= 0) & (first[:, None] < big), held, -1)
     slot_index = slots.long()
-    ring_keys = k_ring[slot_index]                                                    # [B, KVH, W, D]
-    ring_values = v_ring[slot_index]
-    keys = torch.cat([ring_keys, key.permute(0, 2, 1, 3).to(k_ring.dtype)], dim=2)  # [B, KVH, W+S, D]
-    values = torch.cat([ring_values, value.permute(0, 2, 1, 3).to(v_ring.dtype)], dim=2)
+    ring_keys = load_kv(k_ring[slot_index], k_scale[slot_index] if k_scale is not None else None)  # [B, KVH, W, D]
+    ring_values = load_kv(v_ring[slot_index], v_scale[slot_index] if v_scale is not None else None)
+    new_dtype = ring_keys.dtype if k_scale is not None else k_ring.dtype  # new tokens are not rounded to fp8 yet
+    keys = torch.cat([ring_keys, key.permute(0, 2, 1, 3).to(new_dtype)], dim=2)     # [B, KVH, W+S, D]
+    values = torch.cat([ring_values, value.permute(0, 2, 1, 3).to(new_dtype)], dim=2)
     key_pos = torch.cat([held, positions], dim=1)                                     # [B, W+S]
     out = attend(query, keys, values, key_pos, positions, scale, window=window, softcap=softcap)
 
@@ -50,16 +56,16 @@ def sliding_window_attention_kernel(
     rows, cols = keep.nonzero(as_tuple=True)
     if rows.numel():
         ring_pos = positions[rows, cols] % ring_size
-        k_ring[slot_index[rows], :, ring_pos] = key[rows, cols].to(k_ring.dtype)     # [N, KVH, D]
-        v_ring[slot_index[rows], :, ring_pos] = value[rows, cols].to(v_ring.dtype)
+        store_kv(k_ring, k_scale, (slot_index[rows], slice(None), ring_pos), key[rows, cols])     # [N, KVH, D]
+        store_kv(v_ring, v_scale, (slot_index[rows], slice(None), ring_pos), value[rows, cols])
     return out
 
 
 sliding_window_attention = custom_op("npu::sliding_window_attention", sliding_window_attention_kernel,
-                                     mutates_args=("k_ring", "v_ring"))
+                                     mutates_args=("k_ring", "v_ring", "k_scale", "v_scale"))
 
 
 @sliding_window_attention.register_fake
 def _sliding_window_attention_fake(query, key, value, k_ring, v_ring, slots, positions, window, scale,
-                                   softcap=0.0):
+                                   softcap=0.0, k_scale=None, v_scale=None):
     return torch.empty_like(query)

@@ -29,7 +29,7 @@ def meta_compile(hf_config: PretrainedConfig, config: NPUDecoderConfig, graph_na
         model = AutoModelForCausalLM.from_config(hf_config, dtype=getattr(torch, config.dtype))
     plan = tensor_parallel_plan(hf_config, config.tensor_parallel_size, arch.text_model)
     return run_pipeline(lambda: capture_graphs(model, arch, config, graph_names, progress=False), plan,
-                        with_weights=False)
+                        with_weights=False, quantization=config.quantization)
 
 
 def meta_cost_models(hf_config: PretrainedConfig, npu_config: Any,

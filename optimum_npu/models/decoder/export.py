@@ -19,6 +19,7 @@ from optimum_npu.device.spec import resolve_spec
 from optimum_npu.models.adapters.tp_plan import decoder_tp_plan
 from optimum_npu.models.decoder.memory_plan import cache_shapes, check_fits, suggest_fit
 from optimum_npu.models.decoder.npu_config import NPUDecoderConfig
+from optimum_npu.models.decoder.prequantized import Prequantized
 from optimum_npu.models.decoder.wrapper import HF_PREFIX, StaticDecoder, attention_layouts
 from optimum_npu.models.model_config import DecoderModelConfig
 from optimum_npu.models.registry import Architecture, adapter_for
@@ -114,18 +115,21 @@ def compile_decoder(
     target: Path,
     tokenizer_source: Path | None = None,
     progress: bool = True,
+    prequantized: Prequantized | None = None,
 ) -> Path:
     """Runs the compile pipeline (``compile/pipeline.py``) on every graph of ``config`` and writes the
     artifact atomically to ``target``; refuses, before writing anything, graphs whose memory plan does
     not fit one device.
 
-    ``config`` must already be resolved against the model (``NPUDecoderConfig.resolve``).
+    ``config`` must already be resolved against the model (``NPUDecoderConfig.resolve``); ``prequantized``: the
+    quantized tensors of a pre-quantized checkpoint, compiled as they are (``prequantized.py``).
     """
     model_config = DecoderModelConfig.from_hf(hf_model.config)
     spec = resolve_spec(config.npu)
     names = graph_names(config)
     plan = tensor_parallel_plan(hf_model.config, config.tensor_parallel_size, arch.text_model)
-    compiled = run_pipeline(lambda: capture_graphs(hf_model, arch, config, names, progress), plan)
+    compiled = run_pipeline(lambda: capture_graphs(hf_model, arch, config, names, progress), plan,
+                            quantization=config.quantization, given=prequantized.tensors if prequantized else None)
     if compiled.memory.total > spec.dram_bytes:
         check_fits(compiled.memory.request(), spec, owner=f"{model_config.architecture} (compile check)",
                    suggestion=suggest_fit(model_config, config, spec))

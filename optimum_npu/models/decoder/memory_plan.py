@@ -23,6 +23,8 @@ import torch
 from optimum_npu.device.memory import DeviceOutOfMemoryError, format_bytes
 from optimum_npu.device.sizing import MemoryPlan
 from optimum_npu.device.spec import NPUSpec
+from optimum_npu.models.decoder.quantization import kv_bytes_per_element
+from optimum_npu.models.decoder.quantization import weight_bytes as quantized_layer_bytes
 from optimum_npu.models.model_config import DecoderModelConfig
 
 if TYPE_CHECKING:
@@ -44,11 +46,11 @@ def cache_shapes(model: DecoderModelConfig, config: "NPUDecoderConfig") -> list[
 def kv_pool_bytes(model: DecoderModelConfig, config: "NPUDecoderConfig") -> dict[str, int]:
     """Bytes of the paged pool (global layers) and of the rings (sliding layers), keys and values,
     over all devices (each of ``tensor_parallel_size`` devices holds an equal share)."""
-    itemsize = getattr(torch, config.dtype).itemsize
+    itemsize = kv_bytes_per_element(config.quantization, getattr(torch, config.dtype).itemsize, model.head_dim)
     pools = {"paged": 0, "sliding": 0}
     for layer, shape in enumerate(cache_shapes(model, config)):
         pool = "sliding" if model.ring_window(layer, config.max_seq_len) else "paged"
-        pools[pool] += 2 * torch.Size(shape).numel() * itemsize
+        pools[pool] += round(2 * torch.Size(shape).numel() * itemsize)
     return pools
 
 
@@ -65,15 +67,17 @@ def workspace_estimate(model: DecoderModelConfig, config: "NPUDecoderConfig") ->
 
 
 def weight_bytes_per_device(model: DecoderModelConfig, config: "NPUDecoderConfig") -> int:
-    """Each device holds its shard of the layers and of the vocabulary projection, and the whole embedding."""
+    """Each device holds its shard of the layers (quantized when ``quantization`` says so) and of the vocabulary
+    projection, and the whole embedding."""
     itemsize = getattr(torch, config.dtype).itemsize
     tp = config.tensor_parallel_size
-    if tp == 1:
+    if tp == 1 and config.quantization is None:
         return model.num_parameters * itemsize
     table = model.vocab_size * model.hidden_size
-    layers = model.num_parameters - table * (1 if model.tie_word_embeddings else 2)
-    head_shard = -(-model.vocab_size // tp) * model.hidden_size
-    return (table + head_shard + layers // tp) * itemsize
+    head = 0 if model.tie_word_embeddings else -(-model.vocab_size // tp) * model.hidden_size
+    if tp > 1 and model.tie_word_embeddings:  # the logits projection reads a vocabulary shard of the table
+        head = -(-model.vocab_size // tp) * model.hidden_size
+    return (table + head) * itemsize + quantized_layer_bytes(model, config.quantization, itemsize, tp)
 
 
 def plan_memory(model: DecoderModelConfig, config: "NPUDecoderConfig") -> dict[str, int]:

@@ -24,6 +24,7 @@ from optimum_npu.models.decoder.memory_plan import check_fits, exceeds_before_ca
 from optimum_npu.models.decoder.npu_config import (MAX_LAYERS, RUNTIME_OPTIONS, STORED_FIX, NPUConfigError,
                                                    NPUDecoderConfig, check_model_config, short_repr,
                                                    stored_knob_error)
+from optimum_npu.models.decoder.prequantized import check_scheme, load_prequantized, with_checkpoint_format
 from optimum_npu.models.decoder.runtime import DecoderRuntime
 from optimum_npu.runtime.stats import NPUStats
 from optimum_npu.models.model_config import DecoderModelConfig
@@ -57,9 +58,15 @@ class NPUModelForCausalLM(NPUPreTrainedModel, GenerationMixin):
     def _export(cls, checkpoint: Path, npu_config: Any, compile_cache: Any = None,
                 device_registry: DeviceRegistry | None = None) -> "NPUModelForCausalLM":
         hf_config = AutoConfig.from_pretrained(checkpoint)
+        if getattr(hf_config, "quantization_config", None) is not None:  # compiled as quantized, not re-quantized
+            origin = str(Path(checkpoint) / "config.json")
+            npu_config = with_checkpoint_format(npu_config, check_scheme(hf_config.quantization_config, origin), origin)
         config = cls._resolve_for_export(hf_config, npu_config)
-        hf_model = AutoModelForCausalLM.from_pretrained(checkpoint, dtype=getattr(torch, config.dtype))
-        return cls._compile_and_load(hf_model, config, checkpoint, compile_cache, device_registry)
+        loaded = load_prequantized(Path(checkpoint), hf_config, getattr(torch, config.dtype))
+        if loaded is None:
+            hf_model = AutoModelForCausalLM.from_pretrained(checkpoint, dtype=getattr(torch, config.dtype))
+            return cls._compile_and_load(hf_model, config, checkpoint, compile_cache, device_registry)
+        return cls._compile_and_load(loaded[0], config, checkpoint, False, device_registry, prequantized=loaded[1])
 
     @classmethod
     def from_model(cls, hf_model: PreTrainedModel, npu_config: Any = None, tokenizer_dir: str | Path | None = None,
@@ -84,11 +91,12 @@ class NPUModelForCausalLM(NPUPreTrainedModel, GenerationMixin):
 
     @classmethod
     def _compile_and_load(cls, hf_model, config: NPUDecoderConfig, tokenizer_dir: Path | None, compile_cache=None,
-                          device_registry: DeviceRegistry | None = None):
+                          device_registry: DeviceRegistry | None = None, prequantized=None):
         arch = lookup_architecture(hf_model.config, "decoder")
         tmp, target = cls._new_artifact_dir()
         compile_with_cache(target, lambda: decoder_cache_key(hf_model, arch.name, config, tokenizer_dir),
-                           lambda path: compile_decoder(hf_model, arch, config, path, tokenizer_source=tokenizer_dir),
+                           lambda path: compile_decoder(hf_model, arch, config, path, tokenizer_source=tokenizer_dir,
+                                                        prequantized=prequantized),
                            compile_cache)
         from optimum_npu.compile.artifact import verify_artifact
 

@@ -12,8 +12,10 @@ import os
 from dataclasses import dataclass, field
 from typing import Any
 
+from optimum_npu.compile.quantization_config import QuantizationConfig
 from optimum_npu.device.buckets import Bucket
 from optimum_npu.device.spec import PRESETS, resolve_spec
+from optimum_npu.models.decoder.quantization import check_quantization, coerce_quantization
 from optimum_npu.models.model_config import FULL, SLIDING, DecoderModelConfig
 
 SUPPORTED_DTYPES = ("float32", "float16", "bfloat16")
@@ -35,6 +37,8 @@ MAX_NPU_LABEL_CHARS = 4096
 MAX_DECODER_BATCH_SIZES = 4096
 #: Most decoder layers a model may have (config.json is read before any graph).
 MAX_LAYERS = 4096
+#: Knobs added after artifact format 2 was fixed, read as their default when an artifact predates them.
+LATER_KNOBS = {"quantization": None}
 
 
 class NPUConfigError(ValueError):
@@ -88,6 +92,8 @@ class NPUDecoderConfig:
             min(4096, max_seq_len).
         tensor_parallel_size: devices one model is split across (attention heads, MLP
             columns/rows, vocabulary and KV cache are split; collectives are inserted).
+        quantization: low-precision weights and/or KV cache, e.g. ``{"weights": "int8", "kv_cache": "fp8",
+            "group_size": 128}`` (see ``QuantizationConfig`` and docs/quantization.md). Default: none.
         device: runtime option: the simulated device id of the first rank (the ranks use
             consecutive ids), or one id per rank.
         collectives: runtime option: ``in_process`` (every rank a thread here) or
@@ -108,6 +114,7 @@ class NPUDecoderConfig:
     attn_impl: str | None = None
     kvcache_partition_len: int | None = None
     tensor_parallel_size: int = 1
+    quantization: QuantizationConfig | None = None
     device: int | tuple[int, ...] = field(default=0, metadata={"runtime": True})
     enable_prefix_caching: bool = field(default=False, metadata={"runtime": True})
     profile: bool = field(default=False, metadata={"runtime": True})
@@ -131,6 +138,7 @@ class NPUDecoderConfig:
                 _positive_int(name, value)
         _positive_int("batch_size", self.batch_size)
         _positive_int("tensor_parallel_size", self.tensor_parallel_size)
+        object.__setattr__(self, "quantization", coerce_quantization(self.quantization, NPUConfigError))
         if self.collectives not in COLLECTIVE_BACKENDS:
             raise NPUConfigError(f"collectives={self.collectives!r} is not supported; choose one of "
                                  f"{list(COLLECTIVE_BACKENDS)}")
@@ -195,6 +203,7 @@ class NPUDecoderConfig:
         if not isinstance(stored, dict):
             raise stored_knob_error(origin, f"it must be a JSON object, got {type(stored).__name__}")
         names = [f.name for f in dataclasses.fields(cls)]
+        stored = {**LATER_KNOBS, **stored}
         missing = [name for name in names if name not in stored]
         if missing:
             raise stored_knob_error(origin, f"knobs {missing} are missing (a compiled artifact stores every knob)")
@@ -219,6 +228,9 @@ class NPUDecoderConfig:
         for name in ("dtype", "attn_impl", "collectives"):
             if not isinstance(knobs[name], str):
                 raise stored_knob_error(origin, f"{name}={short_repr(knobs[name])} must be a string")
+        if knobs["quantization"] is not None and not isinstance(knobs["quantization"], dict):
+            raise stored_knob_error(origin, f"quantization={short_repr(knobs['quantization'])} must be an object "
+                                            "or null")
         try:
             config = cls(**knobs)
         except NPUConfigError as err:
@@ -254,6 +266,7 @@ class NPUDecoderConfig:
                                                                                 block % partition)):
             refuse(f"kvcache_partition_len={partition} must divide max_seq_len={self.max_seq_len} and be a multiple "
                    f"or a divisor of kvcache_block_size={block}")
+        check_quantization(self.quantization, model, tp, None, lambda message: stored_knob_error(origin, message))
         if self.kvcache_num_blocks < self.blocks_per_sequence:
             refuse(f"kvcache_num_blocks={self.kvcache_num_blocks} cannot hold one sequence of max_seq_len="
                    f"{self.max_seq_len} ({self.blocks_per_sequence} blocks of {block})")
@@ -323,6 +336,7 @@ class NPUDecoderConfig:
                            and model.num_heads % d == 0 and model.intermediate_size % d == 0]
                 raise NPUConfigError(f"tensor_parallel_size={tp} does not divide the model's {count} {what}; "
                                      f"choose tensor_parallel_size in {choices}")
+        check_quantization(self.quantization, model, tp, spec, NPUConfigError)
         limit = model.max_position_embeddings
         max_seq_len = self.max_seq_len or min(limit, 2048)
         if max_seq_len > limit:

@@ -13,6 +13,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from optimum_npu.compile.artifact import ArtifactError, read_graph
+from optimum_npu.compile.quantize_kv import SCALE_DTYPE, scale_name
 from optimum_npu.compile.weights import load_weights, stored_weight_bytes
 from optimum_npu.device.buckets import BUCKET_KEYS
 from optimum_npu.device.device import DeviceRegistry
@@ -23,6 +24,7 @@ from optimum_npu.device.spec import NPUSpec
 from optimum_npu.models.decoder.memory_plan import cache_shapes, kv_pool_bytes, plan_memory
 from optimum_npu.models.decoder.npu_config import (STORED_FIX, NPUConfigError, NPUDecoderConfig, short_repr,
                                                    stored_knob_error)
+from optimum_npu.models.decoder.quantization import kv_cache_dtype
 from optimum_npu.models.model_config import DecoderModelConfig
 from optimum_npu.runtime import BatchSession, BlockManager, NPUStats, StepRunner
 from optimum_npu.schema import weights_file
@@ -155,6 +157,21 @@ def _expected_inputs(config: NPUDecoderConfig, model: DecoderModelConfig, batch:
 REQUIRED_INPUTS = ("input_ids", "positions", "block_table", "slots", "logits_index")
 
 
+def expected_caches(model: DecoderModelConfig, config: NPUDecoderConfig) -> dict[str, tuple[tuple[int, ...], str]]:
+    """Name -> (shape, dtype) of every cache input of one rank: each layer's key and value cache, and their scales
+    when the cache is fp8 (``quantization.kv_cache``)."""
+    tp = config.tensor_parallel_size
+    dtype = kv_cache_dtype(config.quantization, config.dtype)
+    caches = {}
+    for layer, shape in enumerate(cache_shapes(model, config)):
+        shape = (shape[0], shape[1] // tp, *shape[2:])
+        for name in (f"key_cache_{layer}", f"value_cache_{layer}"):
+            caches[name] = (shape, dtype)
+            if dtype != config.dtype:
+                caches[scale_name(name)] = (shape[:-1], SCALE_DTYPE)
+    return caches
+
+
 def check_graphs(graphs: dict, config: NPUDecoderConfig, model: DecoderModelConfig, origin: str) -> None:
     """Each graph's inputs (tokens, positions, block table, KV caches) must have the shapes the knobs imply:
     prefill [1, prefill_chunk_size], decoder_batch_<n> [n, 1]; caches [num_blocks, kv_heads / tp, block, head_dim]
@@ -162,10 +179,7 @@ def check_graphs(graphs: dict, config: NPUDecoderConfig, model: DecoderModelConf
     attributes (kind, batch, tokens) must be the ones the knobs give its name (``config.buckets()``)."""
     buckets = config.buckets()
     tp = config.tensor_parallel_size
-    caches = {}
-    for layer, shape in enumerate(cache_shapes(model, config)):
-        shape = (shape[0], shape[1] // tp, *shape[2:])
-        caches[f"key_cache_{layer}"] = caches[f"value_cache_{layer}"] = shape
+    caches = expected_caches(model, config)
     for name, graph in graphs.items():
         where = f"graph {name!r} of the artifact"
         bucket = buckets[name]
@@ -174,7 +188,7 @@ def check_graphs(graphs: dict, config: NPUDecoderConfig, model: DecoderModelConf
         seen_caches = set()
         for spec in graph.inputs:
             if spec.kind == "kv_cache":
-                want = (caches.get(spec.name), config.dtype)
+                want = caches.get(spec.name, (None, None))
                 seen_caches.add(spec.name)
             elif spec.kind == "input":
                 want = expected.get(spec.name, (None, None))
