@@ -21,9 +21,9 @@ from optimum_npu.models.base import NPUPreTrainedModel
 from optimum_npu.models.decoder.export import compile_decoder
 from optimum_npu.models.decoder.figures import measure_figures
 from optimum_npu.models.decoder.memory_plan import check_fits, exceeds_before_capture, plan_memory, suggest_fit
-from optimum_npu.models.decoder.npu_config import (MAX_LAYERS, RUNTIME_OPTIONS, STORED_FIX, NPUConfigError,
-                                                   NPUDecoderConfig, check_model_config, short_repr,
-                                                   stored_knob_error)
+from optimum_npu.models.decoder.npu_config import RUNTIME_OPTIONS, NPUConfigError, NPUDecoderConfig
+from optimum_npu.models.decoder.stored_config import (MAX_LAYERS, STORED_FIX, check_model_config, check_stored_config,
+                                                      config_from_stored, short_repr, stored_knob_error)
 from optimum_npu.models.decoder.prequantized import check_scheme, load_prequantized, with_checkpoint_format
 from optimum_npu.models.decoder.runtime import DecoderRuntime
 from optimum_npu.runtime.stats import NPUStats
@@ -112,12 +112,12 @@ class NPUModelForCausalLM(NPUPreTrainedModel, GenerationMixin):
         then against config.json and the graphs, and sizes are bounded, before anything is allocated."""
         origin = str(Path(root) / NPU_CONFIG_FILE)
         stored = expect_dict(stored, origin, NPUConfigError)
-        config = NPUDecoderConfig.from_stored(stored, origin)
+        config = config_from_stored(stored, origin)
         config = dataclasses.replace(config, **_runtime_overrides(config, npu_config))
         hf_config = read_hf_config(root)
         check_stored_architecture(stored, hf_config, "decoder", origin)
         model = stored_model_config(hf_config, root)
-        config.check_stored(model, origin)
+        check_stored_config(config, model, origin)
         spec = stored_spec(stored, origin)
         runtime = DecoderRuntime(root, config, model, spec, stored.get("graphs"), origin=origin,
                                  registry=device_registry)

@@ -22,8 +22,9 @@ from optimum_npu.hub.card import CardSection
 from optimum_npu.hub.cached_compile import compile_with_cache
 from optimum_npu.models.decoder.modeling import (NPUModelForCausalLM, check_stored_architecture, read_generation_config,
                                                  read_hf_config, stored_model_config, stored_spec)
-from optimum_npu.models.decoder.npu_config import (RUNTIME_OPTIONS, STORED_FIX, NPUConfigError, NPUDecoderConfig,
-                                                   short_repr, stored_knob_error)
+from optimum_npu.models.decoder.npu_config import RUNTIME_OPTIONS, NPUConfigError, NPUDecoderConfig
+from optimum_npu.models.decoder.stored_config import (STORED_FIX, check_stored_config, config_from_stored, short_repr,
+                                                      stored_knob_error)
 from optimum_npu.models.decoder.runtime import DecoderRuntime
 from optimum_npu.models.model_config import DecoderModelConfig
 from optimum_npu.models.registry import lookup_architecture
@@ -125,7 +126,7 @@ class NPUModelForImageTextToText(NPUModelForCausalLM):
         for key in ("visual", "language_model"):
             if not isinstance(stored.get(key), dict):
                 raise stored_knob_error(origin, f"{key}={short_repr(stored.get(key))} must be a JSON object of knobs")
-        language_knobs = NPUDecoderConfig.from_stored(stored["language_model"], f"language_model in {origin}")
+        language_knobs = config_from_stored(stored["language_model"], f"language_model in {origin}")
         try:
             compiled = NPUVLMConfig.coerce({"visual": stored["visual"], "language_model": stored["language_model"],
                                             "npu": stored.get("npu")})
@@ -137,14 +138,14 @@ class NPUModelForImageTextToText(NPUModelForCausalLM):
         hf_config = read_hf_config(root)
         arch = check_stored_architecture(stored, hf_config, "vlm", origin)
         model = stored_model_config(hf_config, root)
-        config.language_model.check_stored(model, f"language_model in {origin}")
+        check_stored_config(config.language_model, model, f"language_model in {origin}")
         spec = stored_spec(stored, origin)
         manifest = _manifest_files(root)
         language_root = root / SUBMODULE_DIRS["language_model"]
         language_origin = str(language_root / NPU_CONFIG_FILE)
         language_doc = expect_dict(load_json(language_root / NPU_CONFIG_FILE, what=language_origin,
                                              error=ArtifactError), language_origin, ArtifactError)
-        stored_language = NPUDecoderConfig.from_stored(language_doc, language_origin)
+        stored_language = config_from_stored(language_doc, language_origin)
         if stored_language.compile_knobs() != language_knobs.compile_knobs():
             raise ArtifactError(f"{language_origin}: its knobs differ from language_model in {origin}; {STORED_FIX}")
         graphs = language_doc.get("graphs")
