@@ -8,9 +8,10 @@ from optimum_npu.models.auto import NPUAutoModel, NPUAutoModelForCausalLM, NPUAu
 from optimum_npu.models.decoder import NPUConfigError, NPUDecoderConfig, NPUModelForCausalLM
 from optimum_npu.models.vlm.modeling import NPUModelForImageTextToText
 from optimum_npu.models.vlm.npu_config import NPUVLMConfig
+from optimum_npu.serving import LLM, SamplingParams
 from optimum_npu.version import __version__
 
 __all__ = ["NPUModelForCausalLM", "NPUModelForImageTextToText", "NPUAutoModel", "NPUAutoModelForCausalLM",
            "NPUAutoModelForImageTextToText", "NPUVLMConfig", "NPUDecoderConfig", "NPUConfigError", "NPUSpec", "PRESETS",
            "ArtifactError", "SaveTargetError",
-           "DeviceOutOfMemoryError", "__version__"]
+           "DeviceOutOfMemoryError", "LLM", "SamplingParams", "__version__"]

@@ -9,12 +9,13 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Callable
 
-from optimum_npu.runtime import (BlockManager, Request, RequestTooLongError, Scheduler, Sequence, StepRunner)
+from optimum_npu.runtime import BlockManager, Request, RequestTooLongError, Scheduler, Sequence, StepRunner
 from optimum_npu.runtime import SamplingParams as RuntimeSampling
 from optimum_npu.serving.detokenizer import Detokenizer
 from optimum_npu.serving.outputs import CompletionOutput, RequestOutput
 from optimum_npu.serving.sampling_params import InvalidParameterError, SamplingParams
 from optimum_npu.serving.token_chooser import HFTokenChooser
+from optimum_npu.serving.tokenizer import SharedTokenizer
 
 
 @dataclass
@@ -49,7 +50,7 @@ class EngineCore:
                              f"max_seq_len ({config.blocks_per_sequence} blocks) and at most the compiled "
                              f"kvcache_num_blocks={config.kvcache_num_blocks}")
         self.model = model
-        self.tokenizer = tokenizer
+        self.tokenizer = tokenizer if isinstance(tokenizer, SharedTokenizer) else SharedTokenizer(tokenizer)
         self.config = config
         self.vocab_size = runtime.model.vocab_size
         blocks = BlockManager(num_kv_blocks or config.kvcache_num_blocks, config.kvcache_block_size,
@@ -103,7 +104,9 @@ class EngineCore:
         for request in group.requests:
             if not request.finished:
                 self.scheduler.abort(request.request_id)
-        return self.output(request_id)
+        output = self.output(request_id)
+        del self.groups[request_id]
+        return output
 
     def step(self) -> list[RequestOutput]:
         """Runs one scheduler step; returns the outputs of the requests that changed (finished ones are dropped

@@ -1,0 +1,92 @@
+"""Running the server: load the model, start the engine thread, serve with uvicorn, shut down cleanly.
+
+On SIGINT/SIGTERM uvicorn stops accepting connections; the engine stops taking requests (503), lets the
+running ones finish for up to the grace period, then ends the rest with an error; the port is released.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+
+import uvicorn
+
+from optimum_npu.serving.api_server import build_app
+from optimum_npu.serving.async_engine import AsyncEngine
+from optimum_npu.serving.engine_core import EngineCore
+from optimum_npu.serving.loading import load_for_serving
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class ServerOptions:
+    """What ``optimum-npu serve`` takes besides the model (see ``add_serving_commands`` for each)."""
+
+    host: str = "127.0.0.1"
+    port: int = 8000
+    api_key: str | None = None
+    served_model_name: str | None = None
+    chat_template: str | None = None
+    tokenizer: str | None = None
+    device: int | None = None
+    num_kv_blocks: int | None = None
+    max_num_batched_tokens: int | None = None
+    enable_prefix_caching: bool = True
+    profile_dir: Path = Path("npu_profiles")
+    grace_period_s: float = 10.0
+    log_level: str = "info"
+
+
+class _DrainingServer(uvicorn.Server):
+    """A uvicorn server that tells the engine to refuse new requests as soon as a shutdown signal arrives."""
+
+    def __init__(self, config: uvicorn.Config, engine: AsyncEngine):
+        super().__init__(config)
+        self.engine = engine
+
+    def handle_exit(self, sig, frame) -> None:
+        self.engine.draining = True
+        super().handle_exit(sig, frame)
+
+
+class NPUServer:
+    """A loaded model served over HTTP.
+
+    Args:
+        model: a compiled artifact directory or Hub repo id.
+        options: the server options.
+    """
+
+    def __init__(self, model: str | Path, options: ServerOptions = ServerOptions()):
+        self.options = options
+        self.model, tokenizer = load_for_serving(model, device=options.device, tokenizer=options.tokenizer)
+        try:
+            core = EngineCore(self.model, tokenizer, options.num_kv_blocks, options.max_num_batched_tokens,
+                              options.enable_prefix_caching)
+        except ValueError:
+            self.model.release()
+            raise
+        self.engine = AsyncEngine(core).start()
+        name = options.served_model_name or str(model)
+        self.app = build_app(self.engine, name, options.api_key, options.chat_template, options.profile_dir)
+        config = uvicorn.Config(self.app, host=options.host, port=options.port, log_level=options.log_level,
+                                timeout_graceful_shutdown=options.grace_period_s, lifespan="off")
+        self.server = _DrainingServer(config, self.engine)
+
+    def run(self) -> None:
+        """Serves until SIGINT/SIGTERM (or ``stop()``), then shuts the engine down and frees the model."""
+        try:
+            self.server.run()
+        finally:
+            self.close()
+
+    def stop(self) -> None:
+        """Asks the server to shut down (from another thread)."""
+        self.engine.draining = True
+        self.server.should_exit = True
+
+    def close(self) -> None:
+        self.engine.shutdown(self.options.grace_period_s)
+        self.model.release()
