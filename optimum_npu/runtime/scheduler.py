@@ -200,9 +200,10 @@ class Scheduler:
         if request.first_token_s is None:
             request.first_token_s = self.clock_s
         self.stats.generation_tokens += 1
+        stopped = request.stop_check is not None and request.stop_check(seq)   # always sees the last token
         if done:
-            reason = "stop" if token in seq.sampling.stop_token_ids else "length"
-        elif request.stop_check is not None and request.stop_check(seq):
+            reason = "stop" if stopped or token in seq.sampling.stop_token_ids else "length"
+        elif stopped:
             reason = "stop"
         elif len(seq) >= self.runner.max_seq_len:
             reason = "length"

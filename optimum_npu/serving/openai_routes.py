@@ -122,6 +122,8 @@ class OpenAIHandlers:
                     choices.append({"index": index, "text": completion.text,
                                     "logprobs": completion_logprobs(self.tokenizer, completion),
                                     "finish_reason": completion.finish_reason})
+                if request.return_token_ids:
+                    choices[-1]["token_ids"] = completion.token_ids
         body = envelope(request_id, _KINDS[kind][0], self.model_name)
         body.update(choices=choices, usage=usage(*final_outputs(outputs)), npu=timing)
         return JSONResponse(body)

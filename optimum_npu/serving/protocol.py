@@ -39,6 +39,7 @@ class _Sampling(BaseModel):
     stream_options: StreamOptions | None = None
     logit_bias: dict[str, float] | None = None
     skip_special_tokens: bool = True
+    return_token_ids: bool = False
 
     def unsupported(self) -> dict[str, Any]:
         """Fields asking for what this server does not implement (name -> value)."""
