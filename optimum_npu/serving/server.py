@@ -40,7 +40,8 @@ class ServerOptions:
 
 
 class _DrainingServer(uvicorn.Server):
-    """A uvicorn server that tells the engine to refuse new requests as soon as a shutdown signal arrives."""
+    """A uvicorn server that tells the engine to refuse new requests as soon as a shutdown signal arrives
+    (and then exits normally, status 0)."""
 
     def __init__(self, config: uvicorn.Config, engine: AsyncEngine):
         super().__init__(config)
@@ -49,6 +50,9 @@ class _DrainingServer(uvicorn.Server):
     def handle_exit(self, sig, frame) -> None:
         self.engine.draining = True
         super().handle_exit(sig, frame)
+        # uvicorn re-raises the signal once it has stopped, which would kill the process before the engine
+        # shuts down and the model is released: the shutdown it asked for is done by ``NPUServer.run`` instead.
+        self._captured_signals.clear()
 
 
 class NPUServer:
