@@ -8,9 +8,6 @@ Each server loads its own copy of the artifact (its own device memory and KV poo
 from __future__ import annotations
 
 import socket
-import threading
-import time
-
 import httpx2
 import pytest
 
@@ -41,23 +38,14 @@ class ServerThread:
         self.port = free_port()
         options.setdefault("chat_template", CHAT_TEMPLATE)
         self.server = NPUServer(artifact, ServerOptions(port=self.port, log_level="warning", **options))
-        self.thread = threading.Thread(target=self.server.run, daemon=True)
         self.url = f"http://127.0.0.1:{self.port}"
 
     def __enter__(self) -> "ServerThread":
-        self.thread.start()
-        deadline = time.monotonic() + 30
-        while time.monotonic() < deadline:
-            try:
-                if httpx2.get(f"{self.url}/health", timeout=1).status_code == 200:
-                    return self
-            except httpx2.TransportError:
-                time.sleep(0.05)
-        raise RuntimeError("the server did not start")
+        self.thread = self.server.start_background()
+        return self
 
     def __exit__(self, *exc) -> None:
         self.server.stop()
-        self.thread.join(timeout=30)
         assert not self.thread.is_alive(), "the server did not shut down"
 
     def metric(self, name: str, headers: dict | None = None) -> float:

@@ -7,6 +7,8 @@ running ones finish for up to the grace period, then ends the rest with an error
 from __future__ import annotations
 
 import logging
+import threading
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -78,6 +80,7 @@ class NPUServer:
         config = uvicorn.Config(self.app, host=options.host, port=options.port, log_level=options.log_level,
                                 timeout_graceful_shutdown=options.grace_period_s, lifespan="off")
         self.server = _DrainingServer(config, self.engine)
+        self._thread: threading.Thread | None = None
 
     def run(self) -> None:
         """Serves until SIGINT/SIGTERM (or ``stop()``), then shuts the engine down and frees the model."""
@@ -86,10 +89,28 @@ class NPUServer:
         finally:
             self.close()
 
+    @property
+    def url(self) -> str:
+        return f"http://{self.options.host}:{self.options.port}"
+
+    def start_background(self, timeout_s: float = 60.0) -> threading.Thread:
+        """Serves on a background thread (tests, examples, benchmarks); returns once the port listens."""
+        thread = threading.Thread(target=self.run, name="optimum-npu-server", daemon=True)
+        thread.start()
+        deadline = time.monotonic() + timeout_s
+        while not self.server.started:
+            if not thread.is_alive() or time.monotonic() > deadline:
+                raise RuntimeError(f"the server did not start listening on {self.url}")
+            time.sleep(0.02)
+        self._thread = thread
+        return thread
+
     def stop(self) -> None:
-        """Asks the server to shut down (from another thread)."""
+        """Shuts the server down from another thread (and waits for a background server to end)."""
         self.engine.draining = True
         self.server.should_exit = True
+        if self._thread is not None:
+            self._thread.join(timeout=self.options.grace_period_s + 30)
 
     def close(self) -> None:
         self.engine.shutdown(self.options.grace_period_s)
