@@ -105,6 +105,10 @@ def test_models_tokenize_detokenize(server, tokenizer):
     ({"model": "tiny", "prompt": "x", "echo": True}, 400, "echo", "not supported"),
     ({"model": "tiny", "messages": [{"role": "user", "content": "x"}], "tools": [{"type": "function"}]}, 400, "tools",
      "not supported"),
+    ({"model": "tiny", "messages": [{"role": "user", "content": [
+        {"type": "image_url", "image_url": {"url": "data:image/png;base64,AAAA"}}]}]}, 400, "messages[0].content",
+     "text parts only"),
+    ({"model": "tiny", "messages": []}, 400, "messages", "at least 1"),
 ])
 def test_errors_are_openai_bodies(server, body, status, param, words):
     path = "/v1/chat/completions" if isinstance(body, dict) and "messages" in body else "/v1/completions"
