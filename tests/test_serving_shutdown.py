@@ -66,8 +66,11 @@ def test_sigterm_finishes_in_flight_and_releases_port(served_pair):
         reader.join(60)
         assert process.wait(60) == 0
         assert chunks[-1]["choices"][0]["finish_reason"] == "length"               # it finished in the grace period
-        with socket.socket() as sock:
-            sock.bind(("127.0.0.1", port))                                        # the port is free again
+        with pytest.raises(httpx2.ConnectError):                                   # nothing listens any more
+            httpx2.get(f"{url}/health", timeout=5)
+        with socket.socket() as sock:                                             # a new server can take the port
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)             # (as uvicorn does)
+            sock.bind(("127.0.0.1", port))
     finally:
         if process.poll() is None:
             process.kill()
