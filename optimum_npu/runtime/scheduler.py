@@ -67,6 +67,9 @@ class Scheduler:
         self.stats = SchedulerStats()
         self.sampler = Sampler()
         self._prefill_held = False
+        #: Share of the KV pool's blocks held by running sequences, refreshed after every change (a plain value,
+        #: so another thread, e.g. a metrics scrape, can read it while this one runs).
+        self.kv_cache_usage = 0.0
 
     # ---- requests -----------------------------------------------------------------------------
     def check(self, prompt_tokens: int, max_tokens: int) -> None:
@@ -100,6 +103,7 @@ class Scheduler:
                 if request.request_id == request_id:
                     queue.remove(request)
                     self._finish(request, "abort")
+                    self._refresh_usage()
                     return request
         return None
 
@@ -111,10 +115,6 @@ class Scheduler:
     def has_work(self) -> bool:
         return bool(self.waiting or self.running)
 
-    @property
-    def kv_cache_usage(self) -> float:
-        """Share of the KV pool's blocks held by running sequences."""
-        return self.blocks.used_blocks / self.blocks.num_blocks
 
     # ---- one step -----------------------------------------------------------------------------
     def step(self) -> list[Request]:
@@ -149,6 +149,7 @@ class Scheduler:
             for request, row in zip(decode, logits):
                 self._take(request, row)
                 touched.append(request)
+        self._refresh_usage()
         return touched
 
     # ---- internals ----------------------------------------------------------------------------
@@ -164,6 +165,9 @@ class Scheduler:
         self.stats.prefix_queries += len(head.seq)
         self.stats.prefix_hits += cached
         self.running.append(head)
+
+    def _refresh_usage(self) -> None:
+        self.kv_cache_usage = self.blocks.used_blocks / self.blocks.num_blocks
 
     def _preempt(self, request: Request) -> None:
         self.running.remove(request)

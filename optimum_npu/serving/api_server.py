@@ -121,6 +121,9 @@ def build_app(engine: AsyncEngine, model_name: str, api_key: str | None = None, 
         body = await parse_body(request, TokenizeRequest)
         handlers.check_model(body.model)
         if body.messages is not None:
+            if not chat_template and not core.tokenizer.has_chat_template:
+                raise APIError(400, "this model's tokenizer has no chat template; start the server with "
+                                    "--chat-template FILE or tokenize a 'prompt'", param="messages")
             text = core.tokenizer.chat_prompt([{"role": m.role, "content": m.text(i)}
                                                for i, m in enumerate(body.messages)], chat_template)
             tokens = core.tokenizer.encode_chat(text)

@@ -60,7 +60,7 @@ class _SchedulerCollector:
                            stats.padded_rows)
         steps = CounterMetricFamily("optimum_npu:bucket_steps", "Graph calls per compiled bucket.",
                                     labels=[*self.labels, "graph"])
-        for graph, count in sorted(stats.buckets.items()):
+        for graph, count in sorted(dict(stats.buckets).items()):   # a copy: the engine thread adds graphs
             steps.add_metric([*self.labels.values(), graph], count)
         yield steps
         memory = GaugeMetricFamily("optimum_npu:device_memory_bytes", "Simulated device memory held by the model.",
