@@ -122,6 +122,11 @@ def test_errors_are_openai_bodies(server, body, status, param, words):
     assert httpx2.get(f"{server.url}/health").status_code == 200
 
 
+def test_oversized_body_is_refused(server):
+    response = httpx2.post(f"{server.url}/v1/completions", headers=HEADERS, content=b" " * (8 * 1024 * 1024 + 1))
+    assert response.status_code == 413 and "more than 8388608" in response.json()["error"]["message"]
+
+
 def test_api_key_enforced(server, client):
     assert httpx2.get(f"{server.url}/health").status_code == 200                  # /health needs no key
     for headers in ({}, {"Authorization": "Bearer wrong"}):

@@ -31,6 +31,9 @@ MAX_BODY_BYTES = 8 * 1024 * 1024
 
 async def parse_body(request: Request, model: type[BaseModel]):
     """The request's JSON body as ``model``: 422 when it is not JSON, 400 naming the first invalid field."""
+    declared = request.headers.get("content-length", "")
+    if declared.isdigit() and int(declared) > MAX_BODY_BYTES:      # refused before it is read
+        raise APIError(413, f"the request body has {declared} bytes, more than {MAX_BODY_BYTES}")
     body = await request.body()
     if len(body) > MAX_BODY_BYTES:
         raise APIError(413, f"the request body has {len(body)} bytes, more than {MAX_BODY_BYTES}")

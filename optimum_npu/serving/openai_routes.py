@@ -89,8 +89,9 @@ class OpenAIHandlers:
         logprobs = top if request.logprobs else None
         if request.top_logprobs is not None and not request.logprobs:
             raise APIError(400, "top_logprobs needs logprobs=true", param="top_logprobs")
-        params = self._params(request, prompts, request.max_completion_tokens or request.max_tokens, logprobs,
-                              "max_completion_tokens" if request.max_completion_tokens else "max_tokens")
+        explicit = request.max_completion_tokens is not None
+        params = self._params(request, prompts, request.max_completion_tokens if explicit else request.max_tokens,
+                              logprobs, "max_completion_tokens" if explicit else "max_tokens")
         return await self._respond("chat", request, prompts, [text], params)
 
     # ---- running and answering ------------------------------------------------------------------
