@@ -111,6 +111,11 @@ class Scheduler:
         """Moves the simulated clock over a period the device spent idle (no request to run)."""
         self.clock_s += max(0.0, seconds)
 
+    def account(self, seconds: float) -> None:
+        """Adds device time spent outside the scheduler's graph calls (a visual encoder) to the clock."""
+        self.clock_s += seconds
+        self.stats.busy_s += seconds
+
     @property
     def has_work(self) -> bool:
         return bool(self.waiting or self.running)

@@ -19,6 +19,7 @@ from typing import AsyncIterator, Callable
 from optimum_npu.serving.engine_core import EngineCore
 from optimum_npu.serving.outputs import RequestOutput
 from optimum_npu.serving.sampling_params import SamplingParams
+from optimum_npu.serving.vision import VisionInputs
 
 logger = logging.getLogger(__name__)
 
@@ -51,14 +52,14 @@ class AsyncEngine:
         return self._thread.is_alive() and not self._stopped.is_set()
 
     async def generate(self, request_id: str, prompt_ids: list[int], params: SamplingParams,
-                       prompt: str | None = None) -> AsyncIterator[RequestOutput]:
+                       prompt: str | None = None, vision: VisionInputs | None = None) -> AsyncIterator[RequestOutput]:
         """Queues a request and yields its output each time it changes, the last one finished. Leaving the
         iteration early (a disconnected client) aborts the request and frees its blocks."""
         if self.draining or not self.alive:
             raise EngineStoppedError("the server is shutting down and accepts no new request")
         stream: asyncio.Queue = asyncio.Queue()
         self._streams[request_id] = (asyncio.get_running_loop(), stream)
-        self._commands.put(("add", request_id, prompt_ids, params, prompt))
+        self._commands.put(("add", request_id, prompt_ids, params, prompt, vision))
         finished = False
         try:
             while not finished:
@@ -119,11 +120,11 @@ class AsyncEngine:
         if kind == "stop":
             return False
         if kind == "add":
-            _, request_id, prompt_ids, params, prompt = command
+            _, request_id, prompt_ids, params, prompt, vision = command
             if request_id not in self._streams:       # the client left before the engine saw the request
                 return True
             try:
-                self.core.add(request_id, prompt_ids, params, prompt)
+                self.core.add(request_id, prompt_ids, params, prompt, vision)
             except ValueError as err:
                 self._deliver(request_id, err)
         elif kind == "abort":

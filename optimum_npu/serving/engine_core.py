@@ -9,6 +9,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Callable
 
+import torch
+
+from optimum_npu.models.vlm.modeling import NPUModelForImageTextToText
 from optimum_npu.runtime import BlockManager, Request, RequestTooLongError, Scheduler, Sequence, StepRunner
 from optimum_npu.runtime import SamplingParams as RuntimeSampling
 from optimum_npu.serving.detokenizer import Detokenizer
@@ -16,6 +19,7 @@ from optimum_npu.serving.outputs import CompletionOutput, RequestOutput
 from optimum_npu.serving.sampling_params import InvalidParameterError, SamplingParams
 from optimum_npu.serving.token_chooser import HFTokenChooser
 from optimum_npu.serving.tokenizer import SharedTokenizer
+from optimum_npu.serving.vision import ImagePrompts, VisionInputs
 
 
 @dataclass
@@ -38,7 +42,11 @@ class EngineCore:
         tokenizer: the model's tokenizer.
         num_kv_blocks: KV blocks the scheduler may use (at most the compiled ``kvcache_num_blocks``; default all).
         max_num_batched_tokens: tokens per step (see ``Scheduler``).
-        enable_prefix_caching: reuse cached prompt blocks across requests (off for sliding-window models).
+        enable_prefix_caching: reuse cached prompt blocks across requests (off for sliding-window models and
+            vision-language models: image tokens are placeholders, so equal ids do not mean equal keys).
+
+    A vision-language model serves its language model here; images are encoded on the engine thread when
+    their request is added (``images`` prepares them from chat requests).
     """
 
     def __init__(self, model, tokenizer, num_kv_blocks: int | None = None, max_num_batched_tokens: int | None = None,
@@ -53,8 +61,11 @@ class EngineCore:
         self.tokenizer = tokenizer if isinstance(tokenizer, SharedTokenizer) else SharedTokenizer(tokenizer)
         self.config = config
         self.vocab_size = runtime.model.vocab_size
+        self.multimodal = isinstance(model, NPUModelForImageTextToText)
+        self.images = (ImagePrompts(model.artifact_dir, self.tokenizer, model.config.image_token_id, model.visual)
+                       if self.multimodal else None)
         blocks = BlockManager(num_kv_blocks or config.kvcache_num_blocks, config.kvcache_block_size,
-                              enable_prefix_caching and not runtime.model.has_sliding_layers,
+                              enable_prefix_caching and not runtime.model.has_sliding_layers and not self.multimodal,
                               max_sequences=config.batch_size)
         runner = StepRunner(runtime.engine, blocks, config.max_seq_len, config.blocks_per_sequence, runtime.new_stats)
         self.finish_hooks: list[Callable[[Request], None]] = []
@@ -77,19 +88,24 @@ class EngineCore:
                                                   f"(vocab_size={self.vocab_size}); use the model's tokenizer")
         self.scheduler.check(len(prompt_ids), params.max_tokens)
 
-    def add(self, request_id: str, prompt_ids: list[int], params: SamplingParams, prompt: str | None = None) -> None:
-        """Queues ``params.n`` sequences of a prompt (``InvalidParameterError`` / ``RequestTooLongError`` first)."""
+    def add(self, request_id: str, prompt_ids: list[int], params: SamplingParams, prompt: str | None = None,
+            vision: VisionInputs | None = None) -> None:
+        """Queues ``params.n`` sequences of a prompt (``InvalidParameterError`` / ``RequestTooLongError`` first);
+        ``vision``: the prompt's images (vision-language models)."""
         if request_id in self.groups:
             raise ValueError(f"request id {request_id!r} is already in use")
         self.check(prompt_ids, params)
+        if vision is not None and not self.multimodal:
+            raise InvalidParameterError("messages", "this model takes no images (it is a text decoder)")
+        extras, rope_delta = self._multimodal_inputs(prompt_ids, vision) if self.multimodal else (None, None)
         stop_ids = params.stop_token_ids + (() if params.ignore_eos else self.eos_token_ids)
         sampling = RuntimeSampling(max_new_tokens=params.max_tokens, stop_token_ids=stop_ids)
         requests, texts = [], []
         for index in range(params.n):
             text = Detokenizer(self.tokenizer, params.stop, params.skip_special_tokens)
             seed = None if params.seed is None else params.seed + index
-            request = Request(Sequence((request_id, index), prompt_ids, sampling=sampling),
-                              choose=HFTokenChooser(params, seed), stop_check=text)
+            seq = Sequence((request_id, index), prompt_ids, sampling=sampling, extras=extras, rope_delta=rope_delta)
+            request = Request(seq, choose=HFTokenChooser(params, seed), stop_check=text)
             requests.append(request)
             texts.append(text)
         self.groups[request_id] = _Group(prompt, list(prompt_ids), params, requests, texts)
@@ -129,6 +145,17 @@ class EngineCore:
                 request.itl_s, request.e2e_s, request.preemptions))
         return RequestOutput(request_id, group.prompt, group.prompt_ids, completions,
                              max(r.cached_tokens for r in group.requests))
+
+    def _multimodal_inputs(self, prompt_ids: list[int], vision: VisionInputs | None) -> tuple[dict, int]:
+        """The per-token prefill inputs (M-RoPE positions, visual embeddings) and the rope delta of a prompt of a
+        vision-language model; its images are encoded now, their simulated time on the scheduler's clock."""
+        ids = torch.tensor([prompt_ids], dtype=torch.long)
+        images = {} if vision is None else {"pixel_values": vision.pixel_values, "image_grid_thw": vision.image_grid_thw}
+        extras = self.model._prompt_extras(ids, None, [torch.ones(len(prompt_ids), dtype=torch.bool)], **images)
+        annotations = self.model._batch_annotations()
+        if annotations["visual"] is not None:
+            self.scheduler.account(annotations["visual"].seconds)
+        return extras[0], int(annotations["rope_deltas"][0])
 
     def _on_finish(self, request: Request) -> None:
         for hook in self.finish_hooks:

@@ -7,12 +7,11 @@ from pathlib import Path
 from transformers import AutoTokenizer
 
 from optimum_npu.models.auto import NPUAutoModel
-from optimum_npu.models.decoder import NPUModelForCausalLM
 
 
 def load_for_serving(model_id: str | Path, device: int | None = None, profile: bool = False,
                      tokenizer: str | Path | None = None):
-    """Loads a compiled text decoder and its tokenizer; returns ``(model, tokenizer)``.
+    """Loads a compiled decoder (text or vision-language) and its tokenizer; returns ``(model, tokenizer)``.
 
     Args:
         model_id: a compiled artifact directory or a Hub repo id holding one.
@@ -20,14 +19,10 @@ def load_for_serving(model_id: str | Path, device: int | None = None, profile: b
         profile: record every graph call on the profiler (``/start_profile`` works either way).
         tokenizer: a tokenizer directory or id (default: the one shipped in the artifact).
     """
-    options = {"profile": profile}
+    options = {"profile": True} if profile else {}
     if device is not None:
         options["device"] = device
-    model = NPUAutoModel.from_pretrained(model_id, npu_config=options)
-    if type(model) is not NPUModelForCausalLM:
-        model.release()
-        raise ValueError(f"{model_id} is a {type(model).__name__} artifact; serving runs text decoders "
-                         "(NPUModelForCausalLM) in this release: vision-language serving is not implemented yet")
+    model = NPUAutoModel.from_pretrained(model_id, npu_config=options or None)
     try:
         tok = AutoTokenizer.from_pretrained(tokenizer or model.artifact_dir)
     except (OSError, ValueError) as err:

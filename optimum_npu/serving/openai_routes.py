@@ -18,6 +18,7 @@ from optimum_npu.serving.protocol import ChatCompletionRequest, CompletionReques
 from optimum_npu.serving.responses import (ChoiceIndex, chat_logprobs, completion_logprobs, envelope, final_outputs,
                                            npu_timing, sse, usage)
 from optimum_npu.serving.sampling_params import InvalidParameterError, SamplingParams
+from optimum_npu.serving.vision import VisionInputs, decode_image
 
 _KINDS = {"completion": ("text_completion", "text_completion", "cmpl"),
           "chat": ("chat.completion", "chat.completion.chunk", "chatcmpl")}
@@ -79,12 +80,10 @@ class OpenAIHandlers:
             raise APIError(400, "this model's tokenizer has no chat template; start the server with --chat-template "
                                 "FILE or use /v1/completions", param="messages")
         try:
-            text = self.tokenizer.chat_prompt(request.conversation(), self.chat_template)
+            text, prompt_ids, vision = self._render_chat(request)
         except InvalidParameterError as err:
             raise APIError(400, str(err), param=err.param) from None
-        except Exception as err:  # noqa: BLE001 - a template error is the conversation's fault
-            raise APIError(400, f"the chat template cannot render these messages: {err}", param="messages") from None
-        prompts = [self.tokenizer.encode_chat(text)]
+        prompts = [prompt_ids]
         top = request.top_logprobs or 0
         logprobs = top if request.logprobs else None
         if request.top_logprobs is not None and not request.logprobs:
@@ -92,12 +91,29 @@ class OpenAIHandlers:
         explicit = request.max_completion_tokens is not None
         params = self._params(request, prompts, request.max_completion_tokens if explicit else request.max_tokens,
                               logprobs, "max_completion_tokens" if explicit else "max_tokens")
-        return await self._respond("chat", request, prompts, [text], params)
+        return await self._respond("chat", request, prompts, [text], params, vision)
+
+    def _render_chat(self, request: ChatCompletionRequest) -> tuple[str, list[int], VisionInputs | None]:
+        """The prompt text, its token ids and, for a vision-language model, its images' inputs."""
+        images = []
+        if self.core.multimodal:
+            conversation, urls = request.conversation_with_images()
+            images = [decode_image(url, param) for url, param in urls]
+        else:
+            conversation = request.conversation()
+        try:
+            text = self.tokenizer.chat_prompt(conversation, self.chat_template)
+        except Exception as err:  # noqa: BLE001 - a template error is the conversation's fault
+            raise InvalidParameterError("messages", f"the chat template cannot render these messages: {err}") from None
+        if self.core.multimodal:
+            return (text, *self.core.images.prepare(text, images))
+        return text, self.tokenizer.encode_chat(text), None
 
     # ---- running and answering ------------------------------------------------------------------
-    async def _respond(self, kind: str, request, prompts, texts, params: SamplingParams):
+    async def _respond(self, kind: str, request, prompts, texts, params: SamplingParams,
+                       vision: VisionInputs | None = None):
         request_id = f"{_KINDS[kind][2]}-{uuid.uuid4().hex}"
-        results = self._merged(request_id, prompts, texts, params)
+        results = self._merged(request_id, prompts, texts, params, vision)
         if request.stream:
             include_usage = bool(request.stream_options and request.stream_options.include_usage)
             return StreamingResponse(self._stream(kind, request_id, results, params.n, include_usage),
@@ -129,14 +145,15 @@ class OpenAIHandlers:
         body.update(choices=choices, usage=usage(*final_outputs(outputs)), npu=timing)
         return JSONResponse(body)
 
-    async def _merged(self, request_id: str, prompts, texts, params) -> AsyncIterator[tuple[int, RequestOutput]]:
+    async def _merged(self, request_id: str, prompts, texts, params,
+                      vision: VisionInputs | None = None) -> AsyncIterator[tuple[int, RequestOutput]]:
         """Every prompt's outputs as they come, tagged with the prompt index; closing it aborts what is left."""
         queue: asyncio.Queue = asyncio.Queue()
 
         async def pump(index: int) -> None:
             try:
                 async for output in self.engine.generate(f"{request_id}-{index}", prompts[index], params,
-                                                         texts[index]):
+                                                         texts[index], vision):
                     queue.put_nowait((index, output))
             except Exception as err:  # noqa: BLE001 - re-raised by the consumer below
                 queue.put_nowait((index, err))

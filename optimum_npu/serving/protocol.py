@@ -89,11 +89,18 @@ class CompletionRequest(_Sampling):
         return list(prompt)
 
 
+class ImageURL(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+
+    url: str
+
+
 class ContentPart(BaseModel):
     model_config = ConfigDict(extra="ignore")
 
     type: str
     text: str | None = None
+    image_url: ImageURL | None = None
 
 
 class ChatMessage(BaseModel):
@@ -108,8 +115,26 @@ class ChatMessage(BaseModel):
         for part in self.content:
             if part.type != "text" or part.text is None:
                 raise InvalidParameterError(f"messages[{index}].content", f"content part type {part.type[:40]!r} is not "
-                                            "supported: this server serves text decoders (text parts only)")
+                                            "supported by a text decoder (text parts only)")
         return "".join(part.text for part in self.content)
+
+    def with_images(self, index: int) -> tuple[str | list[dict], list[tuple[str, str]]]:
+        """The content for a vision-language chat template (``text`` and ``image`` parts) and each image's URL with
+        the request field it came from."""
+        if self.content is None or isinstance(self.content, str):
+            return self.content or "", []
+        parts, urls = [], []
+        for number, part in enumerate(self.content):
+            where = f"messages[{index}].content[{number}]"
+            if part.type == "text" and part.text is not None:
+                parts.append({"type": "text", "text": part.text})
+            elif part.type == "image_url" and part.image_url is not None:
+                parts.append({"type": "image"})
+                urls.append((part.image_url.url, f"{where}.image_url"))
+            else:
+                raise InvalidParameterError(where, f"content part type {part.type[:40]!r} is not supported: use "
+                                                   "'text' or 'image_url' (a base64 data URL)")
+        return parts, urls
 
 
 class ChatCompletionRequest(_Sampling):
@@ -136,6 +161,15 @@ class ChatCompletionRequest(_Sampling):
 
     def conversation(self) -> list[dict[str, str]]:
         return [{"role": m.role, "content": m.text(i)} for i, m in enumerate(self.messages)]
+
+    def conversation_with_images(self) -> tuple[list[dict], list[tuple[str, str]]]:
+        """The conversation with image parts, and every image URL (in order) with its request field."""
+        conversation, urls = [], []
+        for index, message in enumerate(self.messages):
+            content, found = message.with_images(index)
+            conversation.append({"role": message.role, "content": content})
+            urls += found
+        return conversation, urls
 
 
 class TokenizeRequest(BaseModel):
