@@ -10,8 +10,8 @@ def add_serving_commands(subparsers) -> None:
     """Adds ``serve`` to the CLI's subcommands."""
     serve = subparsers.add_parser(
         "serve", help="serve a compiled model with an OpenAI-compatible HTTP API",
-        description="Serve a compiled text decoder (artifact directory or Hub repo id) on /v1/completions, "
-                    "/v1/chat/completions, /v1/models, /tokenize, /detokenize, /metrics, /health, with continuous "
+        description="Serve a compiled decoder, text or vision-language (artifact directory or Hub repo id) on "
+                    "/v1/completions, /v1/chat/completions, /v1/models, /tokenize, /detokenize, /metrics, /health, with continuous "
                     "batching over its compiled buckets and simulated-NPU timings.")
     serve.add_argument("model", help="compiled artifact directory or Hub repo id")
     serve.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
