@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import argparse
 import re
-import statistics
 import tempfile
 import threading
 import time

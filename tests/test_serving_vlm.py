@@ -10,7 +10,6 @@ import io
 import numpy as np
 import openai
 import pytest
-import torch
 from PIL import Image
 
 from optimum_npu import NPUModelForImageTextToText
