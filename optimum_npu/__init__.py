@@ -6,6 +6,7 @@ from optimum_npu.device.memory import DeviceOutOfMemoryError
 from optimum_npu.device.spec import PRESETS, NPUSpec
 from optimum_npu.models.auto import NPUAutoModel, NPUAutoModelForCausalLM, NPUAutoModelForImageTextToText
 from optimum_npu.models.decoder import NPUConfigError, NPUDecoderConfig, NPUModelForCausalLM
+from optimum_npu.models.publish import push_artifact
 from optimum_npu.models.vlm.modeling import NPUModelForImageTextToText
 from optimum_npu.models.vlm.npu_config import NPUVLMConfig
 from optimum_npu.serving import LLM, SamplingParams
@@ -14,4 +15,4 @@ from optimum_npu.version import __version__
 __all__ = ["NPUModelForCausalLM", "NPUModelForImageTextToText", "NPUAutoModel", "NPUAutoModelForCausalLM",
            "NPUAutoModelForImageTextToText", "NPUVLMConfig", "NPUDecoderConfig", "NPUConfigError", "NPUSpec", "PRESETS",
            "ArtifactError", "SaveTargetError",
-           "DeviceOutOfMemoryError", "LLM", "SamplingParams", "__version__"]
+           "DeviceOutOfMemoryError", "LLM", "SamplingParams", "push_artifact", "__version__"]

@@ -19,6 +19,7 @@ from safetensors import safe_open
 import optimum_npu.compile.artifact as artifact_module
 from optimum_npu import ArtifactError, NPUConfigError, NPUModelForCausalLM, __version__
 from optimum_npu.compile.artifact import verify_artifact, write_manifest
+from optimum_npu.device.device import DEFAULT_REGISTRY, DeviceRegistry
 from optimum_npu.device.spec import PRESETS
 from optimum_npu.models.decoder.npu_config import NPUDecoderConfig
 from optimum_npu.models.tiny import save_causal_lm
@@ -362,6 +363,25 @@ def test_runtime_device_option(compiled):
         assert torch.equal(out, expected)
     finally:
         model.release()
+
+
+def test_device_registry_is_passed_through_from_pretrained(compiled):
+    """A model loaded with its own registry reserves memory on that node only; two models through one registry
+    onto one device id share that device's DRAM."""
+    saved, expected = compiled
+    node = DeviceRegistry("test-node")
+    before = DEFAULT_REGISTRY.reserved_bytes()
+    first = load(saved, npu_config={"device": 2}, device_registry=node)
+    second = load(saved, npu_config={"device": 2}, device_registry=node)
+    try:
+        assert DEFAULT_REGISTRY.reserved_bytes() == before  # nothing reached the shared default node
+        (one,) = first._runtime.engine.reservations()
+        assert node.reserved_bytes() == 2 * sum(one.values()) > 0
+        assert torch.equal(second.generate(PROMPT, max_new_tokens=8, do_sample=False), expected)
+    finally:
+        first.release()
+        second.release()
+    assert node.reserved_bytes() == 0
 
 
 def test_export_on_compiled_dir_is_refused(saved):

@@ -18,7 +18,8 @@ from optimum_npu import NPUDecoderConfig, NPUModelForCausalLM
 from optimum_npu.cli import main
 from optimum_npu.compile.artifact import ArtifactError, verify_artifact
 from optimum_npu.hub import CompileCache, remote_cache
-from optimum_npu.hub.cache_key import KEY_VERSION, canonical_json, decoder_cache_key
+from optimum_npu.hub.cache_key import KEY_VERSION, canonical_json
+from optimum_npu.models.decoder.cache_key import decoder_cache_key
 from optimum_npu.models.model_config import DecoderModelConfig
 from optimum_npu.models.tiny import build_causal_lm, build_tokenizer, save_causal_lm
 from optimum_npu.schema import MANIFEST_FILE

@@ -18,7 +18,8 @@ from hub_server import TOKEN
 from optimum_npu import ArtifactError, NPUModelForCausalLM
 from optimum_npu.cli import main
 from optimum_npu.device.memory import format_bytes
-from optimum_npu.hub import HubPushError, push_artifact
+from optimum_npu import push_artifact
+from optimum_npu.hub import HubPushError
 from optimum_npu.models.tiny import save_causal_lm
 from optimum_npu.schema import MANIFEST_FILE
 

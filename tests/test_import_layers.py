@@ -17,22 +17,13 @@ LAYERS = {
     "device": {"schema", "schema_ops", "untrusted"},
     "compile": {"schema", "schema_ops", "untrusted", "device", "version"},
     "runtime": {"schema", "schema_ops", "untrusted", "device", "compile", "version"},
-    "models": {"schema", "schema_ops", "untrusted", "device", "compile", "runtime", "version"},
-    "hub": {"schema", "schema_ops", "untrusted", "device", "compile", "runtime", "models", "version"},
+    "hub": {"schema", "schema_ops", "untrusted", "device", "compile", "version"},
+    "models": {"schema", "schema_ops", "untrusted", "device", "compile", "runtime", "hub", "version"},
     "planner": {"schema", "schema_ops", "untrusted", "device", "compile", "runtime", "models", "version"},
     "serving": {"schema", "schema_ops", "untrusted", "device", "compile", "runtime", "models", "version"},
 }
-#: Imports against the table that are still to be removed (issue 10, family registry): the HF classes reach the
-#: compile cache and the Hub push in ``hub/``. The tests fail on any other violation, and when one of these is
-#: gone but still listed, so the list only shrinks.
-KNOWN_VIOLATIONS = {
-    "optimum_npu.models.base imports optimum_npu.hub.push",
-    "optimum_npu.models.decoder.modeling imports optimum_npu.hub.cache",
-    "optimum_npu.models.decoder.modeling imports optimum_npu.hub.cache_key",
-}
-#: A function-level import that closes a module cycle, still to be removed the same way (the local cache pulls a
-#: miss from the Hub through ``remote_cache``, which is built on the local cache).
-KNOWN_CYCLE_EDGES = {"optimum_npu.hub.cache imports optimum_npu.hub.remote_cache"}
+KNOWN_VIOLATIONS: set[str] = set()
+KNOWN_CYCLE_EDGES: set[str] = set()
 FORBIDDEN_THIRD_PARTY = {"device": {"transformers", "diffusers"}, "runtime": {"transformers", "diffusers"},
                          "schema": None, "schema_checks": None}  # None: only torch and stdlib
 

@@ -17,14 +17,15 @@ import pytest
 import torch
 from hub_fixtures import hub, hub_server, new_repo_id  # noqa: F401  (fixtures)
 from hub_server import TOKEN
-from safetensors import safe_open
-from safetensors.torch import save_file
 
 import optimum_npu.compile.weights as weights_module
+from tampering import resign, swap_weights
+
 from optimum_npu import ArtifactError, NPUModelForCausalLM, SaveTargetError
 from optimum_npu.cli import main
-from optimum_npu.compile.artifact import sha256_file, verify_artifact, write_manifest
-from optimum_npu.hub import CompileCache, push_artifact
+from optimum_npu.compile.artifact import sha256_file, verify_artifact
+from optimum_npu import push_artifact
+from optimum_npu.hub import CompileCache
 from optimum_npu.models.tiny import save_causal_lm
 from optimum_npu.schema import MANIFEST_FILE
 
@@ -73,28 +74,6 @@ def weight_reads(monkeypatch) -> list[str]:
     real = weights_module.safe_open
     monkeypatch.setattr(weights_module, "safe_open", lambda path, **kw: opened.append(path) or real(path, **kw))
     return opened
-
-
-def resign(root: Path, drop: tuple[str, ...] = (), extra: dict | None = None) -> None:
-    """What an attacker does: recompute the manifest, then drop or add entries."""
-    if (root / MANIFEST_FILE).exists():
-        (root / MANIFEST_FILE).unlink()  # never write through a hard link shared with the cache
-    manifest = write_manifest(root)
-    for rel in drop:
-        manifest["files"].pop(rel)
-    manifest["files"].update(extra or {})
-    (root / MANIFEST_FILE).unlink()
-    (root / MANIFEST_FILE).write_text(json.dumps(manifest))
-
-
-def swap_weights(path: Path, name: str = "lm_head.weight") -> None:
-    """Replaces ``name`` by its rows reversed (a new file: the old inode may be shared with the cache)."""
-    with safe_open(str(path), framework="pt") as handle:
-        tensors = {key: handle.get_tensor(key) for key in handle.keys()}
-        metadata = handle.metadata()
-    tensors[name] = tensors[name].flip(0).contiguous()
-    path.unlink()
-    save_file(tensors, str(path), metadata=metadata)
 
 
 def refused(path, match: str) -> str:

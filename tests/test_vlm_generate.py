@@ -14,6 +14,7 @@ import copy
 import gc
 import importlib.util
 import json
+import logging
 import shutil
 from pathlib import Path
 
@@ -21,17 +22,22 @@ import numpy as np
 import pytest
 import torch
 from PIL import Image
+from safetensors import safe_open
+from tampering import resign, swap_weights
 from transformers import AutoImageProcessor, AutoModelForImageTextToText, AutoTokenizer
 
 from optimum_npu import NPUModelForImageTextToText
 from optimum_npu.compile.artifact import ArtifactError, sha256_file
 from optimum_npu.device.device import get_device
 from optimum_npu.device.spec import resolve_spec
+from optimum_npu.cli import main
+from optimum_npu.hub import CompileCache, build_model_card
 from optimum_npu.models.auto import NPUAutoModelForCausalLM, NPUAutoModelForImageTextToText
 from optimum_npu.models.decoder.npu_config import NPUConfigError
 from optimum_npu.models.vlm.tiny import TOKEN_IDS, build_vlm_processor, save_vlm
 from optimum_npu.models.vlm.visual_config import VisualConfigError
 from optimum_npu.models.vlm.visual_runtime import VisualInputError
+from optimum_npu.planner import plan
 from optimum_npu.schema import MANIFEST_FILE
 
 VLMS = ["Qwen2VLForConditionalGeneration", "Qwen2_5_VLForConditionalGeneration"]
@@ -336,13 +342,13 @@ def test_language_model_tensor_parallel(qwen2, processor):
 @pytest.fixture
 def no_compile(monkeypatch):
     """Compiling anything fails the test: these errors must come before any compile work."""
-    import optimum_npu.models.vlm.modeling as modeling
+    import optimum_npu.models.vlm.export as export
 
     def refuse(*args, **kwargs):
         raise AssertionError("compiled before validating the npu_config")
 
-    monkeypatch.setattr(modeling, "compile_visual", refuse)
-    monkeypatch.setattr(modeling, "compile_decoder", refuse)
+    monkeypatch.setattr(export, "compile_visual", refuse)
+    monkeypatch.setattr(export, "compile_decoder", refuse)
 
 
 @pytest.mark.parametrize("npu_config, error, message", [
@@ -429,3 +435,74 @@ def test_ttft_buckets_and_padding_waste(vlm, processor):
     small, wide, medium, large = visual.images
     assert small.seconds == pytest.approx(wide.seconds) and small.seconds < medium.seconds < large.seconds
     assert "16->64, 48->64, 140->256, 600->1024" in str(stats) and f"padding waste {100 * waste:.1f}%" in str(stats)
+
+
+# ---- the family registry: compile cache and model card -------------------------------------------------
+@pytest.mark.slow
+def test_second_export_is_a_verified_cache_hit(qwen2, processor, tmp_path, caplog, monkeypatch):
+    """A vision-language export goes through the compile cache like a decoder's: the second export reuses the
+    entry without capturing a graph; an entry whose visual weights were swapped (manifest re-signed) is caught
+    by the hit check, dropped and recompiled."""
+    from optimum_npu.models.vlm import visual_export
+
+    cache = CompileCache(tmp_path / "cache")
+    captures = []
+    real_capture = visual_export.capture
+    monkeypatch.setattr(visual_export, "capture", lambda *a, **k: captures.append(a[2]) or real_capture(*a, **k))
+    caplog.set_level(logging.INFO, logger="optimum_npu.hub.cache")
+    inputs = prepare(processor, [user(1, "Describe.")], [[image("medium")]])
+    expected = greedy(qwen2.ref, inputs).tolist()
+
+    def export():
+        return NPUModelForImageTextToText.from_pretrained(qwen2.checkpoint, export=True, compile_cache=cache,
+                                                          npu_config=copy.deepcopy(NPU_CONFIG))
+
+    export().release()
+    (entry,) = cache.entries()
+    assert entry["inputs"]["family"] == "vlm" and "compile cache miss" in caplog.text
+    caplog.clear()
+    captures.clear()
+    hit = export()
+    try:
+        assert f"compile cache hit {entry['key'][:16]}" in caplog.text and captures == []
+        assert greedy(hit, inputs).tolist() == expected
+    finally:
+        hit.release()
+    weights = cache.artifact_dir(entry["key"]) / "visual" / "model.safetensors"
+    with safe_open(str(weights), framework="pt") as handle:
+        name = next(k for k in sorted(handle.keys()) if handle.get_tensor(k).dim() == 2)
+    swap_weights(weights, name)
+    resign(cache.artifact_dir(entry["key"]))
+    caplog.clear()
+    recompiled = export()
+    try:
+        assert "is not the compile asked for" in caplog.text and "differs from the model being compiled" in caplog.text
+        assert captures and greedy(recompiled, inputs).tolist() == expected
+    finally:
+        recompiled.release()
+
+
+def test_model_card_names_the_vision_language_class(qwen2):
+    """The card comes from the family's class: its pipeline tag, its usage snippet, the submodule knobs."""
+    card = build_model_card(qwen2.artifact, qwen2.model.card_section("org/qwen2-vl-npu"), repo_id="org/qwen2-vl-npu",
+                            figures=qwen2.model.card_figures(speed=False))
+    text = str(card)
+    assert card.data.pipeline_tag == "image-text-to-text" and "NPUModelForCausalLM" not in text
+    assert 'NPUModelForImageTextToText.from_pretrained("org/qwen2-vl-npu")' in text
+    assert f"torch {torch.__version__}" in text and "torch None" not in text
+    assert "| `visual` |" in text and "| `language_model` |" in text and "| weights |" in text
+
+
+def test_command_line_profiles_a_vision_language_artifact(qwen2, tmp_path, capsys):
+    """``optimum-npu profile`` loads any family through the registry (its placement hook turns the profiler on)."""
+    trace = tmp_path / "trace.json"
+    assert main(["profile", str(qwen2.artifact), "--prompt", "Hi", "--max-new-tokens", "2", "--device", "4",
+                 "--out", str(trace)]) == 0
+    events = json.loads(trace.read_text())["traceEvents"]
+    assert any("npu:4" in str(e.get("args", {})) or "npu:4" in str(e) for e in events)
+    assert "trace written to" in capsys.readouterr().out
+
+
+def test_planner_says_it_plans_decoders_only(qwen2):
+    with pytest.raises(ValueError, match="planner sizes decoder-only language models.*is a vision-language model"):
+        plan(qwen2.checkpoint)

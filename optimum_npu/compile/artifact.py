@@ -33,7 +33,7 @@ from typing import Any, Callable, Iterable
 
 from optimum_npu.compile.shape_prop import verify_shapes
 from optimum_npu.schema import (ARTIFACT_FORMAT_VERSION, GRAPH_DIR, GRAPH_SUFFIX, MANIFEST_FILE, NPU_CONFIG_FILE,
-                                WEIGHTS_FILE, Graph, bucket_graph_name, check_graph_name, weights_file)
+                                Graph, check_graph_name, weights_file)
 from optimum_npu.untrusted import MAX_GRAPH_BYTES, load_json
 from optimum_npu.version import __version__
 
@@ -191,8 +191,13 @@ def _int_in(value: Any, low: int, high: int) -> bool:
     return isinstance(value, int) and not isinstance(value, bool) and low <= value <= high
 
 
-def _decoder_files(document: Any, prefix: str, what: str) -> list[str]:
-    """Graphs and weight shards a decoder ``npu_config.json`` (of the folder ``prefix``) makes the loader read."""
+#: The config document of a submodule folder, in the order they are looked for (the language model of a
+#: vision-language artifact stores ``npu_config.json``, its visual encoder ``visual_config.json``).
+SUBMODULE_CONFIG_FILES = (NPU_CONFIG_FILE, "visual_config.json")
+
+
+def _graph_files(document: Any, prefix: str, what: str) -> list[str]:
+    """Graphs and weight shards a config document (of the folder ``prefix``) makes the loader read."""
     graphs = document.get("graphs") if isinstance(document, dict) else None
     size = document.get("tensor_parallel_size", 1) if isinstance(document, dict) else None
     if not isinstance(graphs, list) or len(graphs) > MAX_FILES or not all(isinstance(g, str) for g in graphs):
@@ -204,29 +209,28 @@ def _decoder_files(document: Any, prefix: str, what: str) -> list[str]:
 
 
 def required_files(root: Path, npu_config: dict[str, Any]) -> list[str]:
-    """Every file the loader of ``npu_config``'s family reads (reads only files already verified)."""
+    """Every file the loader reads (reads only files already verified), from the artifact's structure alone:
+    ``npu_config.json`` and ``config.json``, then either the graphs and weight shards it lists, or, for an
+    artifact of submodules (``"submodules": {name: folder}``), each folder's config document
+    (``SUBMODULE_CONFIG_FILES``) and the graphs and shards that lists."""
     where = f"{root}/{NPU_CONFIG_FILE}"
-    if npu_config.get("family", "decoder") != "vlm":
-        return [NPU_CONFIG_FILE, "config.json", *_decoder_files(npu_config, ".", where)]
-    subs = npu_config.get("submodules")
-    if not isinstance(subs, dict) or set(subs) != {"visual", "language_model"}:
-        raise ArtifactError(f"{where}: 'submodules' must name the 'visual' and 'language_model' folders; {_FIX}")
-    language, visual = (check_relpath(subs[k], f"{where} submodules") for k in ("language_model", "visual"))
-    required = [NPU_CONFIG_FILE, "config.json", f"{language}/{NPU_CONFIG_FILE}", f"{visual}/visual_config.json",
-                f"{visual}/{WEIGHTS_FILE}"]
-    for rel in required[2:4]:  # read below: they must be listed (hence verified) first
-        require_listed(root, rel)
-    language_config = load_json(root / language / NPU_CONFIG_FILE, error=ArtifactError)
-    required += _decoder_files(language_config, language, f"{root}/{language}/{NPU_CONFIG_FILE}")
-    visual_config = load_json(root / visual / "visual_config.json", error=ArtifactError)
-    buckets = (npu_config.get("visual") or {}).get("max_seq_len") if isinstance(npu_config.get("visual"), dict) \
-        else None
-    if not isinstance(buckets, list) or len(buckets) > MAX_FILES or not all(_int_in(b, 1, 1 << 40) for b in buckets):
-        raise ArtifactError(f"{where}: visual.max_seq_len must be a list of positive integers; {_FIX}")
-    names = set(_decoder_files({"graphs": visual_config.get("graphs") if isinstance(visual_config, dict) else None},
-                               visual, f"{root}/{visual}/visual_config.json")[:-1])
-    names |= {graph_path(Path(visual), bucket_graph_name(b)).as_posix() for b in buckets}
-    return required + sorted(names)
+    if "submodules" not in npu_config:
+        return [NPU_CONFIG_FILE, "config.json", *_graph_files(npu_config, ".", where)]
+    subs = npu_config["submodules"]
+    if not isinstance(subs, dict) or not subs or len(subs) > 16 or not all(isinstance(k, str) for k in subs):
+        raise ArtifactError(f"{where}: 'submodules' must map submodule names to their folders; {_FIX}")
+    required = [NPU_CONFIG_FILE, "config.json"]
+    listed = set(read_manifest(root))
+    for name, folder in sorted(subs.items()):
+        folder = check_relpath(folder, f"{where} submodules")
+        document = next((f"{folder}/{f}" for f in SUBMODULE_CONFIG_FILES if f"{folder}/{f}" in listed), None)
+        if document is None:
+            raise ArtifactError(f"{where}: submodule {name[:80]!r} has no config document "
+                                f"({' or '.join(SUBMODULE_CONFIG_FILES)}) in the manifest; {_FIX}")
+        required.append(document)
+        required += _graph_files(load_json(require_listed(root, document), error=ArtifactError), folder,
+                                 f"{root}/{document}")
+    return required
 
 
 def verify_artifact(root: Path) -> dict[str, Any]:

@@ -14,7 +14,8 @@ does (``verify_artifact``), and then checks that it *is* the compile asked for: 
 graphs name against the HF model's tensors). An entry that fails either is removed and the model
 is recompiled. Only the files an entry's manifest lists are ever copied out of it. ``OPTIMUM_NPU_DISABLE_CACHE=1``
 (or ``compile_cache=False``) turns the cache off. With ``OPTIMUM_NPU_CACHE_REPO=org/name``
-a local miss is also looked up in that Hub repository (see ``remote_cache.py``).
+a local miss is also looked up in that Hub repository (see ``remote_cache.py``; ``cached_compile.py``
+puts the two together).
 """
 
 from __future__ import annotations
@@ -27,7 +28,7 @@ import shutil
 import tempfile
 import time
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 from optimum_npu.compile.artifact import ArtifactError, copy_listed, read_manifest, verify_artifact
 from optimum_npu.hub.cache_key import CacheKey
@@ -126,16 +127,9 @@ class CompileCache:
         return artifact
 
     def fetch(self, key: str, target: Path) -> bool:
-        """Copies the verified entry ``key`` to ``target`` (pulling it from ``repo_id`` on a local miss)."""
+        """Copies the verified local entry ``key`` to ``target``; False on a miss (``cached_compile`` pulls
+        a miss from ``repo_id`` first)."""
         artifact = self.verified_artifact(key)
-        if artifact is None and self.repo_id:
-            from optimum_npu.hub.remote_cache import pull_entries
-
-            try:
-                pull_entries(self, self.repo_id, [key], token=self.token)
-            except Exception as err:  # offline, no such repo or entry, refused entry: compile instead
-                logger.warning("compile cache: %s not pulled from %s (%s)", key[:16], self.repo_id, err)
-            artifact = self.verified_artifact(key)
         if artifact is None:
             return False
         copy_listed(artifact, target, read_manifest(artifact), copy_function=_link_or_copy)
@@ -220,55 +214,3 @@ def _match_one(prefix: str, keys: list[str], where: str) -> str:
         raise ValueError(f"cache key {prefix!r} matches {found} in {where}; give a longer prefix or one of the "
                          f"keys from `optimum-npu cache list` ({len(keys)} entries)")
     return matches[0]
-
-
-def compile_with_cache(target: Path, cache_key: Callable[[], CacheKey], compile_fn: Callable[[Path], Any],
-                       compile_cache: "CompileCache | bool | str | os.PathLike | None" = None,
-                       verify_hit: Callable[[Path], Any] | None = None) -> bool:
-    """Fills ``target`` with a compiled artifact: from the cache on a hit, else by ``compile_fn(target)``.
-
-    Args:
-        target: directory to create (must not exist yet).
-        cache_key: computes the key (only called when the cache is on).
-        compile_fn: compiles into the given directory.
-        compile_cache: see ``CompileCache.resolve``.
-        verify_hit: checks that a hit's artifact (copied to ``target``) is what ``compile_fn`` would
-            produce and raises otherwise; default: the key's ``verify_hit`` (``decoder_cache_key``
-            sets one). A hit that fails is warned about, removed from the cache and recompiled.
-
-    Returns:
-        True on a cache hit, False when ``compile_fn`` ran.
-    """
-    cache = CompileCache.resolve(compile_cache)
-    if cache is None:
-        compile_fn(target)
-        return False
-    start = time.perf_counter()
-    key = cache_key()
-    try:
-        hit = cache.fetch(key.key, target)
-    except OSError as err:  # unreadable cache directory: compile as if there were none
-        logger.warning("compile cache %s unusable (%s); compiling", cache.root, err)
-        shutil.rmtree(target, ignore_errors=True)
-        hit = False
-    check = verify_hit or key.verify_hit
-    if hit and check is not None:
-        try:
-            check(target)
-        except Exception as err:  # any failure: the entry is not the compile asked for (poisoned or stale)
-            logger.warning("compile cache entry %s is not the compile asked for (%s: %s); removing it and "
-                           "recompiling", key.key[:16], type(err).__name__, err)
-            cache.remove(key.key)
-            shutil.rmtree(target, ignore_errors=True)
-            hit = False
-    if hit:
-        logger.info("compile cache hit %s (%s) in %.3f s", key.key[:16], cache.root, time.perf_counter() - start)
-        return True
-    compile_fn(target)
-    try:
-        cache.store(key, target)
-    except OSError as err:  # read-only or full disk: the compiled model is still good
-        logger.warning("compile cache: could not store %s in %s (%s)", key.key[:16], cache.root, err)
-        return False
-    logger.info("compile cache miss %s: compiled and stored in %s", key.key[:16], cache.root)
-    return False

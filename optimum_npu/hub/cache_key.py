@@ -24,7 +24,6 @@ processes and machines.
 
 from __future__ import annotations
 
-import dataclasses
 import functools
 import hashlib
 import json
@@ -118,22 +117,3 @@ def compute_cache_key(*, family: str, architecture: str, state_dict: dict[str, t
     }
     inputs = json.loads(canonical_json(inputs))  # what is hashed is exactly what is recorded
     return CacheKey(hashlib.sha256(canonical_json(inputs).encode()).hexdigest(), inputs)
-
-
-def decoder_cache_key(hf_model: Any, architecture: str, npu_config: Any, tokenizer_dir: Path | None) -> CacheKey:
-    """``compute_cache_key`` for a decoder compile: weights in the compile dtype, tokenizer files shipped.
-
-    The key's ``verify_hit`` is ``cache_verify.check_decoder_hit`` for this model and configuration.
-    """
-    from optimum_npu.device.spec import resolve_spec
-    from optimum_npu.hub.cache_verify import check_decoder_hit
-    from optimum_npu.models.decoder.export import TOKENIZER_FILES
-
-    files = [Path(tokenizer_dir) / name for name in TOKENIZER_FILES] if tokenizer_dir else []
-    key = compute_cache_key(family="decoder", architecture=architecture, state_dict=hf_model.state_dict(),
-                             config=hf_model.config, generation_config=hf_model.generation_config,
-                             npu_config=npu_config.compile_knobs(), npu_spec=resolve_spec(npu_config.npu).to_dict(),
-                             extra_files=files, weights_dtype=getattr(torch, npu_config.dtype))
-    check = functools.partial(check_decoder_hit, hf_model=hf_model, architecture=architecture,
-                              npu_config=npu_config, inputs=key.inputs)
-    return dataclasses.replace(key, verify_hit=check)

@@ -2,8 +2,9 @@
 
 The cache key hashes the HF model, but the entry behind the key is untrusted data: whoever can
 write a shared cache can swap an entry's weights and re-sign its manifest, leaving ``entry.json``
-intact. ``check_decoder_hit`` therefore compares the artifact with what ``compile_decoder`` would
-write for the model being compiled, before anything of it is used:
+intact. Each family's hit check (e.g. ``models/decoder/cache_key.py``) therefore compares the
+artifact with what its compile would write for the model being compiled, before anything of it is
+used, with the helpers here:
 
 - ``verify_artifact`` (the checks of a normal load);
 - architecture, family, compile knobs, target spec and graph list of ``npu_config.json``;
@@ -24,12 +25,11 @@ from typing import Any
 
 import torch
 from safetensors import safe_open
-from transformers import AutoConfig, GenerationConfig
 
-from optimum_npu.compile.artifact import ArtifactError, read_graph, read_manifest, verify_artifact
+from optimum_npu.compile.artifact import ArtifactError, read_graph
 from optimum_npu.compile.tensor_parallel import Cut, TensorParallelPlan, cut_shard, weight_cut
 from optimum_npu.compile.weights import read_aliases
-from optimum_npu.hub.canonical import _public_dict, canonical_json
+from optimum_npu.hub.canonical import canonical_json
 from optimum_npu.schema import weights_file
 
 
@@ -37,31 +37,9 @@ class CacheMismatchError(ArtifactError):
     """A compile-cache entry is not the compile of the model and configuration asked for."""
 
 
-def _same(found: Any, expected: Any, what: str) -> None:
+def check_same(found: Any, expected: Any, what: str) -> None:
     if canonical_json(found) != canonical_json(expected):
         raise CacheMismatchError(f"its {what} differs from the model being compiled")
-
-
-def check_decoder_hit(target: Path, *, hf_model: Any, architecture: str, npu_config: Any,
-                      inputs: dict[str, Any]) -> None:
-    """Raises ``CacheMismatchError`` unless ``target`` is the decoder compile the key ``inputs`` describe."""
-    from optimum_npu.models.decoder.export import TOKENIZER_FILES, graph_names, tensor_parallel_plan
-    from optimum_npu.models.registry import lookup_architecture
-
-    target = Path(target)
-    stored = verify_artifact(target)
-    _same([stored.get("architecture"), stored.get("family")], [architecture, "decoder"], "architecture")
-    _same({k: stored.get(k) for k in inputs["npu_config"]}, inputs["npu_config"], "compile configuration")
-    _same(stored.get("npu_spec"), inputs["npu_spec"], "NPU spec")
-    _same(stored.get("graphs"), graph_names(npu_config), "graph list")
-    _same(_public_dict(AutoConfig.from_pretrained(target)), inputs["config"], "config.json")
-    generation = inputs["generation"] or _public_dict(GenerationConfig.from_model_config(hf_model.config))
-    _same(_public_dict(GenerationConfig.from_pretrained(target)), generation, "generation_config.json")
-    files = read_manifest(target)
-    _same({n: files[n]["sha256"] for n in TOKENIZER_FILES if n in files}, inputs["files"], "tokenizer files")
-    arch = lookup_architecture(hf_model.config, "decoder")
-    plan = tensor_parallel_plan(hf_model.config, npu_config.tensor_parallel_size, arch.text_model)
-    check_weights(target, stored["graphs"], hf_model, getattr(torch, npu_config.dtype), plan)
 
 
 def _reference(hf_model: Any, dtype: torch.dtype) -> dict[str, torch.Tensor]:
@@ -111,4 +89,4 @@ def check_weights(target: Path, graphs: list[str], hf_model: Any, dtype: torch.d
                                              "compiled")
 
 
-__all__ = ["CacheMismatchError", "check_decoder_hit", "check_weights"]
+__all__ = ["CacheMismatchError", "check_same", "check_weights"]

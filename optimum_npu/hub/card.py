@@ -9,6 +9,7 @@ figures were obtained.
 from __future__ import annotations
 
 import json
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -19,7 +20,22 @@ from optimum_npu.compile.artifact import ArtifactError, read_manifest
 from optimum_npu.schema import MANIFEST_FILE, NPU_CONFIG_FILE
 from optimum_npu.untrusted import expect_dict, load_json
 
-PIPELINE_TAGS = {"decoder": "text-generation"}
+
+
+@dataclass(frozen=True)
+class CardSection:
+    """What a model family adds to the card of its artifacts (from its registry entry).
+
+    Attributes:
+        pipeline_tag: the Hub pipeline tag (``text-generation``, ``image-text-to-text``...).
+        usage: the markdown ``## Use`` section (a runnable snippet for the repository).
+        runtime_options: knobs chosen at load time (listed apart from the compile knobs).
+    """
+
+    pipeline_tag: str
+    usage: str
+    runtime_options: tuple[str, ...] = ()
+
 _SPEC_ROWS = (("dram_bytes", "DRAM", format_bytes), ("dram_bandwidth", "DRAM bandwidth", lambda v: f"{v / 1e9:g} GB/s"),
               ("sram_bytes", "on-chip SRAM", format_bytes),
               ("link_bandwidth", "device link", lambda v: f"{v / 1e9:g} GB/s"),
@@ -27,13 +43,14 @@ _SPEC_ROWS = (("dram_bytes", "DRAM", format_bytes), ("dram_bandwidth", "DRAM ban
               ("devices_per_node", "devices per node", str))
 
 
-def build_model_card(artifact_dir: str | Path, *, repo_id: str | None = None, base_model: str | None = None,
-                     figures: dict[str, Any] | None = None) -> ModelCard:
+def build_model_card(artifact_dir: str | Path, section: CardSection, *, repo_id: str | None = None,
+                     base_model: str | None = None, figures: dict[str, Any] | None = None) -> ModelCard:
     """The model card of a compiled artifact.
 
     Args:
         artifact_dir: a compiled artifact (its ``npu_config.json``, ``config.json`` and manifest are read).
-        repo_id: the repository it is pushed to (used in the usage snippet).
+        section: the family's part (pipeline tag, usage snippet, runtime options).
+        repo_id: the repository it is pushed to (named in the title).
         base_model: Hub id of the checkpoint it was compiled from (``base_model`` metadata).
         figures: from ``measure_figures`` (memory and simulated speed); None omits those sections.
 
@@ -44,18 +61,17 @@ def build_model_card(artifact_dir: str | Path, *, repo_id: str | None = None, ba
     stored = expect_dict(load_json(root / NPU_CONFIG_FILE, error=ArtifactError), NPU_CONFIG_FILE, ArtifactError)
     hf_config = expect_dict(load_json(root / "config.json", error=ArtifactError), "config.json", ArtifactError)
     manifest = {"files": read_manifest(root)}
-    family = stored.get("family", "decoder")
     spec = stored["npu_spec"]
     tags = ["optimum-npu", "npu", "compiled", f"npu-{spec['name']}", hf_config.get("model_type", "unknown")]
     data = ModelCardData(base_model=base_model, library_name="optimum-npu", tags=tags,
-                         pipeline_tag=PIPELINE_TAGS.get(family))
+                         pipeline_tag=section.pipeline_tag)
     title = repo_id or stored.get("architecture", "model")
     sections = [
         f"# {title}\n\n{stored.get('architecture')} compiled by optimum-npu for the "
         f"`{spec['name']}` NPU" + (f" from [{base_model}](https://huggingface.co/{base_model})." if base_model
                                    else ".") + " The compile knobs are fixed: loading does not recompile.",
-        _usage(repo_id or "path/to/this/repo"),
-        _compile_section(stored),
+        section.usage,
+        _compile_section(stored, section.runtime_options),
         _spec_section(spec, stored.get("dtype")),
         _memory_section(figures),
         _speed_section(figures),
@@ -65,23 +81,12 @@ def build_model_card(artifact_dir: str | Path, *, repo_id: str | None = None, ba
     return ModelCard(f"---\n{data.to_yaml()}\n---\n\n{body}\n")
 
 
-def _usage(repo_id: str) -> str:
-    return ("## Use\n\n```python\nfrom transformers import AutoTokenizer\n"
-            "from optimum_npu import NPUModelForCausalLM\n\n"
-            f'model = NPUModelForCausalLM.from_pretrained("{repo_id}")   # verified against npu_manifest.json\n'
-            f'tokenizer = AutoTokenizer.from_pretrained("{repo_id}", padding_side="left")\n'
-            'out = model.generate(**tokenizer(["Hello"], return_tensors="pt"), max_new_tokens=32)\n'
-            "print(model.npu_stats)   # simulated TTFT, ms/token, memory\n```")
-
-
-def _compile_section(stored: dict[str, Any]) -> str:
-    from optimum_npu.models.decoder.npu_config import RUNTIME_OPTIONS  # chosen at load time, not compiled in
-
+def _compile_section(stored: dict[str, Any], runtime_options: tuple[str, ...]) -> str:
     skip = {"npu_spec", "graphs", "library_version", "format_version", "torch_version", "family", "architecture",
-            *RUNTIME_OPTIONS}
+            "submodules", *runtime_options}
     rows = [f"| `{k}` | `{json.dumps(v)}` |" for k, v in stored.items() if k not in skip]
-    graphs = ", ".join(f"`{g}`" for g in stored.get("graphs", []))
-    runtime = ", ".join(f"`{k}`" for k in RUNTIME_OPTIONS)
+    graphs = ", ".join(f"`{g}`" for g in stored.get("graphs", [])) or "one set per submodule (see the knobs)"
+    runtime = ", ".join(f"`{k}`" for k in runtime_options)
     return ("## Compile configuration\n\n| knob | value |\n|---|---|\n" + "\n".join(rows)
             + f"\n\nCompiled graphs: {graphs}. Runtime options ({runtime}) are chosen at load time.")
 

@@ -1,9 +1,9 @@
-"""Push a compiled artifact to the Hub with a generated model card.
+"""Upload a compiled artifact to the Hub.
 
-``push_artifact`` verifies the artifact against its manifest, creates the repository (and
-the branch) when missing, writes ``README.md`` and uploads the listed files (nothing the
-manifest does not list) in one commit with
-``huggingface_hub``. The token comes from the usual places when not given (``HF_TOKEN``,
+``upload_artifact`` verifies the artifact against its manifest, creates the repository (and
+the branch) when missing, writes the given ``README.md`` and uploads the listed files (nothing
+the manifest does not list) in one commit with ``huggingface_hub``. The model card comes from
+the artifact's family (``optimum_npu.models.publish.push_artifact`` builds it and calls this). The token comes from the usual places when not given (``HF_TOKEN``,
 ``hf auth login``); ``HF_ENDPOINT`` selects another Hub.
 """
 
@@ -19,8 +19,6 @@ from huggingface_hub import CommitInfo, HfApi
 from huggingface_hub.errors import HfHubHTTPError
 
 from optimum_npu.compile.artifact import ArtifactError, copy_listed, read_manifest, verify_artifact
-from optimum_npu.hub.card import build_model_card
-from optimum_npu.hub.figures import measure_figures
 from optimum_npu.schema import MANIFEST_FILE
 
 #: Repository files removed when absent from the pushed artifact (stale graphs and weight shards).
@@ -52,28 +50,9 @@ def _stage(artifact: Path, card_text: str | None) -> tempfile.TemporaryDirectory
     return tmp
 
 
-def push_artifact(artifact_dir: str | os.PathLike, repo_id: str, *, token: str | None = None,
-                  private: bool | None = None, revision: str | None = None, commit_message: str | None = None,
-                  commit_description: str | None = None, base_model: str | None = None, model_card: bool = True,
-                  speed_estimate: bool = True, model: Any = None) -> CommitInfo:
-    """Uploads a compiled artifact and its model card to the Hub repository ``repo_id``.
-
-    Args:
-        artifact_dir: a compiled artifact directory (verified before anything is uploaded).
-        repo_id: ``"org/name"``; created when missing.
-        token: Hub token (default: ``HF_TOKEN`` or the stored login).
-        private: visibility of a newly created repository (ignored when it exists).
-        revision: branch to push to (created from ``main`` when missing); default ``main``.
-        commit_message: default ``"Upload <architecture> compiled for <npu> with optimum-npu"``.
-        commit_description: longer commit description.
-        base_model: Hub id of the source checkpoint, written in the card metadata.
-        model_card: write a generated ``README.md`` (False keeps the repository's own).
-        speed_estimate: run a short simulated ``generate()`` for the card's speed figures.
-        model: the artifact already loaded, to measure figures without loading a second copy.
-
-    Returns:
-        The ``huggingface_hub.CommitInfo`` of the upload commit.
-    """
+def check_push(artifact_dir: str | os.PathLike, repo_id: str) -> dict[str, Any]:
+    """Verifies the artifact and the repository id before anything is measured or uploaded; returns the
+    verified ``npu_config.json``."""
     artifact = Path(artifact_dir)
     if not (artifact / MANIFEST_FILE).is_file():
         raise ArtifactError(f"cannot push {artifact}: it is not a compiled optimum-npu artifact ({MANIFEST_FILE} "
@@ -82,14 +61,32 @@ def push_artifact(artifact_dir: str | os.PathLike, repo_id: str, *, token: str |
     if "/" not in repo_id:
         raise ValueError(f"repo_id={repo_id!r} must be 'namespace/name' (your user or organisation, then the "
                          "repository name), e.g. 'my-org/llama-npu'")
-    card_text = None
-    if model_card:
-        figures = measure_figures(artifact, model, speed=speed_estimate)
-        card_text = str(build_model_card(artifact, repo_id=repo_id, base_model=base_model, figures=figures))
+    return stored
+
+
+def upload_artifact(artifact_dir: str | os.PathLike, repo_id: str, *, card_text: str | None = None,
+                    token: str | None = None, private: bool | None = None, revision: str | None = None,
+                    commit_message: str | None = None, commit_description: str | None = None) -> CommitInfo:
+    """Uploads a compiled artifact (its listed files) and ``card_text`` as README.md to ``repo_id``.
+
+    Args:
+        artifact_dir: a compiled artifact directory (verified before anything is uploaded).
+        repo_id: ``"org/name"``; created when missing.
+        card_text: the README.md to write (None keeps the repository's own).
+        token: Hub token (default: ``HF_TOKEN`` or the stored login).
+        private: visibility of a newly created repository (ignored when it exists).
+        revision: branch to push to (created from ``main`` when missing); default ``main``.
+        commit_message: default ``"Upload <architecture> compiled for <npu> with optimum-npu"``.
+        commit_description: longer commit description.
+
+    Returns:
+        The ``huggingface_hub.CommitInfo`` of the upload commit.
+    """
+    stored = check_push(artifact_dir, repo_id)
     message = commit_message or (f"Upload {stored.get('architecture', 'model')} compiled for "
                                  f"{stored['npu_spec']['name']} with optimum-npu")
     api = HfApi(token=token)
-    staged = _stage(artifact, card_text)
+    staged = _stage(Path(artifact_dir), card_text)
     try:
         api.create_repo(repo_id, private=private, exist_ok=True)
         if revision not in (None, "main"):

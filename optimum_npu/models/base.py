@@ -11,6 +11,9 @@ import torch
 from transformers import PreTrainedModel
 
 from optimum_npu.compile.artifact import ArtifactError, copy_artifact, verify_artifact
+from optimum_npu.device.device import DeviceRegistry
+from optimum_npu.hub.card import CardSection, build_model_card
+from optimum_npu.hub.push import check_push, upload_artifact
 from optimum_npu.schema import MANIFEST_FILE, NPU_CONFIG_FILE
 
 #: ``from_pretrained`` keyword arguments forwarded to ``huggingface_hub.snapshot_download``.
@@ -47,7 +50,8 @@ class NPUPreTrainedModel(PreTrainedModel):
 
     @classmethod
     def from_pretrained(cls, model_id: str | os.PathLike, *, export: bool = False, npu_config: Any = None,
-                        compile_cache: Any = None, **kwargs) -> "NPUPreTrainedModel":
+                        compile_cache: Any = None, device_registry: DeviceRegistry | None = None,
+                        **kwargs) -> "NPUPreTrainedModel":
         """Loads a compiled artifact, or compiles an HF checkpoint when ``export=True``.
 
         Args:
@@ -57,6 +61,9 @@ class NPUPreTrainedModel(PreTrainedModel):
                 family's config object or a dict.
             compile_cache: when exporting: None (default; on unless ``OPTIMUM_NPU_DISABLE_CACHE=1``),
                 True, False, a cache directory or an ``optimum_npu.hub.CompileCache``.
+            device_registry: the simulated node whose devices the model is loaded on; models loaded
+                through one registry onto one device id share its memory (default: the shared
+                ``optimum_npu.device.device.DEFAULT_REGISTRY``).
             kwargs: ``revision``, ``cache_dir``, ``token``, ``local_files_only``, ``force_download``
                 for Hub downloads.
         """
@@ -71,7 +78,7 @@ class NPUPreTrainedModel(PreTrainedModel):
             raise ValueError(f"{model_id} is already a compiled optimum-npu artifact; load it without export=True "
                              "(from_pretrained(path)) or point export=True at the original HF checkpoint")
         if export:
-            return cls._export(path, npu_config, compile_cache)
+            return cls._export(path, npu_config, compile_cache, device_registry)
         if not is_compiled and (path / NPU_CONFIG_FILE).is_file():
             raise ArtifactError(f"{model_id} holds a compiled artifact ({NPU_CONFIG_FILE}) without its "
                                 f"{MANIFEST_FILE}, so its files cannot be verified; it is refused. Re-upload the "
@@ -79,26 +86,50 @@ class NPUPreTrainedModel(PreTrainedModel):
         if not is_compiled:
             raise ArtifactError(f"{model_id} is not a compiled optimum-npu artifact ({MANIFEST_FILE} is missing); "
                                 "pass export=True to compile the HF checkpoint")
-        return cls._load(path, verify_artifact(path), npu_config)
+        return cls._load(path, verify_artifact(path), npu_config, device_registry)
 
     @staticmethod
     def _new_artifact_dir() -> tuple[tempfile.TemporaryDirectory, Path]:
         tmp = tempfile.TemporaryDirectory(prefix="optimum-npu-")
         return tmp, Path(tmp.name) / "artifact"
 
+    @classmethod
+    def card_section(cls, repo_id: str) -> "CardSection":
+        """The family's part of the model card (pipeline tag, usage snippet, runtime options)."""
+        raise NotImplementedError(f"{cls.__name__} does not define its model-card section")
+
+    def card_figures(self, speed: bool = True) -> dict[str, Any] | None:
+        """Figures for the model card (memory per category, simulated speed); None when the family has none."""
+        return None
+
     def push_to_hub(self, repo_id: str, *, token: str | None = None, private: bool | None = None,
-                    revision: str | None = None, commit_message: str | None = None, base_model: str | None = None,
-                    model_card: bool = True, speed_estimate: bool = True, **kwargs):
-        """Uploads the compiled artifact and a generated model card; see ``optimum_npu.hub.push_artifact``.
+                    revision: str | None = None, commit_message: str | None = None,
+                    commit_description: str | None = None, base_model: str | None = None, model_card: bool = True,
+                    speed_estimate: bool = True):
+        """Uploads the compiled artifact and a generated model card (``README.md``) to ``repo_id``.
+
+        Args:
+            repo_id: ``"org/name"``; created when missing.
+            token: Hub token (default: ``HF_TOKEN`` or the stored login).
+            private: visibility of a newly created repository (ignored when it exists).
+            revision: branch to push to (created from ``main`` when missing); default ``main``.
+            commit_message: default ``"Upload <architecture> compiled for <npu> with optimum-npu"``.
+            commit_description: longer commit description.
+            base_model: Hub id of the source checkpoint, written in the card metadata.
+            model_card: write a generated ``README.md`` (False keeps the repository's own).
+            speed_estimate: run a short simulated ``generate()`` for the card's speed figures.
 
         Returns:
             The ``huggingface_hub.CommitInfo`` of the upload commit.
         """
-        from optimum_npu.hub.push import push_artifact
-
-        return push_artifact(self.artifact_dir, repo_id, token=token, private=private, revision=revision,
-                             commit_message=commit_message, base_model=base_model, model_card=model_card,
-                             speed_estimate=speed_estimate, model=self, **kwargs)
+        check_push(self.artifact_dir, repo_id)  # before anything is measured
+        card = None
+        if model_card:
+            card = str(build_model_card(self.artifact_dir, self.card_section(repo_id), repo_id=repo_id,
+                                        base_model=base_model, figures=self.card_figures(speed_estimate)))
+        return upload_artifact(self.artifact_dir, repo_id, card_text=card, token=token, private=private,
+                               revision=revision, commit_message=commit_message,
+                               commit_description=commit_description)
 
     def save_pretrained(self, save_directory: str | os.PathLike, **kwargs) -> None:
         """Writes the compiled artifact to ``save_directory`` (temporary directory, then rename).

@@ -22,6 +22,7 @@ from typing import Any
 from transformers import PretrainedConfig
 
 from optimum_npu.device.spec import resolve_spec
+from optimum_npu.models.families import family_of_config
 from optimum_npu.models.decoder.estimate import decode_step_seconds, prefill_seconds
 from optimum_npu.models.decoder.export import graph_names
 from optimum_npu.models.decoder.memory_plan import blocks_in_plan, suggest_fit
@@ -118,6 +119,8 @@ def plan(model: str | Path | PretrainedConfig, npu_config: NPUDecoderConfig | di
         ValueError: the model cannot be read or its architecture is not supported.
     """
     hf_config = load_hf_config(model)
+    family = family_of_config(hf_config)
+    hf_config = family.plan_config(hf_config) if family is not None else hf_config
     arch = lookup_architecture(hf_config, "decoder")
     shape = DecoderModelConfig.from_hf(hf_config)
     sizes = _positive_ints("tensor_parallel_sizes", tensor_parallel_sizes)

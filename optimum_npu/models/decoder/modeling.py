@@ -11,12 +11,15 @@ from transformers import AutoConfig, AutoModelForCausalLM, GenerationConfig, Gen
 from transformers.modeling_outputs import CausalLMOutputWithPast
 
 from optimum_npu.compile.artifact import ArtifactError
+from optimum_npu.device.device import DeviceRegistry
 from optimum_npu.device.profiler import Profiler
 from optimum_npu.device.spec import NPUSpec, resolve_spec
-from optimum_npu.hub.cache import compile_with_cache
-from optimum_npu.hub.cache_key import decoder_cache_key
+from optimum_npu.hub.card import CardSection
+from optimum_npu.hub.cached_compile import compile_with_cache
+from optimum_npu.models.decoder.cache_key import decoder_cache_key
 from optimum_npu.models.base import NPUPreTrainedModel
 from optimum_npu.models.decoder.export import compile_decoder
+from optimum_npu.models.decoder.figures import measure_figures
 from optimum_npu.models.decoder.memory_plan import check_fits, exceeds_before_capture, plan_memory, suggest_fit
 from optimum_npu.models.decoder.npu_config import (MAX_LAYERS, RUNTIME_OPTIONS, STORED_FIX, NPUConfigError,
                                                    NPUDecoderConfig, check_model_config, short_repr,
@@ -51,19 +54,22 @@ class NPUModelForCausalLM(NPUPreTrainedModel, GenerationMixin):
 
     # ---- construction -------------------------------------------------------------------------
     @classmethod
-    def _export(cls, checkpoint: Path, npu_config: Any, compile_cache: Any = None) -> "NPUModelForCausalLM":
+    def _export(cls, checkpoint: Path, npu_config: Any, compile_cache: Any = None,
+                device_registry: DeviceRegistry | None = None) -> "NPUModelForCausalLM":
         hf_config = AutoConfig.from_pretrained(checkpoint)
         config = cls._resolve_for_export(hf_config, npu_config)
         hf_model = AutoModelForCausalLM.from_pretrained(checkpoint, dtype=getattr(torch, config.dtype))
-        return cls._compile_and_load(hf_model, config, checkpoint, compile_cache)
+        return cls._compile_and_load(hf_model, config, checkpoint, compile_cache, device_registry)
 
     @classmethod
-    def from_model(cls, hf_model: PreTrainedModel, npu_config: Any = None,
-                   tokenizer_dir: str | Path | None = None, compile_cache: Any = None) -> "NPUModelForCausalLM":
+    def from_model(cls, hf_model: PreTrainedModel, npu_config: Any = None, tokenizer_dir: str | Path | None = None,
+                   compile_cache: Any = None, device_registry: DeviceRegistry | None = None) -> "NPUModelForCausalLM":
         """Compiles an in-memory HF model (``tokenizer_dir``: optional folder of tokenizer files to ship;
-        ``compile_cache``: None/True/False/directory/``CompileCache``, see ``optimum_npu.hub.CompileCache``)."""
+        ``compile_cache``: None/True/False/directory/``CompileCache``, see ``optimum_npu.hub.CompileCache``;
+        ``device_registry``: as for ``from_pretrained``)."""
         config = cls._resolve_for_export(hf_model.config, npu_config)
-        return cls._compile_and_load(hf_model, config, Path(tokenizer_dir) if tokenizer_dir else None, compile_cache)
+        return cls._compile_and_load(hf_model, config, Path(tokenizer_dir) if tokenizer_dir else None, compile_cache,
+                                     device_registry)
 
     @staticmethod
     def _resolve_for_export(hf_config, npu_config: Any) -> NPUDecoderConfig:
@@ -77,7 +83,8 @@ class NPUModelForCausalLM(NPUPreTrainedModel, GenerationMixin):
         return config
 
     @classmethod
-    def _compile_and_load(cls, hf_model, config: NPUDecoderConfig, tokenizer_dir: Path | None, compile_cache=None):
+    def _compile_and_load(cls, hf_model, config: NPUDecoderConfig, tokenizer_dir: Path | None, compile_cache=None,
+                          device_registry: DeviceRegistry | None = None):
         arch = lookup_architecture(hf_model.config, "decoder")
         tmp, target = cls._new_artifact_dir()
         compile_with_cache(target, lambda: decoder_cache_key(hf_model, arch.name, config, tokenizer_dir),
@@ -86,12 +93,13 @@ class NPUModelForCausalLM(NPUPreTrainedModel, GenerationMixin):
         from optimum_npu.compile.artifact import verify_artifact
 
         runtime_options = {name: getattr(config, name) for name in RUNTIME_OPTIONS}  # a cache hit may differ
-        model = cls._load(target, verify_artifact(target), runtime_options)
+        model = cls._load(target, verify_artifact(target), runtime_options, device_registry)
         model._tmp_dir = tmp
         return model
 
     @classmethod
-    def _load(cls, root: Path, stored: dict, npu_config: Any) -> "NPUModelForCausalLM":
+    def _load(cls, root: Path, stored: dict, npu_config: Any,
+              device_registry: DeviceRegistry | None = None) -> "NPUModelForCausalLM":
         """Loads a verified artifact. Its files are untrusted data: every stored knob is checked like user input,
         then against config.json and the graphs, and sizes are bounded, before anything is allocated."""
         origin = str(Path(root) / NPU_CONFIG_FILE)
@@ -103,8 +111,23 @@ class NPUModelForCausalLM(NPUPreTrainedModel, GenerationMixin):
         model = stored_model_config(hf_config, root)
         config.check_stored(model, origin)
         spec = stored_spec(stored, origin)
-        runtime = DecoderRuntime(root, config, model, spec, stored.get("graphs"), origin=origin)
+        runtime = DecoderRuntime(root, config, model, spec, stored.get("graphs"), origin=origin,
+                                 registry=device_registry)
         return cls(hf_config, runtime, root, config, read_generation_config(root))
+
+    # ---- model card ---------------------------------------------------------------------------
+    @classmethod
+    def card_section(cls, repo_id: str) -> CardSection:
+        usage = ("## Use\n\n```python\nfrom transformers import AutoTokenizer\n"
+                 "from optimum_npu import NPUModelForCausalLM\n\n"
+                 f'model = NPUModelForCausalLM.from_pretrained("{repo_id}")   # verified against npu_manifest.json\n'
+                 f'tokenizer = AutoTokenizer.from_pretrained("{repo_id}", padding_side="left")\n'
+                 'out = model.generate(**tokenizer(["Hello"], return_tensors="pt"), max_new_tokens=32)\n'
+                 "print(model.npu_stats)   # simulated TTFT, ms/token, memory\n```")
+        return CardSection("text-generation", usage, RUNTIME_OPTIONS)
+
+    def card_figures(self, speed: bool = True) -> dict[str, Any]:
+        return measure_figures(self, speed=speed)
 
     # ---- generation ---------------------------------------------------------------------------
     @property
@@ -142,7 +165,7 @@ class NPUModelForCausalLM(NPUPreTrainedModel, GenerationMixin):
         self._runtime.batch.finish()
 
     @property
-    def _decoder_config(self) -> NPUDecoderConfig:
+    def decoder_config(self) -> NPUDecoderConfig:
         """The knobs of the compiled decoder (the language model of a multimodal model)."""
         return self.npu_config
 
@@ -154,7 +177,7 @@ class NPUModelForCausalLM(NPUPreTrainedModel, GenerationMixin):
             raise ValueError(f"num_beams={resolved.num_beams} is not supported on the NPU runtime; use greedy or "
                              "sampling (num_beams=1)")
         batch = input_ids.shape[0] * (resolved.num_return_sequences or 1)
-        limits = self._decoder_config
+        limits = self.decoder_config
         if batch > limits.batch_size:
             raise ValueError(f"a batch of {batch} sequences exceeds the compiled batch_size="
                              f"{limits.batch_size}; split the batch or recompile with batch_size >= {batch}")
@@ -231,8 +254,8 @@ class NPUModelForCausalLM(NPUPreTrainedModel, GenerationMixin):
     def _prefill_prompts(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None,
                          **inputs) -> torch.Tensor:
         batch = input_ids.shape[0]
-        if batch > self._decoder_config.batch_size:
-            raise ValueError(f"a batch of {batch} exceeds the compiled batch_size={self._decoder_config.batch_size}")
+        if batch > self.decoder_config.batch_size:
+            raise ValueError(f"a batch of {batch} exceeds the compiled batch_size={self.decoder_config.batch_size}")
         keep = [torch.ones_like(input_ids[row], dtype=torch.bool) if attention_mask is None
                 else attention_mask[row].bool() for row in range(batch)]
         rows = [input_ids[row][keep[row]].tolist() for row in range(batch)]

@@ -10,36 +10,33 @@ takes: ``input_ids``, ``attention_mask``, ``pixel_values``, ``image_grid_thw``.
 from __future__ import annotations
 
 import dataclasses
-import json
-import shutil
 from pathlib import Path
 from typing import Any
 
 import torch
 from transformers import AutoConfig, AutoModelForImageTextToText, GenerationConfig, PreTrainedModel
 
-from optimum_npu.compile.artifact import ArtifactError, graph_path, verify_artifact, write_atomically
-from optimum_npu.device.spec import resolve_spec
-from optimum_npu.models.decoder.export import TOKENIZER_FILES, compile_decoder
+from optimum_npu.compile.artifact import ArtifactError, graph_path, verify_artifact
+from optimum_npu.device.device import DeviceRegistry
+from optimum_npu.hub.card import CardSection
+from optimum_npu.hub.cached_compile import compile_with_cache
 from optimum_npu.models.decoder.modeling import (NPUModelForCausalLM, check_stored_architecture, read_generation_config,
                                                  read_hf_config, stored_model_config, stored_spec)
-from optimum_npu.models.decoder.npu_config import STORED_FIX, NPUConfigError, NPUDecoderConfig, short_repr, \
-    stored_knob_error
+from optimum_npu.models.decoder.npu_config import (RUNTIME_OPTIONS, STORED_FIX, NPUConfigError, NPUDecoderConfig,
+                                                   short_repr, stored_knob_error)
 from optimum_npu.models.decoder.runtime import DecoderRuntime
 from optimum_npu.models.model_config import DecoderModelConfig
 from optimum_npu.models.registry import lookup_architecture
+from optimum_npu.models.vlm.cache_key import vlm_cache_key
+from optimum_npu.models.vlm.export import compile_vlm
+from optimum_npu.models.vlm.files import SUBMODULE_DIRS
 from optimum_npu.models.vlm.npu_config import NPUVLMConfig
 from optimum_npu.models.vlm.rope_index import RopeIndex
 from optimum_npu.models.vlm.visual_config import VisualConfigError, VisualModelConfig
-from optimum_npu.models.vlm.visual_export import compile_visual
 from optimum_npu.models.vlm.visual_runtime import VisualRuntime
-from optimum_npu.schema import ARTIFACT_FORMAT_VERSION, MANIFEST_FILE, NPU_CONFIG_FILE
+from optimum_npu.schema import MANIFEST_FILE, NPU_CONFIG_FILE
 from optimum_npu.untrusted import expect_dict, load_json
-from optimum_npu.version import __version__
 
-PROCESSOR_FILES = TOKENIZER_FILES + ("preprocessor_config.json", "processor_config.json",
-                                     "video_preprocessor_config.json", "chat_template.json")
-SUBMODULE_DIRS = {"visual": "visual", "language_model": "language_model"}
 #: The Transformers base model class of each registered VLM architecture (constants: never built from a file).
 HF_BASE_CLASSES = {"Qwen2VLForConditionalGeneration": "Qwen2VLModel",
                    "Qwen2_5_VLForConditionalGeneration": "Qwen2_5_VLModel",
@@ -73,21 +70,25 @@ class NPUModelForImageTextToText(NPUModelForCausalLM):
         return getattr(transformers, HF_BASE_CLASSES[architecture])
 
     @property
-    def _decoder_config(self) -> NPUDecoderConfig:
+    def decoder_config(self) -> NPUDecoderConfig:
         return self.npu_config.language_model
 
     # ---- construction -------------------------------------------------------------------------
     @classmethod
-    def _export(cls, checkpoint: Path, npu_config: Any, compile_cache: Any = None):
+    def _export(cls, checkpoint: Path, npu_config: Any, compile_cache: Any = None,
+                device_registry: DeviceRegistry | None = None):
         config = cls._resolve(AutoConfig.from_pretrained(checkpoint), npu_config)
         hf_model = AutoModelForImageTextToText.from_pretrained(checkpoint, dtype=torch.float32)
-        return cls._compile_and_load(hf_model, config, checkpoint)
+        return cls._compile_and_load(hf_model, config, checkpoint, compile_cache, device_registry)
 
     @classmethod
-    def from_model(cls, hf_model: PreTrainedModel, npu_config: Any = None, processor_dir: str | Path | None = None):
-        """Compiles an in-memory HF Qwen-VL model (``processor_dir``: processor/tokenizer files to ship)."""
+    def from_model(cls, hf_model: PreTrainedModel, npu_config: Any = None, processor_dir: str | Path | None = None,
+                   compile_cache: Any = None, device_registry: DeviceRegistry | None = None):
+        """Compiles an in-memory HF Qwen-VL model (``processor_dir``: processor/tokenizer files to ship;
+        ``compile_cache`` and ``device_registry``: as for ``NPUModelForCausalLM``)."""
         config = cls._resolve(hf_model.config, npu_config)
-        return cls._compile_and_load(hf_model, config, Path(processor_dir) if processor_dir else None)
+        return cls._compile_and_load(hf_model, config, Path(processor_dir) if processor_dir else None, compile_cache,
+                                     device_registry)
 
     @staticmethod
     def _resolve(hf_config, npu_config: Any) -> NPUVLMConfig:
@@ -98,31 +99,21 @@ class NPUModelForImageTextToText(NPUModelForCausalLM):
         return dataclasses.replace(config, language_model=language)
 
     @classmethod
-    def _compile_and_load(cls, hf_model, config: NPUVLMConfig, processor_dir: Path | None):
+    def _compile_and_load(cls, hf_model, config: NPUVLMConfig, processor_dir: Path | None, compile_cache=None,
+                          device_registry: DeviceRegistry | None = None):
         arch = lookup_architecture(hf_model.config, "vlm")
         tmp, target = cls._new_artifact_dir()
 
-        def fill(root: Path) -> None:
-            compile_visual(hf_model, config.visual, root / SUBMODULE_DIRS["visual"])
-            compile_decoder(hf_model, arch, config.language_model, root / SUBMODULE_DIRS["language_model"])
-            (root / SUBMODULE_DIRS["language_model"] / MANIFEST_FILE).unlink()  # the top-level manifest covers it
-            hf_model.config.save_pretrained(root)
-            (hf_model.generation_config or GenerationConfig.from_model_config(hf_model.config)).save_pretrained(root)
-            for name in PROCESSOR_FILES if processor_dir else ():
-                if (processor_dir / name).is_file():
-                    shutil.copy2(processor_dir / name, root / name)
-            document = {"architecture": arch.name, "family": arch.family, **config.to_dict(),
-                        "submodules": SUBMODULE_DIRS, "npu_spec": resolve_spec(config.npu).to_dict(),
-                        "library_version": __version__, "format_version": ARTIFACT_FORMAT_VERSION}
-            (root / NPU_CONFIG_FILE).write_text(json.dumps(document, indent=1))
-
-        write_atomically(target, fill)
-        model = cls._load(target, verify_artifact(target), None)
+        compile_with_cache(target, lambda: vlm_cache_key(hf_model, arch.name, config, processor_dir),
+                           lambda path: compile_vlm(hf_model, arch, config, path, processor_dir), compile_cache)
+        runtime = {"visual": {"device": list(config.visual_device)},  # a cache hit may have been placed elsewhere
+                   "language_model": {name: getattr(config.language_model, name) for name in RUNTIME_OPTIONS}}
+        model = cls._load(target, verify_artifact(target), runtime, device_registry)
         model._tmp_dir = tmp
         return model
 
     @classmethod
-    def _load(cls, root: Path, stored: dict, npu_config: Any):
+    def _load(cls, root: Path, stored: dict, npu_config: Any, device_registry: DeviceRegistry | None = None):
         """Loads a verified artifact; every stored knob is checked like user input and against the graphs
         before anything is allocated (see ``NPUModelForCausalLM._load``)."""
         root = Path(root)
@@ -159,16 +150,34 @@ class NPUModelForImageTextToText(NPUModelForCausalLM):
         graphs = language_doc.get("graphs")
         if isinstance(graphs, list) and len(graphs) <= 1 + len(language_knobs.decoder_batch_sizes):
             _check_in_manifest(manifest, root, SUBMODULE_DIRS["language_model"], graphs, origin)
-        runtime = DecoderRuntime(language_root, config.language_model, model, spec, graphs, origin=language_origin)
+        runtime = DecoderRuntime(language_root, config.language_model, model, spec, graphs, origin=language_origin,
+                                 registry=device_registry)
         visual_root = root / SUBMODULE_DIRS["visual"]
         _check_in_manifest(manifest, root, SUBMODULE_DIRS["visual"], config.visual.graph_names(), origin)
         try:
             visual = VisualRuntime(visual_root, config.visual, spec, list(config.visual_device),
-                                   owner=f"{arch.name} visual encoder", profiler=runtime.profiler)
+                                   owner=f"{arch.name} visual encoder", registry=device_registry,
+                                   profiler=runtime.profiler)
         except BaseException:
             runtime.release()
             raise
         return cls(hf_config, runtime, visual, root, config, read_generation_config(root))
+
+    # ---- model card ---------------------------------------------------------------------------
+    @classmethod
+    def card_section(cls, repo_id: str) -> CardSection:
+        usage = ("## Use\n\n```python\nfrom transformers import AutoProcessor\n"
+                 "from optimum_npu import NPUModelForImageTextToText\n\n"
+                 f'model = NPUModelForImageTextToText.from_pretrained("{repo_id}")   # verified against '
+                 "npu_manifest.json\n"
+                 f'processor = AutoProcessor.from_pretrained("{repo_id}")\n'
+                 'messages = [{"role": "user", "content": [{"type": "image", "image": image}, '
+                 '{"type": "text", "text": "Describe it."}]}]\n'
+                 "inputs = processor.apply_chat_template(messages, add_generation_prompt=True, tokenize=True, "
+                 'return_dict=True, return_tensors="pt")\n'
+                 "out = model.generate(**inputs, max_new_tokens=32)\n"
+                 "print(model.npu_stats)   # simulated TTFT, ms/token, memory, visual buckets used\n```")
+        return CardSection("image-text-to-text", usage, ("visual_device", *RUNTIME_OPTIONS))
 
     # ---- generation ---------------------------------------------------------------------------
     def _check_request(self, inputs, generation_config, kwargs: dict) -> None:

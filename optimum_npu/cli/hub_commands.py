@@ -26,7 +26,7 @@ def _hub_errors(func):
 
 @_hub_errors
 def cmd_push(args: argparse.Namespace) -> None:
-    from optimum_npu.hub.push import push_artifact
+    from optimum_npu.models.publish import push_artifact
 
     info = push_artifact(args.compiled_dir, args.repo_id, token=args.token, private=args.private,
                          revision=args.revision, commit_message=args.commit_message, base_model=args.base_model,
