@@ -9,9 +9,10 @@ from optimum_npu.models.decoder import NPUConfigError, NPUDecoderConfig, NPUMode
 from optimum_npu.models.publish import push_artifact
 from optimum_npu.models.vlm.modeling import NPUModelForImageTextToText
 from optimum_npu.models.vlm.npu_config import NPUVLMConfig
+from optimum_npu.serving import LLM, SamplingParams
 from optimum_npu.version import __version__
 
 __all__ = ["NPUModelForCausalLM", "NPUModelForImageTextToText", "NPUAutoModel", "NPUAutoModelForCausalLM",
            "NPUAutoModelForImageTextToText", "NPUVLMConfig", "NPUDecoderConfig", "NPUConfigError", "NPUSpec", "PRESETS",
            "ArtifactError", "SaveTargetError",
-           "DeviceOutOfMemoryError", "push_artifact", "__version__"]
+           "DeviceOutOfMemoryError", "LLM", "SamplingParams", "push_artifact", "__version__"]

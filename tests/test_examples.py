@@ -16,6 +16,7 @@ from pathlib import Path
 import pytest
 from hub_fixtures import hub, hub_server, new_repo_id  # noqa: F401  (fixtures)
 from hub_server import TOKEN
+from serving_fixtures import free_port
 
 from optimum_npu.schema import MANIFEST_FILE
 
@@ -55,8 +56,15 @@ def run_image_to_text(tmp_path: Path, hub) -> None:
     assert (artifact / MANIFEST_FILE).is_file() and (artifact / "preprocessor_config.json").is_file()
 
 
+def run_serve_and_query(tmp_path: Path, hub) -> None:
+    result = run_script("serve_and_query.py", "--port", str(free_port()), "--max-tokens", "5")
+    assert "(5 tokens, finish length)" in result.stdout and "simulated TTFT" in result.stdout
+    assert re.search(r'vllm:generation_tokens_total\{model_name="npu-model"\} 10\.0', result.stdout)
+    assert 'optimum_npu:bucket_steps_total{graph="prefill"' in result.stdout
+
+
 TINY_RUNS = {"text_generation.py": run_text_generation, "hub_roundtrip.py": run_hub_roundtrip,
-             "image_to_text.py": run_image_to_text}
+             "image_to_text.py": run_image_to_text, "serve_and_query.py": run_serve_and_query}
 
 
 def run_script(name: str, *args: str) -> subprocess.CompletedProcess:

@@ -20,6 +20,7 @@ LAYERS = {
     "hub": {"schema", "schema_ops", "untrusted", "device", "compile", "version"},
     "models": {"schema", "schema_ops", "untrusted", "device", "compile", "runtime", "hub", "version"},
     "planner": {"schema", "schema_ops", "untrusted", "device", "compile", "runtime", "models", "version"},
+    "serving": {"schema", "schema_ops", "untrusted", "device", "compile", "runtime", "models", "version"},
 }
 KNOWN_VIOLATIONS: set[str] = set()
 KNOWN_CYCLE_EDGES: set[str] = set()

@@ -64,6 +64,10 @@ def build_parser() -> argparse.ArgumentParser:
     from optimum_npu.planner.commands import add_plan_command
 
     add_plan_command(commands)  # plan
+
+    from optimum_npu.serving.commands import add_serving_commands
+
+    add_serving_commands(commands)  # serve
     return parser
 
 
