@@ -4,6 +4,7 @@ completions, chat, streaming, greedy parity with ``model.generate()``, errors, A
 from __future__ import annotations
 
 import json
+from pathlib import Path
 import time
 
 import httpx2
@@ -18,8 +19,9 @@ PROMPTS = ["Hello world", "The NPU serves many prompts at once", "a", "continuou
 
 
 @pytest.fixture(scope="module")
-def server(served_pair):
-    with ServerThread(served_pair.artifact, served_model_name="tiny", api_key=KEY) as running:
+def server(served_pair, tmp_path_factory):
+    with ServerThread(served_pair.artifact, served_model_name="tiny", api_key=KEY,
+                      profile_dir=tmp_path_factory.mktemp("profiles")) as running:
         yield running
 
 
@@ -161,6 +163,7 @@ def test_profile_writes_perfetto_trace(server, client, tmp_path):
     assert httpx2.post(f"{server.url}/start_profile", headers=HEADERS).status_code == 200
     client.completions.create(model="tiny", prompt="profile me", max_tokens=4, temperature=0)
     reply = httpx2.post(f"{server.url}/stop_profile", headers=HEADERS).json()
+    assert Path(reply["trace"]).parent == server.server.options.profile_dir  # never the working directory
     trace = json.loads(open(reply["trace"]).read())
     names = {event.get("name") for event in trace["traceEvents"]}
     assert {"prefill", "decoder_batch_1"} <= names and reply["graph_calls"] == 4
