@@ -9,6 +9,7 @@ from typing import Any
 import torch
 from transformers import AutoConfig, AutoModelForCausalLM, GenerationConfig, GenerationMixin, PreTrainedModel
 from transformers.modeling_outputs import CausalLMOutputWithPast
+from transformers.models.auto.modeling_auto import MODEL_FOR_CAUSAL_LM_MAPPING_NAMES
 
 from optimum_npu.compile.artifact import ArtifactError
 from optimum_npu.device.device import DeviceRegistry
@@ -27,6 +28,7 @@ from optimum_npu.models.decoder.stored_config import (MAX_LAYERS, STORED_FIX, ch
 from optimum_npu.models.decoder.prequantized import check_scheme, load_prequantized, with_checkpoint_format
 from optimum_npu.models.decoder.runtime import DecoderRuntime
 from optimum_npu.runtime.stats import NPUStats
+from optimum_npu.models.hf_compat import register_for_pipeline
 from optimum_npu.models.model_config import DecoderModelConfig
 from optimum_npu.models.registry import REGISTRY, Architecture, lookup_architecture
 from optimum_npu.schema import NPU_CONFIG_FILE
@@ -43,6 +45,7 @@ class NPUModelForCausalLM(NPUPreTrainedModel, GenerationMixin):
 
     main_input_name = "input_ids"
     _supports_cache_class = False
+    hf_auto_class = AutoModelForCausalLM
 
     def __init__(self, config, runtime: DecoderRuntime, artifact_dir: Path, npu_config: NPUDecoderConfig,
                  generation_config: GenerationConfig | None = None, tmp_dir=None):
@@ -136,6 +139,30 @@ class NPUModelForCausalLM(NPUPreTrainedModel, GenerationMixin):
 
     def card_figures(self, speed: bool = True) -> dict[str, Any]:
         return measure_figures(self, speed=speed)
+
+    # ---- what the model is -------------------------------------------------------------------
+    @property
+    def npu_dtype(self) -> str:
+        return self.decoder_config.dtype
+
+    def npu_summary(self) -> dict[str, Any]:
+        config = self.decoder_config
+        buckets = config.buckets().values()
+        prefill = [f"{b.batch}x{b.tokens}" for b in buckets if b.kind == "prefill"]
+        decode = [b.batch for b in buckets if b.kind == "decode"]
+        devices = [device.name for device in self._runtime.engine.devices]
+        return {"architecture": getattr(self.config, "architectures", None) or ["?"],
+                "npu": config.npu, "dtype": config.dtype, "max_seq_len": config.max_seq_len,
+                "prefill": prefill, "decode_batches": decode, "tensor_parallel_size": config.tensor_parallel_size,
+                "quantization": config.quantization.to_dict() if config.quantization else None,
+                "devices": devices, **super().npu_summary()}
+
+    @classmethod
+    def _with_compile_dtype(cls, npu_config: Any, dtype: str) -> NPUDecoderConfig:
+        config = NPUDecoderConfig.coerce(npu_config)
+        if config.dtype not in (None, dtype):
+            raise NPUConfigError(f"dtype={dtype!r} differs from npu_config dtype={config.dtype!r}; give it once")
+        return dataclasses.replace(config, dtype=dtype)
 
     # ---- generation ---------------------------------------------------------------------------
     @property
@@ -287,6 +314,9 @@ class NPUModelForCausalLM(NPUPreTrainedModel, GenerationMixin):
         """Frees the model's memory on its simulated device."""
         self._runtime.release()
 
+
+
+register_for_pipeline(NPUModelForCausalLM, MODEL_FOR_CAUSAL_LM_MAPPING_NAMES)
 
 def _runtime_overrides(stored: NPUDecoderConfig, requested: Any) -> dict[str, Any]:
     """Runtime options from ``requested``; a changed compile knob is an error."""

@@ -15,6 +15,7 @@ from typing import Any
 
 import torch
 from transformers import AutoConfig, AutoModelForImageTextToText, GenerationConfig, PreTrainedModel
+from transformers.models.auto.modeling_auto import MODEL_FOR_IMAGE_TEXT_TO_TEXT_MAPPING_NAMES
 
 from optimum_npu.compile.artifact import ArtifactError, graph_path, verify_artifact
 from optimum_npu.device.device import DeviceRegistry
@@ -27,6 +28,7 @@ from optimum_npu.models.decoder.stored_config import (STORED_FIX, check_stored_c
                                                       stored_knob_error)
 from optimum_npu.models.decoder.runtime import DecoderRuntime
 from optimum_npu.models.model_config import DecoderModelConfig
+from optimum_npu.models.hf_compat import register_for_pipeline
 from optimum_npu.models.registry import lookup_architecture
 from optimum_npu.models.vlm.cache_key import vlm_cache_key
 from optimum_npu.models.vlm.export import compile_vlm
@@ -51,6 +53,8 @@ class NPUModelForImageTextToText(NPUModelForCausalLM):
     image tokens at prefill; decoding is the decoder path's (buckets, paged KV cache).
     ``npu_stats.visual`` reports the bucket of each image and the padding waste.
     """
+
+    hf_auto_class = AutoModelForImageTextToText
 
     def __init__(self, config, runtime: DecoderRuntime, visual: VisualRuntime, artifact_dir: Path,
                  npu_config: NPUVLMConfig, generation_config: GenerationConfig | None = None):
@@ -277,3 +281,6 @@ def _apply_placement(compiled: NPUVLMConfig, requested: Any) -> NPUVLMConfig:
         raise NPUConfigError("compile knobs cannot change at load time (only device_map / device can): recompile "
                              "with from_pretrained(checkpoint, export=True, npu_config=...)")
     return placement
+
+
+register_for_pipeline(NPUModelForImageTextToText, MODEL_FOR_IMAGE_TEXT_TO_TEXT_MAPPING_NAMES)
