@@ -34,6 +34,18 @@ def test_help_documents_every_option(command, flags):
             assert action.help, f"{command} option {action.option_strings} has no help text"
 
 
+def test_help_and_version_do_not_load_torch():
+    """Parsing the command line imports no model stack (``optimum-npu --help`` answers at once)."""
+    probe = ("import sys, contextlib, io\nimport optimum_npu.cli as cli\n"
+             "with contextlib.redirect_stdout(io.StringIO()) as out, contextlib.suppress(SystemExit):\n"
+             "    cli.build_parser().parse_args(['--version'])\n"
+             "print(out.getvalue().strip(), sorted(m for m in ('torch', 'transformers') if m in sys.modules))")
+    result = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=120)
+    from optimum_npu import __version__
+
+    assert result.returncode == 0 and result.stdout.strip() == f"optimum-npu {__version__} []", result
+
+
 @pytest.mark.slow
 def test_export_then_generate(tmp_path):
     checkpoint = save_causal_lm(tmp_path / "ckpt", "Qwen3ForCausalLM")

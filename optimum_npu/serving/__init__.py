@@ -1,7 +1,13 @@
-"""Serving: the offline ``LLM`` API and the OpenAI-compatible HTTP server, over the runtime's scheduler."""
+"""Serving: the offline ``LLM`` API and the OpenAI-compatible HTTP server, over the runtime's scheduler.
 
-from optimum_npu.serving.llm import LLM
-from optimum_npu.serving.outputs import CompletionOutput, RequestOutput
-from optimum_npu.serving.sampling_params import InvalidParameterError, SamplingParams
+The names are imported on first use (the command line registers ``serve`` without loading a model stack).
+"""
 
-__all__ = ["LLM", "SamplingParams", "RequestOutput", "CompletionOutput", "InvalidParameterError"]
+from optimum_npu.lazy import lazy_exports
+
+_EXPORTS = {"LLM": "optimum_npu.serving.llm", "RequestOutput": "optimum_npu.serving.outputs",
+            "CompletionOutput": "optimum_npu.serving.outputs",
+            "InvalidParameterError": "optimum_npu.serving.sampling_params",
+            "SamplingParams": "optimum_npu.serving.sampling_params"}
+__all__ = list(_EXPORTS)
+__getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)
