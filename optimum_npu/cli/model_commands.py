@@ -60,6 +60,7 @@ def add_generation_options(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--seed", type=int, default=0, help="random seed for sampling (default 0)")
     group.add_argument("--stream", action="store_true", help="print tokens as they are generated (batch of 1)")
     group.add_argument("--stats-json", type=Path, help="also write the simulated NPU figures to this JSON file")
+    group.add_argument("--tokenizer", help="tokenizer directory or Hub id (default: the artifact's own files)")
 
 
 def _generate(model, tokenizer, args: argparse.Namespace, reference=None) -> None:
@@ -108,12 +109,22 @@ def cmd_export(args: argparse.Namespace) -> None:
     print(f"compiled {family.summary(model)} into {args.output}")
 
 
+#: Files any of which makes a folder loadable by ``AutoTokenizer``.
+TOKENIZER_MARKERS = ("tokenizer.json", "tokenizer_config.json", "tokenizer.model", "vocab.json", "vocab.txt")
+
+
 def _load_for_run(args: argparse.Namespace, profile: bool = False):
     from transformers import AutoTokenizer
 
     path, family = _family(args.model, {})
+    source = args.tokenizer or path
+    if args.tokenizer is None and not any((path / name).is_file() for name in TOKENIZER_MARKERS):
+        raise ValueError(f"{args.model} holds no tokenizer files ({', '.join(TOKENIZER_MARKERS[:2])}...), so prompts "
+                         "cannot be encoded: pass --tokenizer DIR_OR_HUB_ID (e.g. the source checkpoint), or "
+                         "recompile with the tokenizer shipped (export from a checkpoint folder that has one, or "
+                         "from_model(..., tokenizer_dir=...))")
     model = family.model_class.from_pretrained(path, npu_config=family.placement(args.device, profile))
-    return model, AutoTokenizer.from_pretrained(path, padding_side="left")
+    return model, AutoTokenizer.from_pretrained(source, padding_side="left")
 
 
 def cmd_generate(args: argparse.Namespace) -> None:

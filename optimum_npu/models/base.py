@@ -21,16 +21,40 @@ from optimum_npu.schema import MANIFEST_FILE, NPU_CONFIG_FILE
 HUB_KWARGS = ("revision", "cache_dir", "token", "local_files_only", "force_download")
 
 
+class HubDownloadError(ValueError):
+    """A model id that is not a local directory could not be fetched from the Hub (the message says why)."""
+
+
 def resolve_checkpoint(model_id: str | os.PathLike, hub_kwargs: dict[str, Any]) -> Path:
-    """A local directory as is; anything else is fetched from the Hub (honours HF_HUB_OFFLINE)."""
+    """A local directory as is; a Hub repo id (``name`` or ``org/name``) is fetched (honours HF_HUB_OFFLINE).
+
+    Anything else that is not a directory is refused as a missing local path; a failed download is one
+    ValueError that says the id was tried as a Hub repository after no local directory had that name.
+    """
     path = Path(model_id)
     if path.is_dir():
         return path
     if path.exists():
         raise ValueError(f"{model_id!r} is a file; pass a checkpoint directory or a Hub repo id")
+    text = str(model_id)
+    looks_local = text.startswith((".", "/", "~")) or text.count("/") > 1 or "\\" in text or text.endswith("/")
+    if looks_local or isinstance(model_id, os.PathLike):
+        raise ValueError(f"{model_id!r}: no such directory ({path.expanduser().absolute()} does not exist); check the "
+                         "path, or give a Hub repo id as 'org/name'")
     from huggingface_hub import snapshot_download
+    from huggingface_hub.errors import HFValidationError
 
-    return Path(snapshot_download(str(model_id), **hub_kwargs))
+    try:
+        return Path(snapshot_download(text, **hub_kwargs))
+    except HFValidationError as err:
+        raise ValueError(f"{model_id!r} is neither a local directory nor a valid Hub repo id "
+                         f"({str(err).splitlines()[0]})") from None
+    except (OSError, ValueError) as err:  # offline, unknown repository, gated, network down (HF errors are OSErrors)
+        reason = " ".join(str(err).split())[:400]
+        raise HubDownloadError(f"{model_id!r} is not a local directory, so it was looked up on the Hub, which failed: "
+                               f"{type(err).__name__}: {reason}. Check the local path (no folder of that name "
+                               "exists here) or the repo id, the revision and your network / HF_HUB_OFFLINE / "
+                               "token") from None
 
 
 class NPUPreTrainedModel(PreTrainedModel):

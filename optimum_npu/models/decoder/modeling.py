@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import logging
 from pathlib import Path
 from typing import Any
 
@@ -19,7 +20,7 @@ from optimum_npu.hub.card import CardSection
 from optimum_npu.hub.cached_compile import compile_with_cache
 from optimum_npu.models.decoder.cache_key import decoder_cache_key
 from optimum_npu.models.base import NPUPreTrainedModel
-from optimum_npu.models.decoder.export import compile_decoder
+from optimum_npu.models.decoder.export import TOKENIZER_FILES, compile_decoder
 from optimum_npu.models.decoder.figures import measure_figures
 from optimum_npu.models.decoder.memory_plan import check_fits, exceeds_before_capture, plan_memory, suggest_fit
 from optimum_npu.models.decoder.npu_config import RUNTIME_OPTIONS, NPUConfigError, NPUDecoderConfig
@@ -33,6 +34,8 @@ from optimum_npu.models.model_config import DecoderModelConfig
 from optimum_npu.models.registry import REGISTRY, Architecture, lookup_architecture
 from optimum_npu.schema import NPU_CONFIG_FILE
 from optimum_npu.untrusted import expect_dict, load_json
+
+logger = logging.getLogger(__name__)
 
 
 class NPUModelForCausalLM(NPUPreTrainedModel, GenerationMixin):
@@ -96,6 +99,11 @@ class NPUModelForCausalLM(NPUPreTrainedModel, GenerationMixin):
     def _compile_and_load(cls, hf_model, config: NPUDecoderConfig, tokenizer_dir: Path | None, compile_cache=None,
                           device_registry: DeviceRegistry | None = None, prequantized=None):
         arch = lookup_architecture(hf_model.config, "decoder")
+        if tokenizer_dir is None or not any((Path(tokenizer_dir) / name).is_file() for name in TOKENIZER_FILES):
+            logger.warning("no tokenizer files in %s: the compiled artifact will have none, so `optimum-npu generate` "
+                           "and pipelines need a tokenizer given separately; ship one with from_model(..., "
+                           "tokenizer_dir=...) or export from a checkpoint folder that holds it",
+                           tokenizer_dir or "the in-memory model")
         tmp, target = cls._new_artifact_dir()
         compile_with_cache(target, lambda: decoder_cache_key(hf_model, arch.name, config, tokenizer_dir),
                            lambda path: compile_decoder(hf_model, arch, config, path, tokenizer_source=tokenizer_dir,

@@ -8,6 +8,7 @@ any compile work, and every error names the knob, the value, what is allowed and
 from __future__ import annotations
 
 import dataclasses
+import difflib
 import os
 from dataclasses import dataclass, field
 from typing import Any
@@ -162,10 +163,13 @@ class NPUDecoderConfig:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> "NPUDecoderConfig":
-        unknown = sorted(set(data) - {f.name for f in dataclasses.fields(cls)})
+        known = [f.name for f in dataclasses.fields(cls)]
+        unknown = sorted(set(data) - set(known))
         if unknown:
-            known = [f.name for f in dataclasses.fields(cls)]
-            raise NPUConfigError(f"unknown npu_config keys {unknown}; known keys: {known}")
+            hints = [f"{name!r} -> did you mean {close[0]!r}?" for name in unknown
+                     if (close := difflib.get_close_matches(str(name), known, n=1, cutoff=0.6))]
+            hint = f" ({'; '.join(hints)})" if hints else ""
+            raise NPUConfigError(f"unknown npu_config keys {unknown}{hint}; known keys: {known}")
         return cls(**data)
 
     @classmethod
