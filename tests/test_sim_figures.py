@@ -18,6 +18,9 @@ import pytest
 import torch
 
 from optimum_npu import NPUModelForCausalLM
+from optimum_npu.device.cost import GraphCostModel
+from optimum_npu.device.spec import PRESETS
+from optimum_npu.models.decoder.estimate import meta_cost_models
 from optimum_npu.models.tiny import build_causal_lm
 
 EXPECTED = Path(__file__).parent / "data" / "sim_figures.json"
@@ -73,6 +76,33 @@ def test_simulated_figures_are_bit_identical_to_the_pinned_ones(name):
     assert actual["events"] == expected["events"]
     assert actual["events_sha256"] == expected["events_sha256"]
     assert actual["calls_sha256"] == expected["calls_sha256"]
+
+
+@pytest.mark.parametrize("architecture, knobs", [
+    ("LlamaForCausalLM", {"attn_impl": "flash_attn", "kvcache_partition_len": 32}),
+    ("LlamaForCausalLM", {"attn_impl": "eager"}),
+    ("Gemma3ForCausalLM", {}),   # a sliding-window layer and a global one
+])
+def test_a_cached_call_costs_exactly_what_an_uncached_one_does(architecture, knobs):
+    knobs = {"max_seq_len": 128, "batch_size": 2, "decoder_batch_sizes": [2], "prefill_chunk_size": 16,
+             "dtype": "float16"} | knobs
+    _, costs = meta_cost_models(build_causal_lm(architecture).config, knobs, ["decoder_batch_2"])
+    cached = costs["decoder_batch_2"]
+    uncached = GraphCostModel(cached.index.graph, PRESETS["atom"], "float16", cache_calls=False)
+    contexts = [[[5], [-1]], [[40], [7]], [[7], [40]], [[63], [64]], [[40], [7]], [[5], [-1]]]
+    first = {}
+    for rows in contexts:
+        positions = torch.tensor(rows)
+        call = cached.call(positions, 96, 2048)
+        assert call.timeline == tuple(uncached.timeline(positions, 96, 2048))
+        assert [e.args for e in call.timeline] == [e.args for e in uncached.timeline(positions, 96, 2048)]
+        assert (call.seconds, call.attention_seconds) == uncached.call_seconds(positions)
+        assert call == uncached.call(positions, 96, 2048)
+        key = cached.call_extent(positions)
+        assert first.setdefault(key, call) is call   # the same extent is computed once
+    if knobs.get("attn_impl") == "flash_attn":     # rows swapped or rounded to the same partitions: one extent
+        assert cached.call_extent(torch.tensor([[40], [7]])) == cached.call_extent(torch.tensor([[7], [33]]))
+        assert cached.call(torch.tensor([[40], [7]])).seconds < cached.call(torch.tensor([[63], [64]])).seconds
 
 
 if __name__ == "__main__" and sys.argv[1:] == ["--write"]:
