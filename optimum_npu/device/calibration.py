@@ -67,6 +67,9 @@ _A100_40 = _table(0.87, 0.62, 0.87, 0.69, (_MAMF_A100, _STREAM_A100_40, _DECODE_
                                            _FA2_A100))
 _H100 = _table(0.80, 0.75, 0.83, 0.69, (_MAMF_H100, _STREAM_A100_80 + " (A100 figure, borrowed: no H100 streaming "
                                         "measurement found)", _DECODE_A100 + " (A100 figure, borrowed)", _FA3_H100))
+#: H200 is the H100's GH100 chip with HBM3e: the H100 factors, borrowed until bench_gpu_calibration.py has run on one.
+_H200 = {cls: Efficiency(e.compute, e.bandwidth, e.source + " [borrowed for h200-sxm: same GH100 compute, no "
+                          "H200 per-op measurement yet]") for cls, e in _H100.items()}
 
 
 @lru_cache(maxsize=None)
@@ -80,6 +83,7 @@ CALIBRATION: dict[str, dict[str, Efficiency]] = {
     "a100-80gb": _A100_80,
     "a100-40gb": _A100_40,
     "h100-sxm": _H100,
+    "h200-sxm": _H200,
     **{name: _borrowed(name) for name in ("atom", "rebel-quad", "rngd", "inferentia2")},
 }
 
