@@ -22,7 +22,8 @@ from dataclasses import dataclass
 
 import torch
 
-from optimum_npu.device.calibration import HOST_FLOPS, efficiency
+from optimum_npu.device.calibration import (HOST_FLOPS, efficiency, keeps_attention_scores_on_chip,
+                                            prefill_attention_compute)
 from optimum_npu.device.fusion import find_groups, group_traffic
 from optimum_npu.device.ops import (ALL_REDUCE, ATTENTION_OPS, COLLECTIVE_OPS, FREE_OPS, GATHER_OPS, GEMV_MAX_ROWS,
                                     MATMUL_OPS, GraphIndex, argument, is_host_op, nbytes, short_name)
@@ -250,7 +251,8 @@ class GraphCostModel:
         """The fused unit of a group, or None when it does not fit in SRAM or is not faster."""
         nodes = [self.index.nodes[name] for name in group.members]
         if group.pattern == "attention":
-            fits = self._attention_tile_bytes(nodes[0]) <= self.spec.sram_bytes
+            fits = (self._attention_tile_bytes(nodes[0]) <= self.spec.sram_bytes
+                    or keeps_attention_scores_on_chip(self.spec.name))
             return _Unit(group.name, group.members, attention=nodes[0], fused=True) if fits else None
         if any(n.op in COLLECTIVE_OPS or is_host_op(n) for n in nodes):
             return None
@@ -285,7 +287,12 @@ class GraphCostModel:
     # ---- per call -----------------------------------------------------------------------------
     def _attention_split(self, unit: _Unit, extent: tuple) -> tuple[float, float, OpCost]:
         cost = self._attention_cost(unit.attention, extent, fused=unit.fused)
-        return (*_compute_memory(cost, self.spec, self.dtype), cost)
+        compute, memory = _compute_memory(cost, self.spec, self.dtype)
+        queries = self._arg_shape(unit.attention, "query")[0][1]
+        if queries > GEMV_MAX_ROWS:   # prefill: flash attention's efficiency grows with the sequence
+            compute = cost.flops / (self.spec.peak_flops_for(self.dtype)
+                                    * prefill_attention_compute(self.spec.name, queries))
+        return compute, memory, cost
 
     def call_seconds(self, positions: torch.Tensor) -> tuple[float, float]:
         """(total, attention) simulated seconds of one graph call with query positions [B, S].
