@@ -161,7 +161,8 @@ def main() -> None:
     print(f"Llama-3-8B decoder layer, bf16; GPU: {gpu or 'none (estimates only)'}; preset {preset}; torch "
           f"{torch.__version__}; decode context {args.context}")
     print(f"{'phase':>8} {'size':>6} {'measured ms':>12} {'planner ms':>11} {'planner/measured':>17}")
-    for (phase, size), planned in estimates.items():
+    for phase, size in [("prefill", n) for n in PREFILL_TOKENS] + [("decode", b) for b in DECODE_BATCHES]:
+        planned = estimates[phase, size]
         real = measured.get((phase, size))
         shown = f"{real:12.4f}" if real is not None else f"{'-':>12}"
         ratio = f"{planned / real:17.2f}" if real else f"{'-':>17}"
