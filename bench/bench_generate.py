@@ -1,82 +1,157 @@
 """Simulated-NPU generate() versus eager Transformers generate() on the same CPU, side by side.
 
 Builds a ~76M-parameter Llama-shaped model in code (random weights, nothing downloaded),
-compiles it, and for batch 1 and 4 times the same greedy generation through both paths,
-alternating runs so that machine noise hits both alike. Prints host tokens/s for both,
-their ratio, the simulated NPU figures, the compile time and the artifact size.
+compiles it for tensor_parallel_size 1, 2 and 4, and for batch 1 and 4 times the same greedy
+generation through eager Transformers and every simulator, in one run, rotating the order of
+the runs each repeat so that machine noise hits all alike. Prints host tokens/s, the
+simulator/eager ratio, TP=k/TP=1 host time, whether the tokens agree, and this CPU's
+bandwidth bound measured in the same run: the bytes a decode step must read (every weight
+matrix once) over the GEMV bandwidth of those same matrices.
 
-    python bench/bench_generate.py [--new-tokens 64] [--repeats 3] [--npu atom]
+    python bench/bench_generate.py [--new-tokens 64] [--repeats 5] [--tp 1 2 4] [--size bench] [--threads N]
+                                   [--profile]
 """
 
 from __future__ import annotations
 
 import argparse
+import cProfile
+import io
+import os
+import pstats
 import statistics
-import tempfile
 import time
-from pathlib import Path
+
+os.environ.setdefault("TQDM_DISABLE", "1")  # no compile progress bars between the figures
 
 import torch
+import torch.nn.functional as F
 
 from optimum_npu import NPUModelForCausalLM
 from optimum_npu.models.tiny import build_causal_lm, build_tokenizer
 
 PROMPT = "The simulated NPU runs the compiled graphs with real arithmetic and accounts for time."
+BATCHES = (1, 4)
 
 
-def timed_generate(model, inputs, new_tokens: int) -> float:
+def timed_generate(model, inputs, new_tokens: int) -> tuple[float, torch.Tensor]:
     start = time.perf_counter()
     output = model.generate(**inputs, max_new_tokens=new_tokens, min_new_tokens=new_tokens, do_sample=False)
     elapsed = time.perf_counter() - start
     assert output.shape[1] == inputs["input_ids"].shape[1] + new_tokens
-    return elapsed
+    return elapsed, output
 
 
-def directory_bytes(path: Path) -> int:
-    return sum(p.stat().st_size for p in path.rglob("*") if p.is_file())
+def weight_matrices(hf_model) -> list[torch.Tensor]:
+    """The matrices a decode step streams once each (every Linear; the embedding reads one row per token)."""
+    return [m.weight.detach() for m in hf_model.modules() if isinstance(m, torch.nn.Linear)]
+
+
+def gemv_bandwidth(matrices: list[torch.Tensor], repeats: int = 5) -> float:
+    """Bytes/s of one-row matmuls over ``matrices`` in sequence (best of ``repeats``)."""
+    rows = {w.shape[1]: torch.randn(1, w.shape[1], dtype=w.dtype) for w in matrices}
+    total = sum(w.nbytes for w in matrices)
+    best = float("inf")
+    for _ in range(repeats):
+        start = time.perf_counter()
+        for w in matrices:
+            F.linear(rows[w.shape[1]], w)
+        best = min(best, time.perf_counter() - start)
+    return total / best
+
+
+def profile_top(model, inputs, new_tokens: int, count: int = 12) -> str:
+    """cProfile of one simulated generate(): the ``count`` entries with the most own time."""
+    profiler = cProfile.Profile()
+    profiler.enable()
+    model.generate(**inputs, max_new_tokens=new_tokens, min_new_tokens=new_tokens, do_sample=False)
+    profiler.disable()
+    out = io.StringIO()
+    pstats.Stats(profiler, stream=out).sort_stats("tottime").print_stats(count)
+    text = out.getvalue()
+    return text[text.index("   ncalls"):].rstrip() if "   ncalls" in text else text
+
+
+def compile_models(hf_model, tps: list[int], npu: str) -> dict[int, NPUModelForCausalLM]:
+    models = {}
+    for tp in tps:
+        start = time.perf_counter()
+        models[tp] = NPUModelForCausalLM.from_model(hf_model, npu_config={
+            "max_seq_len": 256, "batch_size": 4, "decoder_batch_sizes": [1, 2, 4], "prefill_chunk_size": 128,
+            "npu": npu, "tensor_parallel_size": tp, "device": 0 if tp == 1 else tp},
+            compile_cache=False)  # time a real compile, not a cache hit
+        print(f"compile TP={tp}: {time.perf_counter() - start:.2f} s for {len(models[tp].npu_graphs)} graphs")
+    return models
+
+
+def run_batch(hf_model, models: dict, inputs, new_tokens: int, repeats: int) -> tuple[dict, dict]:
+    """Host seconds per contestant (``eager`` and each TP) and their last outputs, rotating the order."""
+    contestants = {"eager": hf_model, **models}
+    for model in contestants.values():
+        timed_generate(model, inputs, 4)  # warm-up
+    seconds: dict = {name: [] for name in contestants}
+    outputs: dict = {}
+    names = list(contestants)
+    for repeat in range(repeats):
+        shift = repeat % len(names)
+        for name in names[shift:] + names[:shift]:
+            elapsed, outputs[name] = timed_generate(contestants[name], inputs, new_tokens)
+            seconds[name].append(elapsed)
+    return seconds, outputs
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--new-tokens", type=int, default=64)
-    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--npu", default="atom")
+    parser.add_argument("--size", default="bench", help="tiny-model size preset: bench (76M) or demo (3M)")
+    parser.add_argument("--tp", type=int, nargs="+", default=[1, 2, 4])
+    parser.add_argument("--profile", action="store_true", help="also print cProfile's top entries of TP=1")
+    parser.add_argument("--threads", type=int, default=0, help="torch intra-op threads (0: torch's default)")
     args = parser.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
     torch.manual_seed(0)
-    hf_model = build_causal_lm("LlamaForCausalLM", size="bench")
+    hf_model = build_causal_lm("LlamaForCausalLM", size=args.size)
     params = sum(p.numel() for p in hf_model.parameters())
     tokenizer = build_tokenizer()
-
-    start = time.perf_counter()
-    npu_model = NPUModelForCausalLM.from_model(hf_model, npu_config={
-        "max_seq_len": 256, "batch_size": 4, "decoder_batch_sizes": [1, 2, 4], "prefill_chunk_size": 128,
-        "npu": args.npu}, compile_cache=False)  # time a real compile, not a cache hit
-    compile_s = time.perf_counter() - start
-    with tempfile.TemporaryDirectory() as tmp:
-        npu_model.save_pretrained(Path(tmp) / "artifact")
-        artifact_bytes = directory_bytes(Path(tmp) / "artifact")
-        weights_bytes = (Path(tmp) / "artifact" / "model.safetensors").stat().st_size
-
-    print(f"model: Llama-shaped, {params / 1e6:.1f}M parameters, fp32, {args.new_tokens} new tokens, "
-          f"median of {args.repeats} runs")
-    print(f"compile: {compile_s:.2f} s for {len(npu_model.npu_graphs)} graphs; artifact {artifact_bytes / 2**20:.1f} "
-          f"MiB (weights {weights_bytes / 2**20:.1f} MiB, graphs+configs "
-          f"{(artifact_bytes - weights_bytes) / 2**20:.2f} MiB)")
-    print(f"{'batch':>5} {'eager tok/s':>12} {'npu-sim tok/s':>14} {'ratio':>7} {'sim TTFT ms':>12} "
-          f"{'sim ms/step':>12} {'sim tok/s':>10}")
-    for batch in (1, 4):
+    models = compile_models(hf_model, args.tp, args.npu)
+    print(f"model: Llama-shaped, {params / 1e6:.1f}M parameters, fp32, {args.new_tokens} new tokens, median of "
+          f"{args.repeats} runs in rotating order, torch threads {torch.get_num_threads()}")
+    print(f"{'batch':>5} {'TP':>3} {'eager tok/s':>12} {'npu-sim tok/s':>14} {'sim/eager':>10} {'TP/TP1 host':>12} "
+          f"{'tokens = eager':>15} {'sim TTFT ms':>12} {'sim ms/step':>12}")
+    best_tps = {}
+    for batch in BATCHES:
         inputs = tokenizer([PROMPT] * batch, return_tensors="pt", padding=True)
-        for model in (hf_model, npu_model):
-            timed_generate(model, inputs, 4)  # warm-up
-        eager, npu = [], []
-        for _ in range(args.repeats):
-            eager.append(timed_generate(hf_model, inputs, args.new_tokens))
-            npu.append(timed_generate(npu_model, inputs, args.new_tokens))
-        eager_tps = batch * args.new_tokens / statistics.median(eager)
-        npu_tps = batch * args.new_tokens / statistics.median(npu)
-        stats = npu_model.npu_stats
-        print(f"{batch:>5} {eager_tps:>12.1f} {npu_tps:>14.1f} {npu_tps / eager_tps:>7.2f} "
-              f"{stats.ttft_s * 1e3:>12.3f} {stats.decode_s_per_token * 1e3:>12.3f} {stats.tokens_per_s:>10.0f}")
+        seconds, outputs = run_batch(hf_model, models, inputs, args.new_tokens, args.repeats)
+        tokens = batch * args.new_tokens
+        eager = statistics.median(seconds["eager"])
+        best_tps[batch] = {"eager": tokens / min(seconds["eager"])}
+        for tp, model in models.items():
+            sim = statistics.median(seconds[tp])
+            best_tps[batch][tp] = tokens / min(seconds[tp])
+            stats = model.npu_stats
+            same = torch.equal(outputs[tp], outputs["eager"])
+            print(f"{batch:>5} {tp:>3} {tokens / eager:>12.1f} {tokens / sim:>14.1f} {eager / sim:>10.2f} "
+                  f"{sim / statistics.median(seconds[args.tp[0]]):>12.2f} {str(same):>15} "
+                  f"{stats.ttft_s * 1e3:>12.3f} {stats.decode_s_per_token * 1e3:>12.3f}")
+    matrices = weight_matrices(hf_model)
+    step_bytes = sum(w.nbytes for w in matrices)
+    bandwidth = gemv_bandwidth(matrices)
+    print(f"\nbandwidth bound: a decode step reads {step_bytes / 2**20:.1f} MiB of weights; measured GEMV bandwidth "
+          f"{bandwidth / 1e9:.1f} GB/s -> {step_bytes / bandwidth * 1e3:.2f} ms/step at best")
+    print(f"{'batch':>5} {'bound tok/s':>12} " + " ".join(f"{name:>14}" for name in ["eager", *models]))
+    for batch in BATCHES:
+        bound = batch * bandwidth / step_bytes
+        shares = [f"{100 * best_tps[batch][name] / bound:>13.0f}%" for name in ["eager", *models]]
+        print(f"{batch:>5} {bound:>12.1f} " + " ".join(shares) + "   (best run's tok/s as % of the bound; "
+              "TP columns: the simulator)")
+    if args.profile:
+        for batch in BATCHES:
+            inputs = tokenizer([PROMPT] * batch, return_tensors="pt", padding=True)
+            print(f"\ncProfile, simulator TP={args.tp[0]}, batch {batch}, one generate():")
+            print(profile_top(models[args.tp[0]], inputs, args.new_tokens))
 
 
 if __name__ == "__main__":

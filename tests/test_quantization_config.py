@@ -73,7 +73,7 @@ def test_pass_names_the_layer_whose_input_features_the_group_does_not_divide():
 def test_fp8_needs_a_spec_with_an_fp8_engine_and_the_error_names_the_presets(make_checkpoint, knob):
     key = "weights" if knob.get("weights") == "fp8" else "kv_cache"
     with pytest.raises(NPUConfigError, match=rf"{key}='fp8' needs an NPU with an fp8 data path, and 'atom' has none "
-                                             r".*\(h100-sxm, rebel-quad, rngd\)"):
+                                             r".*\(h100-sxm, h200-sxm, rebel-quad, rngd\)"):
         NPUModelForCausalLM.from_pretrained(make_checkpoint("LlamaForCausalLM"), export=True,
                                             npu_config={**BASE, "npu": "atom", "quantization": knob})
 

@@ -15,6 +15,7 @@ specs) borrow the A100-80GB table and say so. Each factor carries its source as 
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from functools import lru_cache
 
@@ -67,6 +68,9 @@ _A100_40 = _table(0.87, 0.62, 0.87, 0.69, (_MAMF_A100, _STREAM_A100_40, _DECODE_
                                            _FA2_A100))
 _H100 = _table(0.80, 0.75, 0.83, 0.69, (_MAMF_H100, _STREAM_A100_80 + " (A100 figure, borrowed: no H100 streaming "
                                         "measurement found)", _DECODE_A100 + " (A100 figure, borrowed)", _FA3_H100))
+#: H200 is the H100's GH100 chip with HBM3e: the H100 factors, borrowed until bench_gpu_calibration.py has run on one.
+_H200 = {cls: Efficiency(e.compute, e.bandwidth, e.source + " [borrowed for h200-sxm: same GH100 compute, no "
+                          "H200 per-op measurement yet]") for cls, e in _H100.items()}
 
 
 @lru_cache(maxsize=None)
@@ -80,8 +84,56 @@ CALIBRATION: dict[str, dict[str, Efficiency]] = {
     "a100-80gb": _A100_80,
     "a100-40gb": _A100_40,
     "h100-sxm": _H100,
+    "h200-sxm": _H200,
     **{name: _borrowed(name) for name in ("atom", "rebel-quad", "rngd", "inferentia2")},
 }
+
+
+# ---- attention in prefill on GPUs --------------------------------------------------------------------
+#: Specs whose attention kernels keep the score matrix on chip whatever ``sram_bytes`` says: on A100/H100
+#: the attention of PyTorch SDPA, vLLM and TensorRT-LLM is FlashAttention-2/3 (tiles in shared memory).
+_FLASH_GPU = ("FlashAttention-2 (arXiv:2307.08691) on A100 and FlashAttention-3 (arXiv:2407.08608) on H100 are the "
+              "attention kernels of PyTorch SDPA / vLLM / TensorRT-LLM: scores stay in shared memory")
+FLASH_ATTENTION_SPECS: dict[str, str] = {name: _FLASH_GPU for name in ("a100-40gb", "a100-80gb", "h100-sxm",
+                                                                      "h200-sxm")}
+#: FlashAttention-3 forward, H100 SXM, bf16, head dim 128, batch x length = 16k tokens, TFLOP/s by query length:
+#: pytorch/benchmark commit ff65cb6 (PR #2391, "Fix dimension order for FlashAttention-3"), flash_v3 column.
+FA3_H100_TFLOPS = ((512, 430.32), (1024, 517.099), (2048, 565.544), (4096, 590.233), (8192, 614.234),
+                   (16384, 620.73))
+_H100_PEAK_TFLOPS = 989.0
+#: Long-sequence plateau of the fraction of peak per spec: H100/H200 the measured 16k point; A100 the top of
+#: FlashAttention-2's published 50-73% of peak (its length dependence borrowed from the H100 sweep above).
+_ATTENTION_PLATEAU = {"a100-40gb": 0.73, "a100-80gb": 0.73, "h100-sxm": 620.73 / _H100_PEAK_TFLOPS,
+                      "h200-sxm": 620.73 / _H100_PEAK_TFLOPS}
+
+
+def keeps_attention_scores_on_chip(spec_name: str) -> bool:
+    """Whether the spec's attention kernels are flash-style regardless of its declared SRAM (``FLASH_ATTENTION_SPECS``)."""
+    return spec_name in FLASH_ATTENTION_SPECS
+
+
+def prefill_attention_compute(spec_name: str, queries: int) -> float:
+    """Fraction of peak FLOP/s of flash attention over ``queries`` query tokens per sequence.
+
+    Short sequences leave the GPU's SMs partly idle (fewer query tiles per head): the measured FlashAttention-3
+    throughput grows from 430 TFLOP/s at 512 tokens to 621 at 16k (``FA3_H100_TFLOPS``). For the specs of
+    ``_ATTENTION_PLATEAU`` the fraction is the plateau times that measured curve (log-linear between its
+    points, its end values outside: below 512 tokens it is not extrapolated); other specs keep their constant
+    ``efficiency(spec, "attention").compute``.
+    """
+    plateau = _ATTENTION_PLATEAU.get(spec_name)
+    if plateau is None:
+        return efficiency(spec_name, "attention").compute
+    points = FA3_H100_TFLOPS
+    if queries <= points[0][0]:
+        tflops = points[0][1]
+    elif queries >= points[-1][0]:
+        tflops = points[-1][1]
+    else:
+        (x0, y0), (x1, y1) = next((a, b) for a, b in zip(points, points[1:]) if a[0] <= queries <= b[0])
+        t = (math.log2(queries) - math.log2(x0)) / (math.log2(x1) - math.log2(x0))
+        tflops = y0 + t * (y1 - y0)
+    return plateau * tflops / points[-1][1]
 
 
 def efficiency(spec_name: str, op_class: str) -> Efficiency:

@@ -9,6 +9,10 @@ fused kernel is faster. Attention depends on the query positions and is costed p
 unfused attention writes and reads back its score matrix (no SRAM: standard attention).
 Collectives are costed on the device link (ring algorithms), host fallback ops on the host
 link. Nothing is executed.
+
+A call's cost depends on the static shapes and, through attention, only on its *extent*
+(``call_extent``: the new tokens and the keys each flash partition length reads), so
+``call()`` computes it once per extent and returns the same figures afterwards.
 """
 
 from __future__ import annotations
@@ -18,14 +22,16 @@ from dataclasses import dataclass
 
 import torch
 
-from optimum_npu.device.calibration import HOST_FLOPS, efficiency
+from optimum_npu.device.calibration import (HOST_FLOPS, efficiency, keeps_attention_scores_on_chip,
+                                            prefill_attention_compute)
 from optimum_npu.device.fusion import find_groups, group_traffic
 from optimum_npu.device.ops import (ALL_REDUCE, ATTENTION_OPS, COLLECTIVE_OPS, FREE_OPS, GATHER_OPS, GEMV_MAX_ROWS,
                                     MATMUL_OPS, GraphIndex, argument, is_host_op, nbytes, short_name)
 from optimum_npu.device.kernels import QUANTIZED_LINEAR, SEGMENT_ATTENTION
 from optimum_npu.device.quant_cost import dequant_flops, quantized_precision
 from optimum_npu.device.spec import NPUSpec
-from optimum_npu.device.timeline import (DEQUANTIZE, DEVICE_HDMA, DEVICE_SYNC, EXTERNAL_HDMA, HOST, NEURAL_DMA,
+from optimum_npu.device.timeline import (CATEGORIES, DEQUANTIZE, DEVICE_HDMA, DEVICE_SYNC, EXTERNAL_HDMA, HOST,
+                                         NEURAL_DMA,
                                          NEURAL_ENGINE, TimelineEvent)
 from optimum_npu.schema import Graph, Node, dtype_from_name
 
@@ -34,7 +40,10 @@ SLIDING_WINDOW_ATTENTION = "npu.sliding_window_attention.default"
 _MATMUL_LEFT = {"aten.linear.default": "input", "aten.addmm.default": "mat1", "aten.mm.default": "self",
                 "aten.matmul.default": "self", "aten.bmm.default": "self", QUANTIZED_LINEAR: "input"}
 
-__all__ = ["FREE_OPS", "GraphCostModel", "OpCost", "roofline_seconds", "collective_seconds"]
+#: Distinct call extents remembered per graph (a bound on memory; each is a few hundred events).
+MAX_CACHED_CALLS = 4096
+
+__all__ = ["FREE_OPS", "CallCost", "GraphCostModel", "OpCost", "roofline_seconds", "collective_seconds"]
 
 
 @dataclass(frozen=True)
@@ -85,6 +94,17 @@ def collective_seconds(node: Node, spec: NPUSpec) -> tuple[float, float]:
     return steps / n * size / spec.link_bandwidth, steps * spec.link_latency_s
 
 
+@dataclass(frozen=True)
+class CallCost:
+    """One graph call: simulated seconds (device time, its attention part), the timeline of its ops with
+    the host copies, and that timeline summed per profiler category (``timeline.CATEGORIES``)."""
+
+    seconds: float
+    attention_seconds: float
+    timeline: tuple[TimelineEvent, ...]
+    categories: tuple[tuple[str, float], ...]
+
+
 @dataclass
 class _Unit:
     """One op or fused group on the timeline; attention units are completed per call."""
@@ -118,15 +138,19 @@ class GraphCostModel:
         fuse: run the fusion pass (groups still need to fit in ``spec.sram_bytes``).
         groups: fusion candidates already found by the compile pipeline's fuse pass (``fuse`` is then
             ignored); by default they are found on ``graph``.
+        cache_calls: remember ``call()`` results per call extent (the figures are the same either way).
     """
 
     def __init__(self, graph: Graph, spec: NPUSpec, compute_dtype: str, fuse: bool = True,
-                 groups: list | None = None):
+                 groups: list | None = None, cache_calls: bool = True):
         self.spec = spec
         self.dtype = compute_dtype
         self.index = GraphIndex(graph)
         self._shapes = self.index.shapes
         self.attention_nodes = [n for n in graph.nodes if n.op in ATTENTION_OPS]
+        self._partitions = sorted({argument(n, "partition_len", 0) for n in self.attention_nodes
+                                   if n.op != SLIDING_WINDOW_ATTENTION} - {0})
+        self._calls: dict | None = {} if cache_calls else None
         self.groups = list(groups) if groups is not None else find_groups(self.index) if fuse else []
         self.units = self._build_units()
         static = [u for u in self.units if u.attention is None]
@@ -173,6 +197,19 @@ class GraphCostModel:
             return OpCost(0.0, 2.0 * out_bytes, "elementwise")
         return OpCost(float(math.prod(out_shape)), sum(nbytes(s, d) for s, d in args) + out_bytes, "elementwise")
 
+    def call_extent(self, positions: torch.Tensor | None) -> tuple[int, tuple[int, ...]]:
+        """What the attention cost of a call reads from its query positions [B, S] (-1 = padding): the
+        number of new tokens, and for each flash partition length of the graph the keys read in the call
+        (each row's context rounded up to whole partitions, summed over rows). Calls with the same
+        extent cost exactly the same."""
+        if not self.attention_nodes:
+            return 0, ()
+        new_tokens = int((positions >= 0).sum())
+        if not self._partitions:
+            return new_tokens, ()
+        context = (positions.max(dim=1).values + 1).tolist()                          # 0 for padding rows
+        return new_tokens, tuple(sum(-(-ctx // p) * p for ctx in context) for p in self._partitions)
+
     def attention_cost(self, node: Node, positions: torch.Tensor, fused: bool = True) -> OpCost:
         """Cost of one attention call given the query positions [B, S] (-1 = padding).
 
@@ -182,25 +219,24 @@ class GraphCostModel:
         the sliding-window kernel reads its ring plus the new tokens. Unfused, the score
         matrix [B, H, S, keys] is written, read by the softmax, written and read again.
         """
+        return self._attention_cost(node, self.call_extent(positions), fused)
+
+    def _attention_cost(self, node: Node, extent: tuple[int, tuple[int, ...]], fused: bool) -> OpCost:
         q_shape, q_dtype = self._arg_shape(node, "query")
         cache_shape, cache_dtype = self._cache_shape(node)
         batch, seq, heads, head_dim = q_shape
         kv_heads = cache_shape[1]
+        new_tokens, partition_keys = extent
         if node.op == SLIDING_WINDOW_ATTENTION:
-            keys_per_row = [cache_shape[2] + seq] * batch
+            keys = (cache_shape[2] + seq) * batch
         else:
-            table_shape, _ = self._arg_shape(node, "block_table")
-            static_keys = table_shape[1] * cache_shape[2]
             partition = argument(node, "partition_len", 0)
             if partition:
-                context = (positions.max(dim=1).values + 1).tolist()                 # 0 for padding rows
-                keys_per_row = [-(-ctx // partition) * partition for ctx in context]
+                keys = partition_keys[self._partitions.index(partition)]
             else:
-                keys_per_row = [static_keys] * batch
-        keys = sum(keys_per_row)
+                keys = self._arg_shape(node, "block_table")[0][1] * cache_shape[2] * batch
         itemsize = dtype_from_name(cache_dtype).itemsize
         flops = 4.0 * heads * head_dim * seq * keys
-        new_tokens = int((positions >= 0).sum())
         kv_bytes = (keys + new_tokens) * 2 * kv_heads * head_dim * itemsize
         if argument(node, "k_scale") is not None:  # fp8 cache: a float32 scale per cached token and head
             kv_bytes += (keys + new_tokens) * 2 * kv_heads * 4
@@ -241,7 +277,8 @@ class GraphCostModel:
         """The fused unit of a group, or None when it does not fit in SRAM or is not faster."""
         nodes = [self.index.nodes[name] for name in group.members]
         if group.pattern == "attention":
-            fits = self._attention_tile_bytes(nodes[0]) <= self.spec.sram_bytes
+            fits = (self._attention_tile_bytes(nodes[0]) <= self.spec.sram_bytes
+                    or keeps_attention_scores_on_chip(self.spec.name))
             return _Unit(group.name, group.members, attention=nodes[0], fused=True) if fits else None
         if any(n.op in COLLECTIVE_OPS or is_host_op(n) for n in nodes):
             return None
@@ -275,9 +312,14 @@ class GraphCostModel:
         return units
 
     # ---- per call -----------------------------------------------------------------------------
-    def _attention_split(self, unit: _Unit, positions: torch.Tensor) -> tuple[float, float, OpCost]:
-        cost = self.attention_cost(unit.attention, positions, fused=unit.fused)
-        return (*_compute_memory(cost, self.spec, self.dtype), cost)
+    def _attention_split(self, unit: _Unit, extent: tuple) -> tuple[float, float, OpCost]:
+        cost = self._attention_cost(unit.attention, extent, fused=unit.fused)
+        compute, memory = _compute_memory(cost, self.spec, self.dtype)
+        queries = self._arg_shape(unit.attention, "query")[0][1]
+        if queries > GEMV_MAX_ROWS:   # prefill: flash attention's efficiency grows with the sequence
+            compute = cost.flops / (self.spec.peak_flops_for(self.dtype)
+                                    * prefill_attention_compute(self.spec.name, queries))
+        return compute, memory, cost
 
     def call_seconds(self, positions: torch.Tensor) -> tuple[float, float]:
         """(total, attention) simulated seconds of one graph call with query positions [B, S].
@@ -285,8 +327,27 @@ class GraphCostModel:
         The total includes collectives and host fallback ops; not the host<->device copies
         of the graph's inputs and outputs (the runtime costs those on the host link).
         """
-        attention = sum(max(self._attention_split(u, positions)[:2]) for u in self.units if u.attention is not None)
+        return self._call_seconds(self.call_extent(positions))
+
+    def _call_seconds(self, extent: tuple) -> tuple[float, float]:
+        attention = sum(max(self._attention_split(u, extent)[:2]) for u in self.units if u.attention is not None)
         return self.static_seconds + attention, attention
+
+    def call(self, positions: torch.Tensor | None, host_in_bytes: int = 0, host_out_bytes: int = 0) -> CallCost:
+        """``call_seconds`` and ``timeline`` of one call together, computed once per call extent and copy sizes."""
+        key = (self.call_extent(positions), host_in_bytes, host_out_bytes)
+        cached = self._calls.get(key) if self._calls is not None else None
+        if cached is not None:
+            return cached
+        seconds, attention = self._call_seconds(key[0])
+        events = tuple(self._timeline(key[0], host_in_bytes, host_out_bytes))
+        categories = dict.fromkeys(CATEGORIES, 0.0)
+        for event in events:
+            categories[event.category] += event.duration_s
+        result = CallCost(seconds, attention, events, tuple(categories.items()))
+        if self._calls is not None and len(self._calls) < MAX_CACHED_CALLS:
+            self._calls[key] = result
+        return result
 
     def timeline(self, positions: torch.Tensor, host_in_bytes: int = 0,
                  host_out_bytes: int = 0) -> list[TimelineEvent]:
@@ -299,6 +360,9 @@ class GraphCostModel:
         Returns:
             Events tiling ``call_seconds(positions)[0]`` plus the copies, without overlap.
         """
+        return self._timeline(self.call_extent(positions), host_in_bytes, host_out_bytes)
+
+    def _timeline(self, extent: tuple, host_in_bytes: int, host_out_bytes: int) -> list[TimelineEvent]:
         events: list[TimelineEvent] = []
         clock = 0.0
 
@@ -314,7 +378,7 @@ class GraphCostModel:
             args = {"nodes": ",".join(unit.nodes), "flops": unit.flops, "bytes": unit.bytes}
             compute, memory = unit.compute_s, unit.memory_s
             if unit.attention is not None:
-                compute, memory, cost = self._attention_split(unit, positions)
+                compute, memory, cost = self._attention_split(unit, extent)
                 args.update(flops=cost.flops, bytes=cost.bytes)
             if unit.link_s or unit.sync_s:
                 emit(unit.name, DEVICE_SYNC, unit.sync_s, args)

@@ -27,7 +27,6 @@ from optimum_npu.device.memory import check_host_allocation
 from optimum_npu.device.profiler import Profiler
 from optimum_npu.device.segments import SegmentedProgram
 from optimum_npu.device.spec import NPUSpec
-from optimum_npu.device.timeline import CATEGORIES
 from optimum_npu.schema import Graph, TensorSpec, dtype_from_name
 
 #: Input kind of the device-resident state the graphs of one engine share (allocated once per rank).
@@ -206,17 +205,13 @@ class DeviceEngine:
         tensors = outputs if isinstance(outputs, tuple) else (outputs,)
         in_bytes = sum(t.nbytes for t in inputs.values())
         out_bytes = sum(t.nbytes for t in tensors)
-        cost = self.costs[name]
-        seconds, attention = cost.call_seconds(positions)
+        call = self.costs[name].call(positions, in_bytes, out_bytes)   # computed once per call extent
         host = (in_bytes + out_bytes) / self.spec.host_link_bandwidth
-        timeline = cost.timeline(positions, in_bytes, out_bytes)
-        categories = dict.fromkeys(CATEGORIES, 0.0)
-        for event in timeline:
-            categories[event.category] += event.duration_s
         if self.profiler is not None:
-            self.profiler.record_call(self.devices, name, phase, timeline)
-        self.advance(seconds + host)
-        return outputs, CallRecord(name, phase, seconds, attention, host, in_bytes + out_bytes, categories)
+            self.profiler.record_call(self.devices, name, phase, call.timeline)
+        self.advance(call.seconds + host)
+        return outputs, CallRecord(name, phase, call.seconds, call.attention_seconds, host, in_bytes + out_bytes,
+                                   dict(call.categories))
 
     def advance(self, seconds: float) -> None:
         """Advances every local device's clock; collectives keep the ranks in step."""

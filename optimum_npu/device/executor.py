@@ -82,15 +82,6 @@ def _no_op_source(node: Node, dtypes: dict[str, str]) -> str | None:
     return source
 
 
-class _Slot:
-    """A reference to the value in slot ``index`` of the interpreter's value list."""
-
-    __slots__ = ("index",)
-
-    def __init__(self, index: int):
-        self.index = index
-
-
 class _SlotList:
     """A list argument holding references (``aten.cat``'s tensors): rebuilt at each call."""
 
@@ -103,10 +94,14 @@ class _SlotList:
         return [_value(item, values) for item in self.items]
 
 
+class _Slot(int):
+    """The index of a value in the interpreter's value list (an ``int`` that says it is a reference)."""
+
+
 def _value(item: Any, values: list) -> Any:
     kind = type(item)
     if kind is _Slot:
-        return values[item.index]
+        return values[item]
     if kind is _SlotList:
         return item.build(values)
     return item
@@ -122,6 +117,36 @@ def _template(encoded: Any, slot_of: dict[str, int]) -> Any:
     if isinstance(encoded, dict) and "ref" in encoded:
         return _Slot(slot_of[encoded["ref"]])
     return decode_arg(encoded, lambda name: None)
+
+
+def _fills(template: Iterable[tuple[Any, Any]]) -> tuple:
+    """The (position or keyword, slot or slot list) pairs of a template that are filled at each call."""
+    return tuple((key, item) for key, item in template if type(item) in (_Slot, _SlotList))
+
+
+class _Step:
+    """One node, resolved once: constant arguments in place, and the places its values are filled in."""
+
+    __slots__ = ("fn", "args", "arg_fills", "kwargs", "kwarg_fills", "slot")
+
+    def __init__(self, fn: Callable, args: list, kwargs: dict, slot: int):
+        if isinstance(fn, torch._ops.OpOverload):
+            fn = fn._op   # what OpOverload.__call__ forwards to: the same dispatcher call, one Python frame less
+        self.fn, self.args, self.kwargs, self.slot = fn, args, kwargs, slot
+        self.arg_fills = _fills(enumerate(args))
+        self.kwarg_fills = _fills(kwargs.items())
+
+    def __call__(self, values: list) -> Any:
+        args, kwargs = self.args, self.kwargs
+        if self.arg_fills:
+            args = args.copy()
+            for position, item in self.arg_fills:
+                args[position] = _value(item, values)
+        if self.kwarg_fills:
+            kwargs = dict(kwargs)
+            for key, item in self.kwarg_fills:
+                kwargs[key] = _value(item, values)
+        return self.fn(*args, **kwargs)
 
 
 class NodeProgram:
@@ -144,7 +169,7 @@ class NodeProgram:
         for input_name in input_names:
             slot_of[input_name] = len(slot_of)
         self.num_inputs = len(slot_of)
-        self.steps: list[tuple[Callable, list, dict, int]] = []
+        self.steps: list[_Step] = []
         self.step_nodes: list[Node] = []
         for node in nodes:
             if dtypes is not None and node.op in _ASSERTS and node.name not in output_names:
@@ -156,7 +181,7 @@ class NodeProgram:
             args = [_template(a, slot_of) for a in node.args]
             kwargs = {k: _template(v, slot_of) for k, v in node.kwargs.items()}
             slot_of[node.name] = len(slot_of)
-            self.steps.append((resolve_op(node.op, kernels), args, kwargs, slot_of[node.name]))
+            self.steps.append(_Step(resolve_op(node.op, kernels), args, kwargs, slot_of[node.name]))
             self.step_nodes.append(node)
         self.num_slots = len(slot_of)
         self.slot_of = slot_of
@@ -167,9 +192,8 @@ class NodeProgram:
         values: list[Any] = list(inputs) + [None] * (self.num_slots - len(inputs))
         index = 0
         try:
-            for index, (fn, args, kwargs, slot) in enumerate(self.steps):
-                values[slot] = fn(*[_value(a, values) for a in args],
-                                  **{k: _value(v, values) for k, v in kwargs.items()})
+            for index, step in enumerate(self.steps):
+                values[step.slot] = step(values)
         except (RuntimeError, ValueError, TypeError, IndexError, KeyError, OverflowError, ZeroDivisionError) as err:
             node = self.step_nodes[index]
             first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__

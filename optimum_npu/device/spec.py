@@ -163,6 +163,15 @@ PRESETS: dict[str, NPUSpec] = {
             source="NVIDIA H100 datasheet: BF16 989 TFLOPS dense, FP32 67 TFLOPS, 80 GB HBM3 3.35 TB/s, "
                    "NVLink 900 GB/s bidirectional",
         ),
+        NPUSpec(
+            name="h200-sxm", dram_bytes=141 * GB, dram_bandwidth=4.8e12, sram_bytes=0,
+            peak_flops={"bfloat16": 989 * TFLOPS, "float16": 989 * TFLOPS, "float8": 1979 * TFLOPS,
+                        "float32": 67 * TFLOPS},
+            link_bandwidth=450 * GB, link_latency_s=2e-6, host_link_bandwidth=64 * GB, devices_per_node=8,
+            source="NVIDIA H200 product page / datasheet (H200 SXM): 141 GB HBM3e 4.8 TB/s, BF16 989 TFLOPS "
+                   "dense (1,979 with sparsity), FP8 1,979 dense, FP32 67 TFLOPS, NVLink 900 GB/s bidirectional, "
+                   "PCIe Gen5 128 GB/s bidirectional",
+        ),
     )
 }
 

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import torch
 
+from optimum_npu.device.kernels.call_memo import CallMemo
+
 
 def allowed_mask(key_pos: torch.Tensor, query_pos: torch.Tensor, window: int) -> torch.Tensor:
     """key_pos [B, T], query_pos [B, S] (-1 = invalid) -> [B, S, T]: causal, inside the window (0 = none)."""
@@ -12,6 +14,18 @@ def allowed_mask(key_pos: torch.Tensor, query_pos: torch.Tensor, window: int) ->
     if window:
         allowed &= (queries - keys) < window
     return allowed
+
+
+def _grouped_mask(key_pos: torch.Tensor, query_pos: torch.Tensor, window: int, kv_heads: int,
+                  group: int) -> torch.Tensor:
+    """``allowed_mask`` repeated for the ``group`` query heads of each of ``kv_heads``: [B, KVH, G*S, T]."""
+    allowed = allowed_mask(key_pos, query_pos, window)                                # [B, S, T]
+    batch, seq, _ = allowed.shape
+    return allowed[:, None, None].expand(batch, kv_heads, group, seq, -1).reshape(batch, kv_heads, group * seq, -1)
+
+
+#: The masked-out keys of the last call (every layer of a graph call shares its positions).
+_MASKS = CallMemo()
 
 
 def _scores(q: torch.Tensor, keys: torch.Tensor, scale: float, softcap: float) -> torch.Tensor:
@@ -34,20 +48,19 @@ def attend(query: torch.Tensor, keys: torch.Tensor, values: torch.Tensor, key_po
     kv_heads = keys.shape[1]
     group = heads // kv_heads
     q = query.permute(0, 2, 1, 3).reshape(batch, kv_heads, group * seq, head_dim)   # [B, KVH, G*S, D]
-    allowed = allowed_mask(key_pos, query_pos, window)                                # [B, S, T]
-    allowed = allowed[:, None, None].expand(batch, kv_heads, group, seq, -1).reshape(
-        batch, kv_heads, group * seq, -1)                                            # [B, KVH, G*S, T]
+    blocked = _MASKS.get((key_pos, query_pos), (window, kv_heads, group),
+                         lambda: ~_grouped_mask(key_pos, query_pos, window, kv_heads, group))  # [B, KVH, G*S, T]
     if partition_len:
-        out = _attend_partitioned(q, keys, values, allowed, scale, softcap, partition_len, key_pos, query_pos)
+        out = _attend_partitioned(q, keys, values, blocked, scale, softcap, partition_len, key_pos, query_pos)
     else:
-        scores = _scores(q, keys, scale, softcap).masked_fill(~allowed, float("-inf"))
+        scores = _scores(q, keys, scale, softcap).masked_fill(blocked, float("-inf"))
         probs = torch.softmax(scores, dim=-1).nan_to_num_(0.0)                        # fully masked rows -> 0
         out = torch.matmul(probs, values.float())                                     # [B, KVH, G*S, D]
     out = out.view(batch, heads, seq, head_dim).permute(0, 2, 1, 3)                  # [B, S, H, D]
     return out.to(query.dtype).contiguous()
 
 
-def _attend_partitioned(q, keys, values, allowed, scale, softcap, partition_len, key_pos, query_pos):
+def _attend_partitioned(q, keys, values, blocked, scale, softcap, partition_len, key_pos, query_pos):
     """Online-softmax attention over key partitions; returns [B, KVH, G*S, D] in float32."""
     rows = q.shape[:3]
     running_max = torch.full(rows, float("-inf"))                                     # [B, KVH, G*S]
@@ -59,7 +72,7 @@ def _attend_partitioned(q, keys, values, allowed, scale, softcap, partition_len,
             break
         stop = start + partition_len
         scores = _scores(q, keys[:, :, start:stop], scale, softcap)
-        scores = scores.masked_fill(~allowed[..., start:stop], float("-inf"))        # [B, KVH, G*S, P]
+        scores = scores.masked_fill(blocked[..., start:stop], float("-inf"))        # [B, KVH, G*S, P]
         new_max = torch.maximum(running_max, scores.amax(dim=-1))
         safe_max = torch.where(torch.isinf(new_max), torch.zeros_like(new_max), new_max)
         correction = torch.exp(running_max - safe_max)                                # 0 when running_max=-inf

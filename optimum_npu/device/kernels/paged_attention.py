@@ -17,6 +17,7 @@ import torch
 from torch.library import custom_op
 
 from optimum_npu.device.kernels.attention_math import attend
+from optimum_npu.device.kernels.call_memo import CallMemo
 from optimum_npu.device.kernels.kv_quant import load_kv, store_kv
 
 
@@ -36,25 +37,44 @@ def paged_attention_kernel(
 ) -> torch.Tensor:
     """query [B, S, H, D]; key/value [B, S, KVH, D]; caches [NB, KVH, BS, D]; scales (fp8 cache) [NB, KVH, BS];
     block_table [B, MB] int32; positions [B, S] int64 (-1 = padding). Returns [B, S, H, D]."""
-    block_size = k_cache.shape[2]
-    rows, cols = (positions >= 0).nonzero(as_tuple=True)                    # [N], [N]
+    rows, cols, blocks, offsets, table, key_pos = _MEMO.get(
+        (positions, block_table), (k_cache.shape[2],), lambda: _call_indices(positions, block_table, k_cache.shape[2]))
     if rows.numel() == 0:
         return torch.zeros_like(query)
-    token_pos = positions[rows, cols]                                       # [N]
-    blocks = block_table[rows, token_pos // block_size].long()              # [N]
-    offsets = token_pos % block_size                                        # [N]
     store_kv(k_cache, k_scale, (blocks, slice(None), offsets), key[rows, cols])      # [N, KVH, D]
     store_kv(v_cache, v_scale, (blocks, slice(None), offsets), value[rows, cols])
-
-    context = int(token_pos.max()) + 1
-    table = block_table[:, : -(-context // block_size)].long()              # [B, nb]
+    context = key_pos.shape[1]
     keys = _gathered(k_cache, k_scale, table, context)                      # [B, KVH, T, D]
     values = _gathered(v_cache, v_scale, table, context)                    # [B, KVH, T, D]
-    key_pos = torch.arange(context).expand(query.shape[0], context)         # [B, T]
     return attend(query, keys, values, key_pos, positions, scale, softcap=softcap, partition_len=partition_len)
 
 
-def _gathered(cache: torch.Tensor, scales: torch.Tensor | None, table: torch.Tensor, context: int) -> torch.Tensor:
+#: The index arithmetic of the last call (the same for every layer of a graph call).
+_MEMO = CallMemo()
+
+
+def _call_indices(positions: torch.Tensor, block_table: torch.Tensor, block_size: int) -> tuple:
+    """Valid query rows/columns [N], their cache blocks and offsets [N], the context's block table [B, nb]
+    (or, when that is one block per row on consecutive blocks, their ``slice``) and key positions [B, T]
+    (T = the context: the last position + 1)."""
+    rows, cols = (positions >= 0).nonzero(as_tuple=True)                    # [N], [N]
+    if rows.numel() == 0:
+        return rows, cols, None, None, None, None
+    token_pos = positions[rows, cols]                                       # [N]
+    blocks = block_table[rows, token_pos // block_size].long()              # [N]
+    offsets = token_pos % block_size                                        # [N]
+    context = int(token_pos.max()) + 1
+    table = block_table[:, : -(-context // block_size)].long()              # [B, nb]
+    if table.shape[1] == 1:
+        first = int(table[0, 0])
+        if table[:, 0].tolist() == list(range(first, first + table.shape[0])):
+            table = slice(first, first + table.shape[0])                    # the rows' blocks, in order
+    key_pos = torch.arange(context).expand(positions.shape[0], context)     # [B, T]
+    return rows, cols, blocks, offsets, table, key_pos
+
+
+def _gathered(cache: torch.Tensor, scales: torch.Tensor | None, table: torch.Tensor | slice,
+              context: int) -> torch.Tensor:
     """The first ``context`` cached tokens [B, KVH, T, D], dequantised when the cache has scales [NB, KVH, BS]."""
     values = _gather_context(cache, table, context)
     if scales is None:
@@ -62,8 +82,11 @@ def _gathered(cache: torch.Tensor, scales: torch.Tensor | None, table: torch.Ten
     return load_kv(values, _gather_context(scales[..., None], table, context)[..., 0])
 
 
-def _gather_context(cache: torch.Tensor, table: torch.Tensor, context: int) -> torch.Tensor:
-    """cache [NB, KVH, BS, D], table [B, nb] -> the first ``context`` cached tokens [B, KVH, T, D]."""
+def _gather_context(cache: torch.Tensor, table: torch.Tensor | slice, context: int) -> torch.Tensor:
+    """cache [NB, KVH, BS, D], table [B, nb] -> the first ``context`` cached tokens [B, KVH, T, D]
+    (a view of the cache when ``table`` is a slice of consecutive single blocks)."""
+    if isinstance(table, slice):
+        return cache[table, :, :context]
     batch, num_blocks = table.shape
     _, kv_heads, block_size, head_dim = cache.shape
     if num_blocks == 1:
