@@ -126,3 +126,18 @@ def test_generate_options_prompt_file_prefix_caching_and_stream_refusal(llama, t
     assert "--stream prints one sequence" in capsys.readouterr().err
     assert main(["generate", str(llama.artifact), "--prompt-file", str(tmp_path / "missing.txt")]) == 2
     assert "--prompt-file" in capsys.readouterr().err
+
+
+@pytest.mark.slow
+def test_demo_runs_leaves_nothing_behind_and_prints_only_text(tmp_path, monkeypatch, capsys):
+    """The README's main command: compiles, reloads, matches eager Transformers, removes its temporary folder."""
+    import tempfile
+
+    from optimum_npu.cli import main
+
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
+    assert main(["demo"]) == 0
+    out = capsys.readouterr().out
+    assert "greedy tokens vs eager Transformers on the same model: identical" in out
+    assert "removed at the end" in out and list(tmp_path.iterdir()) == []
+    assert all(ch.isprintable() or ch == "\n" for ch in out), "non-printable bytes reached the terminal"

@@ -185,12 +185,17 @@ def cmd_demo(args: argparse.Namespace) -> None:
                                   "A third prompt, long enough to need two prefill chunks of thirty-two tokens."]
     params = sum(p.numel() for p in hf_model.parameters())
     print(f"built a random-weight {args.architecture} ({params / 1e6:.1f}M parameters) in code")
-    with tempfile.TemporaryDirectory() as tmp:
+    with tempfile.TemporaryDirectory(prefix="optimum-npu-demo-") as tmp:
         tokenizer.save_pretrained(tmp)
         model = NPUModelForCausalLM.from_model(hf_model, npu_config=_npu_config_from_args(args), tokenizer_dir=tmp)
-    target = args.output or Path(tempfile.mkdtemp(prefix="optimum-npu-demo-")) / "model-npu"
-    model.save_pretrained(target)
-    print(f"compiled graphs {', '.join(model.npu_graphs)} -> {target}")
-    reloaded = NPUModelForCausalLM.from_pretrained(target)
-    print("(random weights: the text is noise; the figures are what the demo shows)")
-    _generate(reloaded, tokenizer, args, reference=hf_model)
+        target = args.output or Path(tmp) / "model-npu"  # without --output nothing is left behind
+        model.save_pretrained(target)
+        kept = f"saved in {target}" if args.output else "in a temporary folder removed at the end (--output keeps it)"
+        print(f"compiled graphs {', '.join(model.npu_graphs)}: {kept}")
+        model.release()
+        reloaded = NPUModelForCausalLM.from_pretrained(target)
+        try:
+            print("(random weights: the text is noise, shown as repr; the figures are what the demo shows)")
+            _generate(reloaded, tokenizer, args, reference=hf_model)
+        finally:
+            reloaded.release()
