@@ -81,6 +81,12 @@ def test_export_then_generate(tmp_path):
     assert stats["buckets"] == {"prefill": 3, "decoder_batch_2": 4}  # 5 + 20 tokens -> 1 + 2 chunks of 16
     assert stats["sequences"] == 2 and stats["ttft_ms"] > 0 and stats["tokens_per_s"] > 0
 
+    again = run_cli("export", str(checkpoint), str(tmp_path / "again"), "--max-seq-len", "64", "--batch-size", "2",
+                    "--decoder-batch-sizes", "1,2", "--prefill-chunk-size", "16")
+    assert again.returncode == 0, again.stderr
+    assert "reused the compiled artifact from the compile cache (key " in again.stdout
+    assert "compiling graphs" not in again.stderr
+
 
 @pytest.mark.slow
 def test_bad_knob_is_a_clean_error(tmp_path):

@@ -74,3 +74,14 @@ def test_batch_two_uses_the_batch_two_graph_and_is_cheaper_per_token(model):
     double = model.npu_stats
     assert double.buckets["decoder_batch_2"] == 5 and "decoder_batch_1" not in double.buckets
     assert double.tokens_per_s > 1.5 * single.tokens_per_s  # weights are read once per step for both rows
+
+
+def test_ttft_per_request_in_prefill_order(llama):
+    """Rows prefill one after another: each row's first token waits for the rows before it; the last is the total."""
+    ids = torch.tensor([[1, 5, 6, 7, 8], [1, 9, 10, 11, 12], [1, 13, 14, 15, 16]])
+    llama.model.generate(ids, attention_mask=torch.ones_like(ids), max_new_tokens=2, do_sample=False)
+    stats = llama.model.npu_stats
+    ttft = stats.request_ttft_s
+    assert len(ttft) == 3 and 0 < ttft[0] < ttft[1] < ttft[2] == pytest.approx(stats.ttft_s)
+    text = str(stats)
+    assert "TTFT per request" in text and "3 requests prefilled in turn" in text and "3 prefill chunks" in text

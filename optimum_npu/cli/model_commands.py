@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
+import logging
 import tempfile
 from pathlib import Path
 
@@ -137,9 +139,34 @@ def _family(model: str, hub: dict):
 def cmd_export(args: argparse.Namespace) -> None:
     path, family = _family(args.model, {"revision": args.revision} if args.revision else {})
     npu_config = family.export_config(_npu_config_from_args(args), {"visual_buckets": args.visual_buckets})
-    model = family.model_class.from_pretrained(path, export=True, npu_config=npu_config)
+    with _cache_hits() as hits:
+        model = family.model_class.from_pretrained(path, export=True, npu_config=npu_config)
     model.save_pretrained(args.output)
-    print(f"compiled {family.summary(model)} into {args.output}")
+    for hit in hits:
+        print(f"reused the compiled artifact from the compile cache ({hit}); OPTIMUM_NPU_DISABLE_CACHE=1 recompiles")
+    print(f"{'wrote' if hits else 'compiled'} {family.summary(model)} into {args.output}")
+
+
+@contextlib.contextmanager
+def _cache_hits():
+    """Collects the compile cache's hit reports (``compile cache hit <key> (<root>) ...``) while exporting."""
+    hits: list[str] = []
+
+    class Collect(logging.Handler):
+        def emit(self, record: logging.LogRecord) -> None:
+            message = record.getMessage()
+            if message.startswith("compile cache hit "):
+                hits.append("key " + message.removeprefix("compile cache hit ").split(" in ")[0])
+
+    cache_logger = logging.getLogger("optimum_npu.hub.cache")
+    handler, level = Collect(logging.INFO), cache_logger.level
+    cache_logger.addHandler(handler)
+    cache_logger.setLevel(logging.INFO)
+    try:
+        yield hits
+    finally:
+        cache_logger.removeHandler(handler)
+        cache_logger.setLevel(level)
 
 
 #: Files any of which makes a folder loadable by ``AutoTokenizer``.

@@ -59,6 +59,7 @@ class BatchSession:
             while logits is None:
                 logits = self.runner.prefill(seq)
             rows.append(logits)
+            stats.request_ttft_s.append(stats.ttft_s)  # prefills run one after another: this row's first token
         return torch.stack(rows)
 
     def step(self, tokens: list[int]) -> torch.Tensor:

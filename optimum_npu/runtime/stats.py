@@ -43,6 +43,8 @@ class NPUStats:
     kv_pools: dict[str, int] = field(default_factory=dict)
     tensor_parallel_size: int = 1
     visual: Any = None  # VisualStats of a vision-language model's prefill (bucket per image, padding)
+    #: Simulated time to each row's first token (rows prefill one after another, so row i waits for rows < i).
+    request_ttft_s: list[float] = field(default_factory=list)
 
     def record(self, step: StepRecord) -> None:
         self.steps.append(step)
@@ -99,7 +101,7 @@ class NPUStats:
         used = sum(self.memory.values())
         lines = [
             f"simulated NPU: {self.device}",
-            f"  TTFT (all prefills)     {self.ttft_s * 1e3:10.3f} ms   ({len(self._phase('prefill'))} prefill chunks)",
+            f"  TTFT (all prefills)     {self.ttft_s * 1e3:10.3f} ms   ({_count(len(self._phase('prefill')), 'prefill chunk')})",
             f"  decode                  {self.decode_s_per_token * 1e3:10.3f} ms/step ({self.decode_steps} steps)",
             f"  decode throughput       {self.tokens_per_s:10.1f} tokens/s",
             "  graphs used             " + ", ".join(f"{g} x{n}" for g, n in sorted(self.buckets.items())),
@@ -107,6 +109,10 @@ class NPUStats:
             f" ({100 * used / max(self.memory_capacity, 1):.2f}%)"
             + (f" x {self.tensor_parallel_size} devices" if self.tensor_parallel_size > 1 else ""),
         ]
+        if len(self.request_ttft_s) > 1:
+            ordered = sorted(self.request_ttft_s)
+            lines.insert(2, f"  TTFT per request        {ordered[(len(ordered) - 1) // 2] * 1e3:10.3f} ms p50, "
+                            f"{ordered[-1] * 1e3:.3f} ms max ({len(ordered)} requests prefilled in turn)")
         lines += [f"    {category:<10} {format_bytes(nbytes):>12}" for category, nbytes in self.memory.items()]
         lines.append(f"  paged KV pool           {self.kv_blocks_peak} of {self.kv_blocks_total} blocks used at peak"
                      f" ({format_bytes(self.kv_pools.get('paged', 0))})")
@@ -119,3 +125,8 @@ class NPUStats:
         if self.prefix_hit_tokens:
             lines.append(f"  prefix cache hits       {self.prefix_hit_tokens} tokens not prefilled")
         return "\n".join(lines)
+
+
+def _count(n: int, noun: str) -> str:
+    """``"1 prefill chunk"``, ``"3 prefill chunks"``."""
+    return f"{n} {noun}" if n == 1 else f"{n} {noun}s"
