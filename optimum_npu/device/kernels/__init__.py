@@ -5,6 +5,7 @@ compiled graph; the device runs the same implementation.
 """
 
 from optimum_npu.device.kernels import collectives  # noqa: F401  (registers npu.all_reduce / npu.all_gather)
+from optimum_npu.device.kernels.moe import moe_kernel
 from optimum_npu.device.kernels.paged_attention import paged_attention_kernel
 from optimum_npu.device.kernels.quantized_linear import quantized_linear_kernel
 from optimum_npu.device.kernels.segment_attention import segment_attention_kernel
@@ -17,6 +18,7 @@ KERNELS = {
     "npu.sliding_window_attention.default": sliding_window_attention_kernel,
     "npu.segment_attention.default": segment_attention_kernel,
     "npu.quantized_linear.default": quantized_linear_kernel,
+    "npu.moe.default": moe_kernel,
 }
 #: Kernels whose cost depends on the run-time context (costed per call by the cost model).
 ATTENTION_OPS = ("npu.paged_attention.default", "npu.sliding_window_attention.default")
@@ -26,3 +28,5 @@ SEGMENT_ATTENTION = "npu.segment_attention.default"
 COLLECTIVE_OPS = (ALL_REDUCE, ALL_GATHER)
 #: A linear layer over quantized weights and their scales (``quantized_linear``).
 QUANTIZED_LINEAR = "npu.quantized_linear.default"
+#: Mixture-of-experts feed-forward: routing, experts and weighted combine (``moe``).
+MOE = "npu.moe.default"
