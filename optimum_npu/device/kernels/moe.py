@@ -21,8 +21,26 @@ and ``npu.all_to_all`` sends the results back.
 
 from __future__ import annotations
 
+from contextlib import contextmanager
+from contextvars import ContextVar
+
 import torch
 from torch.library import custom_op
+
+#: Where ``moe_experts_kernel`` records, per call, (the model's experts, tokens routed to each held expert).
+_ROUTING_LOG: ContextVar[list | None] = ContextVar("npu_moe_routing_log", default=None)
+
+
+@contextmanager
+def record_routing():
+    """Collects the routing of every MoE kernel run inside the block (in this thread): yields a list that fills
+    with ``(num_experts, (tokens routed to each expert the rank holds, ...))`` per kernel call, in run order."""
+    log: list = []
+    token = _ROUTING_LOG.set(log)
+    try:
+        yield log
+    finally:
+        _ROUTING_LOG.reset(token)
 
 
 def route(router_logits: torch.Tensor, top_k: int, normalize: bool,
@@ -45,6 +63,8 @@ def moe_experts_kernel(tokens: torch.Tensor, expert_weights: torch.Tensor, gate_
     """
     out = torch.zeros_like(tokens)                                           # [N, H]
     routed = expert_weights != 0                                             # [N, X]
+    if (log := _ROUTING_LOG.get()) is not None:
+        log.append((num_experts, tuple(routed.sum(dim=0).tolist())))
     for expert in routed.any(dim=0).nonzero()[:, 0].tolist():               # ascending, as HF
         rows = routed[:, expert].nonzero()[:, 0]                             # [n]
         gate, up = torch.nn.functional.linear(tokens[rows], gate_up[expert]).chunk(2, dim=-1)   # [n, I] each
