@@ -78,6 +78,12 @@ def test_expert_parallel_2_matches_eager(architecture, tokenizer):
         for prompts in ([LONG_PROMPT], BATCH_PROMPTS):
             inputs = tokenizer(prompts, return_tensors="pt", padding=True)
             assert_same_generation(model.generate(**inputs, **GREEDY), reference.generate(**inputs, **GREEDY))
+            stats = model.npu_stats
+            if len(prompts) == 1:  # one token per decode step activates exactly top_k experts per layer
+                assert stats.experts_activated_per_step("decode") == reference.config.num_experts_per_tok
+            imbalance = stats.expert_load_imbalance("decode")  # 1 = balanced, 2 = every token on one device
+            assert 1.0 <= imbalance <= 2.0
+            assert f"load imbalance {imbalance:.2f}" in str(stats)
         ops = {node.op for cost in model._runtime.engine.costs.values() for node in cost.index.graph.nodes}
         assert {"npu.moe_dispatch.default", "npu.all_to_all.default", "npu.moe_experts.default"} <= ops
         assert "npu.moe.default" not in ops
