@@ -43,12 +43,14 @@ def check_quantization(config: QuantizationConfig | None, model: DecoderModelCon
         raise error(str(err)) from None
 
 
-def weight_bytes(model: DecoderModelConfig, config: QuantizationConfig | None, itemsize: int, tp: int) -> int:
+def weight_bytes(model: DecoderModelConfig, config: QuantizationConfig | None, itemsize: int, tp: int,
+                 ep: int = 1) -> int:
     """Bytes of the transformer layers' weights on one device (everything but the embedding and logits tables):
     quantized values and their scales when ``config`` quantizes weights (norms and biases counted as quantized:
-    a shape estimate)."""
+    a shape estimate). Routed experts are spread over ``ep`` devices, replicated when ``ep`` is 1."""
     table = model.vocab_size * model.hidden_size
-    layers = (model.num_parameters - table * (1 if model.tie_word_embeddings else 2)) // tp
+    routed = model.moe_layers * model.num_experts * 3 * model.hidden_size * model.moe_intermediate_size
+    layers = (model.num_parameters - table * (1 if model.tie_word_embeddings else 2) - routed) // tp + routed // ep
     if config is None or config.weights is None:
         return layers * itemsize
     group = config.group_size if config.grouped else model.hidden_size
