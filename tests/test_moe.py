@@ -189,3 +189,22 @@ def test_decode_cost_grows_with_the_experts_a_batch_activates():
     layers = reference.config.num_hidden_layers
     assert moe_bytes["decoder_batch_1"] == pytest.approx(layers * 2 * expert_bytes, rel=0.01)       # k experts
     assert moe_bytes["decoder_batch_16"] == pytest.approx(layers * 8 * (1 - 0.75 ** 16) * expert_bytes, rel=0.01)
+
+
+@pytest.mark.slow
+def test_planner_spreads_the_experts_of_a_real_shape():
+    """Mixtral-8x7B (no weights): replicated experts barely shrink with TP 2; spread with EP 2, each device holds
+    half of them (the routed experts are 45.1B of the 46.7B parameters)."""
+    from optimum_npu.planner import plan
+
+    knobs = {"max_seq_len": 1024, "batch_size": 1, "decoder_batch_sizes": [1], "prefill_chunk_size": 256,
+             "dtype": "bfloat16", "npu": "h100-sxm"}
+    replicated = {r.tensor_parallel_size: r for r in plan("mixtral-8x7b", knobs, tensor_parallel_sizes=[1, 2],
+                                                          prompt_lengths=[256])}
+    spread = plan("mixtral-8x7b", knobs, tensor_parallel_sizes=[2], prompt_lengths=[256], expert_parallel=True)[0]
+    experts = 32 * 8 * 3 * 4096 * 14336 * 2                                   # bytes of the routed experts
+    weights = {tp: r.memory_per_device_bytes["weights"] for tp, r in replicated.items()}
+    assert weights[1] - weights[2] < 0.05 * weights[1]                       # TP alone: experts replicated
+    assert spread.expert_parallel_size == 2
+    assert spread.memory_per_device_bytes["weights"] == pytest.approx(weights[2] - experts / 2, rel=0.01)
+    assert not replicated[1].fits and spread.fits                             # 93 GB vs ~47 GB on an 80 GB H100
