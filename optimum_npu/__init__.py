@@ -1,17 +1,36 @@
 """optimum-npu: compile Hugging Face models into bucketed static-shape artifacts and run them
-on a simulated multi-device NPU that reports memory, time per phase and fit."""
+on a simulated multi-device NPU that reports memory, time per phase and fit.
 
-from optimum_npu.compile.artifact import ArtifactError, SaveTargetError
-from optimum_npu.device.memory import DeviceOutOfMemoryError
-from optimum_npu.device.spec import PRESETS, NPUSpec
-from optimum_npu.models.auto import NPUAutoModel, NPUAutoModelForCausalLM, NPUAutoModelForImageTextToText
-from optimum_npu.models.decoder import NPUConfigError, NPUDecoderConfig, NPUModelForCausalLM
-from optimum_npu.models.publish import push_artifact
-from optimum_npu.models.vlm.modeling import NPUModelForImageTextToText
-from optimum_npu.models.vlm.npu_config import NPUVLMConfig
+The public names below are imported on first use (``from optimum_npu import NPUModelForCausalLM``
+works as usual), so that ``optimum-npu --help`` and other light entry points do not load torch.
+"""
+
+from __future__ import annotations
+
+from optimum_npu.lazy import lazy_exports
 from optimum_npu.version import __version__
 
-__all__ = ["NPUModelForCausalLM", "NPUModelForImageTextToText", "NPUAutoModel", "NPUAutoModelForCausalLM",
-           "NPUAutoModelForImageTextToText", "NPUVLMConfig", "NPUDecoderConfig", "NPUConfigError", "NPUSpec", "PRESETS",
-           "ArtifactError", "SaveTargetError",
-           "DeviceOutOfMemoryError", "push_artifact", "__version__"]
+#: Public name -> the module that defines it (a fixed table: nothing here comes from outside).
+_EXPORTS = {
+    "ArtifactError": "optimum_npu.compile.artifact",
+    "SaveTargetError": "optimum_npu.compile.artifact",
+    "DeviceOutOfMemoryError": "optimum_npu.device.memory",
+    "PRESETS": "optimum_npu.device.spec",
+    "NPUSpec": "optimum_npu.device.spec",
+    "NPUAutoModel": "optimum_npu.models.auto",
+    "NPUAutoModelForCausalLM": "optimum_npu.models.auto",
+    "NPUAutoModelForImageTextToText": "optimum_npu.models.auto",
+    "NPUConfigError": "optimum_npu.models.decoder.npu_config",
+    "NPUDecoderConfig": "optimum_npu.models.decoder.npu_config",
+    "NPUModelForCausalLM": "optimum_npu.models.decoder.modeling",
+    "push_artifact": "optimum_npu.models.publish",
+    "NPUModelForImageTextToText": "optimum_npu.models.vlm.modeling",
+    "NPUVLMConfig": "optimum_npu.models.vlm.npu_config",
+    "LLM": "optimum_npu.serving",
+    "SamplingParams": "optimum_npu.serving",
+}
+
+__all__ = [*_EXPORTS, "__version__"]
+
+
+__getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)

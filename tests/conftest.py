@@ -21,6 +21,8 @@ import pytest
 import torch
 from transformers import AutoModelForCausalLM, PreTrainedModel
 
+from marks import first_fast
+
 from optimum_npu.device.device import DEFAULT_REGISTRY
 from optimum_npu.models.decoder import NPUModelForCausalLM
 from optimum_npu.models.tiny import build_tokenizer, save_causal_lm
@@ -99,7 +101,7 @@ def make_compiled(make_checkpoint, tmp_path_factory) -> Callable[..., CompiledPa
         pair.model.release()
 
 
-@pytest.fixture(scope="session", params=ARCHITECTURES)
+@pytest.fixture(scope="session", params=first_fast(ARCHITECTURES))
 def compiled(request, make_compiled) -> CompiledPair:
     """Every registered architecture, compiled once with NPU_CONFIG (the reloaded artifact + eager reference)."""
     return make_compiled(request.param)

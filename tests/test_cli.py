@@ -12,9 +12,11 @@ from optimum_npu.cli import build_parser
 from optimum_npu.models.tiny import save_causal_lm
 
 COMPILE_FLAGS = ["--max-seq-len", "--batch-size", "--decoder-batch-sizes", "--prefill-chunk-size", "--dtype",
-                 "--npu", "--kvcache-block-size", "--kvcache-partition-len", "--tensor-parallel-size"]
-GENERATE_FLAGS = ["--prompt", "--max-new-tokens", "--do-sample", "--temperature", "--top-k", "--top-p",
-                  "--repetition-penalty", "--seed", "--stream", "--stats-json", "--device"]
+                 "--npu", "--kvcache-block-size", "--kvcache-num-blocks", "--attn-impl", "--kvcache-partition-len",
+                 "--tensor-parallel-size", "--quantization", "--kv-cache", "--group-size"]
+GENERATE_FLAGS = ["--prompt", "--prompt-file", "--chat", "--max-new-tokens", "--do-sample", "--temperature", "--top-k",
+                  "--top-p", "--repetition-penalty", "--seed", "--stream", "--stats-json", "--device", "--tokenizer",
+                  "--enable-prefix-caching"]
 
 
 def run_cli(*args: str) -> subprocess.CompletedProcess:
@@ -32,6 +34,31 @@ def test_help_documents_every_option(command, flags):
     for action in subparser._actions:
         if action.option_strings and action.dest != "help":
             assert action.help, f"{command} option {action.option_strings} has no help text"
+
+
+def test_every_compile_knob_has_a_flag():
+    """The export flags and NPUDecoderConfig's compile knobs are the same set (quantization has its own flags)."""
+    import dataclasses
+
+    from optimum_npu.cli.model_commands import COMPILE_FLAGS
+    from optimum_npu.models.decoder.npu_config import NPUDecoderConfig
+
+    knobs = {f.name for f in dataclasses.fields(NPUDecoderConfig) if not f.metadata.get("runtime")}
+    assert set(COMPILE_FLAGS) == knobs - {"quantization"}
+    help_text = build_parser()._subparsers._group_actions[0].choices["export"].format_help()
+    assert "in this release" not in help_text
+
+
+def test_help_and_version_do_not_load_torch():
+    """Parsing the command line imports no model stack (``optimum-npu --help`` answers at once)."""
+    probe = ("import sys, contextlib, io\nimport optimum_npu.cli as cli\n"
+             "with contextlib.redirect_stdout(io.StringIO()) as out, contextlib.suppress(SystemExit):\n"
+             "    cli.build_parser().parse_args(['--version'])\n"
+             "print(out.getvalue().strip(), sorted(m for m in ('torch', 'transformers') if m in sys.modules))")
+    result = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=120)
+    from optimum_npu import __version__
+
+    assert result.returncode == 0 and result.stdout.strip() == f"optimum-npu {__version__} []", result
 
 
 @pytest.mark.slow
@@ -83,3 +110,19 @@ def test_export_and_generate_a_vision_language_checkpoint(tmp_path):
     wrong = run_cli("export", str(save_causal_lm(tmp_path / "llm", "LlamaForCausalLM")), str(tmp_path / "x"),
                     "--visual-buckets", "64")
     assert wrong.returncode == 2 and "--visual-buckets applies to vision-language models" in wrong.stderr
+
+
+def test_generate_options_prompt_file_prefix_caching_and_stream_refusal(llama, tmp_path, capsys):
+    from optimum_npu.cli import main
+
+    prompts = tmp_path / "prompts.txt"
+    prompts.write_text("A shared system prompt, long enough to fill a block or two of tokens. Hi\n\n"
+                       "A shared system prompt, long enough to fill a block or two of tokens. Bye\n")
+    assert main(["generate", str(llama.artifact), "--prompt-file", str(prompts), "--max-new-tokens", "3",
+                 "--enable-prefix-caching", "--device", "3"]) == 0
+    out = capsys.readouterr().out
+    assert out.count("--- prompt:") == 2 and "npu:3" in out
+    assert main(["generate", str(llama.artifact), "--prompt", "a", "--prompt", "b", "--stream"]) == 2
+    assert "--stream prints one sequence" in capsys.readouterr().err
+    assert main(["generate", str(llama.artifact), "--prompt-file", str(tmp_path / "missing.txt")]) == 2
+    assert "--prompt-file" in capsys.readouterr().err

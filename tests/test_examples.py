@@ -16,6 +16,7 @@ from pathlib import Path
 import pytest
 from hub_fixtures import hub, hub_server, new_repo_id  # noqa: F401  (fixtures)
 from hub_server import TOKEN
+from serving_fixtures import free_port
 
 from optimum_npu.schema import MANIFEST_FILE
 
@@ -55,6 +56,13 @@ def run_image_to_text(tmp_path: Path, hub) -> None:
     assert (artifact / MANIFEST_FILE).is_file() and (artifact / "preprocessor_config.json").is_file()
 
 
+def run_serve_and_query(tmp_path: Path, hub) -> None:
+    result = run_script("serve_and_query.py", "--port", str(free_port()), "--max-tokens", "5")
+    assert "(5 tokens, finish length)" in result.stdout and "simulated TTFT" in result.stdout
+    assert re.search(r'vllm:generation_tokens_total\{model_name="npu-model"\} 10\.0', result.stdout)
+    assert 'optimum_npu:bucket_steps_total{graph="prefill"' in result.stdout
+
+
 def run_moe_expert_parallel(tmp_path: Path, hub) -> None:
     result = run_script("moe_expert_parallel.py", "--max-new-tokens", "4")
     assert "greedy tokens, 2 devices vs eager Transformers: identical" in result.stdout
@@ -62,7 +70,8 @@ def run_moe_expert_parallel(tmp_path: Path, hub) -> None:
 
 
 TINY_RUNS = {"text_generation.py": run_text_generation, "hub_roundtrip.py": run_hub_roundtrip,
-             "image_to_text.py": run_image_to_text, "moe_expert_parallel.py": run_moe_expert_parallel}
+             "image_to_text.py": run_image_to_text, "serve_and_query.py": run_serve_and_query,
+             "moe_expert_parallel.py": run_moe_expert_parallel}
 
 
 def run_script(name: str, *args: str) -> subprocess.CompletedProcess:

@@ -13,13 +13,14 @@ ROOT = Path(__file__).resolve().parents[1] / "optimum_npu"
 #: Packages of the layers table, and what each may import inside optimum_npu (module-level or in a function).
 LAYERS = {
     "schema": {"schema_checks", "schema_ops", "untrusted"}, "schema_checks": {"schema_ops"}, "schema_ops": set(),
-    "untrusted": set(), "version": set(),
+    "untrusted": set(), "version": set(), "lazy": set(),
     "device": {"schema", "schema_ops", "untrusted"},
     "compile": {"schema", "schema_ops", "untrusted", "device", "version"},
     "runtime": {"schema", "schema_ops", "untrusted", "device", "compile", "version"},
     "hub": {"schema", "schema_ops", "untrusted", "device", "compile", "version"},
     "models": {"schema", "schema_ops", "untrusted", "device", "compile", "runtime", "hub", "version"},
-    "planner": {"schema", "schema_ops", "untrusted", "device", "compile", "runtime", "models", "version"},
+    "planner": {"schema", "schema_ops", "untrusted", "device", "compile", "runtime", "models", "version", "lazy"},
+    "serving": {"schema", "schema_ops", "untrusted", "device", "compile", "runtime", "models", "version", "lazy"},
 }
 KNOWN_VIOLATIONS: set[str] = set()
 KNOWN_CYCLE_EDGES: set[str] = set()

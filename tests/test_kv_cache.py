@@ -7,6 +7,8 @@ import json
 import pytest
 import torch
 
+from marks import first_fast
+
 from optimum_npu import NPUModelForCausalLM
 from optimum_npu.device.spec import PRESETS
 from optimum_npu.runtime import BlockManager, KVCacheFullError, Sequence
@@ -40,8 +42,8 @@ def tokenizer():
     return build_tokenizer()
 
 
-@pytest.mark.parametrize("architecture, overrides, prefix_caching", CASES,
-                         ids=[f"{a}-{o.get('sliding_window', 'default')}" for a, o, _ in CASES])
+@pytest.mark.parametrize("architecture, overrides, prefix_caching",
+                         first_fast(CASES, ids=[f"{a}-{o.get('sliding_window', 'default')}" for a, o, _ in CASES]))
 def test_paged_flash_prefix_cached_generation_matches_eager(architecture, overrides, prefix_caching, tokenizer):
     reference = eager_reference(architecture, overrides)
     model = NPUModelForCausalLM.from_model(reference, npu_config=PAGED_FLASH | {

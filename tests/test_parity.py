@@ -12,6 +12,8 @@ from collections import Counter
 import pytest
 import torch
 
+from marks import first_fast
+
 CHUNK = 16
 #: 43 tokens with the byte-level tokenizer: three prefill chunks of 16.
 LONG_PROMPT = "The quick brown fox jumps over the lazy dog"
@@ -144,7 +146,7 @@ def _check_variant_is_real(name: str, pair) -> None:
         assert pair.model.npu_config.blocks_per_sequence == 4
 
 
-@pytest.mark.parametrize("variant", list(VARIANTS))
+@pytest.mark.parametrize("variant", first_fast(VARIANTS))
 @pytest.mark.parametrize("prompts", [[LONG_PROMPT], [LONG_PROMPT, "Hello world!"]], ids=["batch1", "batch2"])
 def test_llama_variant_greedy_parity(make_compiled, tokenizer, variant, prompts):
     model_overrides, npu_overrides = VARIANTS[variant]

@@ -16,6 +16,7 @@ from optimum_npu.compile.artifact import ArtifactError, write_manifest
 from optimum_npu.device.kernels.quantized_linear import dequantize_weight, quantize_weight
 from optimum_npu.device.timeline import DEQUANTIZE
 from optimum_npu.models.decoder.npu_config import NPUConfigError
+from marks import first_fast
 
 GROUP = 32
 KNOBS = {"int8": {"quantization": {"weights": "int8", "group_size": GROUP}},
@@ -26,7 +27,7 @@ VALUE_BYTES = {"int8": 1.0, "int4": 0.5, "fp8": 1.0}
 PROMPT = torch.tensor([[1, 40, 41, 42, 43, 44, 45]])
 
 
-@pytest.fixture(scope="module", params=list(KNOBS))
+@pytest.fixture(scope="module", params=first_fast(KNOBS))
 def quantized(request, make_compiled):
     return request.param, make_compiled("LlamaForCausalLM", KNOBS[request.param])
 

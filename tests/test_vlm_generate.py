@@ -39,6 +39,7 @@ from optimum_npu.models.vlm.visual_config import VisualConfigError
 from optimum_npu.models.vlm.visual_runtime import VisualInputError
 from optimum_npu.planner import plan
 from optimum_npu.schema import MANIFEST_FILE
+from marks import first_fast
 
 VLMS = ["Qwen2VLForConditionalGeneration", "Qwen2_5_VLForConditionalGeneration"]
 BUCKETS = [64, 256, 1024]
@@ -124,7 +125,7 @@ def compiled_models(tmp_path_factory):
         entry.model.release()
 
 
-@pytest.fixture(params=VLMS)
+@pytest.fixture(params=first_fast(VLMS))
 def vlm(request, compiled_models) -> Compiled:
     return compiled_models(request.param)
 

@@ -24,6 +24,8 @@ from optimum_npu.models.vlm.visual_config import VisualModelConfig
 from optimum_npu.models.vlm.visual_inputs import prepare_image, unpad_output
 from optimum_npu.models.vlm.visual_wrapper import StaticQwen3Visual
 
+pytestmark = pytest.mark.slow  # Qwen3-VL compiles its own model; the quick tier covers Qwen2-VL
+
 ARCH = "Qwen3VLForConditionalGeneration"
 BUCKETS = [64, 256]
 NPU_CONFIG = {"visual": {"max_seq_len": BUCKETS},

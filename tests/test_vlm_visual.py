@@ -19,6 +19,7 @@ from optimum_npu.models.vlm.visual_inputs import prepare_image, unpad_output, wi
 from optimum_npu.models.vlm.visual_runtime import VisualInputError, VisualRuntime
 from optimum_npu.models.vlm.visual_wrapper import StaticVisual
 from optimum_npu.schema import WEIGHTS_FILE
+from marks import first_fast
 
 VLMS = ["Qwen2VLForConditionalGeneration", "Qwen2_5_VLForConditionalGeneration"]
 BUCKETS = [64, 256]
@@ -27,7 +28,7 @@ GRIDS = [(1, 4, 4), (1, 10, 14), (1, 6, 8), (2, 8, 12)]
 ATOM = resolve_spec("atom")
 
 
-@pytest.fixture(scope="module", params=VLMS)
+@pytest.fixture(scope="module", params=first_fast(VLMS))
 def compiled(request, tmp_path_factory):
     model = build_vlm(request.param)
     root = tmp_path_factory.mktemp(request.param)

@@ -6,6 +6,7 @@ import argparse
 import sys
 from pathlib import Path
 
+from optimum_npu.version import __version__
 from optimum_npu.cli.model_commands import (add_compile_options, add_generation_options, int_list, cmd_demo,
                                             cmd_export, cmd_generate, cmd_profile)
 
@@ -13,6 +14,7 @@ from optimum_npu.cli.model_commands import (add_compile_options, add_generation_
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="optimum-npu", description="Compile Hugging Face models for a simulated "
                                      "NPU, run them, and read what the hardware would spend.")
+    parser.add_argument("--version", action="version", version=f"optimum-npu {__version__}")
     commands = parser.add_subparsers(dest="command", required=True)
 
     export = commands.add_parser("export", help="compile an HF checkpoint into an NPU artifact",
@@ -64,6 +66,10 @@ def build_parser() -> argparse.ArgumentParser:
     from optimum_npu.planner.commands import add_plan_command
 
     add_plan_command(commands)  # plan
+
+    from optimum_npu.serving.commands import add_serving_commands
+
+    add_serving_commands(commands)  # serve
     return parser
 
 

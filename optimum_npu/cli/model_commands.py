@@ -15,35 +15,41 @@ def int_list(text: str) -> list[int]:
         raise argparse.ArgumentTypeError(f"expected comma-separated integers like 1,2,4, got {text!r}") from None
 
 
+#: One flag per compile knob of ``NPUDecoderConfig`` (``quantization`` has its own three flags);
+#: ``tests/test_cli.py`` fails when a knob has no flag or a flag no knob.
+COMPILE_FLAGS = {
+    "max_seq_len": dict(type=int, help="longest prompt + generated tokens (default: model limit, capped at 2048)"),
+    "batch_size": dict(type=int, default=1, help="most sequences generated together (default 1)"),
+    "decoder_batch_sizes": dict(type=int_list, help="decode graphs to compile, comma separated, e.g. 1,2,4 "
+                                                    "(default: powers of two up to --batch-size)"),
+    "prefill_chunk_size": dict(type=int, help="tokens per prefill graph call (default 128)"),
+    "dtype": dict(choices=["float32", "float16", "bfloat16"], help="weight and compute dtype (default: the "
+                                                                    "checkpoint's)"),
+    "npu": dict(default="atom", help="target NPU: a preset name or a JSON spec file (default atom; see "
+                                     "examples/custom_npu_spec.json)"),
+    "kvcache_block_size": dict(type=int, help="tokens per KV-cache block (default: max seq len)"),
+    "kvcache_num_blocks": dict(type=int, help="blocks in the paged KV pool (default: batch_size full sequences, or "
+                                              "what fits next to the weights)"),
+    "attn_impl": dict(choices=["eager", "flash_attn"], help="decode attention: eager over the whole static cache, "
+                                                            "or flash_attn by partitions (default eager)"),
+    "kvcache_partition_len": dict(type=int, help="flash-attention partition length for decode"),
+    "tensor_parallel_size": dict(type=int, default=1, help="devices to split the model across (default 1)"),
+}
+
+
 def add_compile_options(parser: argparse.ArgumentParser) -> None:
-    from optimum_npu.device.spec import PRESETS
     from optimum_npu.planner.commands import add_quantization_options
 
     group = parser.add_argument_group("compile knobs (see NPUDecoderConfig; unset = derived from the model)")
-    group.add_argument("--max-seq-len", type=int, help="longest prompt + generated tokens (default: model limit, "
-                                                       "capped at 2048)")
-    group.add_argument("--batch-size", type=int, default=1, help="most sequences generated together (default 1)")
-    group.add_argument("--decoder-batch-sizes", type=int_list,
-                       help="decode graphs to compile, comma separated, e.g. 1,2,4 (default: powers of two up "
-                            "to --batch-size)")
-    group.add_argument("--prefill-chunk-size", type=int, help="tokens per prefill graph call (default 128)")
-    group.add_argument("--dtype", choices=["float32", "float16", "bfloat16"],
-                       help="weight and compute dtype (default: the checkpoint's)")
-    group.add_argument("--npu", default="atom", help=f"target NPU: a preset ({', '.join(sorted(PRESETS))}) or a "
-                                                     "JSON spec file (default atom)")
-    group.add_argument("--kvcache-block-size", type=int, help="tokens per KV-cache block (default: max seq len)")
-    group.add_argument("--kvcache-partition-len", type=int, help="flash-attention partition length for decode")
-    group.add_argument("--tensor-parallel-size", type=int, default=1, help="devices to split the model across "
-                                                                           "(1 in this release)")
+    for knob, options in COMPILE_FLAGS.items():
+        group.add_argument("--" + knob.replace("_", "-"), **options)
     add_quantization_options(group)
 
 
 def _npu_config_from_args(args: argparse.Namespace) -> dict:
-    keys = ("max_seq_len", "batch_size", "decoder_batch_sizes", "prefill_chunk_size", "dtype", "npu",
-            "kvcache_block_size", "kvcache_partition_len", "tensor_parallel_size")
     from optimum_npu.planner.commands import quantization_knob
 
-    knobs = {key: getattr(args, key) for key in keys if getattr(args, key) is not None}
+    knobs = {key: getattr(args, key) for key in COMPILE_FLAGS if getattr(args, key) is not None}
     quantization = quantization_knob(args)
     return {**knobs, "quantization": quantization} if quantization else knobs
 
@@ -51,6 +57,11 @@ def _npu_config_from_args(args: argparse.Namespace) -> dict:
 def add_generation_options(parser: argparse.ArgumentParser) -> None:
     group = parser.add_argument_group("generation")
     group.add_argument("--prompt", action="append", help="a prompt; repeat for a batch (default: 'Hello')")
+    group.add_argument("--prompt-file", type=Path, help="a text file of prompts, one per line (added to --prompt)")
+    group.add_argument("--chat", action="store_true", help="wrap each prompt as a user message in the tokenizer's "
+                                                           "chat template")
+    group.add_argument("--enable-prefix-caching", action="store_true",
+                       help="runtime option: reuse cached prompt blocks across the prompts (decoder-only models)")
     group.add_argument("--max-new-tokens", type=int, default=32, help="tokens to generate per prompt (default 32)")
     group.add_argument("--do-sample", action="store_true", help="sample instead of greedy decoding")
     group.add_argument("--temperature", type=float, help="sampling temperature")
@@ -58,8 +69,9 @@ def add_generation_options(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--top-p", type=float, help="nucleus sampling probability mass")
     group.add_argument("--repetition-penalty", type=float, help="penalty > 1 discourages repeated tokens")
     group.add_argument("--seed", type=int, default=0, help="random seed for sampling (default 0)")
-    group.add_argument("--stream", action="store_true", help="print tokens as they are generated (batch of 1)")
+    group.add_argument("--stream", action="store_true", help="print tokens as they are generated (one prompt only)")
     group.add_argument("--stats-json", type=Path, help="also write the simulated NPU figures to this JSON file")
+    group.add_argument("--tokenizer", help="tokenizer directory or Hub id (default: the artifact's own files)")
 
 
 def _generate(model, tokenizer, args: argparse.Namespace, reference=None) -> None:
@@ -68,17 +80,28 @@ def _generate(model, tokenizer, args: argparse.Namespace, reference=None) -> Non
     from transformers import TextStreamer
 
     torch.manual_seed(args.seed)
-    prompts = args.prompt or ["Hello"]
-    inputs = tokenizer(prompts, return_tensors="pt", padding=True)
+    prompts = _prompts(args)
+    if args.stream and len(prompts) > 1:
+        raise ValueError(f"--stream prints one sequence as it is generated, but {len(prompts)} prompts were given: "
+                         "give one prompt, or leave --stream out to print each completion at the end")
+    texts = prompts
+    if args.chat:
+        if not tokenizer.chat_template:
+            raise ValueError("--chat needs a chat template, and this tokenizer has none: leave --chat out or pass "
+                             "--tokenizer with one")
+        texts = [tokenizer.apply_chat_template([{"role": "user", "content": p}], tokenize=False,
+                                               add_generation_prompt=True) for p in prompts]
+    inputs = tokenizer(texts, return_tensors="pt", padding=True)
     options = {k: getattr(args, k) for k in ("temperature", "top_k", "top_p", "repetition_penalty")
                if getattr(args, k) is not None}
-    streamer = TextStreamer(tokenizer, skip_prompt=True) if args.stream and len(prompts) == 1 else None
+    streamer = TextStreamer(tokenizer, skip_prompt=True) if args.stream else None
     output = model.generate(**inputs, max_new_tokens=args.max_new_tokens, do_sample=args.do_sample,
                             streamer=streamer, **options)
     new_tokens = output[:, inputs["input_ids"].shape[1]:]
     if streamer is None:
         for prompt, text in zip(prompts, tokenizer.batch_decode(new_tokens, skip_special_tokens=True)):
-            print(f"--- prompt: {prompt!r}\n{text}")
+            shown = text if text.replace("\n", "").isprintable() else f"{text!r} (not printable text: shown as repr)"
+            print(f"--- prompt: {prompt!r}\n{shown}")
     if reference is not None and not args.do_sample:
         expected = reference.generate(**inputs, max_new_tokens=args.max_new_tokens, do_sample=False, **options)
         same = expected.shape == output.shape and bool((expected == output).all())
@@ -86,6 +109,17 @@ def _generate(model, tokenizer, args: argparse.Namespace, reference=None) -> Non
     print(model.npu_stats)
     if args.stats_json:
         args.stats_json.write_text(json.dumps(model.npu_stats.to_dict(), indent=1))
+
+
+def _prompts(args: argparse.Namespace) -> list[str]:
+    """``--prompt``s then the lines of ``--prompt-file`` (blank lines skipped); default ``["Hello"]``."""
+    prompts = list(args.prompt or [])
+    if args.prompt_file is not None:
+        try:
+            prompts += [line for line in args.prompt_file.read_text().splitlines() if line.strip()]
+        except OSError as err:
+            raise ValueError(f"--prompt-file {args.prompt_file}: cannot read it ({err.strerror})") from None
+    return prompts or ["Hello"]
 
 
 def _family(model: str, hub: dict):
@@ -108,12 +142,23 @@ def cmd_export(args: argparse.Namespace) -> None:
     print(f"compiled {family.summary(model)} into {args.output}")
 
 
+#: Files any of which makes a folder loadable by ``AutoTokenizer``.
+TOKENIZER_MARKERS = ("tokenizer.json", "tokenizer_config.json", "tokenizer.model", "vocab.json", "vocab.txt")
+
+
 def _load_for_run(args: argparse.Namespace, profile: bool = False):
     from transformers import AutoTokenizer
 
     path, family = _family(args.model, {})
-    model = family.model_class.from_pretrained(path, npu_config=family.placement(args.device, profile))
-    return model, AutoTokenizer.from_pretrained(path, padding_side="left")
+    source = args.tokenizer or path
+    if args.tokenizer is None and not any((path / name).is_file() for name in TOKENIZER_MARKERS):
+        raise ValueError(f"{args.model} holds no tokenizer files ({', '.join(TOKENIZER_MARKERS[:2])}...), so prompts "
+                         "cannot be encoded: pass --tokenizer DIR_OR_HUB_ID (e.g. the source checkpoint), or "
+                         "recompile with the tokenizer shipped (export from a checkpoint folder that has one, or "
+                         "from_model(..., tokenizer_dir=...))")
+    placement = family.placement(args.device, profile, args.enable_prefix_caching)
+    model = family.model_class.from_pretrained(path, npu_config=placement)
+    return model, AutoTokenizer.from_pretrained(source, padding_side="left")
 
 
 def cmd_generate(args: argparse.Namespace) -> None:

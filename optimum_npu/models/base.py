@@ -14,22 +14,47 @@ from optimum_npu.compile.artifact import ArtifactError, copy_artifact, verify_ar
 from optimum_npu.device.device import DeviceRegistry
 from optimum_npu.hub.card import CardSection, build_model_card
 from optimum_npu.hub.push import check_push, upload_artifact
+from optimum_npu.models.hf_compat import count_parameters, requested_dtype
 from optimum_npu.schema import MANIFEST_FILE, NPU_CONFIG_FILE
 
 #: ``from_pretrained`` keyword arguments forwarded to ``huggingface_hub.snapshot_download``.
 HUB_KWARGS = ("revision", "cache_dir", "token", "local_files_only", "force_download")
 
 
+class HubDownloadError(ValueError):
+    """A model id that is not a local directory could not be fetched from the Hub (the message says why)."""
+
+
 def resolve_checkpoint(model_id: str | os.PathLike, hub_kwargs: dict[str, Any]) -> Path:
-    """A local directory as is; anything else is fetched from the Hub (honours HF_HUB_OFFLINE)."""
+    """A local directory as is; a Hub repo id (``name`` or ``org/name``) is fetched (honours HF_HUB_OFFLINE).
+
+    Anything else that is not a directory is refused as a missing local path; a failed download is one
+    ValueError that says the id was tried as a Hub repository after no local directory had that name.
+    """
     path = Path(model_id)
     if path.is_dir():
         return path
     if path.exists():
         raise ValueError(f"{model_id!r} is a file; pass a checkpoint directory or a Hub repo id")
+    text = str(model_id)
+    looks_local = text.startswith((".", "/", "~")) or text.count("/") > 1 or "\\" in text or text.endswith("/")
+    if looks_local or isinstance(model_id, os.PathLike):
+        raise ValueError(f"{model_id!r}: no such directory ({path.expanduser().absolute()} does not exist); check the "
+                         "path, or give a Hub repo id as 'org/name'")
     from huggingface_hub import snapshot_download
+    from huggingface_hub.errors import HFValidationError
 
-    return Path(snapshot_download(str(model_id), **hub_kwargs))
+    try:
+        return Path(snapshot_download(text, **hub_kwargs))
+    except HFValidationError as err:
+        raise ValueError(f"{model_id!r} is neither a local directory nor a valid Hub repo id "
+                         f"({str(err).splitlines()[0]})") from None
+    except (OSError, ValueError) as err:  # offline, unknown repository, gated, network down (HF errors are OSErrors)
+        reason = " ".join(str(err).split())[:400]
+        raise HubDownloadError(f"{model_id!r} is not a local directory, so it was looked up on the Hub, which failed: "
+                               f"{type(err).__name__}: {reason}. Check the local path (no folder of that name "
+                               "exists here) or the repo id, the revision and your network / HF_HUB_OFFLINE / "
+                               "token") from None
 
 
 class NPUPreTrainedModel(PreTrainedModel):
@@ -43,10 +68,36 @@ class NPUPreTrainedModel(PreTrainedModel):
     _tmp_dir: tempfile.TemporaryDirectory | None = None
     artifact_dir: Path
 
+    #: The Transformers auto class of the HF model this family compiles (for ``num_parameters``).
+    hf_auto_class: Any = None
+
     @property
     def device(self) -> torch.device:
         """Inputs and outputs live on the host; the graphs run on the simulated NPU."""
         return torch.device("cpu")
+
+    @property
+    def dtype(self) -> torch.dtype:
+        """The compiled compute dtype (``inputs.to(model.dtype)`` works as with an HF model)."""
+        return getattr(torch, self.npu_dtype)
+
+    @property
+    def npu_dtype(self) -> str:
+        """The compute dtype's name in the compile knobs (each family says where it lives)."""
+        raise NotImplementedError(f"{type(self).__name__} does not say its compute dtype")
+
+    def num_parameters(self, only_trainable: bool = False, exclude_embeddings: bool = False) -> int:
+        """The compiled HF model's parameter count (counted on a weightless copy of its config)."""
+        return count_parameters(self.hf_auto_class, self.config, only_trainable=only_trainable,
+                                exclude_embeddings=exclude_embeddings)
+
+    def __repr__(self) -> str:
+        fields = ", ".join(f"{key}={value}" for key, value in self.npu_summary().items())
+        return f"{type(self).__name__}({fields})"
+
+    def npu_summary(self) -> dict[str, Any]:
+        """What ``repr`` shows: architecture, target, dtype, graphs and buckets, devices, artifact."""
+        return {"artifact": str(self.artifact_dir)}
 
     @classmethod
     def from_pretrained(cls, model_id: str | os.PathLike, *, export: bool = False, npu_config: Any = None,
@@ -65,8 +116,10 @@ class NPUPreTrainedModel(PreTrainedModel):
                 through one registry onto one device id share its memory (default: the shared
                 ``optimum_npu.device.device.DEFAULT_REGISTRY``).
             kwargs: ``revision``, ``cache_dir``, ``token``, ``local_files_only``, ``force_download``
-                for Hub downloads.
+                for Hub downloads; ``dtype`` (or ``torch_dtype``): ``"auto"``, or a dtype that chooses the
+                compute dtype at export and must be the compiled one at load.
         """
+        dtype = requested_dtype(kwargs)
         unknown = sorted(set(kwargs) - set(HUB_KWARGS))
         if unknown:
             raise TypeError(f"from_pretrained() got unexpected arguments {unknown}; compile knobs go in "
@@ -78,6 +131,7 @@ class NPUPreTrainedModel(PreTrainedModel):
             raise ValueError(f"{model_id} is already a compiled optimum-npu artifact; load it without export=True "
                              "(from_pretrained(path)) or point export=True at the original HF checkpoint")
         if export:
+            npu_config = cls._with_compile_dtype(npu_config, dtype) if dtype else npu_config
             return cls._export(path, npu_config, compile_cache, device_registry)
         if not is_compiled and (path / NPU_CONFIG_FILE).is_file():
             raise ArtifactError(f"{model_id} holds a compiled artifact ({NPU_CONFIG_FILE}) without its "
@@ -86,7 +140,18 @@ class NPUPreTrainedModel(PreTrainedModel):
         if not is_compiled:
             raise ArtifactError(f"{model_id} is not a compiled optimum-npu artifact ({MANIFEST_FILE} is missing); "
                                 "pass export=True to compile the HF checkpoint")
-        return cls._load(path, verify_artifact(path), npu_config, device_registry)
+        model = cls._load(path, verify_artifact(path), npu_config, device_registry)
+        if dtype and dtype != model.npu_dtype:
+            model.release()
+            raise ValueError(f"dtype={dtype!r}: {model_id} was compiled for {model.npu_dtype} and an artifact's dtype "
+                             "is fixed; load it with dtype='auto' (or none), or recompile the checkpoint with "
+                             f"dtype={dtype!r}")
+        return model
+
+    @classmethod
+    def _with_compile_dtype(cls, npu_config: Any, dtype: str) -> Any:
+        """``npu_config`` with the compute dtype that ``from_pretrained(dtype=...)`` asks for."""
+        raise ValueError(f"{cls.__name__} takes its dtype from npu_config; set it there")
 
     @staticmethod
     def _new_artifact_dir() -> tuple[tempfile.TemporaryDirectory, Path]:

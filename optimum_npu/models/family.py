@@ -30,8 +30,8 @@ class Family:
         graph_builder: compiles an HF model into an artifact folder (what the class's export runs).
         cache_key: the compile-cache key of (HF model, architecture, config, shipped-files folder).
         export_config: ``(flat CLI knobs, family CLI options) -> npu_config`` for ``optimum-npu export``.
-        placement: ``(device id, profile) -> runtime npu_config`` that runs a loaded artifact on that device
-            (with the profiler on when ``profile``).
+        placement: ``(device id, profile, prefix_caching) -> runtime npu_config`` that runs a loaded artifact on
+            that device (with the profiler and prefix caching on when asked).
         plan_config: the HF config the capacity planner sizes for a checkpoint of this family (raises
             a ValueError saying why when it cannot).
         summary: a one-line description of a loaded model's graphs for the command line.

@@ -21,6 +21,10 @@ from optimum_npu.models.adapters.phi3 import PHI3
 from optimum_npu.models.adapters.qwen_vl import QWEN_VL
 from optimum_npu.models.adapters.spec import DecoderAdapter
 
+#: The NPU class of each family, named in errors when a checkpoint reaches another family's class (names only:
+#: this module cannot import the classes; ``tests/test_family_registry.py`` checks them against the registry).
+FAMILY_CLASSES = {"decoder": "NPUModelForCausalLM", "vlm": "NPUModelForImageTextToText"}
+FAMILY_TITLES = {"decoder": "decoder-only language", "vlm": "vision-language"}
 #: Class-name endings of the HF classes that carry a language-model head.
 _HEAD_SUFFIXES = ("ForCausalLM", "LMHeadModel", "ForConditionalGeneration")
 
@@ -103,6 +107,12 @@ def lookup_architecture(config: PretrainedConfig, family: str) -> Architecture:
         if arch is not None and arch.family == family:
             return arch
     hint = "".join(_headless_hint(name) for name in names)
+    other = next((REGISTRY[name] for name in names if name in REGISTRY), None)
+    if other is not None:
+        owner = FAMILY_CLASSES.get(other.family, "NPUAutoModel")
+        raise ValueError(f"architecture {other.name} is a {FAMILY_TITLES.get(other.family, other.family)} model, not "
+                         f"supported by optimum-npu's {family} path: load or export it with {owner} (or NPUAutoModel, "
+                         "which picks the class from the checkpoint)")
     shown = names or [f"(no 'architectures' in config.json, model_type={config.model_type!r})"]
     raise ValueError(
         f"{hint}architecture {', '.join(shown)} is not supported by optimum-npu's {family} path; "

@@ -8,8 +8,10 @@ works offline.
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from transformers import AutoConfig, PretrainedConfig
+if TYPE_CHECKING:
+    from transformers import PretrainedConfig
 
 _LLAMA3 = dict(vocab_size=128256, hidden_size=4096, intermediate_size=14336, num_hidden_layers=32,
                num_attention_heads=32, num_key_value_heads=8, max_position_embeddings=8192, rope_theta=500000.0,
@@ -58,6 +60,8 @@ def builtin_config(name: str) -> PretrainedConfig:
     """The HF config of a built-in shape (see ``BUILTIN_MODELS``)."""
     if name not in BUILTIN_MODELS:
         raise ValueError(f"{name!r} is not a built-in model shape; choose one of {sorted(BUILTIN_MODELS)}")
+    from transformers import AutoConfig  # here, not at import: the command line lists the shapes without it
+
     model_type, architecture, fields, _ = BUILTIN_MODELS[name]
     return AutoConfig.for_model(model_type, architectures=[architecture], **fields)
 
@@ -72,6 +76,8 @@ def load_hf_config(model: str | Path | PretrainedConfig) -> PretrainedConfig:
     Returns:
         The HF config (no weights are read).
     """
+    from transformers import AutoConfig, PretrainedConfig
+
     if isinstance(model, PretrainedConfig):
         return model
     text = str(model)

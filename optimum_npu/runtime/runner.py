@@ -118,7 +118,9 @@ class StepRunner:
         inputs = {"input_ids": input_ids, "positions": positions, "block_table": self._block_table([seq]),
                   "slots": torch.tensor([seq.slot]), "logits_index": torch.tensor([count - 1])}
         for name, values in (seq.extras or {}).items():
-            inputs[name] = _chunk_of(values, start, count, chunk, token_axis=TOKEN_AXIS.get(name, 0))
+            axis = TOKEN_AXIS.get(name, 0)
+            values = _covering(name, values, len(seq), seq.rope_delta, axis)
+            inputs[name] = _chunk_of(values, start, count, chunk, token_axis=axis)
         logits = self._run(self.prefill_bucket, inputs, active=1, tokens=count)
         self.blocks.written(seq, count)
         return logits[0] if seq.num_uncomputed == 0 else None
@@ -164,6 +166,22 @@ class StepRunner:
                                      call.host_seconds, tuple(routing)))
         self.stats.kv_blocks_peak = max(self.stats.kv_blocks_peak, self.blocks.used_blocks)
         return logits
+
+
+def _covering(name: str, values: torch.Tensor, length: int, rope_delta: int | None, token_axis: int) -> torch.Tensor:
+    """A prompt's per-token extras extended over ``length`` tokens, for a sequence prefilled again after a
+    preemption with its generated tokens: those are text (rotary position = cache position + ``rope_delta`` on
+    every axis; no visual embedding)."""
+    have = values.shape[token_axis]
+    if have >= length:
+        return values
+    if name == "rope_positions":                                             # [3, n] -> [3, length]
+        tail = (torch.arange(have, length) + (rope_delta or 0)).expand(values.shape[0], -1)
+    else:
+        shape = list(values.shape)
+        shape[token_axis] = length - have
+        tail = values.new_zeros(shape)
+    return torch.cat([values, tail.to(values.dtype)], dim=token_axis)
 
 
 def _chunk_of(values: torch.Tensor, start: int, count: int, chunk: int, token_axis: int) -> torch.Tensor:

@@ -31,6 +31,7 @@ DECODER = Family(
     graph_builder=compile_decoder,
     cache_key=decoder_cache_key,
     export_config=_export_config,
-    placement=lambda device, profile=False: {"device": device, "profile": profile},
+    placement=lambda device, profile=False, prefix_caching=False: {
+        "device": device, "profile": profile, "enable_prefix_caching": prefix_caching},
     plan_config=_plan_config,
 )

@@ -129,6 +129,11 @@ def suggest_fit(model: DecoderModelConfig, config: "NPUDecoderConfig", spec: NPU
     import dataclasses
 
     hints = []
+    if config.kvcache_num_blocks:
+        fitting = blocks_that_fit(model, config, spec)
+        if config.blocks_per_sequence <= fitting < config.kvcache_num_blocks:
+            hints.append(f"kvcache_num_blocks={fitting} fits (the pool of {config.kvcache_num_blocks} blocks does "
+                         f"not; at least {config.blocks_per_sequence} hold one max_seq_len sequence)")
     for tp in range(config.tensor_parallel_size + 1, spec.devices_per_node + 1):
         if model.num_kv_heads % tp or model.num_heads % tp or model.intermediate_size % tp:
             continue

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import dataclasses
+import logging
 from pathlib import Path
 from typing import Any
 
 import torch
 from transformers import AutoConfig, AutoModelForCausalLM, GenerationConfig, GenerationMixin, PreTrainedModel
 from transformers.modeling_outputs import CausalLMOutputWithPast
+from transformers.models.auto.modeling_auto import MODEL_FOR_CAUSAL_LM_MAPPING_NAMES
 
 from optimum_npu.compile.artifact import ArtifactError
 from optimum_npu.device.device import DeviceRegistry
@@ -18,19 +20,22 @@ from optimum_npu.hub.card import CardSection
 from optimum_npu.hub.cached_compile import compile_with_cache
 from optimum_npu.models.decoder.cache_key import decoder_cache_key
 from optimum_npu.models.base import NPUPreTrainedModel
-from optimum_npu.models.decoder.export import compile_decoder
+from optimum_npu.models.decoder.export import TOKENIZER_FILES, compile_decoder
 from optimum_npu.models.decoder.figures import measure_figures
 from optimum_npu.models.decoder.memory_plan import check_fits, exceeds_before_capture, plan_memory, suggest_fit
-from optimum_npu.models.decoder.npu_config import (MAX_LAYERS, RUNTIME_OPTIONS, STORED_FIX, NPUConfigError,
-                                                   NPUDecoderConfig, check_model_config, short_repr,
-                                                   stored_knob_error)
+from optimum_npu.models.decoder.npu_config import RUNTIME_OPTIONS, NPUConfigError, NPUDecoderConfig
+from optimum_npu.models.decoder.stored_config import (MAX_LAYERS, STORED_FIX, check_model_config, check_stored_config,
+                                                      config_from_stored, short_repr, stored_knob_error)
 from optimum_npu.models.decoder.prequantized import check_scheme, load_prequantized, with_checkpoint_format
 from optimum_npu.models.decoder.runtime import DecoderRuntime
 from optimum_npu.runtime.stats import NPUStats
+from optimum_npu.models.hf_compat import register_for_pipeline
 from optimum_npu.models.model_config import DecoderModelConfig
 from optimum_npu.models.registry import REGISTRY, Architecture, lookup_architecture
 from optimum_npu.schema import NPU_CONFIG_FILE
 from optimum_npu.untrusted import expect_dict, load_json
+
+logger = logging.getLogger(__name__)
 
 
 class NPUModelForCausalLM(NPUPreTrainedModel, GenerationMixin):
@@ -43,6 +48,7 @@ class NPUModelForCausalLM(NPUPreTrainedModel, GenerationMixin):
 
     main_input_name = "input_ids"
     _supports_cache_class = False
+    hf_auto_class = AutoModelForCausalLM
 
     def __init__(self, config, runtime: DecoderRuntime, artifact_dir: Path, npu_config: NPUDecoderConfig,
                  generation_config: GenerationConfig | None = None, tmp_dir=None):
@@ -93,6 +99,11 @@ class NPUModelForCausalLM(NPUPreTrainedModel, GenerationMixin):
     def _compile_and_load(cls, hf_model, config: NPUDecoderConfig, tokenizer_dir: Path | None, compile_cache=None,
                           device_registry: DeviceRegistry | None = None, prequantized=None):
         arch = lookup_architecture(hf_model.config, "decoder")
+        if tokenizer_dir is None or not any((Path(tokenizer_dir) / name).is_file() for name in TOKENIZER_FILES):
+            logger.warning("no tokenizer files in %s: the compiled artifact will have none, so `optimum-npu generate` "
+                           "and pipelines need a tokenizer given separately; ship one with from_model(..., "
+                           "tokenizer_dir=...) or export from a checkpoint folder that holds it",
+                           tokenizer_dir or "the in-memory model")
         tmp, target = cls._new_artifact_dir()
         compile_with_cache(target, lambda: decoder_cache_key(hf_model, arch.name, config, tokenizer_dir),
                            lambda path: compile_decoder(hf_model, arch, config, path, tokenizer_source=tokenizer_dir,
@@ -112,12 +123,12 @@ class NPUModelForCausalLM(NPUPreTrainedModel, GenerationMixin):
         then against config.json and the graphs, and sizes are bounded, before anything is allocated."""
         origin = str(Path(root) / NPU_CONFIG_FILE)
         stored = expect_dict(stored, origin, NPUConfigError)
-        config = NPUDecoderConfig.from_stored(stored, origin)
+        config = config_from_stored(stored, origin)
         config = dataclasses.replace(config, **_runtime_overrides(config, npu_config))
         hf_config = read_hf_config(root)
         check_stored_architecture(stored, hf_config, "decoder", origin)
         model = stored_model_config(hf_config, root)
-        config.check_stored(model, origin)
+        check_stored_config(config, model, origin)
         spec = stored_spec(stored, origin)
         runtime = DecoderRuntime(root, config, model, spec, stored.get("graphs"), origin=origin,
                                  registry=device_registry)
@@ -136,6 +147,30 @@ class NPUModelForCausalLM(NPUPreTrainedModel, GenerationMixin):
 
     def card_figures(self, speed: bool = True) -> dict[str, Any]:
         return measure_figures(self, speed=speed)
+
+    # ---- what the model is -------------------------------------------------------------------
+    @property
+    def npu_dtype(self) -> str:
+        return self.decoder_config.dtype
+
+    def npu_summary(self) -> dict[str, Any]:
+        config = self.decoder_config
+        buckets = config.buckets().values()
+        prefill = [f"{b.batch}x{b.tokens}" for b in buckets if b.kind == "prefill"]
+        decode = [b.batch for b in buckets if b.kind == "decode"]
+        devices = [device.name for device in self._runtime.engine.devices]
+        return {"architecture": getattr(self.config, "architectures", None) or ["?"],
+                "npu": config.npu, "dtype": config.dtype, "max_seq_len": config.max_seq_len,
+                "prefill": prefill, "decode_batches": decode, "tensor_parallel_size": config.tensor_parallel_size,
+                "quantization": config.quantization.to_dict() if config.quantization else None,
+                "devices": devices, **super().npu_summary()}
+
+    @classmethod
+    def _with_compile_dtype(cls, npu_config: Any, dtype: str) -> NPUDecoderConfig:
+        config = NPUDecoderConfig.coerce(npu_config)
+        if config.dtype not in (None, dtype):
+            raise NPUConfigError(f"dtype={dtype!r} differs from npu_config dtype={config.dtype!r}; give it once")
+        return dataclasses.replace(config, dtype=dtype)
 
     # ---- generation ---------------------------------------------------------------------------
     @property
@@ -287,6 +322,9 @@ class NPUModelForCausalLM(NPUPreTrainedModel, GenerationMixin):
         """Frees the model's memory on its simulated device."""
         self._runtime.release()
 
+
+
+register_for_pipeline(NPUModelForCausalLM, MODEL_FOR_CAUSAL_LM_MAPPING_NAMES)
 
 def _runtime_overrides(stored: NPUDecoderConfig, requested: Any) -> dict[str, Any]:
     """Runtime options from ``requested``; a changed compile knob is an error."""

@@ -22,8 +22,8 @@ from optimum_npu.device.memory import format_bytes
 from optimum_npu.device.profiler import Profiler
 from optimum_npu.device.spec import NPUSpec
 from optimum_npu.models.decoder.memory_plan import cache_shapes, kv_pool_bytes, plan_memory
-from optimum_npu.models.decoder.npu_config import (STORED_FIX, NPUConfigError, NPUDecoderConfig, short_repr,
-                                                   stored_knob_error)
+from optimum_npu.models.decoder.npu_config import NPUConfigError, NPUDecoderConfig
+from optimum_npu.models.decoder.stored_config import STORED_FIX, short_repr, stored_knob_error
 from optimum_npu.models.decoder.quantization import kv_cache_dtype
 from optimum_npu.models.model_config import DecoderModelConfig
 from optimum_npu.runtime import BatchSession, BlockManager, NPUStats, StepRunner

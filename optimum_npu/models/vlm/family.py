@@ -34,8 +34,9 @@ VLM = Family(
     graph_builder=compile_vlm,
     cache_key=vlm_cache_key,
     export_config=_export_config,
-    placement=lambda device, profile=False: {"device_map": {"language_model": device, "visual": [device]},
-                                             "language_model": {"profile": profile}},
+    placement=lambda device, profile=False, prefix_caching=False: {
+        "device_map": {"language_model": device, "visual": [device]},
+        "language_model": {"profile": profile, "enable_prefix_caching": prefix_caching}},
     plan_config=_plan_config,
     summary=lambda model: graph_summary([*model.npu_graphs,
                                          *(f"visual/{name}" for name in model.npu_config.visual.graph_names())]),

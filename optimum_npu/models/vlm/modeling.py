@@ -15,6 +15,7 @@ from typing import Any
 
 import torch
 from transformers import AutoConfig, AutoModelForImageTextToText, GenerationConfig, PreTrainedModel
+from transformers.models.auto.modeling_auto import MODEL_FOR_IMAGE_TEXT_TO_TEXT_MAPPING_NAMES
 
 from optimum_npu.compile.artifact import ArtifactError, graph_path, verify_artifact
 from optimum_npu.device.device import DeviceRegistry
@@ -22,10 +23,12 @@ from optimum_npu.hub.card import CardSection
 from optimum_npu.hub.cached_compile import compile_with_cache
 from optimum_npu.models.decoder.modeling import (NPUModelForCausalLM, check_stored_architecture, read_generation_config,
                                                  read_hf_config, stored_model_config, stored_spec)
-from optimum_npu.models.decoder.npu_config import (RUNTIME_OPTIONS, STORED_FIX, NPUConfigError, NPUDecoderConfig,
-                                                   short_repr, stored_knob_error)
+from optimum_npu.models.decoder.npu_config import RUNTIME_OPTIONS, NPUConfigError, NPUDecoderConfig
+from optimum_npu.models.decoder.stored_config import (STORED_FIX, check_stored_config, config_from_stored, short_repr,
+                                                      stored_knob_error)
 from optimum_npu.models.decoder.runtime import DecoderRuntime
 from optimum_npu.models.model_config import DecoderModelConfig
+from optimum_npu.models.hf_compat import register_for_pipeline
 from optimum_npu.models.registry import lookup_architecture
 from optimum_npu.models.vlm.cache_key import vlm_cache_key
 from optimum_npu.models.vlm.export import compile_vlm
@@ -50,6 +53,8 @@ class NPUModelForImageTextToText(NPUModelForCausalLM):
     image tokens at prefill; decoding is the decoder path's (buckets, paged KV cache).
     ``npu_stats.visual`` reports the bucket of each image and the padding waste.
     """
+
+    hf_auto_class = AutoModelForImageTextToText
 
     def __init__(self, config, runtime: DecoderRuntime, visual: VisualRuntime, artifact_dir: Path,
                  npu_config: NPUVLMConfig, generation_config: GenerationConfig | None = None):
@@ -125,7 +130,7 @@ class NPUModelForImageTextToText(NPUModelForCausalLM):
         for key in ("visual", "language_model"):
             if not isinstance(stored.get(key), dict):
                 raise stored_knob_error(origin, f"{key}={short_repr(stored.get(key))} must be a JSON object of knobs")
-        language_knobs = NPUDecoderConfig.from_stored(stored["language_model"], f"language_model in {origin}")
+        language_knobs = config_from_stored(stored["language_model"], f"language_model in {origin}")
         try:
             compiled = NPUVLMConfig.coerce({"visual": stored["visual"], "language_model": stored["language_model"],
                                             "npu": stored.get("npu")})
@@ -137,14 +142,14 @@ class NPUModelForImageTextToText(NPUModelForCausalLM):
         hf_config = read_hf_config(root)
         arch = check_stored_architecture(stored, hf_config, "vlm", origin)
         model = stored_model_config(hf_config, root)
-        config.language_model.check_stored(model, f"language_model in {origin}")
+        check_stored_config(config.language_model, model, f"language_model in {origin}")
         spec = stored_spec(stored, origin)
         manifest = _manifest_files(root)
         language_root = root / SUBMODULE_DIRS["language_model"]
         language_origin = str(language_root / NPU_CONFIG_FILE)
         language_doc = expect_dict(load_json(language_root / NPU_CONFIG_FILE, what=language_origin,
                                              error=ArtifactError), language_origin, ArtifactError)
-        stored_language = NPUDecoderConfig.from_stored(language_doc, language_origin)
+        stored_language = config_from_stored(language_doc, language_origin)
         if stored_language.compile_knobs() != language_knobs.compile_knobs():
             raise ArtifactError(f"{language_origin}: its knobs differ from language_model in {origin}; {STORED_FIX}")
         graphs = language_doc.get("graphs")
@@ -276,3 +281,6 @@ def _apply_placement(compiled: NPUVLMConfig, requested: Any) -> NPUVLMConfig:
         raise NPUConfigError("compile knobs cannot change at load time (only device_map / device can): recompile "
                              "with from_pretrained(checkpoint, export=True, npu_config=...)")
     return placement
+
+
+register_for_pipeline(NPUModelForImageTextToText, MODEL_FOR_IMAGE_TEXT_TO_TEXT_MAPPING_NAMES)
