@@ -20,6 +20,8 @@ from optimum_npu.device.moe_cost import expected_active_experts
 from optimum_npu.models.decoder.npu_config import NPUConfigError
 from optimum_npu.models.tiny import build_causal_lm, build_tokenizer
 from tests.test_architectures import BATCH_PROMPTS, GREEDY, LONG_PROMPT, assert_same_generation
+from optimum_npu.schema import GraphFormatError
+from tests.tampering import edit_graph
 from tests.test_tensor_parallel import _free_port
 
 MOE_ARCHITECTURES = ["MixtralForCausalLM", "Qwen2MoeForCausalLM", "Qwen3MoeForCausalLM"]
@@ -212,3 +214,25 @@ def test_planner_spreads_the_experts_of_a_real_shape():
     assert spread.expert_parallel_size == 2
     assert spread.memory_per_device_bytes["weights"] == pytest.approx(weights[2] - experts / 2, rel=0.01)
     assert not replicated[1].fits and spread.fits                             # 93 GB vs ~47 GB on an 80 GB H100
+
+
+@pytest.mark.parametrize("op, position, value", [("npu.moe.default", 4, 99),            # top_k beyond the experts
+                                                 ("npu.moe_experts.default", 5, 0),     # no experts: cost / 0
+                                                 ("npu.moe_dispatch.default", 5, 3)])   # 3 ranks, 8 experts
+def test_tampered_routing_arguments_are_refused_at_load(tmp_path, op, position, value):
+    """An artifact is untrusted: routing facts that do not fit the weights fail the shape check at load, before
+    the cost model divides by them or a kernel runs."""
+    parallel = 1 if op == "npu.moe.default" else 2
+    _, model = _compile("MixtralForCausalLM", parallel)
+    try:
+        model.save_pretrained(tmp_path)
+    finally:
+        model.release()
+
+    def edit(doc):
+        node = next(node for node in doc["nodes"] if node["op"] == op)
+        node["args"][position] = value
+
+    edit_graph(tmp_path, "decoder_batch_1", edit)
+    with pytest.raises(GraphFormatError, match="cannot run on its own inputs"):
+        NPUModelForCausalLM.from_pretrained(tmp_path)

@@ -70,4 +70,7 @@ def moe_dispatch(hidden: torch.Tensor, router_logits: torch.Tensor, top_k: int, 
 
 @moe_dispatch.register_fake
 def _moe_dispatch_fake(hidden, router_logits, top_k, normalize, weights_in_input_dtype, group_size):
+    experts = router_logits.shape[-1]
+    if group_size < 1 or experts % group_size or not 1 <= top_k <= experts:
+        raise ValueError(f"npu.moe_dispatch over {group_size} devices cannot route top_k={top_k} of {experts} experts")
     return dispatch_shapes(hidden, router_logits, weights_in_input_dtype, group_size)

@@ -107,15 +107,31 @@ def dispatch_shapes(hidden: torch.Tensor, router_logits: torch.Tensor, weights_i
             router_logits.new_empty(size, share, router_logits.shape[-1] // size, dtype=dtype))
 
 
+def check_experts(hidden: torch.Tensor, routing: torch.Tensor, gate_up: torch.Tensor, down: torch.Tensor,
+                  top_k: int, num_experts: int) -> None:
+    """Refuses (ValueError) shapes and routing facts that do not fit together; the fake implementations call it,
+    so a graph read from an artifact is checked when its shapes are verified, before it is costed or run."""
+    held, hidden_size = gate_up.shape[0], hidden.shape[-1]
+    consistent = (gate_up.dim() == 3 and down.dim() == 3 and gate_up.shape[2] == hidden_size and down.shape[0] == held
+                  and down.shape[1] == hidden_size and 2 * down.shape[2] == gate_up.shape[1]
+                  and routing.shape[-1] == held and routing.shape[0] == hidden.shape[0])
+    if not consistent or not 1 <= top_k <= num_experts or held < 1 or num_experts % held:
+        raise ValueError(f"MoE kernel arguments do not fit: tokens {list(hidden.shape)}, routing {list(routing.shape)},"
+                         f" gate_up {list(gate_up.shape)}, down {list(down.shape)}, top_k={top_k}, "
+                         f"num_experts={num_experts}")
+
+
 moe = custom_op("npu::moe", moe_kernel, mutates_args=())
 moe_experts = custom_op("npu::moe_experts", moe_experts_kernel, mutates_args=())
 
 
 @moe.register_fake
 def _moe_fake(hidden, router_logits, gate_up, down, top_k, normalize, weights_in_input_dtype):
+    check_experts(hidden, router_logits, gate_up, down, top_k, router_logits.shape[-1])
     return torch.empty_like(hidden)
 
 
 @moe_experts.register_fake
 def _moe_experts_fake(tokens, expert_weights, gate_up, down, top_k, num_experts):
+    check_experts(tokens, expert_weights, gate_up, down, top_k, num_experts)
     return torch.empty_like(tokens)
