@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 
@@ -108,16 +109,28 @@ def test_expert_parallel_4_matches_eager(architecture, tokenizer):
         model.release()
 
 
-def test_each_rank_holds_only_its_experts(tmp_path):
-    reference, model = _compile("MixtralForCausalLM", 2)
-    try:
-        model.save_pretrained(tmp_path)
-    finally:
-        model.release()
+@pytest.fixture(scope="module")
+def mixtral_artifacts(tmp_path_factory):
+    """A tiny Mixtral and its saved artifacts with experts replicated (1) and spread over 2 devices (2)."""
+    reference = build_causal_lm("MixtralForCausalLM", num_key_value_heads=4)
+    paths = {}
+    for parallel in (1, 2):
+        knobs = KNOBS | {"tensor_parallel_size": parallel, "expert_parallel_size": parallel}
+        model = NPUModelForCausalLM.from_model(reference, npu_config=knobs)
+        try:
+            paths[parallel] = tmp_path_factory.mktemp(f"mixtral-ep{parallel}")
+            model.save_pretrained(paths[parallel])
+        finally:
+            model.release()
+    return reference, paths
+
+
+def test_each_rank_holds_only_its_experts(mixtral_artifacts):
+    reference, paths = mixtral_artifacts
     name = "model.layers.1.mlp.experts.gate_up_proj"
     full = reference.state_dict()[name]                                          # [8, 2I, H]
     for rank in range(2):
-        with safe_open(str(tmp_path / f"model-tp{rank}-of-2.safetensors"), "pt") as shard:
+        with safe_open(str(paths[2] / f"model-tp{rank}-of-2.safetensors"), "pt") as shard:
             torch.testing.assert_close(shard.get_tensor(name), full[4 * rank:4 * rank + 4], rtol=0, atol=0)
 
 
@@ -219,20 +232,16 @@ def test_planner_spreads_the_experts_of_a_real_shape():
 @pytest.mark.parametrize("op, position, value", [("npu.moe.default", 4, 99),            # top_k beyond the experts
                                                  ("npu.moe_experts.default", 5, 0),     # no experts: cost / 0
                                                  ("npu.moe_dispatch.default", 5, 3)])   # 3 ranks, 8 experts
-def test_tampered_routing_arguments_are_refused_at_load(tmp_path, op, position, value):
+def test_tampered_routing_arguments_are_refused_at_load(mixtral_artifacts, tmp_path, op, position, value):
     """An artifact is untrusted: routing facts that do not fit the weights fail the shape check at load, before
     the cost model divides by them or a kernel runs."""
-    parallel = 1 if op == "npu.moe.default" else 2
-    _, model = _compile("MixtralForCausalLM", parallel)
-    try:
-        model.save_pretrained(tmp_path)
-    finally:
-        model.release()
+    artifact = tmp_path / "artifact"
+    shutil.copytree(mixtral_artifacts[1][1 if op == "npu.moe.default" else 2], artifact)
 
     def edit(doc):
         node = next(node for node in doc["nodes"] if node["op"] == op)
         node["args"][position] = value
 
-    edit_graph(tmp_path, "decoder_batch_1", edit)
+    edit_graph(artifact, "decoder_batch_1", edit)
     with pytest.raises(GraphFormatError, match="cannot run on its own inputs"):
-        NPUModelForCausalLM.from_pretrained(tmp_path)
+        NPUModelForCausalLM.from_pretrained(artifact)
