@@ -245,3 +245,20 @@ def test_tampered_routing_arguments_are_refused_at_load(mixtral_artifacts, tmp_p
     edit_graph(artifact, "decoder_batch_1", edit)
     with pytest.raises(GraphFormatError, match="cannot run on its own inputs"):
         NPUModelForCausalLM.from_pretrained(artifact)
+
+
+def test_a_tp_style_on_the_routed_experts_is_refused():
+    """Their 3-D stacked weights are replicated or spread by expert parallelism; a column/row style would cut
+    them along the wrong dimension."""
+    import dataclasses
+
+    from optimum_npu.compile.tensor_parallel import TensorParallelError
+    from optimum_npu.models.adapters.moe import MIXTRAL
+    from optimum_npu.models.adapters.tp_plan import decoder_tp_plan
+    from optimum_npu.models.model_config import DecoderModelConfig
+
+    adapter = dataclasses.replace(MIXTRAL, tp_plan={**MIXTRAL.tp_plan, "layers.*.mlp.experts": "colwise"})
+    model = DecoderModelConfig.from_hf(build_causal_lm("MixtralForCausalLM").config)
+    with pytest.raises(TensorParallelError, match=r"module model.layers.\*.mlp.experts has tensor-parallel style "
+                                                  r"'colwise'; the routed experts are replicated"):
+        decoder_tp_plan(adapter, model, 2)

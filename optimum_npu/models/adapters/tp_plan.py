@@ -29,11 +29,15 @@ def decoder_tp_plan(adapter: DecoderAdapter, model, size: int, expert_parallel: 
     """
     out_dim = 1 if adapter.linear == "conv1d" else 0  # Conv1D weights are [in, out]
     rules = []
+    experts = f"{adapter.layers}.*.{adapter.mlp.module}.{adapter.moe.experts}" if adapter.moe else None
     if expert_parallel and size > 1:
-        experts = f"{adapter.text_model}.{adapter.layers}.*.{adapter.mlp.module}.{adapter.moe.experts}"
-        rules.append((module_regex(experts), WeightSplit("colwise", 0)))  # [E, ...] -> [E / size, ...]
+        rules.append((module_regex(f"{adapter.text_model}.{experts}"), WeightSplit("colwise", 0)))  # [E/size, ...]
     for pattern, style in adapter.tp_plan.items():
         module = f"{adapter.text_model}.{pattern}"
+        if experts is not None and pattern.startswith(experts):
+            raise TensorParallelError(f"module {module} has tensor-parallel style {style!r}; the routed experts are "
+                                      "replicated under tensor parallelism or spread with expert_parallel_size, and "
+                                      "take no style in the adapter's tp_plan")
         if style in FUSED_PARTS:
             split = WeightSplit("colwise", out_dim, tuple(FUSED_PARTS[style](model)))
         elif style in STYLES:
