@@ -57,6 +57,9 @@ def weights_file(rank: int = 0, tensor_parallel_size: int = 1) -> str:
 #: Collective operators the tensor-parallel pass inserts and the devices perform.
 ALL_REDUCE = "npu.all_reduce.default"
 ALL_GATHER = "npu.all_gather.default"
+#: Expert parallelism: token dispatch to the ranks holding the experts, and the all-to-all sending results back.
+MOE_DISPATCH = "npu.moe_dispatch.default"
+ALL_TO_ALL = "npu.all_to_all.default"
 
 def dtype_name(dtype: torch.dtype) -> str:
     name = str(dtype).removeprefix("torch.")

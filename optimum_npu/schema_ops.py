@@ -2,7 +2,7 @@
 
 Every operator overload the compiler emits for the supported families (collected from the
 graphs of every model the test suite compiles: Llama, Mistral, Qwen2/3, Gemma, Gemma 2/3,
-Phi, Phi-3, GPT-2, OPT, Qwen2/2.5/3-VL, tensor parallelism, quantization), each with the names of its
+Phi, Phi-3, GPT-2, OPT, Qwen2/2.5/3-VL, Mixtral, Qwen2/3-MoE, tensor parallelism, quantization), each with the names of its
 schema arguments, which are the only keyword names a node of that operator may use. Graphs
 are checked against it by exact string match (``schema.check_op_name``); the device resolves
 operators through a table built from this list, never by ``getattr`` on a string read from a file.
@@ -65,6 +65,10 @@ ALLOWED_OPS: dict[str, tuple[str, ...]] = {
     "getitem": (),
     "npu.all_gather.default": ('x', 'dim', 'group_size'),
     "npu.all_reduce.default": ('x', 'group_size'),
+    "npu.all_to_all.default": ('x', 'group_size'),
+    "npu.moe.default": ('hidden', 'router_logits', 'gate_up', 'down', 'top_k', 'normalize', 'weights_in_input_dtype'),
+    "npu.moe_dispatch.default": ('hidden', 'router_logits', 'top_k', 'normalize', 'weights_in_input_dtype', 'group_size'),
+    "npu.moe_experts.default": ('tokens', 'expert_weights', 'gate_up', 'down', 'top_k', 'num_experts'),
     "npu.paged_attention.default": ('query', 'key', 'value', 'k_cache', 'v_cache', 'block_table', 'positions', 'scale', 'partition_len', 'softcap', 'k_scale', 'v_scale'),
     "npu.quantized_linear.default": ('input', 'weight', 'scale', 'bias'),
     "npu.segment_attention.default": ('query', 'key', 'value', 'segments', 'scale'),

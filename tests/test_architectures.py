@@ -25,6 +25,9 @@ ADDED = {
     "Phi3ForCausalLM": True,
     "GemmaForCausalLM": True,
     "Gemma2ForCausalLM": False,
+    "MixtralForCausalLM": True,
+    "Qwen2MoeForCausalLM": True,
+    "Qwen3MoeForCausalLM": True,
 }
 LONG_PROMPT = "The quick brown fox jumps over the lazy dog"   # 43 tokens: three prefill chunks of 16
 BATCH_PROMPTS = ["Once upon a time, far", "hi", "Hello world!"]  # 21, 2 and 12 tokens, left-padded

@@ -13,7 +13,7 @@ from optimum_npu.models.tiny import save_causal_lm
 
 COMPILE_FLAGS = ["--max-seq-len", "--batch-size", "--decoder-batch-sizes", "--prefill-chunk-size", "--dtype",
                  "--npu", "--kvcache-block-size", "--kvcache-num-blocks", "--attn-impl", "--kvcache-partition-len",
-                 "--tensor-parallel-size", "--quantization", "--kv-cache", "--group-size"]
+                 "--tensor-parallel-size", "--expert-parallel-size", "--quantization", "--kv-cache", "--group-size"]
 GENERATE_FLAGS = ["--prompt", "--prompt-file", "--chat", "--max-new-tokens", "--do-sample", "--temperature", "--top-k",
                   "--top-p", "--repetition-penalty", "--seed", "--stream", "--stats-json", "--device", "--tokenizer",
                   "--enable-prefix-caching"]

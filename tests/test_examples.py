@@ -63,8 +63,15 @@ def run_serve_and_query(tmp_path: Path, hub) -> None:
     assert 'optimum_npu:bucket_steps_total{graph="prefill"' in result.stdout
 
 
+def run_moe_expert_parallel(tmp_path: Path, hub) -> None:
+    result = run_script("moe_expert_parallel.py", "--max-new-tokens", "4")
+    assert "greedy tokens, 2 devices vs eager Transformers: identical" in result.stdout
+    assert "activated per decode step, load imbalance" in result.stdout
+
+
 TINY_RUNS = {"text_generation.py": run_text_generation, "hub_roundtrip.py": run_hub_roundtrip,
-             "image_to_text.py": run_image_to_text, "serve_and_query.py": run_serve_and_query}
+             "image_to_text.py": run_image_to_text, "serve_and_query.py": run_serve_and_query,
+             "moe_expert_parallel.py": run_moe_expert_parallel}
 
 
 def run_script(name: str, *args: str) -> subprocess.CompletedProcess:

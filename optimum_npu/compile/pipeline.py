@@ -12,7 +12,9 @@ order, on graphs captured by a family's graph builder:
 3. ``fuse``: finds the fusion candidates of each graph (``device/fusion.py``: RMSNorm, rotary,
    gated MLP, attention). Sharding keeps node names, so the candidates hold for the sharded
    graphs; the cost models take them (whether a group fits in SRAM is decided per device).
-4. ``shard``: splits the graphs and weights for tensor parallelism (``compile/tensor_parallel.py``).
+4. ``shard``: splits the graphs and weights for tensor parallelism (``compile/tensor_parallel.py``) and,
+   with ``expert_parallel_size``, spreads the experts (``compile/expert_parallel.py``: all-to-all dispatch
+   and combine around each rank's experts).
 5. ``shape propagation``: node shapes of every graph a pass rewrote are recomputed on fake
    tensors (``compile/shape_prop.py``), so the memory plan and the cost model read true shapes.
 6. ``memory plan``: the bytes one device needs, per category and per weight dtype, from the

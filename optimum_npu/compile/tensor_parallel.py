@@ -12,7 +12,9 @@ tensor-parallel group runs (the same graph on each rank: only the weights differ
 - the logits projection, found by the weight names the plan gives (``lm_head.weight``, or the
   embedding table it is tied to), keeps 1/N of the vocabulary (padded up to a multiple of N with
   zero rows, sliced off after gathering), followed by an ``npu.all_gather``;
-- everything else (embeddings, norms, position tables) is replicated.
+- everything else (embeddings, norms, position tables) is replicated;
+- with ``expert_parallel`` the plan cuts the stacked expert weights along the expert dimension and each
+  ``npu.moe`` node becomes dispatch / local experts / combine collectives (``compile/expert_parallel.py``).
 
 Quantized linears (``compile/quantize.py``) split the same way: their values are laid out [out, in]
 whatever the module's layout, and their scales are cut with their groups (a per-channel scale of a
@@ -31,9 +33,10 @@ from dataclasses import dataclass
 
 import torch
 
+from optimum_npu.compile.expert_parallel import expert_parallel_nodes
 from optimum_npu.compile.quantize import quantized_split
 from optimum_npu.compile.shape_prop import propagate_shapes
-from optimum_npu.device.kernels import QUANTIZED_LINEAR
+from optimum_npu.device.kernels import MOE, QUANTIZED_LINEAR
 from optimum_npu.schema import ALL_GATHER, ALL_REDUCE, Graph, Node, TensorSpec
 
 LINEAR = "aten.linear.default"
@@ -76,11 +79,14 @@ class TensorParallelPlan:
         rules: (regular expression over module names, split); the first match wins.
         logits: names of the weight the logits projection reads (``lm_head.weight``; with tied
             embeddings the table may carry the embedding's name).
+        expert_parallel: the experts are spread over the group (``expert_parallel_size`` = ``size``); the
+            rules then cut the stacked expert weights along their first (expert) dimension.
     """
 
     size: int
     rules: tuple[tuple[str, WeightSplit], ...] = ()
     logits: tuple[str, ...] = ("lm_head.weight",)
+    expert_parallel: bool = False
 
     @classmethod
     def from_hf(cls, size: int, hf_plan: dict[str, str], prefix: str = "model.",
@@ -231,6 +237,11 @@ def shard_graph(graph: Graph, plan: TensorParallelPlan) -> Graph:
         args = _rename(node.args, renamed)
         if node is head:
             args = [args[0], {"ref": head_input}, *args[2:]]
+        if node.op == MOE and plan.expert_parallel:
+            experts = next(spec.shape[0] for spec in graph.inputs if spec.name == _ref(node.args[2]))
+            nodes += expert_parallel_nodes(dataclasses.replace(node, args=args), plan.size, experts)
+            renamed[node.name] = nodes[-1].name
+            continue
         nodes.append(dataclasses.replace(node, args=args, kwargs=_rename(node.kwargs, renamed)))
         if node is head:
             gathered = f"{node.name}_all_gather"

@@ -4,7 +4,7 @@ Two back ends: ``InProcessGroup`` (every rank in this process, the default: the 
 lockstep and the group reduces their operands between graph segments) and
 ``TorchDistributedGroup`` (every rank its own process, ``torch.distributed`` with gloo, so a
 simulated node can span processes or machines: it hands its rank the kernels that replace
-``npu.all_reduce`` / ``npu.all_gather``).
+``npu.all_reduce`` / ``npu.all_gather`` and the expert-parallel ``npu.moe_dispatch`` / ``npu.all_to_all``).
 """
 
 from __future__ import annotations
@@ -13,7 +13,8 @@ from typing import Callable
 
 import torch
 
-from optimum_npu.schema import ALL_GATHER, ALL_REDUCE
+from optimum_npu.device.kernels.moe import dispatch_buffers
+from optimum_npu.schema import ALL_GATHER, ALL_REDUCE, ALL_TO_ALL, MOE_DISPATCH
 
 
 class InProcessGroup:
@@ -35,6 +36,12 @@ class InProcessGroup:
         if node.op == ALL_GATHER:
             gathered = torch.cat(parts, dim=per_rank_args[0][1])
             return [gathered] * len(parts)
+        if node.op == ALL_TO_ALL:
+            return _exchange(parts)
+        if node.op == MOE_DISPATCH:
+            size = len(parts)
+            sent = [dispatch_buffers(*args[:5], rank, size) for rank, args in enumerate(per_rank_args)]
+            return list(zip(_exchange([s[0] for s in sent]), _exchange([s[1] for s in sent])))
         raise ValueError(f"{node.op} is not a collective this group performs")
 
 
@@ -64,4 +71,18 @@ class TorchDistributedGroup:
             dist.all_gather(parts, x.contiguous())
             return torch.cat(parts, dim=dim)
 
-        return {ALL_REDUCE: all_reduce, ALL_GATHER: all_gather}
+        def all_to_all(x: torch.Tensor, group_size: int) -> torch.Tensor:
+            received = torch.empty_like(x)
+            dist.all_to_all_single(received, x.contiguous())
+            return received
+
+        def moe_dispatch(hidden, router_logits, top_k, normalize, weights_in_input_dtype, group_size):
+            sent = dispatch_buffers(hidden, router_logits, top_k, normalize, weights_in_input_dtype, rank, self.size)
+            return tuple(all_to_all(part, group_size) for part in sent)
+
+        return {ALL_REDUCE: all_reduce, ALL_GATHER: all_gather, ALL_TO_ALL: all_to_all, MOE_DISPATCH: moe_dispatch}
+
+
+def _exchange(parts: list[torch.Tensor]) -> list[torch.Tensor]:
+    """All-to-all over in-process ranks: chunk s of rank d's result is chunk d of rank s's [n, ...] operand."""
+    return [torch.stack([part[dest] for part in parts]) for dest in range(len(parts))]

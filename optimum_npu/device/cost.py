@@ -27,13 +27,14 @@ from optimum_npu.device.calibration import (HOST_FLOPS, efficiency, keeps_attent
 from optimum_npu.device.fusion import find_groups, group_traffic
 from optimum_npu.device.ops import (ALL_REDUCE, ATTENTION_OPS, COLLECTIVE_OPS, FREE_OPS, GATHER_OPS, GEMV_MAX_ROWS,
                                     MATMUL_OPS, GraphIndex, argument, is_host_op, nbytes, short_name)
-from optimum_npu.device.kernels import QUANTIZED_LINEAR, SEGMENT_ATTENTION
+from optimum_npu.device.kernels import MOE, MOE_EXPERTS, QUANTIZED_LINEAR, SEGMENT_ATTENTION
+from optimum_npu.device.moe_cost import all_to_all_seconds, moe_cost, output_bytes
 from optimum_npu.device.quant_cost import dequant_flops, quantized_precision
 from optimum_npu.device.spec import NPUSpec
 from optimum_npu.device.timeline import (CATEGORIES, DEQUANTIZE, DEVICE_HDMA, DEVICE_SYNC, EXTERNAL_HDMA, HOST,
                                          NEURAL_DMA,
                                          NEURAL_ENGINE, TimelineEvent)
-from optimum_npu.schema import Graph, Node, dtype_from_name
+from optimum_npu.schema import ALL_TO_ALL, MOE_DISPATCH, Graph, Node, dtype_from_name
 
 SLIDING_WINDOW_ATTENTION = "npu.sliding_window_attention.default"
 #: The matmul operand whose last dimension is the reduction (schema argument names).
@@ -84,9 +85,13 @@ def collective_seconds(node: Node, spec: NPUSpec) -> tuple[float, float]:
     """(transfer, sync) seconds of a collective over ``group_size`` devices, from its output shape.
 
     Ring all-reduce: ``2(n-1)/n * bytes / link_bandwidth`` + ``2(n-1) * link_latency``;
-    all-gather: ``(n-1)/n * bytes_out / link_bandwidth`` + ``(n-1) * link_latency``.
+    all-gather: ``(n-1)/n * bytes_out / link_bandwidth`` + ``(n-1) * link_latency``;
+    all-to-all (expert-parallel dispatch and combine): see ``moe_cost.all_to_all_seconds``.
     """
     n = argument(node, "group_size", 1)
+    if node.op in (ALL_TO_ALL, MOE_DISPATCH):
+        return all_to_all_seconds(output_bytes(node), n, spec.link_bandwidth, spec.link_latency_s) if n > 1 else (
+            0.0, 0.0)
     if n <= 1 or "shape" not in node.meta:
         return 0.0, 0.0
     size = nbytes(node.meta["shape"], node.meta["dtype"])
@@ -182,6 +187,8 @@ class GraphCostModel:
         if node.op == SEGMENT_ATTENTION:  # flash-style: the score tiles stay on chip
             (heads, seq, head_dim), q_dtype = self._arg_shape(node, "query")
             return OpCost(4.0 * heads * seq * seq * head_dim, 4 * nbytes([heads, seq, head_dim], q_dtype), "attention")
+        if node.op in (MOE, MOE_EXPERTS):  # the experts the batch is expected to activate (moe_cost)
+            return OpCost(*moe_cost(node, self._arg_shape))
         if node.op in MATMUL_OPS:
             reduce_dim = self._arg_shape(node, _MATMUL_LEFT.get(node.op, "self"))[0][-1]
             kind = "gemv" if math.prod(out_shape[:-1]) <= GEMV_MAX_ROWS else "gemm"

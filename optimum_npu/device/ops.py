@@ -12,7 +12,8 @@ import math
 
 from optimum_npu.device.kernels import ATTENTION_OPS  # attention kernels: costed per call from the positions
 from optimum_npu.device.kernels import QUANTIZED_LINEAR
-from optimum_npu.schema import ALL_GATHER, ALL_REDUCE, Graph, Node, dtype_from_name, iter_refs
+from optimum_npu.device.kernels import COLLECTIVE_OPS  # inserted by the tensor- and expert-parallel passes
+from optimum_npu.schema import ALL_REDUCE, Graph, Node, dtype_from_name, iter_refs
 from optimum_npu.schema_ops import ALLOWED_OPS
 
 _MISSING = object()
@@ -30,8 +31,6 @@ MATMUL_OPS = {"aten.linear.default", "aten.mm.default", "aten.addmm.default", "a
               "aten.bmm.default", QUANTIZED_LINEAR}
 #: Ops that read only the rows they return (gathers).
 GATHER_OPS = {"aten.embedding.default", "aten.index.Tensor", "aten.index_select.default", "aten.gather.default"}
-#: Collectives inserted by the tensor-parallel pass (costed on the inter-device link).
-COLLECTIVE_OPS = (ALL_REDUCE, ALL_GATHER)
 #: Host fallback ops: ops the NPU cannot run, executed by the host CPU with their inputs and
 #: outputs copied over the host link. None is needed by the supported models; a compiler
 #: pass may also mark a node with ``meta["placement"] = "host"``.

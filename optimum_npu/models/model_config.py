@@ -41,6 +41,15 @@ class DecoderModelConfig:
     deepstack_layers: int = 0
     #: The MLP has three weight matrices (gate, up, down) rather than two (up, down: GPT-2, OPT, Phi).
     gated_mlp: bool = True
+    #: Mixture of experts (0 experts: a dense model): experts per MoE layer, experts each token runs,
+    #: an expert's intermediate size, the shared expert's (0: none), whether the top-k routing weights
+    #: are renormalised, and how many layers are sparse (the others keep a dense MLP).
+    num_experts: int = 0
+    experts_per_token: int = 0
+    moe_intermediate_size: int = 0
+    shared_expert_intermediate_size: int = 0
+    normalize_topk: bool = True
+    moe_layers: int = 0
 
     def is_sliding(self, layer: int) -> bool:
         """Whether a layer attends only to the last ``sliding_window`` positions."""
@@ -97,6 +106,7 @@ class DecoderModelConfig:
             final_logit_softcapping=getattr(text, "final_logit_softcapping", None),
             deepstack_layers=len(getattr(vision, "deepstack_visual_indexes", None) or ()),
             gated_mlp=adapter.mlp.gated,
+            **_moe_fields(adapter, text),
         )
 
     @property
@@ -106,4 +116,32 @@ class DecoderModelConfig:
         mlp = (3 if self.gated_mlp else 2) * self.hidden_size * self.intermediate_size
         norms = 4 * self.hidden_size  # up to four per layer (sandwich norms); negligible either way
         embed = self.vocab_size * self.hidden_size * (1 if self.tie_word_embeddings else 2)
-        return self.num_layers * (attn + mlp + norms) + embed + self.hidden_size
+        dense = self.num_layers - self.moe_layers
+        return (self.num_layers * (attn + norms) + dense * mlp + self.moe_layers * self.moe_layer_parameters(
+            self.num_experts) + embed + self.hidden_size)
+
+    def moe_layer_parameters(self, experts: int) -> int:
+        """Parameters of one MoE block holding ``experts`` routed experts (router and shared expert included)."""
+        routed = 3 * self.hidden_size * self.moe_intermediate_size * experts
+        shared = 3 * self.hidden_size * self.shared_expert_intermediate_size + (
+            self.hidden_size if self.shared_expert_intermediate_size else 0)
+        return routed + shared + self.num_experts * self.hidden_size
+
+
+def _moe_fields(adapter, text) -> dict:
+    """The mixture-of-experts fields of ``DecoderModelConfig`` (none for a dense adapter)."""
+    if adapter.moe is None:
+        return {}
+    experts = adapter.config_value(text, "num_experts")
+    sparse_step = getattr(text, "decoder_sparse_step", 1) or 1
+    dense_only = set(getattr(text, "mlp_only_layers", None) or ())
+    normalize = adapter.moe.normalize_topk
+    return dict(
+        num_experts=experts, experts_per_token=adapter.config_value(text, "num_experts_per_tok"),
+        moe_intermediate_size=adapter.config_value(text, "moe_intermediate_size"),
+        shared_expert_intermediate_size=adapter.config_value(text, "shared_expert_intermediate_size") or 0
+        if adapter.moe.shared_expert else 0,
+        normalize_topk=bool(adapter.config_value(text, "norm_topk_prob") if normalize is None else normalize),
+        moe_layers=sum(1 for i in range(text.num_hidden_layers)
+                       if i not in dense_only and (i + 1) % sparse_step == 0),
+    )

@@ -14,6 +14,7 @@ from optimum_npu.models.adapters.gemma2 import GEMMA2
 from optimum_npu.models.adapters.gemma3 import GEMMA3
 from optimum_npu.models.adapters.gpt2 import GPT2
 from optimum_npu.models.adapters.llama import LLAMA
+from optimum_npu.models.adapters.moe import MIXTRAL, QWEN2_MOE, QWEN3_MOE
 from optimum_npu.models.adapters.opt import OPT
 from optimum_npu.models.adapters.phi import PHI
 from optimum_npu.models.adapters.phi3 import PHI3
@@ -68,6 +69,9 @@ _ARCHITECTURES = (
     Architecture("PhiForCausalLM", "decoder", PHI),
     Architecture("GPT2LMHeadModel", "decoder", GPT2),
     Architecture("OPTForCausalLM", "decoder", OPT),
+    Architecture("MixtralForCausalLM", "decoder", MIXTRAL),
+    Architecture("Qwen2MoeForCausalLM", "decoder", QWEN2_MOE),
+    Architecture("Qwen3MoeForCausalLM", "decoder", QWEN3_MOE),
 )
 REGISTRY: dict[str, Architecture] = {arch.name: arch for arch in _ARCHITECTURES}
 

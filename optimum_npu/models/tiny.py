@@ -22,13 +22,20 @@ SIZES = {
 MODEL_TYPES = {"LlamaForCausalLM": "llama", "MistralForCausalLM": "mistral",
                "Qwen2ForCausalLM": "qwen2", "Qwen3ForCausalLM": "qwen3", "Gemma3ForCausalLM": "gemma3_text",
                "GPT2LMHeadModel": "gpt2", "OPTForCausalLM": "opt", "PhiForCausalLM": "phi",
-               "Phi3ForCausalLM": "phi3", "GemmaForCausalLM": "gemma", "Gemma2ForCausalLM": "gemma2"}
+               "Phi3ForCausalLM": "phi3", "GemmaForCausalLM": "gemma", "Gemma2ForCausalLM": "gemma2",
+               "MixtralForCausalLM": "mixtral", "Qwen2MoeForCausalLM": "qwen2_moe", "Qwen3MoeForCausalLM": "qwen3_moe"}
 #: Multi-head-only architectures: no key/value-head count, head_dim = hidden_size / heads.
 MHA_ONLY = ("GPT2LMHeadModel", "OPTForCausalLM")
 #: Config keys an architecture names differently.
 RENAMED = {"GPT2LMHeadModel": {"intermediate_size": "n_inner"}, "OPTForCausalLM": {"intermediate_size": "ffn_dim"}}
-#: Per-architecture extras: Qwen2's q/k/v biases, Phi's q/k LayerNorms (both read by their HF classes).
-EXTRAS = {"Qwen2ForCausalLM": {"attention_bias": True}, "PhiForCausalLM": {"qk_layernorm": True}}
+#: Per-architecture extras: Qwen2's q/k/v biases, Phi's q/k LayerNorms (both read by their HF classes), experts.
+EXTRAS = {"Qwen2ForCausalLM": {"attention_bias": True}, "PhiForCausalLM": {"qk_layernorm": True},
+          # mixtures of 8 experts, 2 per token; Qwen2-MoE with a shared expert and its second layer dense
+          "MixtralForCausalLM": {"num_local_experts": 8, "num_experts_per_tok": 2},
+          "Qwen2MoeForCausalLM": {"num_experts": 8, "num_experts_per_tok": 2, "moe_intermediate_size": 32,
+                                  "shared_expert_intermediate_size": 64, "mlp_only_layers": [1]},
+          "Qwen3MoeForCausalLM": {"num_experts": 8, "num_experts_per_tok": 2, "moe_intermediate_size": 32,
+                                  "norm_topk_prob": True}}
 SPECIAL_TOKENS = ["<pad>", "<s>", "</s>"]
 VOCAB_SIZE = 256 + len(SPECIAL_TOKENS)
 

@@ -43,7 +43,8 @@ def cmd_plan(args: argparse.Namespace) -> None:
     if quantization:
         knobs["quantization"] = quantization
     results = plan(args.model, knobs, tensor_parallel_sizes=args.tensor_parallel_size,
-                   prompt_lengths=args.prompt_lengths, decode_context_len=args.context_len)
+                   prompt_lengths=args.prompt_lengths, decode_context_len=args.context_len,
+                   expert_parallel=args.expert_parallel)
     if args.json:
         print(to_json(results))
         return
@@ -75,6 +76,9 @@ def add_plan_command(commands: argparse._SubParsersAction) -> None:
                         help="prompt lengths to estimate the TTFT of (default 128,1024)")
     parser.add_argument("--context-len", type=int,
                         help="sequence length of the decode estimate (default: max seq len, the slowest step)")
+    parser.add_argument("--expert-parallel", action="store_true",
+                        help="spread a mixture-of-experts model's experts over each size's devices "
+                             "(expert_parallel_size = tensor_parallel_size; default: experts replicated)")
     parser.add_argument("--json", action="store_true", help="print a JSON list, one object per configuration")
     group = parser.add_argument_group("compile knobs (see NPUDecoderConfig; unset = derived from the model)")
     group.add_argument("--npu", default="atom", help=f"target NPU: a preset ({', '.join(sorted(PRESETS))}) or a "

@@ -117,10 +117,11 @@ def extrapolated_memory(terms: list[tuple[float, MemoryPlan]]) -> MemoryPlan:
 
 
 def extrapolated_plans(hf_config: PretrainedConfig, arch: Architecture, config: NPUDecoderConfig,
-                       graph_names: list[str], tensor_parallel_sizes: list[int],
-                       spec: NPUSpec) -> dict[int, tuple[dict[str, ExtrapolatedCost], MemoryPlan]]:
+                       graph_names: list[str], tensor_parallel_sizes: list[int], spec: NPUSpec,
+                       expert_parallel: bool = False) -> dict[int, tuple[dict[str, ExtrapolatedCost], MemoryPlan]]:
     """Cost of each named full-depth graph and the memory plan, for each tensor-parallel size, from truncated
-    meta captures (arguments as ``extrapolated_costs``); ``{tp: ({graph name: cost}, memory plan)}``."""
+    meta captures (arguments as ``extrapolated_costs``; ``expert_parallel``: the experts are spread over each
+    size's devices too); ``{tp: ({graph name: cost}, memory plan)}``."""
     layer_types = DecoderModelConfig.from_hf(hf_config).layer_types
     terms: dict[int, dict[str, list]] = {tp: {name: [] for name in graph_names} for tp in tensor_parallel_sizes}
     memory: dict[int, list[tuple[float, MemoryPlan]]] = {tp: [] for tp in tensor_parallel_sizes}
@@ -134,8 +135,8 @@ def extrapolated_plans(hf_config: PretrainedConfig, arch: Architecture, config: 
                                   config.quantization, keep)
         del model
         for tp in tensor_parallel_sizes:
-            compiled = device_passes(captured, tensor_parallel_plan(truncated, tp, arch.text_model),
-                                     with_weights=False)
+            split = tensor_parallel_plan(truncated, tp, arch.text_model, tp if expert_parallel else 1)
+            compiled = device_passes(captured, split, with_weights=False)
             memory[tp].append((weight, compiled.memory))
             for name, cost in compiled.cost_models(spec, config.dtype).items():
                 io.setdefault(f"{tp}/{name}", host_bytes(compiled.graphs[name]))

@@ -40,6 +40,19 @@ BUILTIN_MODELS: dict[str, tuple[str, str, dict, str]] = {
                         rope_theta=1000000.0, rope_local_base_freq=10000.0, tie_word_embeddings=True,
                         dtype="bfloat16"),
                    "google/gemma-3-1b-it config.json"),
+    "mixtral-8x7b": ("mixtral", "MixtralForCausalLM",
+                     dict(vocab_size=32000, hidden_size=4096, intermediate_size=14336, num_hidden_layers=32,
+                          num_attention_heads=32, num_key_value_heads=8, max_position_embeddings=32768,
+                          rope_theta=1000000.0, rms_norm_eps=1e-5, num_local_experts=8, num_experts_per_tok=2,
+                          sliding_window=None, tie_word_embeddings=False, dtype="bfloat16"),
+                     "mistralai/Mixtral-8x7B-v0.1 config.json"),
+    "qwen3-30b-a3b": ("qwen3_moe", "Qwen3MoeForCausalLM",
+                      dict(vocab_size=151936, hidden_size=2048, intermediate_size=6144, moe_intermediate_size=768,
+                           num_hidden_layers=48, num_attention_heads=32, num_key_value_heads=4, head_dim=128,
+                           num_experts=128, num_experts_per_tok=8, norm_topk_prob=True, decoder_sparse_step=1,
+                           mlp_only_layers=[], max_position_embeddings=40960, rope_theta=1000000.0,
+                           rms_norm_eps=1e-6, tie_word_embeddings=False, dtype="bfloat16"),
+                      "Qwen/Qwen3-30B-A3B config.json"),
 }
 
 

@@ -42,6 +42,7 @@ class PlanResult:
 
     Attributes:
         tensor_parallel_size: devices the model is split across.
+        expert_parallel_size: devices the experts of a mixture-of-experts model are spread over (1: replicated).
         valid: whether the model can be split this way; if not, ``error`` says why and the
             figures are empty.
         fits: whether ``memory_per_device_bytes["total"]`` fits in one device's DRAM.
@@ -62,6 +63,7 @@ class PlanResult:
     architecture: str
     npu: str
     valid: bool
+    expert_parallel_size: int = 1
     error: str | None = None
     fits: bool = False
     memory_per_device_bytes: dict[str, int] | None = field(default=None, hash=False)
@@ -96,7 +98,7 @@ def _ttft_seconds(cost: ExtrapolatedCost, config: NPUDecoderConfig, prompt_len: 
 
 def plan(model: str | Path | PretrainedConfig, npu_config: NPUDecoderConfig | dict | None = None,
          tensor_parallel_sizes=DEFAULT_TENSOR_PARALLEL_SIZES, prompt_lengths=DEFAULT_PROMPT_LENGTHS,
-         decode_context_len: int | None = None) -> list[PlanResult]:
+         decode_context_len: int | None = None, expert_parallel: bool = False) -> list[PlanResult]:
     """Sizes a decoder for each tensor-parallel size: memory per device, fit, TTFT, decode speed.
 
     Nothing is compiled for real and no weight is read: an 8B or 70B configuration is planned
@@ -111,6 +113,8 @@ def plan(model: str | Path | PretrainedConfig, npu_config: NPUDecoderConfig | di
         prompt_lengths: prompt lengths to estimate the TTFT of.
         decode_context_len: sequence length of the decode estimate (default ``max_seq_len``,
             the slowest step; with eager attention every length costs the same).
+        expert_parallel: spread a mixture-of-experts model's experts over each size's devices
+            (``expert_parallel_size`` = ``tensor_parallel_size``); otherwise they are replicated.
     Returns:
         One ``PlanResult`` per tensor-parallel size, in increasing order; sizes that do not
         divide the model's heads (or exceed the node) come back with ``valid=False`` and the reason.
@@ -143,7 +147,8 @@ def plan(model: str | Path | PretrainedConfig, npu_config: NPUDecoderConfig | di
     configs: dict[int, NPUDecoderConfig | str] = {}
     for tp in sizes:
         try:
-            resolved = dataclasses.replace(base, tensor_parallel_size=tp).resolve(shape)
+            resolved = dataclasses.replace(base, tensor_parallel_size=tp,
+                                           expert_parallel_size=tp if expert_parallel else 1).resolve(shape)
         except NPUConfigError as err:
             configs[tp] = str(err)
             continue
@@ -153,11 +158,13 @@ def plan(model: str | Path | PretrainedConfig, npu_config: NPUDecoderConfig | di
         configs[tp] = resolved
 
     valid = [tp for tp, config in configs.items() if not isinstance(config, str)]
-    plans = extrapolated_plans(hf_config, arch, reference, graph_names(reference), valid, spec) if valid else {}
+    plans = extrapolated_plans(hf_config, arch, reference, graph_names(reference), valid, spec,
+                               expert_parallel) if valid else {}
     fitting = [tp for tp in valid if plans[tp][1].total <= spec.dram_bytes]
     results = []
     for tp, config in configs.items():
-        common = dict(tensor_parallel_size=tp, architecture=arch.name, npu=spec.name,
+        common = dict(tensor_parallel_size=tp, expert_parallel_size=tp if expert_parallel else 1,
+                      architecture=arch.name, npu=spec.name,
                       device_capacity_bytes=spec.dram_bytes)
         if isinstance(config, str):
             results.append(PlanResult(valid=False, error=config, **common))

@@ -35,7 +35,8 @@ def format_table(results: list[PlanResult], title: str = "") -> str:
         The table, then one line per invalid or non-fitting configuration saying why / what fits.
     """
     valid = [r for r in results if r.valid]
-    rows = [["", *[f"TP={r.tensor_parallel_size}" for r in results]],
+    rows = [["", *[f"TP={r.tensor_parallel_size}" + (f" EP={r.expert_parallel_size}" if r.expert_parallel_size > 1
+                                                     else "") for r in results]],
             _row("fits in device memory", results, lambda r: "yes" if r.fits else "NO")]
     for key, label in MEMORY_ROWS:
         if any(key in r.memory_per_device_bytes for r in valid):

@@ -16,6 +16,7 @@ import torch
 
 from optimum_npu.device.buckets import Bucket, buckets_of_kind, smallest_bucket
 from optimum_npu.device.engine import DeviceEngine
+from optimum_npu.device.kernels.moe import record_routing
 from optimum_npu.runtime.block_manager import BlockManager
 from optimum_npu.runtime.sequence import Sequence, SequenceStatus
 from optimum_npu.runtime.stats import NPUStats, StepRecord
@@ -159,9 +160,10 @@ class StepRunner:
         return torch.tensor([self.blocks.table_row(seq, width) for seq in seqs], dtype=torch.int32)
 
     def _run(self, bucket: Bucket, inputs: dict[str, torch.Tensor], active: int, tokens: int) -> torch.Tensor:
-        logits, call = self.engine.run(bucket.name, inputs, bucket.kind, positions=inputs["positions"])
+        with record_routing() as routing:
+            logits, call = self.engine.run(bucket.name, inputs, bucket.kind, positions=inputs["positions"])
         self.stats.record(StepRecord(bucket.kind, bucket.name, active, tokens, call.seconds, call.attention_seconds,
-                                     call.host_seconds))
+                                     call.host_seconds, tuple(routing)))
         self.stats.kv_blocks_peak = max(self.stats.kv_blocks_peak, self.blocks.used_blocks)
         return logits
 

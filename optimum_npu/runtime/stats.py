@@ -7,11 +7,13 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from optimum_npu.device.memory import format_bytes
+from optimum_npu.runtime.moe_stats import Routing, experts_activated, load_imbalance, mean_of
 
 
 @dataclass(frozen=True)
 class StepRecord:
-    """One graph call: which graph, how many real rows/tokens it carried, and its simulated time."""
+    """One graph call: which graph, how many real rows/tokens it carried, its simulated time, and the routing of
+    its MoE layers (``runtime/moe_stats.py``; empty for a dense model)."""
 
     phase: str
     graph: str
@@ -20,6 +22,7 @@ class StepRecord:
     seconds: float
     attention_seconds: float
     host_seconds: float
+    routing: Routing = ()
 
 
 @dataclass
@@ -78,6 +81,14 @@ class NPUStats:
         """Decode throughput: tokens produced by decode steps per simulated second."""
         return sum(s.active for s in self._phase("decode")) / self.decode_s if self.decode_s else 0.0
 
+    def experts_activated_per_step(self, phase: str = "decode") -> float | None:
+        """Mixture of experts: mean experts activated per MoE layer in one step of ``phase`` (None: dense)."""
+        return mean_of(experts_activated(s.routing) for s in self._phase(phase))
+
+    def expert_load_imbalance(self, phase: str = "decode") -> float | None:
+        """Expert parallelism: mean max / mean tokens per device over the MoE layers of ``phase`` (None: no EP)."""
+        return mean_of(load_imbalance(s.routing) for s in self._phase(phase))
+
     @property
     def buckets(self) -> Counter:
         return Counter(s.graph for s in self.steps)
@@ -95,6 +106,9 @@ class NPUStats:
             "memory_bytes": dict(self.memory), "memory_capacity_bytes": self.memory_capacity,
             "prefix_hit_tokens": self.prefix_hit_tokens, "kv_blocks_peak": self.kv_blocks_peak,
             "kv_blocks_total": self.kv_blocks_total, "kv_pool_bytes": dict(self.kv_pools),
+            **({f"{phase}_experts_activated": self.experts_activated_per_step(phase) for phase in ("prefill", "decode")}
+               | {f"{phase}_expert_load_imbalance": self.expert_load_imbalance(phase) for phase in ("prefill", "decode")}
+               if any(s.routing for s in self.steps) else {}),
         }
 
     def __str__(self) -> str:
@@ -122,6 +136,12 @@ class NPUStats:
             buckets = ", ".join(f"{image.patches}->{image.bucket}" for image in self.visual.images)
             lines.append(f"  visual encoder          {self.visual.seconds * 1e3:10.3f} ms   (patches->bucket: {buckets};"
                          f" padding waste {100 * self.visual.padding_waste:.1f}%)")
+        for phase in ("prefill", "decode"):
+            activated, imbalance = self.experts_activated_per_step(phase), self.expert_load_imbalance(phase)
+            if activated is not None:
+                lines.append(f"  experts per layer       {activated:10.2f} activated per {phase} step"
+                             + (f", load imbalance {imbalance:.2f} (max/mean tokens per device)"
+                                if imbalance is not None else ""))
         if self.prefix_hit_tokens:
             lines.append(f"  prefix cache hits       {self.prefix_hit_tokens} tokens not prefilled")
         return "\n".join(lines)

@@ -5,11 +5,12 @@ compiled graph; the device runs the same implementation.
 """
 
 from optimum_npu.device.kernels import collectives  # noqa: F401  (registers npu.all_reduce / npu.all_gather)
+from optimum_npu.device.kernels.moe import moe_experts_kernel, moe_kernel
 from optimum_npu.device.kernels.paged_attention import paged_attention_kernel
 from optimum_npu.device.kernels.quantized_linear import quantized_linear_kernel
 from optimum_npu.device.kernels.segment_attention import segment_attention_kernel
 from optimum_npu.device.kernels.sliding_window_attention import sliding_window_attention_kernel
-from optimum_npu.schema import ALL_GATHER, ALL_REDUCE
+from optimum_npu.schema import ALL_GATHER, ALL_REDUCE, ALL_TO_ALL, MOE_DISPATCH
 
 #: Direct implementations the executor calls, bypassing the dispatcher (same arithmetic).
 KERNELS = {
@@ -17,12 +18,18 @@ KERNELS = {
     "npu.sliding_window_attention.default": sliding_window_attention_kernel,
     "npu.segment_attention.default": segment_attention_kernel,
     "npu.quantized_linear.default": quantized_linear_kernel,
+    "npu.moe.default": moe_kernel,
+    "npu.moe_experts.default": moe_experts_kernel,
 }
 #: Kernels whose cost depends on the run-time context (costed per call by the cost model).
 ATTENTION_OPS = ("npu.paged_attention.default", "npu.sliding_window_attention.default")
 #: Attention over a static bucket: costed from its shapes, scores kept on chip.
 SEGMENT_ATTENTION = "npu.segment_attention.default"
-#: Collectives inserted by the tensor-parallel pass; the runtime binds them per rank.
-COLLECTIVE_OPS = (ALL_REDUCE, ALL_GATHER)
+#: Collectives inserted by the tensor- and expert-parallel passes; the runtime binds them per rank.
+COLLECTIVE_OPS = (ALL_REDUCE, ALL_GATHER, MOE_DISPATCH, ALL_TO_ALL)
 #: A linear layer over quantized weights and their scales (``quantized_linear``).
 QUANTIZED_LINEAR = "npu.quantized_linear.default"
+#: Mixture-of-experts feed-forward: routing, experts and weighted combine (``moe``).
+MOE = "npu.moe.default"
+#: The experts of one rank under expert parallelism (``moe_experts``).
+MOE_EXPERTS = "npu.moe_experts.default"

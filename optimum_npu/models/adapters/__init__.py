@@ -1,5 +1,5 @@
 """Decoder adapters: one small data value per HF architecture (see ``spec.DecoderAdapter``)."""
 
-from optimum_npu.models.adapters.spec import MLP, Attention, DecoderAdapter, Positions
+from optimum_npu.models.adapters.spec import MLP, Attention, DecoderAdapter, MoE, Positions
 
-__all__ = ["MLP", "Attention", "DecoderAdapter", "Positions"]
+__all__ = ["MLP", "Attention", "DecoderAdapter", "MoE", "Positions"]

@@ -14,7 +14,7 @@ from typing import Any
 #: The values each layout field may take (block -> number of norms it reads).
 BLOCKS = {"pre_norm": 2, "sandwich_norm": 4, "parallel": 1}
 KINDS = {"positions.kind": ("rotary", "learned"), "attention.qkv": ("separate", "fused"),
-         "mlp.kind": ("module", "plain", "fused_gated"), "linear": ("linear", "conv1d")}
+         "mlp.kind": ("module", "plain", "fused_gated", "moe"), "linear": ("linear", "conv1d")}
 
 #: The layout every Llama-like decoder shares: separate q/k/v, o_proj, gated MLP.
 LLAMA_TP_PLAN = {"layers.*.self_attn.q_proj": "colwise", "layers.*.self_attn.k_proj": "colwise",
@@ -86,6 +86,34 @@ class MLP:
 
 
 @dataclass(frozen=True)
+class MoE:
+    """A sparse mixture-of-experts block (``mlp.kind="moe"``), run by the ``npu.moe`` kernel.
+
+    Layers whose MLP module has no ``experts`` attribute (Qwen2-MoE ``mlp_only_layers``) run their
+    dense HF MLP as it is. The counts come from the config through ``DecoderAdapter.config``
+    (normalised names ``num_experts``, ``experts_per_token``, ``moe_intermediate_size``,
+    ``shared_expert_intermediate_size``, ``normalize_topk``).
+
+    Attributes:
+        router: the router module (its ``weight`` [E, H] gives the router logits).
+        experts: the experts module (``gate_up_proj`` [E, 2I, H], ``down_proj`` [E, H, I]).
+        shared_expert / shared_gate: an MLP every token runs, scaled by ``sigmoid(shared_gate(x))``
+            (Qwen2-MoE); "" when the model has none.
+        normalize_topk: renormalise the top-k weights (Mixtral: always); None reads ``normalize_topk``
+            from the config.
+        weights_in_input_dtype: the routing weights are cast to the activations' dtype before the
+            product (Qwen); Mixtral multiplies in float32.
+    """
+
+    router: str = "gate"
+    experts: str = "experts"
+    shared_expert: str = ""
+    shared_gate: str = ""
+    normalize_topk: bool | None = None
+    weights_in_input_dtype: bool = True
+
+
+@dataclass(frozen=True)
 class DecoderAdapter:
     """How the shared static decoder reads one HF decoder architecture.
 
@@ -95,6 +123,7 @@ class DecoderAdapter:
         embed / layers / final_norm: paths relative to the text model.
         lm_head: path of the logits projection from the ``*ForCausalLM``.
         positions / attention / mlp: see the classes above.
+        moe: the mixture-of-experts block when ``mlp.kind == "moe"`` (see ``MoE``).
         linear: ``linear`` (``nn.Linear``, weight [out, in]) or ``conv1d`` (GPT-2 ``Conv1D``, weight [in, out]).
         block: ``pre_norm`` (x + attn(n0(x)); x + mlp(n1(x))), ``sandwich_norm`` (Gemma 2/3: norms before
             and after attention and MLP) or ``parallel`` (Phi: x + attn(n0(x)) + mlp(n0(x))).
@@ -115,6 +144,7 @@ class DecoderAdapter:
     positions: Positions = Positions()
     attention: Attention = Attention()
     mlp: MLP = MLP()
+    moe: MoE | None = None
     linear: str = "linear"
     block: str = "pre_norm"
     norms: tuple[str, ...] = ("input_layernorm", "post_attention_layernorm")
@@ -129,6 +159,8 @@ class DecoderAdapter:
         for name, value in values.items():
             if value not in KINDS[name]:
                 raise ValueError(f"adapter {name}={value!r} is not known; choose one of {list(KINDS[name])}")
+        if (self.mlp.kind == "moe") != (self.moe is not None):
+            raise ValueError("adapter mlp.kind='moe' and a moe=MoE(...) description go together")
         if BLOCKS.get(self.block) != len(self.norms):
             raise ValueError(f"adapter block={self.block!r} with norms={list(self.norms)}: the blocks and their norm "
                              f"counts are {BLOCKS}")

@@ -15,20 +15,29 @@ FUSED_PARTS: dict[str, Callable] = {
 }
 
 
-def decoder_tp_plan(adapter: DecoderAdapter, model, size: int) -> TensorParallelPlan:
+def decoder_tp_plan(adapter: DecoderAdapter, model, size: int, expert_parallel: bool = False) -> TensorParallelPlan:
     """The split of every weight the adapter declares, over ``size`` devices.
 
     Args:
         adapter: the architecture's adapter (module patterns relative to its text model).
         model: the ``DecoderModelConfig`` (sizes of fused parts).
         size: tensor-parallel size.
+        expert_parallel: spread the experts over the ``size`` devices (their stacked weights are cut along
+            the expert dimension); without it the routed experts are replicated.
     Raises:
         TensorParallelError: a style outside ``STYLES`` and ``FUSED_PARTS``, naming the module.
     """
     out_dim = 1 if adapter.linear == "conv1d" else 0  # Conv1D weights are [in, out]
     rules = []
+    experts = f"{adapter.layers}.*.{adapter.mlp.module}.{adapter.moe.experts}" if adapter.moe else None
+    if expert_parallel and size > 1:
+        rules.append((module_regex(f"{adapter.text_model}.{experts}"), WeightSplit("colwise", 0)))  # [E/size, ...]
     for pattern, style in adapter.tp_plan.items():
         module = f"{adapter.text_model}.{pattern}"
+        if experts is not None and pattern.startswith(experts):
+            raise TensorParallelError(f"module {module} has tensor-parallel style {style!r}; the routed experts are "
+                                      "replicated under tensor parallelism or spread with expert_parallel_size, and "
+                                      "take no style in the adapter's tp_plan")
         if style in FUSED_PARTS:
             split = WeightSplit("colwise", out_dim, tuple(FUSED_PARTS[style](model)))
         elif style in STYLES:
@@ -39,4 +48,4 @@ def decoder_tp_plan(adapter: DecoderAdapter, model, size: int) -> TensorParallel
         rules.append((module_regex(module), split))
     # the logits projection reads lm_head's weight, or (tied) the embedding table under either name
     logits = (f"{adapter.lm_head}.weight", f"{adapter.text_model}.{adapter.embed}.weight")
-    return TensorParallelPlan(size, tuple(rules), logits)
+    return TensorParallelPlan(size, tuple(rules), logits, expert_parallel=expert_parallel and size > 1)

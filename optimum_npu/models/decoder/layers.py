@@ -9,6 +9,7 @@ from torch import nn
 
 from optimum_npu.models.adapters.spec import MLP
 from optimum_npu.models.decoder.blocks import project
+from optimum_npu.models.decoder.moe import moe_mlp
 
 
 def _module(layer: nn.Module, path: str) -> nn.Module:
@@ -39,7 +40,7 @@ def fused_gated_mlp(layer: nn.Module, spec: MLP, linear: str, hidden: torch.Tens
     return project(down, getattr(owner, spec.act)(states[..., 0, :]) * states[..., 1, :], linear)
 
 
-MLPS: dict[str, Callable] = {"module": module_mlp, "plain": plain_mlp, "fused_gated": fused_gated_mlp}
+MLPS: dict[str, Callable] = {"module": module_mlp, "plain": plain_mlp, "fused_gated": fused_gated_mlp, "moe": moe_mlp}
 
 Sublayer = Callable[[torch.Tensor], torch.Tensor]
 

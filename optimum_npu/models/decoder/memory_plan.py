@@ -77,7 +77,8 @@ def weight_bytes_per_device(model: DecoderModelConfig, config: "NPUDecoderConfig
     head = 0 if model.tie_word_embeddings else -(-model.vocab_size // tp) * model.hidden_size
     if tp > 1 and model.tie_word_embeddings:  # the logits projection reads a vocabulary shard of the table
         head = -(-model.vocab_size // tp) * model.hidden_size
-    return (table + head) * itemsize + quantized_layer_bytes(model, config.quantization, itemsize, tp)
+    return (table + head) * itemsize + quantized_layer_bytes(model, config.quantization, itemsize, tp,
+                                                             config.expert_parallel_size)
 
 
 def plan_memory(model: DecoderModelConfig, config: "NPUDecoderConfig") -> dict[str, int]:
@@ -136,9 +137,11 @@ def suggest_fit(model: DecoderModelConfig, config: "NPUDecoderConfig", spec: NPU
     for tp in range(config.tensor_parallel_size + 1, spec.devices_per_node + 1):
         if model.num_kv_heads % tp or model.num_heads % tp or model.intermediate_size % tp:
             continue
-        candidate = dataclasses.replace(config, tensor_parallel_size=tp, device=0)
+        candidate = dataclasses.replace(config, tensor_parallel_size=tp, device=0,
+                                        expert_parallel_size=tp if config.expert_parallel_size > 1 else 1)
         if fits(model, candidate, spec):
-            hints.append(f"tensor_parallel_size={tp} fits")
+            hints.append(f"tensor_parallel_size={tp}" + (f" with expert_parallel_size={tp}" if
+                                                          candidate.expert_parallel_size > 1 else "") + " fits")
             break
     length = config.max_seq_len
     while length > config.kvcache_block_size:

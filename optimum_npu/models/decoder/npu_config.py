@@ -43,6 +43,20 @@ def _positive_int(name: str, value: Any, fix: str = "") -> None:
         raise NPUConfigError(f"{name}={value!r} is invalid: it must be an integer >= 1. {fix}".rstrip())
 
 
+def expert_parallel_problem(size: int, model: DecoderModelConfig) -> str | None:
+    """Why ``expert_parallel_size=size`` cannot split ``model``'s experts (None when it can)."""
+    if size == 1:
+        return None
+    if not model.num_experts:
+        return (f"expert_parallel_size={size} needs a mixture-of-experts model; {model.architecture} has no experts: "
+                "use expert_parallel_size=1")
+    if model.num_experts % size:
+        choices = [d for d in range(1, model.num_experts + 1) if model.num_experts % d == 0]
+        return (f"expert_parallel_size={size} does not divide the model's {model.num_experts} experts per layer; "
+                f"choose expert_parallel_size in {choices}")
+    return None
+
+
 @dataclass(frozen=True)
 class NPUDecoderConfig:
     """Compile configuration of a decoder-only causal LM.
@@ -68,6 +82,9 @@ class NPUDecoderConfig:
             min(4096, max_seq_len).
         tensor_parallel_size: devices one model is split across (attention heads, MLP
             columns/rows, vocabulary and KV cache are split; collectives are inserted).
+        expert_parallel_size: 1, or ``tensor_parallel_size``: the experts of a mixture-of-experts model are
+            spread over the group's devices (each holds E / n experts; dispatch and combine are all-to-all
+            collectives, docs/moe.md). Must divide the model's experts per layer.
         quantization: low-precision weights and/or KV cache, e.g. ``{"weights": "int8", "kv_cache": "fp8",
             "group_size": 128}`` (see ``QuantizationConfig`` and docs/quantization.md). Default: none.
         device: runtime option: the simulated device id of the first rank (the ranks use
@@ -90,6 +107,7 @@ class NPUDecoderConfig:
     attn_impl: str | None = None
     kvcache_partition_len: int | None = None
     tensor_parallel_size: int = 1
+    expert_parallel_size: int = 1
     quantization: QuantizationConfig | None = None
     device: int | tuple[int, ...] = field(default=0, metadata={"runtime": True})
     enable_prefix_caching: bool = field(default=False, metadata={"runtime": True})
@@ -114,6 +132,12 @@ class NPUDecoderConfig:
                 _positive_int(name, value)
         _positive_int("batch_size", self.batch_size)
         _positive_int("tensor_parallel_size", self.tensor_parallel_size)
+        _positive_int("expert_parallel_size", self.expert_parallel_size)
+        if self.expert_parallel_size not in (1, self.tensor_parallel_size):
+            raise NPUConfigError(f"expert_parallel_size={self.expert_parallel_size} with tensor_parallel_size="
+                                 f"{self.tensor_parallel_size}: experts are spread over the tensor-parallel group, so "
+                                 f"choose expert_parallel_size in [1, {self.tensor_parallel_size}] (raise "
+                                 "tensor_parallel_size for more devices)")
         object.__setattr__(self, "quantization", coerce_quantization(self.quantization, NPUConfigError))
         if self.collectives not in COLLECTIVE_BACKENDS:
             raise NPUConfigError(f"collectives={self.collectives!r} is not supported; choose one of "
@@ -237,6 +261,8 @@ class NPUDecoderConfig:
                            and model.num_heads % d == 0 and model.intermediate_size % d == 0]
                 raise NPUConfigError(f"tensor_parallel_size={tp} does not divide the model's {count} {what}; "
                                      f"choose tensor_parallel_size in {choices}")
+        if (problem := expert_parallel_problem(self.expert_parallel_size, model)) is not None:
+            raise NPUConfigError(problem)
         check_quantization(self.quantization, model, tp, spec, NPUConfigError)
         limit = model.max_position_embeddings
         max_seq_len = self.max_seq_len or min(limit, 2048)

@@ -43,16 +43,19 @@ def check_quantization(config: QuantizationConfig | None, model: DecoderModelCon
         raise error(str(err)) from None
 
 
-def weight_bytes(model: DecoderModelConfig, config: QuantizationConfig | None, itemsize: int, tp: int) -> int:
+def weight_bytes(model: DecoderModelConfig, config: QuantizationConfig | None, itemsize: int, tp: int,
+                 ep: int = 1) -> int:
     """Bytes of the transformer layers' weights on one device (everything but the embedding and logits tables):
     quantized values and their scales when ``config`` quantizes weights (norms and biases counted as quantized:
-    a shape estimate)."""
+    a shape estimate). Routed experts are spread over ``ep`` devices, replicated when ``ep`` is 1, and stay in the
+    model's dtype (the quantize pass rewrites linear layers; the experts are read by ``npu.moe``)."""
     table = model.vocab_size * model.hidden_size
-    layers = (model.num_parameters - table * (1 if model.tie_word_embeddings else 2)) // tp
+    routed = model.moe_layers * model.num_experts * 3 * model.hidden_size * model.moe_intermediate_size // ep
+    layers = (model.num_parameters - table * (1 if model.tie_word_embeddings else 2) - routed * ep) // tp
     if config is None or config.weights is None:
-        return layers * itemsize
+        return (layers + routed) * itemsize
     group = config.group_size if config.grouped else model.hidden_size
-    return layers * WEIGHT_BITS[config.weights] // 8 + layers // group * itemsize
+    return layers * WEIGHT_BITS[config.weights] // 8 + layers // group * itemsize + routed * itemsize
 
 
 def kv_bytes_per_element(config: QuantizationConfig | None, itemsize: int, head_dim: int) -> float:

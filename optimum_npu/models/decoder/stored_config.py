@@ -11,7 +11,8 @@ from __future__ import annotations
 import dataclasses
 from typing import Any
 
-from optimum_npu.models.decoder.npu_config import RESOLVED_KNOBS, NPUConfigError, NPUDecoderConfig
+from optimum_npu.models.decoder.npu_config import (RESOLVED_KNOBS, NPUConfigError, NPUDecoderConfig,
+                                                 expert_parallel_problem)
 from optimum_npu.models.decoder.quantization import check_quantization
 from optimum_npu.models.model_config import FULL, SLIDING, DecoderModelConfig
 
@@ -22,7 +23,7 @@ MAX_DECODER_BATCH_SIZES = 4096
 #: Most decoder layers a model may have (config.json is read before any graph).
 MAX_LAYERS = 4096
 #: Knobs added after artifact format 2 was fixed, read as their default when an artifact predates them.
-LATER_KNOBS = {"quantization": None}
+LATER_KNOBS = {"quantization": None, "expert_parallel_size": 1}
 
 #: What every refusal of a stored (artifact) knob ends with.
 STORED_FIX = ("the artifact was modified or was not written by this optimum-npu: re-download it or recompile the "
@@ -68,7 +69,7 @@ def config_from_stored(stored: Any, origin: str) -> NPUDecoderConfig:
         if knobs[name] is None:
             raise stored_knob_error(origin, f"{name}=None: a compiled artifact stores the resolved value")
     for name in ("max_seq_len", "batch_size", "prefill_chunk_size", "kvcache_block_size", "kvcache_num_blocks",
-                 "kvcache_partition_len", "tensor_parallel_size"):
+                 "kvcache_partition_len", "tensor_parallel_size", "expert_parallel_size"):
         value = knobs[name]
         if value is not None and (not isinstance(value, int) or isinstance(value, bool)):
             raise stored_knob_error(origin, f"{name}={short_repr(value)} must be an integer")
@@ -101,6 +102,8 @@ def check_stored_config(config: NPUDecoderConfig, model: DecoderModelConfig, ori
                         (model.intermediate_size, "MLP columns (intermediate_size)")):
         if count % tp:
             refuse(f"tensor_parallel_size={tp} does not divide the model's {count} {what}")
+    if (problem := expert_parallel_problem(config.expert_parallel_size, model)) is not None:
+        refuse(problem)
     limit = model.max_position_embeddings
     if config.max_seq_len > limit:
         refuse(f"max_seq_len={config.max_seq_len} exceeds the model's max_position_embeddings={limit}")

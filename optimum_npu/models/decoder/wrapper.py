@@ -19,6 +19,7 @@ from torch import nn
 
 from optimum_npu.models.decoder.blocks import AttentionLayout, StepInputs, self_attention
 from optimum_npu.models.decoder.layers import LAYER_BLOCKS, MLPS
+from optimum_npu.models.decoder.moe import MoERouting
 from optimum_npu.models.model_config import DecoderModelConfig
 from optimum_npu.models.registry import Architecture
 
@@ -77,6 +78,8 @@ class StaticDecoder(nn.Module):
         self.layer_types = model_config.layer_types
         self.layer_block = LAYER_BLOCKS[adapter.block]
         self.mlp = MLPS[adapter.mlp.kind]
+        self.mlp_spec = adapter.mlp if adapter.moe is None else MoERouting(
+            adapter.mlp.module, adapter.moe, model_config.experts_per_token, model_config.normalize_topk)
         self.final_softcap = model_config.final_logit_softcapping
 
     def _rope(self, hidden: torch.Tensor, positions: torch.Tensor) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
@@ -94,7 +97,7 @@ class StaticDecoder(nn.Module):
         attention = partial(self_attention, getattr(layer, adapter.attention.module), layout=self.layouts[i],
                             step=step, k_cache=kv_cache[2 * i], v_cache=kv_cache[2 * i + 1],
                             spec=adapter.attention, linear=adapter.linear)
-        mlp = partial(self.mlp, layer, adapter.mlp, adapter.linear)
+        mlp = partial(self.mlp, layer, self.mlp_spec, adapter.linear)
         return self.layer_block(hidden, [getattr(layer, name) for name in adapter.norms], attention, mlp)
 
     def forward(

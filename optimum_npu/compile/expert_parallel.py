@@ -1,0 +1,54 @@
+"""Expert parallelism as a rewrite of the graphs' ``npu.moe`` nodes.
+
+Under ``expert_parallel_size`` = n the experts of every MoE layer are spread over the n devices of the
+group, contiguously (rank d holds experts d*E/n .. (d+1)*E/n - 1: the tensor-parallel plan cuts the
+stacked expert weights along their first dimension, ``models/adapters/tp_plan.py``). Each ``npu.moe``
+node becomes::
+
+    dispatch = npu.moe_dispatch(hidden, router_logits, top_k, normalize, cast, n)  # all-to-all
+    tokens, weights = dispatch[0] -> [n*C, H], dispatch[1] -> [n*C, E/n]
+    partial  = npu.moe_experts(tokens, weights, gate_up, down, top_k, E)            # this rank's experts
+    returned = npu.all_to_all(partial -> [n, C, H], n)                                # combine
+    mine     = sum(returned, dim=0)                                                  # [C, H]: my tokens
+    out      = npu.all_gather(mine, 0, n)[:T]                                        # [T, H] on every rank
+
+The hidden states are replicated over the group (attention is replicated or tensor-parallel with an
+all-reduce), so rank r routes only its share of the tokens (C = ceil(T / n) rows) and the all-gather
+restores the replicated stream. The graph stays rank-agnostic: the communicator knows its rank.
+"""
+
+from __future__ import annotations
+
+from optimum_npu.device.kernels import MOE, MOE_EXPERTS
+from optimum_npu.schema import ALL_GATHER, ALL_TO_ALL, MOE_DISPATCH, Node
+
+
+def _ref(name: str) -> dict:
+    return {"ref": name}
+
+
+def expert_parallel_nodes(node: Node, size: int, experts: int) -> list[Node]:
+    """The expert-parallel form of one ``npu.moe`` node over ``size`` ranks (its value ends in ``<name>_out``).
+
+    Args:
+        node: the ``npu.moe`` node, with its one-device output shape in ``meta`` ([T, H]).
+        size: the expert-parallel group size.
+        experts: the model's experts per layer (E, over all ranks).
+    """
+    hidden, logits, gate_up, down, top_k, normalize, cast = node.args
+    tokens, hidden_size = node.meta["shape"]
+    name = node.name
+    return [
+        Node(f"{name}_dispatch", MOE_DISPATCH, [hidden, logits, top_k, normalize, cast, size], {}),
+        Node(f"{name}_tokens", "getitem", [_ref(f"{name}_dispatch"), 0], {}),
+        Node(f"{name}_weights", "getitem", [_ref(f"{name}_dispatch"), 1], {}),
+        Node(f"{name}_tokens_flat", "aten.reshape.default", [_ref(f"{name}_tokens"), [-1, hidden_size]], {}),
+        Node(f"{name}_weights_flat", "aten.reshape.default", [_ref(f"{name}_weights"), [-1, experts // size]], {}),
+        Node(f"{name}_experts", MOE_EXPERTS, [_ref(f"{name}_tokens_flat"), _ref(f"{name}_weights_flat"), gate_up,
+                                              down, top_k, experts], {}),
+        Node(f"{name}_partial", "aten.reshape.default", [_ref(f"{name}_experts"), [size, -1, hidden_size]], {}),
+        Node(f"{name}_combine", ALL_TO_ALL, [_ref(f"{name}_partial"), size], {}),
+        Node(f"{name}_mine", "aten.sum.dim_IntList", [_ref(f"{name}_combine"), [0]], {}),
+        Node(f"{name}_gathered", ALL_GATHER, [_ref(f"{name}_mine"), 0, size], {}),
+        Node(f"{name}_out", "aten.slice.Tensor", [_ref(f"{name}_gathered"), 0, 0, tokens], {}),
+    ]
