@@ -29,6 +29,8 @@ ADDED = {
     "Qwen2MoeForCausalLM": True,
     "Qwen3MoeForCausalLM": True,
 }
+#: Quick tier: the MoE parity of tests/test_moe.py; their full parity runs with the whole suite.
+MOE = {"MixtralForCausalLM", "Qwen2MoeForCausalLM", "Qwen3MoeForCausalLM"}
 LONG_PROMPT = "The quick brown fox jumps over the lazy dog"   # 43 tokens: three prefill chunks of 16
 BATCH_PROMPTS = ["Once upon a time, far", "hi", "Hello world!"]  # 21, 2 and 12 tokens, left-padded
 SHARED_PREFIX = ["A shared system prompt that is longer than two blocks of sixteen. User: hi",
@@ -49,7 +51,7 @@ def assert_same_generation(got, want) -> None:
 
 
 @pytest.mark.parametrize("prompts", [[LONG_PROMPT], BATCH_PROMPTS], ids=["batch1", "batch3-left-padded"])
-@pytest.mark.parametrize("architecture", list(ADDED))
+@pytest.mark.parametrize("architecture", [pytest.param(a, marks=pytest.mark.slow) if a in MOE else a for a in ADDED])
 def test_greedy_and_logits_match_eager(make_compiled, tokenizer, architecture, prompts):
     pair = make_compiled(architecture)
     inputs = tokenizer(prompts, return_tensors="pt", padding=True)
