@@ -82,6 +82,7 @@ def build_deployments(model, npus: list[str], quantizations: list[str], batch_si
     hf_config = load_hf_config(model)
     arch = lookup_architecture(hf_config, "decoder")
     shape = DecoderModelConfig.from_hf(hf_config)
+    given = {resolve_spec(name).name: name for name in npus}   # spec name -> preset or spec file
     specs = [resolve_spec(name) for name in npus]
     batches = sorted({b for size in batch_sizes for buckets in bucket_sets(size) for b in buckets})
     deployments, memos = [], {}
@@ -96,7 +97,7 @@ def build_deployments(model, npus: list[str], quantizations: list[str], batch_si
             for spec in specs:
                 for tp in tensor_parallel_sizes:
                     try:
-                        valid[(spec.name, tp)] = dataclasses.replace(base, npu=spec.name, tensor_parallel_size=tp,
+                        valid[(spec.name, tp)] = dataclasses.replace(base, npu=given[spec.name], tensor_parallel_size=tp,
                                                                      device=0).resolve(shape)
                     except NPUConfigError as err:
                         valid[(spec.name, tp)] = str(err)

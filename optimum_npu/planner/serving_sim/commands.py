@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import sys
 from pathlib import Path
 
 
@@ -40,12 +39,9 @@ def cmd_plan_serving(args: argparse.Namespace) -> None:
     from optimum_npu.planner.workload import load_workload
 
     npus = _list(args.npu)
-    try:
-        slo = parse_slo(args.slo)
-        prices = parse_prices(args.price, npus)
-        workload = load_workload(args.workload, args.requests)
-    except ValueError as err:
-        sys.exit(f"optimum-npu plan-serving: error: {err}")
+    slo = parse_slo(args.slo)                       # bad input raises ValueError naming the field, before any work
+    prices = parse_prices(args.price, npus)
+    workload = load_workload(args.workload, args.requests)
     if args.rate:
         workload = type(workload)(workload.at_rate(args.rate), args.rate, workload.description + f", at {args.rate:g} req/s")
     result = plan_serving(args.model, workload, slo, npus, _list(args.quantization), args.batch_sizes,

@@ -38,6 +38,11 @@ def default_max_seq_len(workload: Workload) -> int:
     return max(1024, 2 ** math.ceil(math.log2(workload.max_total_tokens)))
 
 
+def score(deployments: list[Deployment], workload: Workload, slo: dict[str, float]):
+    """Each deployment with its single-replica goodput; those that do not fit get None and are never replayed."""
+    return [(d, goodput(d, workload, slo) if d.fits else None) for d in deployments]
+
+
 def plan_serving(model, workload: Workload, slo: dict[str, float], npus: list[str], quantizations=("none",),
                  batch_sizes=(16, 64), max_seq_lens=None, tensor_parallel_sizes=(1, 2, 4, 8),
                  prefix_caching=None, prices: dict[str, float] | None = None) -> ServingPlan:
@@ -60,7 +65,7 @@ def plan_serving(model, workload: Workload, slo: dict[str, float], npus: list[st
     lengths = list(max_seq_lens or [default_max_seq_len(workload)])
     deployments = build_deployments(model, list(npus), list(quantizations), list(batch_sizes), lengths,
                                     list(tensor_parallel_sizes), caching, workload.max_total_tokens)
-    scored = [(d, goodput(d, workload, slo) if d.fits else None) for d in deployments]
+    scored = score(deployments, workload, slo)
     outcomes = {}
     for name, spec in specs.items():
         mine = [(d, g) for d, g in scored if d.candidate.npu == spec.name and g is not None]
