@@ -5,8 +5,8 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from optimum_npu.planner.workload import (MAX_REQUESTS, MAX_TOKENS, MAX_WORKLOAD_BYTES, Workload, WorkloadError,
-                                          WorkloadRequest, _number)
+from optimum_npu.planner.workload_data import (MAX_REQUESTS, MAX_TOKENS, MAX_WORKLOAD_BYTES, Workload,
+                                               WorkloadError, WorkloadRequest, check_number)
 
 TRACE_FIELDS = {"arrival_s", "prompt_tokens", "output_tokens", "prefix_id", "prefix_tokens"}
 
@@ -35,18 +35,18 @@ def load_trace(where: str, root: Path, name) -> Workload:
         unknown = sorted(set(item) - TRACE_FIELDS)
         if unknown:
             raise WorkloadError(f"{here}: unknown fields {unknown}; allowed: {sorted(TRACE_FIELDS)}")
-        prompt = _number(here, item, "prompt_tokens", 1, True)
-        output = _number(here, item, "output_tokens", 1, True)
+        prompt = check_number(here, item, "prompt_tokens", 1, True)
+        output = check_number(here, item, "output_tokens", 1, True)
         if prompt + output > MAX_TOKENS:
             raise WorkloadError(f"{here}: prompt_tokens + output_tokens = {prompt + output} exceeds {MAX_TOKENS}")
         prefix_id = item.get("prefix_id")
         if prefix_id is not None and (not isinstance(prefix_id, (str, int)) or isinstance(prefix_id, bool)):
             raise WorkloadError(f"{here}: field 'prefix_id' = {prefix_id!r} must be a string or an integer")
-        prefix_tokens = _number(here, item, "prefix_tokens", 0, True, 0)
+        prefix_tokens = check_number(here, item, "prefix_tokens", 0, True, 0)
         if prefix_tokens > prompt or (prefix_tokens and prefix_id is None):
             raise WorkloadError(f"{here}: field 'prefix_tokens' = {prefix_tokens} needs a 'prefix_id' and must be "
                                 f"<= prompt_tokens = {prompt}")
-        requests.append(WorkloadRequest(_number(here, item, "arrival_s", 0), prompt, output,
+        requests.append(WorkloadRequest(check_number(here, item, "arrival_s", 0), prompt, output,
                                         None if prefix_id is None else str(prefix_id), prefix_tokens))
         if len(requests) > MAX_REQUESTS:
             raise WorkloadError(f"{where}: more than {MAX_REQUESTS} requests")

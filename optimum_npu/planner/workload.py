@@ -27,36 +27,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-MAX_WORKLOAD_BYTES = 64 << 20
-MAX_REQUESTS = 1_000_000
-MAX_TOKENS = 1 << 20
+from optimum_npu.planner.trace import load_trace
+from optimum_npu.planner.workload_data import (MAX_REQUESTS, MAX_TOKENS, MAX_WORKLOAD_BYTES, Workload, WorkloadError,
+                                               WorkloadRequest, check_number)
 
-
-class WorkloadError(ValueError):
-    """A workload file or dict that cannot be used; the message names the field."""
-
-
-@dataclass(frozen=True)
-class WorkloadRequest:
-    """One request of a workload: arrival time (s), prompt and output lengths, optional shared prefix."""
-
-    arrival_s: float
-    prompt_tokens: int
-    output_tokens: int
-    prefix_id: str | None = None
-    prefix_tokens: int = 0
-
-
-def _number(where: str, data: dict, key: str, low: float = 0.0, integer: bool = False, default=None) -> float:
-    value = data.get(key, default)
-    if value is None:
-        raise WorkloadError(f"{where}: field '{key}' is missing")
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or value < low \
-            or (integer and value != int(value)):
-        kind = "an integer" if integer else "a number"
-        raise WorkloadError(f"{where}: field '{key}' = {value!r} must be {kind} >= {low}")
-    return int(value) if integer else float(value)
-
+__all__ = ["LengthDist", "Workload", "WorkloadError", "WorkloadRequest", "load_workload"]
 
 @dataclass(frozen=True)
 class LengthDist:
@@ -72,15 +47,15 @@ class LengthDist:
                                 f"(got {data!r:.80})")
         kind = data["dist"]
         if kind == "fixed":
-            return cls(kind, (_number(where, data, "value", 1, True),))
+            return cls(kind, (check_number(where, data, "value", 1, True),))
         if kind == "uniform":
-            low, high = _number(where, data, "min", 1, True), _number(where, data, "max", 1, True)
+            low, high = check_number(where, data, "min", 1, True), check_number(where, data, "max", 1, True)
             if high < low:
                 raise WorkloadError(f"{where}: field 'max' = {high} must be >= 'min' = {low}")
             return cls(kind, (low, high))
         if kind == "lognormal":
-            low, high = _number(where, data, "min", 1, True, 1), _number(where, data, "max", 1, True, MAX_TOKENS)
-            return cls(kind, (_number(where, data, "median", 1), _number(where, data, "sigma", 0), low, high))
+            low, high = check_number(where, data, "min", 1, True, 1), check_number(where, data, "max", 1, True, MAX_TOKENS)
+            return cls(kind, (check_number(where, data, "median", 1), check_number(where, data, "sigma", 0), low, high))
         edges, counts = data.get("edges"), data.get("counts")
         if (not isinstance(edges, list) or not isinstance(counts, list) or len(edges) != len(counts) + 1
                 or not counts or any(isinstance(v, bool) or not isinstance(v, (int, float)) for v in edges + counts)
@@ -103,33 +78,6 @@ class LengthDist:
         return max(1, int(rng.uniform(edges[index], edges[index + 1])))
 
 
-@dataclass(frozen=True)
-class Workload:
-    """Unit-rate requests (``base``) and the rate they were given at; ``at_rate`` rescales arrival times."""
-
-    base: tuple[WorkloadRequest, ...]
-    rate: float
-    description: str
-
-    def at_rate(self, rate: float) -> list[WorkloadRequest]:
-        """The requests with arrival times scaled so they come at ``rate`` requests/s on average."""
-        scale = self.rate / rate
-        return [WorkloadRequest(r.arrival_s * scale, r.prompt_tokens, r.output_tokens, r.prefix_id, r.prefix_tokens)
-                for r in self.base]
-
-    @property
-    def max_total_tokens(self) -> int:
-        return max(r.prompt_tokens + r.output_tokens for r in self.base)
-
-    @property
-    def has_shared_prefixes(self) -> bool:
-        return any(r.prefix_id is not None for r in self.base)
-
-    def head(self, count: int) -> "Workload":
-        """The first ``count`` requests (same rate)."""
-        return Workload(self.base[:count], self.rate, self.description)
-
-
 def load_workload(source: str | Path | dict, num_requests: int | None = None) -> Workload:
     """Reads and validates a workload (module docstring); ``num_requests`` overrides a synthetic workload's count."""
     where, root = "workload", Path(".")
@@ -147,8 +95,6 @@ def load_workload(source: str | Path | dict, num_requests: int | None = None) ->
     if not isinstance(source, dict):
         raise WorkloadError(f"{where}: must be a JSON object with 'arrivals' or 'trace'")
     if "trace" in source:
-        from optimum_npu.planner.trace import load_trace
-
         return load_trace(where, root, source["trace"])
     return _synthetic(where, source, num_requests)
 
@@ -163,12 +109,12 @@ def _synthetic(where: str, data: dict, num_requests: int | None) -> Workload:
     if not isinstance(arrivals, dict) or arrivals.get("process") not in ("poisson", "gamma"):
         raise WorkloadError(f"{where}: field 'arrivals' must be {{\"process\": \"poisson\" or \"gamma\", "
                             f"\"rate\": requests/s}} (got {arrivals!r:.80})")
-    rate = _number(f"{where} arrivals", arrivals, "rate", 1e-9)
-    cv = _number(f"{where} arrivals", arrivals, "cv", 1e-3, default=1.0) if arrivals["process"] == "gamma" else 1.0
-    count = num_requests or _number(where, data, "num_requests", 1, True, 1000)
+    rate = check_number(f"{where} arrivals", arrivals, "rate", 1e-9)
+    cv = check_number(f"{where} arrivals", arrivals, "cv", 1e-3, default=1.0) if arrivals["process"] == "gamma" else 1.0
+    count = num_requests or check_number(where, data, "num_requests", 1, True, 1000)
     if count > MAX_REQUESTS:
         raise WorkloadError(f"{where}: field 'num_requests' = {count} exceeds {MAX_REQUESTS}")
-    seed = _number(where, data, "seed", 0, True, 0)
+    seed = check_number(where, data, "seed", 0, True, 0)
     prompt = LengthDist.parse(f"{where} prompt_tokens", data.get("prompt_tokens"))
     output = LengthDist.parse(f"{where} output_tokens", data.get("output_tokens"))
     groups = tokens = 0
@@ -176,8 +122,8 @@ def _synthetic(where: str, data: dict, num_requests: int | None) -> Workload:
         shared = data["shared_prefix"]
         if not isinstance(shared, dict):
             raise WorkloadError(f"{where}: field 'shared_prefix' must be {{\"groups\": n, \"tokens\": n}}")
-        groups = _number(f"{where} shared_prefix", shared, "groups", 1, True)
-        tokens = _number(f"{where} shared_prefix", shared, "tokens", 1, True)
+        groups = check_number(f"{where} shared_prefix", shared, "groups", 1, True)
+        tokens = check_number(f"{where} shared_prefix", shared, "tokens", 1, True)
     rng = random.Random(seed)
     shape = 1.0 / (cv * cv)
     clock, requests = 0.0, []
