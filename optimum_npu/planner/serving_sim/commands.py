@@ -44,6 +44,9 @@ def cmd_plan_serving(args: argparse.Namespace) -> None:
     workload = load_workload(args.workload, args.requests)
     if args.rate:
         workload = type(workload)(workload.at_rate(args.rate), args.rate, workload.description + f", at {args.rate:g} req/s")
+    import torch
+
+    torch.set_num_threads(1)   # replays are single-threaded Python; a thread pool only slows the small cost evaluations
     result = plan_serving(args.model, workload, slo, npus, _list(args.quantization), args.batch_sizes,
                           args.max_seq_len, args.tensor_parallel_size, prices=prices)
     print(f"{args.model}: {workload.description}; SLO {args.slo}")

@@ -46,18 +46,21 @@ def memory_plot(bars: dict[str, tuple[dict[str, int], int]], path: Path) -> Path
     """Stacked memory per device (GB) by category for each labelled deployment, with its device capacity."""
     plt = _pyplot()
     labels = list(bars)
-    fig, axis = plt.subplots(figsize=(max(6, 2.2 * len(labels)), 4.5))
+    fig, axis = plt.subplots(figsize=(max(6, 2.6 * len(labels)), 4.8))
     bottoms = [0.0] * len(labels)
     for key, name in MEMORY_CATEGORIES:
         values = [bars[label][0].get(key, 0) / 1e9 for label in labels]
         if any(values):
-            axis.bar(labels, values, bottom=bottoms, label=name)
+            axis.bar(range(len(labels)), values, bottom=bottoms, label=name, width=0.6)
             bottoms = [b + v for b, v in zip(bottoms, values)]
-    axis.scatter(labels, [bars[label][1] / 1e9 for label in labels], marker="_", s=2000, color="black",
-                 label="device memory", zorder=3)
+    for index, label in enumerate(labels):
+        axis.hlines(bars[label][1] / 1e9, index - 0.4, index + 0.4, colors="black", linestyles="--",
+                    label="device memory (capacity)" if index == 0 else None)
+    axis.set_xticks(range(len(labels)))
+    axis.set_xticklabels([label.replace(": ", "\n", 1) for label in labels], fontsize=8)
     axis.set_ylabel("memory per device (GB)")
     axis.set_title("memory per device of the chosen deployments")
-    axis.legend(fontsize=8)
+    axis.legend(fontsize=8, loc="upper left")
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
