@@ -95,7 +95,8 @@ def load_workload(source: str | Path | dict, num_requests: int | None = None) ->
     if not isinstance(source, dict):
         raise WorkloadError(f"{where}: must be a JSON object with 'arrivals' or 'trace'")
     if "trace" in source:
-        return load_trace(where, root, source["trace"])
+        trace = load_trace(where, root, source["trace"])
+        return trace.head(num_requests) if num_requests else trace
     return _synthetic(where, source, num_requests)
 
 

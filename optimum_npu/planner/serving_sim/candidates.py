@@ -15,6 +15,7 @@ from __future__ import annotations
 import dataclasses
 from dataclasses import dataclass, field
 
+from optimum_npu.device.memory import format_bytes
 from optimum_npu.device.spec import resolve_spec
 from optimum_npu.models.decoder.npu_config import NPUConfigError, NPUDecoderConfig
 from optimum_npu.models.model_config import DecoderModelConfig
@@ -135,6 +136,6 @@ def _deployment(candidate: Candidate, config, plan, spec, longest_request: int, 
                             timings=timings_from_plan(costs, spec), chunk=config.prefill_chunk_size, block_size=config.kvcache_block_size,
                             partition_len=config.partition_len, memo=memo)
     if not deployment.fits:
-        deployment.reason = (f"{other / 1e9:.1f} GB of weights/workspace per device leave room for {blocks} KV blocks; "
+        deployment.reason = (f"{format_bytes(other)} of weights/workspace per device leave room for {blocks} KV blocks; "
                              f"{candidate.batch_size} sequences of {longest_request} tokens need {needed}")
     return deployment

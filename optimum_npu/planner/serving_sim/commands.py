@@ -43,7 +43,8 @@ def cmd_plan_serving(args: argparse.Namespace) -> None:
     prices = parse_prices(args.price, npus)
     workload = load_workload(args.workload, args.requests)
     if args.rate:
-        workload = type(workload)(workload.at_rate(args.rate), args.rate, workload.description + f", at {args.rate:g} req/s")
+        workload = type(workload)(tuple(workload.at_rate(args.rate)), args.rate,
+                                  workload.description + f", at {args.rate:g} req/s")
     import torch
 
     torch.set_num_threads(1)   # replays are single-threaded Python; a thread pool only slows the small cost evaluations
