@@ -37,6 +37,11 @@ from optimum_npu.runtime.stats import NPUStats, StepRecord
 DUMMY_TOKEN = 0
 
 
+def dummy_choose(logits, seq) -> tuple[int, None]:
+    """The ``Request.choose`` of a cost-only run: the dummy token, no log-probabilities."""
+    return DUMMY_TOKEN, None
+
+
 class CallCost(Protocol):
     def call_seconds(self, positions: torch.Tensor) -> tuple[float, float]: ...
 
@@ -92,11 +97,17 @@ class CostOnlyRunner:
         self.decode_buckets = [Bucket(f"decoder_batch_{b}", "decode", b, 1) for b in sorted(set(decode_batches))]
         self.stats = NPUStats(device="cost-only", spec=spec_name)
         self._memo: dict[tuple, float] = {} if memo is None else memo
+        self._bucket_of: dict[int, Bucket] = {}
 
     def decode_bucket(self, active: int) -> Bucket:
-        bucket = smallest_bucket(self.decode_buckets, batch=active)
+        """The smallest decode bucket holding ``active`` sequences (looked up once per count)."""
+        bucket = self._bucket_of.get(active)
         if bucket is None:
-            raise ValueError(f"{active} sequences exceed the largest decode batch ({self.decode_buckets[-1].batch})")
+            bucket = smallest_bucket(self.decode_buckets, batch=active)
+            if bucket is None:
+                raise ValueError(f"{active} sequences exceed the largest decode batch "
+                                 f"({self.decode_buckets[-1].batch})")
+            self._bucket_of[active] = bucket
         return bucket
 
     # ---- sequences (the block manager's own bookkeeping) ---------------------------------------

@@ -13,6 +13,7 @@ from collections import deque
 from dataclasses import dataclass, field
 from typing import Callable
 
+from optimum_npu.planner.serving_sim.cost_runner import dummy_choose
 from optimum_npu.planner.workload import WorkloadRequest
 from optimum_npu.runtime.request import Request, RequestTooLongError
 from optimum_npu.runtime.scheduler import Scheduler
@@ -77,14 +78,8 @@ def prompt_token_ids() -> "Callable[[int, WorkloadRequest], list[int]]":
     return ids
 
 
-def _dummy_choose(logits, seq):
-    from optimum_npu.planner.serving_sim.cost_runner import DUMMY_TOKEN
-
-    return DUMMY_TOKEN, None
-
-
 def replay(runner, requests: list[WorkloadRequest], max_num_batched_tokens: int | None = None,
-           choose=_dummy_choose, token_ids=None) -> ReplayResult:
+           choose=dummy_choose, token_ids=None) -> ReplayResult:
     """Serves ``requests`` (sorted by arrival) with a ``Scheduler`` over ``runner`` and returns what each saw.
 
     Args:
