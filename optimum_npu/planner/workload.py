@@ -54,7 +54,8 @@ class LengthDist:
                 raise WorkloadError(f"{where}: field 'max' = {high} must be >= 'min' = {low}")
             return cls(kind, (low, high))
         if kind == "lognormal":
-            low, high = check_number(where, data, "min", 1, True, 1), check_number(where, data, "max", 1, True, MAX_TOKENS)
+            low = check_number(where, data, "min", 1, True, 1)
+            high = check_number(where, data, "max", 1, True, MAX_TOKENS)
             return cls(kind, (check_number(where, data, "median", 1), check_number(where, data, "sigma", 0), low, high))
         edges, counts = data.get("edges"), data.get("counts")
         if (not isinstance(edges, list) or not isinstance(counts, list) or len(edges) != len(counts) + 1

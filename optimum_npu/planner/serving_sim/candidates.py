@@ -98,15 +98,15 @@ def build_deployments(model, npus: list[str], quantizations: list[str], batch_si
             for spec in specs:
                 for tp in tensor_parallel_sizes:
                     try:
-                        valid[(spec.name, tp)] = dataclasses.replace(base, npu=given[spec.name], tensor_parallel_size=tp,
-                                                                     device=0).resolve(shape)
+                        valid[(spec.name, tp)] = dataclasses.replace(
+                            base, npu=given[spec.name], tensor_parallel_size=tp, device=0).resolve(shape)
                     except NPUConfigError as err:
                         valid[(spec.name, tp)] = str(err)
             sizes = sorted({tp for (_, tp), c in valid.items() if not isinstance(c, str)})
             reference = next((c for c in valid.values() if not isinstance(c, str)), None)
-            plans = extrapolated_plans_for_specs(hf_config, arch, dataclasses.replace(reference, tensor_parallel_size=1),
-                                                 ["prefill", *(f"decoder_batch_{b}" for b in batches)], sizes,
-                                                 specs) if reference else {}
+            names = ["prefill", *(f"decoder_batch_{b}" for b in batches)]
+            single = dataclasses.replace(reference, tensor_parallel_size=1) if reference else None
+            plans = extrapolated_plans_for_specs(hf_config, arch, single, names, sizes, specs) if reference else {}
             for spec in specs:
                 for tp in tensor_parallel_sizes:
                     config = valid[(spec.name, tp)]
@@ -133,9 +133,11 @@ def _deployment(candidate: Candidate, config, plan, spec, longest_request: int, 
     memory = {**{k: v for k, v in memory_plan.request().items() if k != "kv_cache"}, "kv_cache": blocks * per_block}
     needed = candidate.batch_size * -(-longest_request // config.kvcache_block_size)
     deployment = Deployment(candidate, blocks >= needed, memory=memory, capacity=spec.dram_bytes, kv_blocks=blocks,
-                            timings=timings_from_plan(costs, spec), chunk=config.prefill_chunk_size, block_size=config.kvcache_block_size,
+                            timings=timings_from_plan(costs, spec), chunk=config.prefill_chunk_size,
+                            block_size=config.kvcache_block_size,
                             partition_len=config.partition_len, memo=memo)
     if not deployment.fits:
-        deployment.reason = (f"{format_bytes(other)} of weights/workspace per device leave room for {blocks} KV blocks; "
+        deployment.reason = (f"{format_bytes(other)} of weights/workspace per device leave room for {blocks} KV "
+                             f"blocks; "
                              f"{candidate.batch_size} sequences of {longest_request} tokens need {needed}")
     return deployment

@@ -94,7 +94,8 @@ def write_outputs(result: ServingPlan, out: Path) -> list[Path]:
     if chosen:
         curves = {label[n]: result.outcomes[n].curve for n in chosen if result.outcomes[n].curve}
         for name, path, draw in (
-                ("latency_rate", out / "latency_rate.png", lambda p: latency_rate_plot(curves, result.slo, p)),
+                ("latency_rate", out / "latency_rate.png", lambda p: latency_rate_plot(curves, result.slo, p,
+                                                                                  result.workload.rate)),
                 ("memory", out / "memory.png", lambda p: memory_plot(
                     {label[n]: (c.deployment.memory, c.deployment.capacity) for n, c in chosen.items()}, p)),
                 ("buckets", out / "buckets.png", lambda p: bucket_plot(

@@ -18,9 +18,10 @@ def _pyplot():
     return plt
 
 
-def latency_rate_plot(curves: dict[str, list], slo: dict[str, float], path: Path) -> Path:
+def latency_rate_plot(curves: dict[str, list], slo: dict[str, float], path: Path,
+                      target_rate: float | None = None) -> Path:
     """One panel per SLO metric: its value (ms) against the request rate (req/s) for each labelled curve of
-    ``ServingMetrics``, with the SLO as a dashed line."""
+    ``ServingMetrics``, with the SLO as a dashed line and the workload's rate (``target_rate``) as a dotted one."""
     plt = _pyplot()
     terms = sorted(slo)
     fig, axes = plt.subplots(1, len(terms), figsize=(6 * len(terms), 4.2), squeeze=False)
@@ -30,10 +31,12 @@ def latency_rate_plot(curves: dict[str, list], slo: dict[str, float], path: Path
             axis.plot([m.rate for m in points], [m.latency[term] * 1e3 for m in points], marker="o", ms=3,
                       label=label)
         axis.axhline(slo[term] * 1e3, color="red", linestyle="--", label=f"SLO {term} = {slo[term] * 1e3:g} ms")
+        if target_rate:
+            axis.axvline(target_rate, color="gray", linestyle=":", label=f"workload rate {target_rate:g} req/s")
         axis.set_xlabel("request rate (requests/s)")
         axis.set_ylabel(f"{term.replace('_', ' ').upper()} (ms)")
         axis.set_yscale("log")
-        axis.set_title(f"{term.replace('_', ' ')} vs load")
+        axis.set_title(f"{term.replace('_', ' ')} vs load (each chosen deployment, all its replicas)")
         axis.grid(True, alpha=0.3)
         axis.legend(fontsize=8)
     fig.tight_layout()
