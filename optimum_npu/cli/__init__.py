@@ -66,6 +66,9 @@ def build_parser() -> argparse.ArgumentParser:
     from optimum_npu.planner.commands import add_plan_command
 
     add_plan_command(commands)  # plan
+    from optimum_npu.planner.serving_sim.commands import add_plan_serving_command
+
+    add_plan_serving_command(commands)  # plan-serving
 
     from optimum_npu.serving.commands import add_serving_commands
 

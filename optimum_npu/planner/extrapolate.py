@@ -122,8 +122,19 @@ def extrapolated_plans(hf_config: PretrainedConfig, arch: Architecture, config: 
     """Cost of each named full-depth graph and the memory plan, for each tensor-parallel size, from truncated
     meta captures (arguments as ``extrapolated_costs``; ``expert_parallel``: the experts are spread over each
     size's devices too); ``{tp: ({graph name: cost}, memory plan)}``."""
+    return extrapolated_plans_for_specs(hf_config, arch, config, graph_names, tensor_parallel_sizes,
+                                        [spec], expert_parallel)[spec.name]
+
+
+def extrapolated_plans_for_specs(hf_config: PretrainedConfig, arch: Architecture, config: NPUDecoderConfig,
+                                 graph_names: list[str], tensor_parallel_sizes: list[int], specs: list[NPUSpec],
+                                 expert_parallel: bool = False
+                                 ) -> dict[str, dict[int, tuple[dict[str, ExtrapolatedCost], MemoryPlan]]]:
+    """``extrapolated_plans`` for several NPU specs from one capture (the graphs do not depend on the spec, only
+    their costs do); ``{spec name: {tp: ({graph name: cost}, memory plan)}}``."""
     layer_types = DecoderModelConfig.from_hf(hf_config).layer_types
-    terms: dict[int, dict[str, list]] = {tp: {name: [] for name in graph_names} for tp in tensor_parallel_sizes}
+    names = [spec.name for spec in specs]
+    terms = {(s, tp): {name: [] for name in graph_names} for s in names for tp in tensor_parallel_sizes}
     memory: dict[int, list[tuple[float, MemoryPlan]]] = {tp: [] for tp in tensor_parallel_sizes}
     io: dict[str, tuple[int, int]] = {}
     for types, weight in truncations(layer_types).items():
@@ -138,11 +149,14 @@ def extrapolated_plans(hf_config: PretrainedConfig, arch: Architecture, config: 
             split = tensor_parallel_plan(truncated, tp, arch.text_model, tp if expert_parallel else 1)
             compiled = device_passes(captured, split, with_weights=False)
             memory[tp].append((weight, compiled.memory))
-            for name, cost in compiled.cost_models(spec, config.dtype).items():
+            for name in graph_names:
                 io.setdefault(f"{tp}/{name}", host_bytes(compiled.graphs[name]))
-                terms[tp][name].append((weight, cost))
-    return {tp: ({name: ExtrapolatedCost(tuple(items), *io[f"{tp}/{name}"]) for name, items in by_name.items()},
-                 extrapolated_memory(memory[tp])) for tp, by_name in terms.items()}
+            for spec in specs:
+                for name, cost in compiled.cost_models(spec, config.dtype).items():
+                    terms[(spec.name, tp)][name].append((weight, cost))
+    return {s: {tp: ({name: ExtrapolatedCost(tuple(items), *io[f"{tp}/{name}"])
+                      for name, items in terms[(s, tp)].items()}, extrapolated_memory(memory[tp]))
+                for tp in tensor_parallel_sizes} for s in names}
 
 
 def extrapolated_costs(hf_config: PretrainedConfig, arch: Architecture, config: NPUDecoderConfig,
