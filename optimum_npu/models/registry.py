@@ -104,3 +104,10 @@ def lookup_architecture(config: PretrainedConfig, family: str) -> Architecture:
         f"{hint}architecture {', '.join(shown)} is not supported by optimum-npu's {family} path; "
         f"supported: {', '.join(supported_architectures(family))}"
     )
+
+# ---- the encoder family (models/encoder/): BERT, RoBERTa, XLM-R, DistilBERT per task ------------------
+_ENCODER_ARCHITECTURES = tuple(
+    Architecture(stem + suffix, "encoder")
+    for stem in ("Bert", "Roberta", "XLMRoberta", "DistilBert")
+    for suffix in ("Model", "ForSequenceClassification", "ForMaskedLM", "ForQuestionAnswering", "ForTokenClassification"))
+REGISTRY.update({arch.name: arch for arch in _ENCODER_ARCHITECTURES})
