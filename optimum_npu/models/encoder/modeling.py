@@ -152,8 +152,12 @@ class NPUEncoderModel(NPUPreTrainedModel):
 
 
 def _resolve(hf_config, npu_config: Any) -> NPUEncoderConfig:
-    """The knobs resolved against the model (its position limit bounds the sequence buckets)."""
-    return NPUEncoderConfig.coerce(npu_config).resolve(getattr(hf_config, "max_position_embeddings", None))
+    """The knobs resolved against the model (its position limit bounds the sequence buckets; RoBERTa-style
+    models number positions from ``pad_token_id + 1``)."""
+    positions = getattr(hf_config, "max_position_embeddings", None)
+    if positions and hf_config.model_type in ("roberta", "xlm-roberta"):
+        positions -= (hf_config.pad_token_id or 0) + 1
+    return NPUEncoderConfig.coerce(npu_config).resolve(positions)
 
 
 class NPUModelForFeatureExtraction(NPUEncoderModel):
