@@ -16,32 +16,8 @@ from optimum_npu.hub.card import build_model_card
 from optimum_npu.models.decoder.npu_config import NPUConfigError
 from optimum_npu.models.encoder.runtime import EncoderInputError
 from optimum_npu.models.encoder.tiny import VOCAB, save_encoder
+from tests.encoder_fixtures import CASES, compiled  # noqa: F401  (a session fixture)
 from tests.tampering import resign
-
-GRID = {"seq_lens": [8, 32], "batch_sizes": [1, 4]}
-#: The other cases compile one batch bucket (captures are the slow part of these tests).
-SMALL_GRID = {"seq_lens": [8, 32], "batch_sizes": [4]}
-#: One architecture per task, covering the four encoder model types.
-CASES = ["BertModel", "RobertaForSequenceClassification", "XLMRobertaForMaskedLM", "DistilBertForQuestionAnswering",
-         "BertForTokenClassification"]
-
-
-@pytest.fixture(scope="module")
-def compiled(tmp_path_factory):
-    """architecture -> (reloaded NPU model, eager HF model, artifact dir); compiled once, released at the end."""
-    models = {}
-    for architecture in CASES:
-        root = tmp_path_factory.mktemp(architecture)
-        checkpoint = save_encoder(architecture, root / "hf")
-        npu = NPUEncoderModel.from_pretrained(checkpoint, export=True, npu_config=GRID if architecture == "BertModel" else SMALL_GRID, compile_cache=False)
-        npu.save_pretrained(root / "npu")
-        npu.release()
-        eager = getattr(transformers, architecture).from_pretrained(checkpoint).eval()
-        models[architecture] = (NPUEncoderModel.from_pretrained(root / "npu"), eager, root / "npu")
-    yield models
-    for npu, _, _ in models.values():
-        npu.release()
-
 
 def random_batch(rows: int, width: int, seed: int) -> dict[str, torch.Tensor]:
     generator = torch.Generator().manual_seed(seed)

@@ -1,0 +1,44 @@
+"""Sentence embeddings on a compiled encoder: length-sorted batches, mean pooling, L2 normalisation.
+
+Sorting the texts by token count before batching puts short texts together, so each batch runs on a
+short sequence bucket instead of the one its longest neighbour in the input order would need.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Sequence
+
+import torch
+
+
+def mean_pool(last_hidden_state: torch.Tensor, attention_mask: torch.Tensor, normalize: bool = True) -> torch.Tensor:
+    """[B, S, H] hidden states, [B, S] mask -> [B, H] mean over the real tokens (unit length when ``normalize``)."""
+    weights = attention_mask.unsqueeze(-1).to(last_hidden_state.dtype)
+    pooled = (last_hidden_state * weights).sum(1) / weights.sum(1).clamp(min=1e-9)
+    return torch.nn.functional.normalize(pooled, dim=-1) if normalize else pooled
+
+
+def sentence_embeddings(model: Any, tokenizer: Any, texts: Sequence[str], batch_size: int = 32,
+                        sort_by_length: bool = True, max_length: int | None = None) -> torch.Tensor:
+    """Normalised mean-pooled embeddings [len(texts), hidden] of ``texts``, in their order.
+
+    Args:
+        model: a feature-extraction model (``NPUModelForFeatureExtraction`` or an eager HF encoder).
+        tokenizer: its tokenizer.
+        batch_size: texts per forward call (the NPU model splits a call larger than its largest batch bucket).
+        sort_by_length: batch texts of similar token counts together (less padding, shorter buckets).
+        max_length: truncate texts to this many tokens (default: refuse texts longer than the model's buckets).
+    """
+    lengths = [len(ids) for ids in tokenizer(list(texts), truncation=max_length is not None,
+                                             max_length=max_length)["input_ids"]]
+    order = sorted(range(len(texts)), key=lambda i: lengths[i]) if sort_by_length else list(range(len(texts)))
+    out = [None] * len(texts)
+    for start in range(0, len(order), batch_size):
+        chosen = order[start:start + batch_size]
+        inputs = tokenizer([texts[i] for i in chosen], padding=True, truncation=max_length is not None,
+                           max_length=max_length, return_tensors="pt")
+        with torch.no_grad():
+            hidden = model(**inputs).last_hidden_state
+        for row, index in enumerate(mean_pool(hidden, inputs["attention_mask"])):
+            out[index] = row
+    return torch.stack(out)
