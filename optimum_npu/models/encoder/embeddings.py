@@ -39,6 +39,6 @@ def sentence_embeddings(model: Any, tokenizer: Any, texts: Sequence[str], batch_
                            max_length=max_length, return_tensors="pt")
         with torch.no_grad():
             hidden = model(**inputs).last_hidden_state
-        for row, index in enumerate(mean_pool(hidden, inputs["attention_mask"])):
-            out[index] = row
+        for index, vector in zip(chosen, mean_pool(hidden, inputs["attention_mask"])):
+            out[index] = vector
     return torch.stack(out)
