@@ -26,6 +26,7 @@ OP_LIST_VERSION = 1
 ALLOWED_OPS: dict[str, tuple[str, ...]] = {
     "aten._assert_tensor_metadata.default": ('a', 'size', 'stride', 'dtype', 'device', 'layout'),
     "aten.add.Tensor": ('self', 'other', 'alpha'),
+    "aten.alias.default": ('self',),
     "aten.arange.default": ('end', 'dtype', 'layout', 'device', 'pin_memory'),
     "aten.cat.default": ('tensors', 'dim'),
     "aten.clamp.default": ('self', 'min', 'max'),

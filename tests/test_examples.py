@@ -55,8 +55,16 @@ def run_image_to_text(tmp_path: Path, hub) -> None:
     assert (artifact / MANIFEST_FILE).is_file() and (artifact / "preprocessor_config.json").is_file()
 
 
+def run_sentence_embeddings(tmp_path: Path, hub) -> None:
+    result = run_script("sentence_embeddings.py", "--model", "tiny", "--seq-lens", "8,16", "--batch-sizes", "1,4",
+                        "--output", str(tmp_path / "artifact"))
+    assert result.stdout.count("' -> '") == 3 and "compiled 4 bucket graphs" in result.stdout
+    assert "8 sequences in 3 calls" in result.stdout and "encoder_b4_s8" in result.stdout
+    assert (tmp_path / "artifact" / MANIFEST_FILE).is_file() and (tmp_path / "artifact" / "vocab.txt").is_file()
+
+
 TINY_RUNS = {"text_generation.py": run_text_generation, "hub_roundtrip.py": run_hub_roundtrip,
-             "image_to_text.py": run_image_to_text}
+             "image_to_text.py": run_image_to_text, "sentence_embeddings.py": run_sentence_embeddings}
 
 
 def run_script(name: str, *args: str) -> subprocess.CompletedProcess:

@@ -1,7 +1,9 @@
 """Sentence embeddings on a compiled encoder: length-sorted batches, mean pooling, L2 normalisation.
 
 Sorting the texts by token count before batching puts short texts together, so each batch runs on a
-short sequence bucket instead of the one its longest neighbour in the input order would need.
+short sequence bucket instead of the one its longest neighbour in the input order would need; on a
+compiled model the batches are also cut where the sequence bucket changes, so no text is padded to a
+longer bucket than its own.
 """
 
 from __future__ import annotations
@@ -33,8 +35,7 @@ def sentence_embeddings(model: Any, tokenizer: Any, texts: Sequence[str], batch_
                                              max_length=max_length)["input_ids"]]
     order = sorted(range(len(texts)), key=lambda i: lengths[i]) if sort_by_length else list(range(len(texts)))
     out = [None] * len(texts)
-    for start in range(0, len(order), batch_size):
-        chosen = order[start:start + batch_size]
+    for chosen in _batches(order, lengths, batch_size, getattr(getattr(model, "npu_config", None), "seq_lens", None)):
         inputs = tokenizer([texts[i] for i in chosen], padding=True, truncation=max_length is not None,
                            max_length=max_length, return_tensors="pt")
         with torch.no_grad():
@@ -42,3 +43,16 @@ def sentence_embeddings(model: Any, tokenizer: Any, texts: Sequence[str], batch_
         for index, vector in zip(chosen, mean_pool(hidden, inputs["attention_mask"])):
             out[index] = vector
     return torch.stack(out)
+
+
+def _batches(order: list[int], lengths: list[int], batch_size: int, seq_lens: Sequence[int] | None) -> list[list[int]]:
+    """``order`` cut into batches of at most ``batch_size``, and (with ``seq_lens``) wherever the bucket changes."""
+    def bucket(index: int) -> int:
+        return next((s for s in sorted(seq_lens or ()) if s >= lengths[index]), 0)
+
+    runs: list[list[int]] = []
+    for index in order:
+        if not runs or len(runs[-1]) == batch_size or (seq_lens and bucket(runs[-1][-1]) != bucket(index)):
+            runs.append([])
+        runs[-1].append(index)
+    return runs
