@@ -67,3 +67,13 @@ def test_similarity_ranking_is_identical(models):
         rankings.append((queries @ documents.T).argsort(dim=1, descending=True).tolist())
     assert rankings[0] == rankings[1]
     assert [row[0] for row in rankings[0]] == [0, 2, 1]     # the real model's answers, not noise
+
+
+def test_embeddings_demo_runs_on_the_real_model(tmp_path, capsys):
+    from optimum_npu.cli import main
+
+    assert main(["demo", "--task", "embeddings", "--output", str(tmp_path / "minilm")]) in (0, None)
+    out = capsys.readouterr().out
+    assert "best match (" in out and "'Paris is the capital and largest city of France.'" in out
+    distance = float(out.split("same sentences: ")[1].split()[0])
+    assert distance < 1e-5 and "padding waste" in out and (tmp_path / "minilm" / "npu_manifest.json").is_file()

@@ -183,3 +183,17 @@ def test_model_card_names_the_task_pipeline(compiled):
     npu, _, root = compiled["XLMRobertaForMaskedLM"]
     card = str(build_model_card(root, npu.card_section("org/x"), repo_id="org/x"))
     assert "pipeline_tag: fill-mask" in card and "NPUModelForMaskedLM.from_pretrained(\"org/x\")" in card
+
+
+def test_profile_and_device_are_runtime_options(compiled):
+    _, _, root = compiled["BertForTokenClassification"]
+    model = NPUEncoderModel.from_pretrained(root, npu_config={"profile": True, "device": 3})
+    try:
+        model(input_ids=torch.tensor([[2, 8, 9, 3]]))
+        assert model._runtime.engine.devices[0].name.startswith("npu:3 ") and model.npu_profile.devices
+        call = model.npu_stats.calls[-1]
+        assert sum(model.npu_profile.totals().values()) == pytest.approx(call.seconds, rel=1e-6)
+    finally:
+        model.release()
+    with pytest.raises(NPUConfigError, match=r"npu_config \['seq_lens'\] differ from the compiled artifact's knobs"):
+        NPUEncoderModel.from_pretrained(root, npu_config={"seq_lens": [64]})
