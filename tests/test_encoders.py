@@ -197,3 +197,20 @@ def test_profile_and_device_are_runtime_options(compiled):
         model.release()
     with pytest.raises(NPUConfigError, match=r"npu_config \['seq_lens'\] differ from the compiled artifact's knobs"):
         NPUEncoderModel.from_pretrained(root, npu_config={"seq_lens": [64]})
+
+
+def test_cli_export_compiles_an_encoder_checkpoint(tmp_path, capsys):
+    from optimum_npu.cli import main
+
+    checkpoint = save_encoder("DistilBertModel", tmp_path / "hf")
+    assert main(["export", str(checkpoint), str(tmp_path / "out"), "--max-seq-len", "16", "--decoder-batch-sizes",
+                 "1,2"]) == 0
+    assert "2 graphs (encoder_b1_s16, encoder_b2_s16)" in capsys.readouterr().out
+    model = NPUAutoModel.from_pretrained(tmp_path / "out")
+    try:
+        assert type(model) is NPUModelForFeatureExtraction and model(input_ids=torch.tensor([[2, 5, 3]])).last_hidden_state.shape \
+            == (1, 3, 32)
+    finally:
+        model.release()
+    assert main(["export", str(checkpoint), str(tmp_path / "bad"), "--prefill-chunk-size", "8"]) == 2
+    assert "['prefill_chunk_size'] apply to decoders" in capsys.readouterr().err
