@@ -1,4 +1,4 @@
-"""Tiny encoders of every task compiled once per session (shared by the encoder test modules)."""
+"""Tiny encoders of every task compiled once per session (the ``encoders`` fixture, registered in conftest.py)."""
 
 from __future__ import annotations
 
@@ -17,7 +17,7 @@ CASES = ["BertModel", "RobertaForSequenceClassification", "XLMRobertaForMaskedLM
 
 
 @pytest.fixture(scope="session")
-def compiled(tmp_path_factory):
+def encoders(tmp_path_factory):
     """architecture -> (reloaded NPU model, eager HF model, artifact dir with the tokenizer); compiled once,
     released at the end."""
     models = {}

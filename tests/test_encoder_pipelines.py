@@ -11,7 +11,6 @@ import pytest
 import torch
 from transformers import AutoTokenizer, pipeline
 
-from tests.encoder_fixtures import compiled  # noqa: F401  (a session fixture)
 
 TEXTS = ["the cat sat on the mat", "paris is the capital of france", "a big red car on the road"]
 CASES = {
@@ -39,9 +38,9 @@ def close(found, expected, path: str = "") -> None:
 
 
 @pytest.mark.parametrize("task", list(CASES))
-def test_pipeline_equals_the_eager_pipeline(compiled, task):
+def test_pipeline_equals_the_eager_pipeline(encoders, task):
     architecture, call = CASES[task]
-    npu, eager, artifact = compiled[architecture]
+    npu, eager, artifact = encoders[architecture]
     tokenizer = AutoTokenizer.from_pretrained(artifact)
     found = pipeline(task, model=npu, tokenizer=tokenizer)(**call)
     expected = pipeline(task, model=eager, tokenizer=tokenizer)(**call)

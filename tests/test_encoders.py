@@ -15,9 +15,10 @@ from optimum_npu.compile.artifact import ArtifactError
 from optimum_npu.hub.card import build_model_card
 from optimum_npu.models.decoder.npu_config import NPUConfigError
 from optimum_npu.models.encoder.runtime import EncoderInputError
+from encoder_fixtures import CASES
+from tampering import resign
+
 from optimum_npu.models.encoder.tiny import VOCAB, save_encoder
-from tests.encoder_fixtures import CASES, compiled  # noqa: F401  (a session fixture)
-from tests.tampering import resign
 
 def random_batch(rows: int, width: int, seed: int) -> dict[str, torch.Tensor]:
     generator = torch.Generator().manual_seed(seed)
@@ -38,8 +39,8 @@ def assert_same_outputs(npu_out, eager_out, mask: torch.Tensor, atol: float = 1e
 
 
 @pytest.mark.parametrize("architecture", CASES)
-def test_outputs_equal_eager_on_several_buckets(compiled, architecture):
-    npu, eager, _ = compiled[architecture]
+def test_outputs_equal_eager_on_several_buckets(encoders, architecture):
+    npu, eager, _ = encoders[architecture]
     npu.npu_stats.reset()
     batches = npu.npu_config.batch_sizes
     for rows, width, seq in ((1, 5, 8), (4, 8, 8), (3, 12, 32), (2, 32, 32)):
@@ -53,8 +54,8 @@ def test_outputs_equal_eager_on_several_buckets(compiled, architecture):
     assert list(npu(**batch).keys()) == [k for k in expected.keys() if k in npu._runtime.outputs]
 
 
-def test_a_batch_larger_than_the_largest_bucket_is_split(compiled):
-    npu, eager, _ = compiled["BertModel"]
+def test_a_batch_larger_than_the_largest_bucket_is_split(encoders):
+    npu, eager, _ = encoders["BertModel"]
     batch = random_batch(10, 7, seed=1)
     npu.npu_stats.reset()
     with torch.no_grad():
@@ -65,8 +66,8 @@ def test_a_batch_larger_than_the_largest_bucket_is_split(compiled):
     assert npu.npu_stats.buckets_used == {"encoder_b4_s8": 3} and npu.npu_stats.sequences == 10
 
 
-def test_padding_does_not_change_the_outputs(compiled):
-    npu, _, _ = compiled["RobertaForSequenceClassification"]
+def test_padding_does_not_change_the_outputs(encoders):
+    npu, _, _ = encoders["RobertaForSequenceClassification"]
     alone = random_batch(1, 6, seed=3)
     padded = {name: torch.cat([t, torch.zeros(1, 20, dtype=t.dtype)], 1) for name, t in alone.items()}
     padded["input_ids"][:, 6:] = 0
@@ -74,8 +75,8 @@ def test_padding_does_not_change_the_outputs(compiled):
     assert npu.npu_stats.calls[-2].bucket.name == "encoder_b4_s32"
 
 
-def test_an_input_longer_than_the_largest_bucket_is_refused_or_truncated(compiled):
-    npu, eager, _ = compiled["BertModel"]
+def test_an_input_longer_than_the_largest_bucket_is_refused_or_truncated(encoders):
+    npu, eager, _ = encoders["BertModel"]
     batch = random_batch(2, 40, seed=4)
     with pytest.raises(EncoderInputError, match=r"40 tokens .* largest compiled sequence bucket is 32 .*bucket >= 40 "
                                                 r"\(e.g. 64"):
@@ -86,8 +87,8 @@ def test_an_input_longer_than_the_largest_bucket_is_refused_or_truncated(compile
         assert_same_outputs(out, eager(**cut), cut["attention_mask"])
 
 
-def test_bad_inputs_are_refused_before_any_graph_runs(compiled, monkeypatch):
-    npu, _, _ = compiled["BertModel"]
+def test_bad_inputs_are_refused_before_any_graph_runs(encoders, monkeypatch):
+    npu, _, _ = encoders["BertModel"]
     monkeypatch.setattr(npu._runtime.engine, "run", lambda *a, **k: pytest.fail("a graph ran"))
     with pytest.raises(EncoderInputError, match="outside the model's token ids"):
         npu(input_ids=torch.tensor([[1, len(VOCAB)]]))
@@ -95,14 +96,16 @@ def test_bad_inputs_are_refused_before_any_graph_runs(compiled, monkeypatch):
         npu(input_ids=torch.tensor([[1, 2]]), attention_mask=torch.ones(1, 3, dtype=torch.long))
     with pytest.raises(EncoderInputError, match="integer tensor"):
         npu(input_ids=torch.ones(2, 3))
+    with pytest.raises(ValueError, match=r"forward\(\) got \['output_hidden_states'\], which the compiled graphs"):
+        npu(input_ids=torch.tensor([[1, 2]]), output_hidden_states=True)
 
 
-def test_the_loaded_artifact_never_calls_the_hf_forward(compiled, monkeypatch):
+def test_the_loaded_artifact_never_calls_the_hf_forward(encoders, monkeypatch):
     for architecture in CASES:
         monkeypatch.setattr(getattr(transformers, architecture), "forward",
                             lambda *a, **k: pytest.fail("HF forward called"))
     for architecture in ("XLMRobertaForMaskedLM", "DistilBertForQuestionAnswering"):
-        reloaded = NPUEncoderModel.from_pretrained(compiled[architecture][2])
+        reloaded = NPUEncoderModel.from_pretrained(encoders[architecture][2])
         try:
             reloaded(**{k: v for k, v in random_batch(2, 9, 5).items() if k in reloaded._runtime.input_names
                         or k == "attention_mask"})
@@ -110,8 +113,8 @@ def test_the_loaded_artifact_never_calls_the_hf_forward(compiled, monkeypatch):
             reloaded.release()
 
 
-def test_auto_classes_and_task_classes_dispatch_on_the_stored_task(compiled):
-    _, _, root = compiled["XLMRobertaForMaskedLM"]
+def test_auto_classes_and_task_classes_dispatch_on_the_stored_task(encoders):
+    _, _, root = encoders["XLMRobertaForMaskedLM"]
     for loader in (NPUAutoModel, NPUAutoModelForMaskedLM, NPUModelForMaskedLM):
         model = loader.from_pretrained(root)
         assert type(model) is NPUModelForMaskedLM
@@ -144,8 +147,8 @@ def test_knob_errors_name_the_knob_and_the_fix(tmp_path):
             NPUEncoderModel.from_pretrained(checkpoint, export=True, npu_config=knobs, compile_cache=False)
 
 
-def test_a_tampered_task_is_refused(compiled, tmp_path):
-    _, _, root = compiled["BertModel"]
+def test_a_tampered_task_is_refused(encoders, tmp_path):
+    _, _, root = encoders["BertModel"]
     copy = tmp_path / "copy"
     NPUEncoderModel.from_pretrained(root).save_pretrained(copy)   # released on collection below
     document = json.loads((copy / "npu_config.json").read_text())
@@ -174,19 +177,19 @@ def test_second_export_is_a_verified_cache_hit(tmp_path, caplog):
         second.release()
 
 
-def test_model_card_names_the_task_pipeline(compiled):
-    tags = {cls.__name__: cls.card_section("org/x").pipeline_tag for cls in {type(m) for m, _, _ in compiled.values()}}
+def test_model_card_names_the_task_pipeline(encoders):
+    tags = {cls.__name__: cls.card_section("org/x").pipeline_tag for cls in {type(m) for m, _, _ in encoders.values()}}
     assert tags == {"NPUModelForFeatureExtraction": "feature-extraction",
                     "NPUModelForSequenceClassification": "text-classification", "NPUModelForMaskedLM": "fill-mask",
                     "NPUModelForQuestionAnswering": "question-answering",
                     "NPUModelForTokenClassification": "token-classification"}
-    npu, _, root = compiled["XLMRobertaForMaskedLM"]
+    npu, _, root = encoders["XLMRobertaForMaskedLM"]
     card = str(build_model_card(root, npu.card_section("org/x"), repo_id="org/x"))
     assert "pipeline_tag: fill-mask" in card and "NPUModelForMaskedLM.from_pretrained(\"org/x\")" in card
 
 
-def test_profile_and_device_are_runtime_options(compiled):
-    _, _, root = compiled["BertForTokenClassification"]
+def test_profile_and_device_are_runtime_options(encoders):
+    _, _, root = encoders["BertForTokenClassification"]
     model = NPUEncoderModel.from_pretrained(root, npu_config={"profile": True, "device": 3})
     try:
         model(input_ids=torch.tensor([[2, 8, 9, 3]]))

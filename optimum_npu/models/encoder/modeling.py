@@ -111,7 +111,13 @@ class NPUEncoderModel(NPUPreTrainedModel):
                 **ignored):
         """As the HF model's forward, on the bucket graphs: outputs of shape [batch, tokens, ...] or
         [batch, ...]; a batch larger than the largest batch bucket runs in several calls. An input longer
-        than the largest sequence bucket is refused (``truncation=True`` cuts it to that bucket instead)."""
+        than the largest sequence bucket is refused (``truncation=True`` cuts it to that bucket instead). Other
+        HF arguments (``output_hidden_states``, ``position_ids``...) are refused unless None or False."""
+        asked = sorted(name for name, value in ignored.items() if value not in (None, False))
+        if asked:
+            raise ValueError(f"forward() got {asked}, which the compiled graphs do not take (they compute the "
+                             f"task outputs {list(self._runtime.outputs)} from input_ids, attention_mask and "
+                             "token_type_ids); leave them out")
         outputs = self._runtime.run(input_ids, attention_mask, token_type_ids, truncation)
         result = self._runtime.task.output_class(**outputs)
         return result if return_dict else result.to_tuple()
