@@ -217,3 +217,11 @@ def test_cli_export_compiles_an_encoder_checkpoint(tmp_path, capsys):
         model.release()
     assert main(["export", str(checkpoint), str(tmp_path / "bad"), "--prefill-chunk-size", "8"]) == 2
     assert "['prefill_chunk_size'] apply to decoders" in capsys.readouterr().err
+
+
+def test_generate_on_an_encoder_says_what_to_call_instead(encoders, capsys):
+    from optimum_npu.cli import main
+
+    _, _, root = encoders["BertModel"]
+    assert main(["generate", str(root), "--max-new-tokens", "2"]) == 2
+    assert "it does not generate text; call the model" in capsys.readouterr().err

@@ -122,6 +122,12 @@ class NPUEncoderModel(NPUPreTrainedModel):
         result = self._runtime.task.output_class(**outputs)
         return result if return_dict else result.to_tuple()
 
+    def generate(self, *args, **kwargs):
+        """Encoders do not generate text (``optimum-npu generate`` / ``profile`` on an encoder artifact land here)."""
+        raise ValueError(f"{type(self).__name__} is an encoder ({self._runtime.task.name}): it does not generate "
+                         "text; call the model (model(**tokenizer(texts, return_tensors='pt'))) or a Transformers "
+                         f"pipeline('{self._runtime.task.pipeline_tag}', model=model, tokenizer=tokenizer)")
+
     @property
     def npu_stats(self) -> EncoderStats:
         """Every call since load (``.reset()``): buckets used, padding waste, simulated seconds, device memory."""
