@@ -2,8 +2,9 @@
 
 Every operator overload the compiler emits for the supported families (collected from the
 graphs of every model the test suite compiles: Llama, Mistral, Qwen2/3, Gemma, Gemma 2/3,
-Phi, Phi-3, GPT-2, OPT, Qwen2/2.5/3-VL, Mixtral, Qwen2/3-MoE, tensor parallelism, quantization), each with the names of its
-schema arguments, which are the only keyword names a node of that operator may use. Graphs
+Phi, Phi-3, GPT-2, OPT, Qwen2/2.5/3-VL, Mixtral, Qwen2/3-MoE, BERT, RoBERTa, XLM-R, DistilBERT, tensor
+parallelism, quantization), each with the names of its schema arguments, which are the only keyword
+names a node of that operator may use. Graphs
 are checked against it by exact string match (``schema.check_op_name``); the device resolves
 operators through a table built from this list, never by ``getattr`` on a string read from a file.
 
@@ -25,11 +26,14 @@ OP_LIST_VERSION = 1
 ALLOWED_OPS: dict[str, tuple[str, ...]] = {
     "aten._assert_tensor_metadata.default": ('a', 'size', 'stride', 'dtype', 'device', 'layout'),
     "aten.add.Tensor": ('self', 'other', 'alpha'),
+    "aten.alias.default": ('self',),
     "aten.arange.default": ('end', 'dtype', 'layout', 'device', 'pin_memory'),
     "aten.cat.default": ('tensors', 'dim'),
     "aten.clamp.default": ('self', 'min', 'max'),
+    "aten.contiguous.default": ('self', 'memory_format'),
     "aten.copy_.default": ('self', 'src', 'non_blocking'),
     "aten.cos.default": ('self',),
+    "aten.cumsum.default": ('self', 'dim', 'dtype'),
     "aten.div.Tensor": ('self', 'other'),
     "aten.embedding.default": ('weight', 'indices', 'padding_idx', 'scale_grad_by_freq', 'sparse'),
     "aten.expand.default": ('self', 'size', 'implicit'),
@@ -37,8 +41,10 @@ ALLOWED_OPS: dict[str, tuple[str, ...]] = {
     "aten.index.Tensor": ('self', 'indices'),
     "aten.layer_norm.default": ('input', 'normalized_shape', 'weight', 'bias', 'eps', 'cudnn_enable'),
     "aten.linear.default": ('input', 'weight', 'bias'),
+    "aten.matmul.default": ('self', 'other'),
     "aten.mean.dim": ('self', 'dim', 'keepdim', 'dtype'),
     "aten.mul.Tensor": ('self', 'other'),
+    "aten.ne.Scalar": ('self', 'other'),
     "aten.neg.default": ('self',),
     "aten.permute.default": ('self', 'dims'),
     "aten.pow.Tensor_Scalar": ('self', 'exponent'),
@@ -50,7 +56,10 @@ ALLOWED_OPS: dict[str, tuple[str, ...]] = {
     "aten.silu.default": ('self',),
     "aten.sin.default": ('self',),
     "aten.slice.Tensor": ('self', 'dim', 'start', 'end', 'step'),
+    "aten.softmax.int": ('self', 'dim', 'dtype'),
+    "aten.split.Tensor": ('self', 'split_size', 'dim'),
     "aten.split_with_sizes.default": ('self', 'split_sizes', 'dim'),
+    "aten.squeeze.dim": ('self', 'dim'),
     "aten.stack.default": ('tensors', 'dim'),
     "aten.sum.dim_IntList": ('self', 'dim', 'keepdim', 'dtype'),
     "aten.tanh.default": ('self',),

@@ -27,6 +27,8 @@ from optimum_npu.device.device import DEFAULT_REGISTRY
 from optimum_npu.models.decoder import NPUModelForCausalLM
 from optimum_npu.models.tiny import build_tokenizer, save_causal_lm
 
+from encoder_fixtures import encoders  # noqa: E402,F401  (session fixture: tiny encoders compiled once)
+
 ARCHITECTURES = ["LlamaForCausalLM", "MistralForCausalLM", "Qwen2ForCausalLM", "Qwen3ForCausalLM"]
 
 #: The compile envelope every test model shares (variants override single knobs).

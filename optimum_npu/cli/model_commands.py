@@ -204,6 +204,10 @@ def cmd_profile(args: argparse.Namespace) -> None:
 
 
 def cmd_demo(args: argparse.Namespace) -> None:
+    if getattr(args, "task", "generation") == "embeddings":
+        from optimum_npu.cli.embeddings_demo import cmd_embeddings_demo
+
+        return cmd_embeddings_demo(args)
     from optimum_npu import NPUModelForCausalLM
     from optimum_npu.models.tiny import build_causal_lm, build_tokenizer
 

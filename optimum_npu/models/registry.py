@@ -23,8 +23,8 @@ from optimum_npu.models.adapters.spec import DecoderAdapter
 
 #: The NPU class of each family, named in errors when a checkpoint reaches another family's class (names only:
 #: this module cannot import the classes; ``tests/test_family_registry.py`` checks them against the registry).
-FAMILY_CLASSES = {"decoder": "NPUModelForCausalLM", "vlm": "NPUModelForImageTextToText"}
-FAMILY_TITLES = {"decoder": "decoder-only language", "vlm": "vision-language"}
+FAMILY_CLASSES = {"decoder": "NPUModelForCausalLM", "vlm": "NPUModelForImageTextToText", "encoder": "NPUEncoderModel"}
+FAMILY_TITLES = {"decoder": "decoder-only language", "vlm": "vision-language", "encoder": "encoder (BERT-like)"}
 #: Class-name endings of the HF classes that carry a language-model head.
 _HEAD_SUFFIXES = ("ForCausalLM", "LMHeadModel", "ForConditionalGeneration")
 
@@ -35,7 +35,7 @@ class Architecture:
 
     Attributes:
         name: HF class name (``config.architectures[0]``).
-        family: the optimum-npu model family that compiles it (``decoder`` or ``vlm``).
+        family: the optimum-npu model family that compiles it (a key of ``models/families.py``).
         adapter: how the static decoder reads its text model (module paths, layout, TP split).
     """
 
@@ -95,8 +95,8 @@ def _headless_hint(name: str) -> str:
     stem = name.removesuffix("Model")
     with_head = [n for n in REGISTRY if n.removeprefix(stem) in _HEAD_SUFFIXES and n.startswith(stem)]
     target = f"export {with_head[0]}" if with_head else "export its *ForCausalLM class"
-    return (f"{name} has no language-model head: {target} (encoder and feature-extraction classes are not "
-            "supported yet); ")
+    return (f"{name} has no language-model head: {target} (a decoder's hidden states are not compiled on their own; "
+            "feature extraction is compiled for encoder checkpoints such as BERT with NPUModelForFeatureExtraction); ")
 
 
 def lookup_architecture(config: PretrainedConfig, family: str) -> Architecture:
@@ -118,3 +118,10 @@ def lookup_architecture(config: PretrainedConfig, family: str) -> Architecture:
         f"{hint}architecture {', '.join(shown)} is not supported by optimum-npu's {family} path; "
         f"supported: {', '.join(supported_architectures(family))}"
     )
+
+# ---- the encoder family (models/encoder/): BERT, RoBERTa, XLM-R, DistilBERT per task ------------------
+_ENCODER_ARCHITECTURES = tuple(
+    Architecture(stem + suffix, "encoder")
+    for stem in ("Bert", "Roberta", "XLMRoberta", "DistilBert")
+    for suffix in ("Model", "ForSequenceClassification", "ForMaskedLM", "ForQuestionAnswering", "ForTokenClassification"))
+REGISTRY.update({arch.name: arch for arch in _ENCODER_ARCHITECTURES})

@@ -1,0 +1,11 @@
+"""The encoder family: BERT-style encoders per task, compiled into a grid of (batch x sequence length) buckets."""
+
+from optimum_npu.models.encoder.modeling import (NPUEncoderModel, NPUModelForFeatureExtraction, NPUModelForMaskedLM,
+                                                 NPUModelForQuestionAnswering, NPUModelForSequenceClassification,
+                                                 NPUModelForTokenClassification)
+from optimum_npu.models.encoder.npu_config import NPUEncoderConfig
+from optimum_npu.models.encoder.runtime import EncoderInputError, EncoderStats
+
+__all__ = ["NPUEncoderModel", "NPUModelForFeatureExtraction", "NPUModelForSequenceClassification", "NPUModelForMaskedLM",
+           "NPUModelForQuestionAnswering", "NPUModelForTokenClassification", "NPUEncoderConfig", "EncoderInputError",
+           "EncoderStats"]

@@ -1,0 +1,91 @@
+"""Compile an HF encoder into an artifact: one graph per (batch size, sequence length) bucket, weights once.
+
+Layout: ``npu_config.json`` (family, architecture, task, outputs, knobs, graph list, spec), ``config.json``,
+``generation_config.json``, tokenizer files, ``model.safetensors``, ``graphs/encoder_b<B>_s<S>.graph.json``.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import shutil
+from pathlib import Path
+from typing import Any
+
+import torch
+from transformers import GenerationConfig, PreTrainedModel
+
+from optimum_npu.compile.artifact import graph_path, write_atomically
+from optimum_npu.compile.capture import capture, capture_form
+from optimum_npu.compile.pipeline import run_pipeline
+from optimum_npu.compile.weights import save_weights
+from optimum_npu.device.spec import resolve_spec
+from optimum_npu.models.encoder.files import ENCODER_FILES
+from optimum_npu.models.encoder.npu_config import NPUEncoderConfig
+from optimum_npu.models.encoder.tasks import EncoderTask
+from optimum_npu.models.encoder.wrapper import (WRAPPER_PREFIX, StaticEncoder, capture_attention, input_names,
+                                                present_outputs)
+from optimum_npu.schema import ARTIFACT_FORMAT_VERSION, GRAPH_DIR, NPU_CONFIG_FILE, WEIGHTS_FILE, Graph
+from optimum_npu.version import __version__
+
+
+def artifact_config(hf_model: PreTrainedModel) -> Any:
+    """The HF config an encoder artifact stores: the model's, with ``architectures`` naming its class."""
+    config = copy.deepcopy(hf_model.config)
+    config.architectures = [type(hf_model).__name__]
+    return config
+
+
+def example_inputs(names: list[str], batch: int, tokens: int, dtype: torch.dtype) -> tuple[torch.Tensor, ...]:
+    """Zero-filled inputs of one bucket graph, in ``names`` order."""
+    shapes = {"input_ids": ((batch, tokens), torch.long), "token_type_ids": ((batch, tokens), torch.long),
+              "attention_bias": ((batch, 1, 1, tokens), dtype)}
+    return tuple(torch.zeros(shapes[name][0], dtype=shapes[name][1]) for name in names)
+
+
+def capture_encoder_graphs(hf_model: PreTrainedModel, task: EncoderTask, config: NPUEncoderConfig
+                           ) -> tuple[dict[str, Graph], dict[str, torch.Tensor], tuple[str, ...]]:
+    """One graph per bucket of ``config``; returns (graphs, weights by checkpoint name, output names)."""
+    dtype = getattr(torch, config.dtype)
+    names = input_names(hf_model)
+    with capture_form(hf_model, dtype) as model, capture_attention(model):
+        outputs = present_outputs(model, task.outputs)
+        wrapper = StaticEncoder(model, outputs)
+        graphs, weights = {}, {}
+        for bucket in config.buckets():
+            args = example_inputs(names, bucket.batch, bucket.tokens, dtype)
+            graph, graph_weights = capture(wrapper, args, bucket.name, names, ["input"] * len(names),
+                                           WRAPPER_PREFIX, attributes=bucket.attributes())
+            graphs[bucket.name] = graph
+            weights.update(graph_weights)
+    return graphs, weights, outputs
+
+
+def compile_encoder(hf_model: PreTrainedModel, architecture: str, task: EncoderTask, config: NPUEncoderConfig,
+                    target: Path, tokenizer_dir: Path | None = None) -> Path:
+    """Writes the artifact of ``hf_model`` atomically to ``target`` (``config`` already resolved)."""
+    found: dict[str, tuple[str, ...]] = {}
+
+    def build():
+        graphs, weights, found["outputs"] = capture_encoder_graphs(hf_model, task, config)
+        return graphs, weights
+
+    def fill(root: Path) -> None:
+        compiled = run_pipeline(build, None)   # one device: encoders are not split
+        (root / GRAPH_DIR).mkdir(parents=True)
+        for name, graph in compiled.graphs.items():
+            graph_path(root, name).write_text(graph.to_json())
+        save_weights(root / WEIGHTS_FILE, compiled.rank_weights[0])
+        artifact_config(hf_model).save_pretrained(root)
+        GenerationConfig.from_model_config(hf_model.config).save_pretrained(root)
+        for name in ENCODER_FILES if tokenizer_dir else ():
+            if (Path(tokenizer_dir) / name).is_file():
+                shutil.copy2(Path(tokenizer_dir) / name, root / name)
+        document = {"architecture": architecture, "family": "encoder", "task": task.name,
+                    "outputs": list(found["outputs"]), "inputs": input_names(hf_model), **config.to_dict(),
+                    "graphs": list(compiled.graphs), "npu_spec": resolve_spec(config.npu).to_dict(),
+                    "library_version": __version__, "format_version": ARTIFACT_FORMAT_VERSION,
+                    "torch_version": torch.__version__}
+        (root / NPU_CONFIG_FILE).write_text(json.dumps(document, indent=1))
+
+    return write_atomically(target, fill)

@@ -1,0 +1,120 @@
+"""The encoder family's compile knobs: a grid of (batch size x sequence length) buckets."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field, fields
+from typing import Any
+
+from optimum_npu.device.buckets import Bucket
+from optimum_npu.device.spec import PRESETS
+from optimum_npu.models.decoder.npu_config import SUPPORTED_DTYPES, NPUConfigError
+from optimum_npu.models.decoder.stored_config import short_repr
+
+#: Bucket kind of every encoder graph (``Graph.attributes["kind"]``).
+ENCODER_KIND = "encoder"
+#: Most entries of ``seq_lens`` or ``batch_sizes`` (each pair is one compiled graph).
+MAX_GRID_SIDE = 16
+#: Runtime options: chosen at load time, not stored as compile knobs.
+RUNTIME_OPTIONS = ("device", "profile")
+
+
+def _sizes(name: str, value: Any, example: str) -> tuple[int, ...]:
+    if isinstance(value, int) and not isinstance(value, bool):
+        value = [value]
+    if not isinstance(value, (list, tuple)) or not value or len(value) > MAX_GRID_SIDE or any(
+            not isinstance(v, int) or isinstance(v, bool) or v < 1 for v in value):
+        raise NPUConfigError(f"{name}={short_repr(value)} is invalid: it must be a list of 1 to {MAX_GRID_SIDE} "
+                             f"integers >= 1, e.g. {name}={example}")
+    if len(set(value)) != len(value):
+        raise NPUConfigError(f"{name}={list(value)} lists a size twice; list each bucket once")
+    return tuple(sorted(value))
+
+
+@dataclass(frozen=True)
+class NPUEncoderConfig:
+    """Compile configuration of an encoder (BERT, RoBERTa, XLM-R, DistilBERT).
+
+    Args:
+        seq_lens: the sequence-length buckets; a call runs on the smallest one >= its token width.
+            Default: [64, 128, 512] capped at the model's position limit.
+        batch_sizes: the batch buckets; a batch runs on the smallest >= its rows, a larger batch is
+            split into calls of the largest. One graph is compiled per (batch size, sequence length).
+        dtype: compute and weight dtype (float32, float16, bfloat16).
+        npu: target device spec, a preset name or a JSON spec file path.
+        tensor_parallel_size: devices one model is split across; encoders run on one device (1).
+        device: runtime option: the simulated device id the model runs on.
+        profile: runtime option: record every op on the device's track (``model.npu_profile``).
+    """
+
+    seq_lens: tuple[int, ...] | None = None
+    batch_sizes: tuple[int, ...] = (1, 8, 32)
+    dtype: str = "float32"
+    npu: str = "atom"
+    tensor_parallel_size: int = 1
+    device: int = field(default=0, metadata={"runtime": True})
+    profile: bool = field(default=False, metadata={"runtime": True})
+
+    def __post_init__(self):
+        if self.seq_lens is not None:
+            object.__setattr__(self, "seq_lens", _sizes("seq_lens", self.seq_lens, "[64, 128, 512]"))
+        object.__setattr__(self, "batch_sizes", _sizes("batch_sizes", self.batch_sizes, "[1, 8, 32]"))
+        if isinstance(self.npu, os.PathLike):
+            object.__setattr__(self, "npu", os.fspath(self.npu))
+        if not isinstance(self.npu, str):
+            raise NPUConfigError(f"npu={short_repr(self.npu)} is invalid: give a preset name {sorted(PRESETS)} or "
+                                 "the path of a JSON spec file")
+        if self.dtype not in SUPPORTED_DTYPES:
+            raise NPUConfigError(f"dtype={short_repr(self.dtype)} is invalid: use one of {list(SUPPORTED_DTYPES)}")
+        if self.tensor_parallel_size != 1:
+            raise NPUConfigError(f"tensor_parallel_size={short_repr(self.tensor_parallel_size)} is not supported for "
+                                 "encoders: they compile for one device (an encoder's weights fit one device; run "
+                                 "more replicas on other devices with device=<id>); use tensor_parallel_size=1")
+        if not isinstance(self.device, int) or isinstance(self.device, bool) or self.device < 0:
+            raise NPUConfigError(f"device={short_repr(self.device)} is invalid: give a device id >= 0")
+        if not isinstance(self.profile, bool):
+            raise NPUConfigError(f"profile={short_repr(self.profile)} is invalid: use True or False")
+
+    @classmethod
+    def coerce(cls, value: Any) -> "NPUEncoderConfig":
+        """An ``NPUEncoderConfig`` from itself, a dict of its fields or None (defaults)."""
+        if value is None:
+            return cls()
+        if isinstance(value, cls):
+            return value
+        if not isinstance(value, dict):
+            raise NPUConfigError(f"npu_config={short_repr(value)} is invalid: pass an NPUEncoderConfig or a dict "
+                                 "such as {'seq_lens': [64, 128, 512], 'batch_sizes': [1, 8, 32]}")
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(value) - known)
+        if unknown:
+            raise NPUConfigError(f"npu_config has unknown encoder knobs {short_repr(unknown)}; the knobs are "
+                                 f"{sorted(known)}")
+        return cls(**value)
+
+    def resolve(self, max_positions: int | None) -> "NPUEncoderConfig":
+        """Fills the default ``seq_lens`` and checks every bucket against the model's position limit."""
+        limit = max_positions or 512
+        seq_lens = self.seq_lens or tuple(sorted({min(s, limit) for s in (64, 128, 512)}))
+        too_long = [s for s in seq_lens if s > limit]
+        if too_long:
+            raise NPUConfigError(f"seq_lens={list(seq_lens)} holds {too_long}, longer than the model's "
+                                 f"{limit} positions (max_position_embeddings); use sequence lengths <= {limit}")
+        return NPUEncoderConfig(**{**self.to_dict(), **self.runtime(), "seq_lens": seq_lens})
+
+    def buckets(self) -> list[Bucket]:
+        """One bucket per (batch size, sequence length), named ``encoder_b<batch>_s<tokens>``."""
+        if self.seq_lens is None:
+            raise NPUConfigError("seq_lens is not resolved against the model yet (NPUEncoderConfig.resolve)")
+        return [Bucket(f"encoder_b{b}_s{s}", ENCODER_KIND, b, s) for b in self.batch_sizes for s in self.seq_lens]
+
+    def graph_names(self) -> list[str]:
+        return [bucket.name for bucket in self.buckets()]
+
+    def to_dict(self) -> dict[str, Any]:
+        """The compile knobs (runtime options left out), JSON-ready."""
+        return {"seq_lens": list(self.seq_lens) if self.seq_lens else None, "batch_sizes": list(self.batch_sizes),
+                "dtype": self.dtype, "npu": self.npu, "tensor_parallel_size": self.tensor_parallel_size}
+
+    def runtime(self) -> dict[str, Any]:
+        return {name: getattr(self, name) for name in RUNTIME_OPTIONS}

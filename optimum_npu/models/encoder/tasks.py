@@ -1,0 +1,78 @@
+"""Encoder tasks as data: which HF auto class builds the model and which of its outputs the graphs return.
+
+One ``EncoderTask`` per task; the NPU classes (``modeling.py``) differ only by the task they carry.
+Names here are constants of the library: a task named in an artifact is looked up in ``TASKS``
+(untrusted strings never become attribute lookups).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from transformers import (AutoModel, AutoModelForMaskedLM, AutoModelForQuestionAnswering,
+                          AutoModelForSequenceClassification, AutoModelForTokenClassification)
+from transformers.modeling_outputs import (BaseModelOutputWithPooling, MaskedLMOutput, QuestionAnsweringModelOutput,
+                                           SequenceClassifierOutput, TokenClassifierOutput)
+
+
+@dataclass(frozen=True)
+class EncoderTask:
+    """One encoder task.
+
+    Attributes:
+        name: the task name stored in ``npu_config.json`` (``feature-extraction``...).
+        auto_class: the Transformers auto class that builds the HF model for it.
+        outputs: the output fields the graphs may return, in order (a model without a pooler leaves
+            ``pooler_output`` out).
+        token_outputs: the outputs with one row per token ([batch, tokens, ...]); the others have one
+            row per sequence ([batch, ...]).
+        output_class: the Transformers output class ``forward`` returns.
+        architecture_suffix: the ending of the HF class names of this task (``ForMaskedLM``); ``Model``
+            for the bare encoder.
+        pipeline_tag: the Hub pipeline tag of its artifacts.
+    """
+
+    name: str
+    auto_class: type
+    outputs: tuple[str, ...]
+    token_outputs: frozenset[str]
+    output_class: type
+    architecture_suffix: str
+    pipeline_tag: str
+
+
+FEATURE_EXTRACTION = EncoderTask("feature-extraction", AutoModel, ("last_hidden_state", "pooler_output"),
+                                 frozenset({"last_hidden_state"}), BaseModelOutputWithPooling, "Model",
+                                 "feature-extraction")
+SEQUENCE_CLASSIFICATION = EncoderTask("sequence-classification", AutoModelForSequenceClassification, ("logits",),
+                                      frozenset(), SequenceClassifierOutput, "ForSequenceClassification",
+                                      "text-classification")
+MASKED_LM = EncoderTask("fill-mask", AutoModelForMaskedLM, ("logits",), frozenset({"logits"}), MaskedLMOutput,
+                        "ForMaskedLM", "fill-mask")
+QUESTION_ANSWERING = EncoderTask("question-answering", AutoModelForQuestionAnswering, ("start_logits", "end_logits"),
+                                 frozenset({"start_logits", "end_logits"}), QuestionAnsweringModelOutput,
+                                 "ForQuestionAnswering", "question-answering")
+TOKEN_CLASSIFICATION = EncoderTask("token-classification", AutoModelForTokenClassification, ("logits",),
+                                   frozenset({"logits"}), TokenClassifierOutput, "ForTokenClassification",
+                                   "token-classification")
+
+TASKS: dict[str, EncoderTask] = {task.name: task for task in (FEATURE_EXTRACTION, SEQUENCE_CLASSIFICATION, MASKED_LM,
+                                                              QUESTION_ANSWERING, TOKEN_CLASSIFICATION)}
+
+#: The encoder models compiled (HF ``model_type`` -> the stems of its class names).
+ENCODER_STEMS = {"bert": "Bert", "roberta": "Roberta", "xlm-roberta": "XLMRoberta", "distilbert": "DistilBert"}
+
+
+def task_of_architecture(name: str) -> EncoderTask:
+    """The task of an HF class name (``BertForMaskedLM`` -> fill-mask); ValueError for no task's name."""
+    for task in sorted(TASKS.values(), key=lambda t: -len(t.architecture_suffix)):
+        stem = name.removesuffix(task.architecture_suffix)
+        if stem != name and stem in ENCODER_STEMS.values():
+            return task
+    raise ValueError(f"{name!r} is not an encoder architecture optimum-npu compiles; supported: "
+                     f"{', '.join(encoder_architectures())}")
+
+
+def encoder_architectures() -> list[str]:
+    """Every HF class name of the encoder family (the registry's entries)."""
+    return [stem + task.architecture_suffix for stem in ENCODER_STEMS.values() for task in TASKS.values()]
