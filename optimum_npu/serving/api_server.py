@@ -49,22 +49,9 @@ async def parse_body(request: Request, model: type[BaseModel]):
         raise APIError(400, f"{param or 'body'}: {first['msg']}", param=param) from None
 
 
-def build_app(engine: AsyncEngine, model_name: str, api_key: str | None = None, chat_template: str | None = None,
-              profile_dir: Path = Path("npu_profiles")) -> FastAPI:
-    """The FastAPI app serving ``engine`` under ``model_name`` (the engine thread must be started).
-
-    Args:
-        engine: the running engine thread.
-        model_name: the name of the model in ``/v1/models`` and in requests.
-        api_key: the Bearer key every endpoint but ``/health`` requires (None: open).
-        chat_template: a Jinja chat template overriding the tokenizer's.
-        profile_dir: where ``/stop_profile`` writes its Perfetto traces.
-    """
-    app = FastAPI(title="optimum-npu", docs_url=None, redoc_url=None, openapi_url=None)
-    handlers = OpenAIHandlers(engine, model_name, chat_template)
-    metrics = ServingMetrics(engine.core, model_name)
-    app.state.engine, app.state.metrics = engine, metrics
-    core = engine.core
+def install_common(app: FastAPI, engine, api_key: str | None) -> None:
+    """What every server app shares: the Bearer-key and shutdown guard, OpenAI error bodies for every failure,
+    and ``/health``. ``engine`` tells whether it is draining (``draining``) or running (``alive``)."""
 
     @app.middleware("http")
     async def guard(request: Request, call_next):
@@ -104,6 +91,26 @@ def build_app(engine: AsyncEngine, model_name: str, api_key: str | None = None, 
         if not engine.alive:
             return APIError(503, "the engine thread is not running", code="service_unavailable").response()
         return Response(status_code=200)
+
+
+def build_app(engine: AsyncEngine, model_name: str, api_key: str | None = None, chat_template: str | None = None,
+              profile_dir: Path = Path("npu_profiles")) -> FastAPI:
+    """The FastAPI app serving ``engine`` under ``model_name`` (the engine thread must be started).
+
+    Args:
+        engine: the running engine thread.
+        model_name: the name of the model in ``/v1/models`` and in requests.
+        api_key: the Bearer key every endpoint but ``/health`` requires (None: open).
+        chat_template: a Jinja chat template overriding the tokenizer's.
+        profile_dir: where ``/stop_profile`` writes its Perfetto traces.
+    """
+    app = FastAPI(title="optimum-npu", docs_url=None, redoc_url=None, openapi_url=None)
+    handlers = OpenAIHandlers(engine, model_name, chat_template)
+    metrics = ServingMetrics(engine.core, model_name)
+    app.state.engine, app.state.metrics = engine, metrics
+    core = engine.core
+
+    install_common(app, engine, api_key)
 
     @app.get("/v1/models")
     async def models():

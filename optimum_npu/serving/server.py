@@ -14,8 +14,11 @@ from pathlib import Path
 
 import uvicorn
 
+from transformers import GenerationMixin
+
 from optimum_npu.serving.api_server import build_app
 from optimum_npu.serving.async_engine import AsyncEngine
+from optimum_npu.serving.embeddings import EmbeddingEngine, build_embeddings_app
 from optimum_npu.serving.engine_core import EngineCore
 from optimum_npu.serving.loading import load_for_serving
 
@@ -68,19 +71,27 @@ class NPUServer:
     def __init__(self, model: str | Path, options: ServerOptions = ServerOptions()):
         self.options = options
         self.model, tokenizer = load_for_serving(model, device=options.device, tokenizer=options.tokenizer)
+        name = options.served_model_name or str(model)
         try:
-            core = EngineCore(self.model, tokenizer, options.num_kv_blocks, options.max_num_batched_tokens,
-                              options.enable_prefix_caching)
+            self.engine, self.app = self._engine_and_app(tokenizer, name)
         except ValueError:
             self.model.release()
             raise
-        self.engine = AsyncEngine(core).start()
-        name = options.served_model_name or str(model)
-        self.app = build_app(self.engine, name, options.api_key, options.chat_template, options.profile_dir)
         config = uvicorn.Config(self.app, host=options.host, port=options.port, log_level=options.log_level,
                                 timeout_graceful_shutdown=options.grace_period_s, lifespan="off")
         self.server = _DrainingServer(config, self.engine)
         self._thread: threading.Thread | None = None
+
+    def _engine_and_app(self, tokenizer, name: str):
+        """A text generator gets the scheduler's engine thread and the OpenAI app; an encoder, /v1/embeddings."""
+        options = self.options
+        if not isinstance(self.model, GenerationMixin):
+            engine = EmbeddingEngine(self.model, tokenizer)
+            return engine, build_embeddings_app(engine, name, options.api_key)
+        core = EngineCore(self.model, tokenizer, options.num_kv_blocks, options.max_num_batched_tokens,
+                          options.enable_prefix_caching)
+        engine = AsyncEngine(core).start()
+        return engine, build_app(engine, name, options.api_key, options.chat_template, options.profile_dir)
 
     def run(self) -> None:
         """Serves until SIGINT/SIGTERM (or ``stop()``), then shuts the engine down and frees the model."""

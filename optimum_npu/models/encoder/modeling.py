@@ -129,6 +129,11 @@ class NPUEncoderModel(NPUPreTrainedModel):
                          f"pipeline('{self._runtime.task.pipeline_tag}', model=model, tokenizer=tokenizer)")
 
     @property
+    def npu_task(self) -> str:
+        """The compiled task (``feature-extraction``, ``text-classification``...)."""
+        return self._runtime.task.name
+
+    @property
     def npu_stats(self) -> EncoderStats:
         """Every call since load (``.reset()``): buckets used, padding waste, simulated seconds, device memory."""
         return self._runtime.stats
