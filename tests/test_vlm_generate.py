@@ -507,3 +507,15 @@ def test_command_line_profiles_a_vision_language_artifact(qwen2, tmp_path, capsy
 def test_planner_says_it_plans_decoders_only(qwen2):
     with pytest.raises(ValueError, match="planner sizes decoder-only language models.*is a vision-language model"):
         plan(qwen2.checkpoint)
+
+
+def test_docs_generate_snippet_runs_on_the_default_install(qwen2):
+    """docs/vlm.md's snippet needs no torchvision and gives the eager model's tokens."""
+    source = (Path(__file__).resolve().parents[1] / "docs" / "vlm.md").read_text()
+    snippet = source.split("## Generate\n\n```python\n")[1].split("```")[0].replace('"qwen2-vl-npu"', repr(str(qwen2.artifact)))
+    scope = {"model": qwen2.model, "photo": image("small")}
+    exec(compile(snippet, "docs/vlm.md", "exec"), scope)
+    tokenizer = scope["tokenizer"]
+    inputs = {**tokenizer([scope["text"]], return_tensors="pt"), **scope["vision"]}
+    expected = qwen2.ref.generate(**inputs, max_new_tokens=64, do_sample=False)
+    assert scope["out"].tolist() == expected.tolist()
