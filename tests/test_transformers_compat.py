@@ -61,3 +61,31 @@ def test_dtype_at_export_goes_into_the_compile_knobs():
 def test_dtype_errors(kwargs, message):
     with pytest.raises(ValueError, match=message):
         requested_dtype(dict(kwargs))
+
+
+def test_logits_of_every_position_for_scoring(make_compiled):
+    """``model(ids, logits_to_keep=0).logits`` is [B, S, V] through the prefill_all_logits graph (compiled on
+    request), equal to eager Transformers' logits at every real position; the default graphs refuse it."""
+    pair = make_compiled("LlamaForCausalLM", {"prefill_logits": "all"})
+    assert "prefill_all_logits" in pair.model.npu_graphs
+    ids = torch.tensor([[0, 0, 1, 7, 9, 11, 13, 15, 17, 19, 21, 23, 25, 27, 29, 31, 33, 35, 37, 39],
+                        [1, 5, 6, 8, 10, 12, 14, 16, 18, 20, 22, 24, 26, 28, 30, 32, 34, 36, 38, 40]])
+    mask = torch.ones_like(ids)
+    mask[0, :2] = 0
+    logits = pair.model(ids, attention_mask=mask, logits_to_keep=0).logits
+    assert logits.shape == (2, 20, pair.ref.config.vocab_size)
+    for row in range(2):
+        real = mask[row].bool()
+        with torch.no_grad():
+            expected = pair.ref(ids[row][real][None]).logits[0]
+        torch.testing.assert_close(logits[row, real], expected, atol=1e-4, rtol=0)
+        assert not logits[row, ~real].any()
+    torch.testing.assert_close(pair.model(ids, attention_mask=mask).logits[:, 0], logits[:, -1], atol=1e-5, rtol=0)
+
+
+def test_every_position_needs_the_knob(llama):
+    ids = torch.tensor([[1, 5, 7]])
+    with pytest.raises(ValueError, match="recompile with npu_config=\\{'prefill_logits': 'all'\\}"):
+        llama.model(ids, logits_to_keep=0)
+    with pytest.raises(ValueError, match="logits_to_keep=3"):
+        llama.model(ids, logits_to_keep=3)

@@ -36,6 +36,8 @@ COMPILE_FLAGS = {
                                                             "or flash_attn by partitions (default eager)"),
     "kvcache_partition_len": dict(type=int, help="flash-attention partition length for decode"),
     "tensor_parallel_size": dict(type=int, default=1, help="devices to split the model across (default 1)"),
+    "prefill_logits": dict(choices=["last", "all"], help="'all' also compiles a prefill graph returning every "
+                                                         "position's logits (perplexity; default last)"),
     "expert_parallel_size": dict(type=int, help="1 or --tensor-parallel-size: spread a mixture-of-experts model's "
                                                 "experts over the devices (default 1)"),
 }

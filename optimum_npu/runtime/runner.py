@@ -49,6 +49,8 @@ class StepRunner:
             raise ValueError("a decoder needs one batch-1 'prefill' graph and at least one 'decode' graph; "
                              "recompile the model")
         self.prefill_bucket = prefill[0]
+        every = buckets_of_kind(engine.graphs, "prefill_all")  # compiled with prefill_logits="all"
+        self.all_logits_bucket = every[0] if every else None
         self.chunk = self.prefill_bucket.tokens
         self.stats = new_stats()
 
@@ -104,8 +106,13 @@ class StepRunner:
             ready.update(zip((s.request_id for s in decode), self.decode(list(decode))))
         return ready
 
-    def prefill(self, seq: Sequence) -> torch.Tensor | None:
-        """Writes the next chunk of ``seq``'s uncomputed tokens; returns its last logits [V] once all are written."""
+    def prefill(self, seq: Sequence, all_positions: bool = False) -> torch.Tensor | None:
+        """Writes the next chunk of ``seq``'s uncomputed tokens; returns its last logits [V] once all are written
+        (``all_positions``: on the ``prefill_all`` graph, this chunk's logits [tokens, V] at every call)."""
+        bucket = self.all_logits_bucket if all_positions else self.prefill_bucket
+        if bucket is None:
+            raise ValueError("logits of every position need the prefill_all_logits graph: recompile with "
+                             "npu_config={'prefill_logits': 'all'}")
         chunk, start = self.chunk, seq.num_computed
         part = seq.token_ids[start:start + chunk]
         count = len(part)
@@ -116,13 +123,16 @@ class StepRunner:
         positions = torch.full((1, chunk), -1, dtype=torch.long)
         positions[0, :count] = torch.arange(start, start + count)
         inputs = {"input_ids": input_ids, "positions": positions, "block_table": self._block_table([seq]),
-                  "slots": torch.tensor([seq.slot]), "logits_index": torch.tensor([count - 1])}
+                  "slots": torch.tensor([seq.slot]),
+                  "logits_index": torch.arange(chunk).view(1, chunk) if all_positions else torch.tensor([count - 1])}
         for name, values in (seq.extras or {}).items():
             axis = TOKEN_AXIS.get(name, 0)
             values = _covering(name, values, len(seq), seq.rope_delta, axis)
             inputs[name] = _chunk_of(values, start, count, chunk, token_axis=axis)
-        logits = self._run(self.prefill_bucket, inputs, active=1, tokens=count)
+        logits = self._run(bucket, inputs, active=1, tokens=count)
         self.blocks.written(seq, count)
+        if all_positions:
+            return logits[0, :count]                                            # [count, V]
         return logits[0] if seq.num_uncomputed == 0 else None
 
     def decode(self, seqs: list[Sequence]) -> torch.Tensor:
@@ -160,9 +170,10 @@ class StepRunner:
         return torch.tensor([self.blocks.table_row(seq, width) for seq in seqs], dtype=torch.int32)
 
     def _run(self, bucket: Bucket, inputs: dict[str, torch.Tensor], active: int, tokens: int) -> torch.Tensor:
+        phase = "prefill" if bucket.kind == "prefill_all" else bucket.kind     # every-position prefill is prefill
         with record_routing() as routing:
-            logits, call = self.engine.run(bucket.name, inputs, bucket.kind, positions=inputs["positions"])
-        self.stats.record(StepRecord(bucket.kind, bucket.name, active, tokens, call.seconds, call.attention_seconds,
+            logits, call = self.engine.run(bucket.name, inputs, phase, positions=inputs["positions"])
+        self.stats.record(StepRecord(phase, bucket.name, active, tokens, call.seconds, call.attention_seconds,
                                      call.host_seconds, tuple(routing)))
         self.stats.kv_blocks_peak = max(self.stats.kv_blocks_peak, self.blocks.used_blocks)
         return logits

@@ -32,7 +32,8 @@ class BatchSession:
             self.runner.check_length(len(prompt))
 
     def start(self, prompts: list[list[int]], extras: list[dict | None] | None = None,
-              rope_deltas: list[int] | None = None, visual: Any = None) -> torch.Tensor:
+              rope_deltas: list[int] | None = None, visual: Any = None,
+              all_positions: bool = False) -> torch.Tensor | list[torch.Tensor]:
         """Ends any previous batch, starts new stats and prefills each prompt chunk by chunk.
 
         Args:
@@ -40,8 +41,9 @@ class BatchSession:
             extras: per-row per-token prefill inputs of multimodal models (see ``Sequence.extras``).
             rope_deltas: per-row M-RoPE deltas (rotary minus cache position of generated tokens).
             visual: the visual encoder's stats of this call, reported with the runtime's.
+            all_positions: return every prompt position's logits (the ``prefill_all`` graph).
         Returns:
-            The next-token logits of every row [B, V].
+            The next-token logits of every row [B, V] (``all_positions``: per row, [prompt tokens, V]).
         """
         self.check(prompts)
         self.finish()
@@ -54,13 +56,22 @@ class BatchSession:
                           for row, (prompt, extra, delta) in enumerate(zip(prompts, extras, deltas))]
         rows = []
         for seq in self.sequences:
-            self.runner.admit(seq)
-            logits = None
-            while logits is None:
-                logits = self.runner.prefill(seq)
-            rows.append(logits)
+            cached = self.runner.admit(seq)
+            if all_positions:
+                if cached:
+                    raise ValueError("logits of every prompt position need every position computed, but a cached "
+                                     "prefix was reused: load the model without enable_prefix_caching for scoring")
+                parts = []
+                while seq.num_uncomputed:
+                    parts.append(self.runner.prefill(seq, True))
+                rows.append(torch.cat(parts))                                  # [prompt tokens, V]
+            else:
+                logits = None
+                while logits is None:
+                    logits = self.runner.prefill(seq)
+                rows.append(logits)
             stats.request_ttft_s.append(stats.ttft_s)  # prefills run one after another: this row's first token
-        return torch.stack(rows)
+        return rows if all_positions else torch.stack(rows)
 
     def step(self, tokens: list[int]) -> torch.Tensor:
         """Appends one token to every row and decodes them together; returns the next logits [B, V]."""

@@ -57,8 +57,9 @@ def extra_inputs(arch: Architecture, prefill: bool, deepstack_layers: int = 0) -
 
 
 def example_inputs(config: NPUDecoderConfig, model: DecoderModelConfig, batch: int, seq: int, dtype: torch.dtype,
-                   device: torch.device | str = "cpu", extras: list[str] = ()):
-    """Zero-filled inputs with the static shapes of one graph (on ``meta`` they take no memory)."""
+                   device: torch.device | str = "cpu", extras: list[str] = (), all_logits: bool = False):
+    """Zero-filled inputs with the static shapes of one graph (on ``meta`` they take no memory); ``all_logits``:
+    ``logits_index`` names every position ([B, S]) instead of one per row ([B])."""
     kv_cache = [torch.zeros(shape, dtype=dtype, device=device) for shape in cache_shapes(model, config)
                 for _ in range(2)]
     extra = {"rope_positions": torch.zeros(3, batch, seq, dtype=torch.long, device=device),
@@ -71,7 +72,7 @@ def example_inputs(config: NPUDecoderConfig, model: DecoderModelConfig, batch: i
         torch.zeros(batch, seq, dtype=torch.long, device=device),
         torch.zeros(batch, config.blocks_per_sequence, dtype=torch.int32, device=device),
         torch.zeros(batch, dtype=torch.long, device=device),
-        torch.zeros(batch, dtype=torch.long, device=device),
+        torch.zeros((batch, seq) if all_logits else (batch,), dtype=torch.long, device=device),
         kv_cache,
         *[extra[name] for name in extras],
     )
@@ -101,8 +102,10 @@ def _capture(hf_model: PreTrainedModel, arch: Architecture, config: NPUDecoderCo
     for name in tqdm(names or graph_names(config), desc="compiling graphs", unit="graph", disable=not progress):
         bucket = config.buckets()[name]
         batch, seq = bucket.batch, bucket.tokens
-        extras = extra_inputs(arch, prefill=bucket.kind == "prefill", deepstack_layers=model_config.deepstack_layers)
-        args = example_inputs(config, model_config, batch, seq, dtype, device, extras)
+        extras = extra_inputs(arch, prefill=bucket.kind in ("prefill", "prefill_all"),
+                              deepstack_layers=model_config.deepstack_layers)
+        args = example_inputs(config, model_config, batch, seq, dtype, device, extras,
+                              all_logits=bucket.kind == "prefill_all")
         kinds = ["input"] * len(INPUT_NAMES) + ["kv_cache"] * len(kv_names) + ["input"] * len(extras)
         graph, graph_weights = capture(wrapper, args, name, INPUT_NAMES + kv_names + extras, kinds, HF_PREFIX,
                                        attributes=bucket.attributes())

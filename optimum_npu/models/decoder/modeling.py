@@ -280,9 +280,20 @@ class NPUModelForCausalLM(NPUPreTrainedModel, GenerationMixin):
                 "npu_phase": "prefill" if is_first_iteration else "decode"}
 
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None,
-                npu_phase: str = "prefill", **kwargs) -> CausalLMOutputWithPast:
+                npu_phase: str = "prefill", logits_to_keep: int | None = None, num_logits_to_keep: int | None = None,
+                **kwargs) -> CausalLMOutputWithPast:
         """Prefill (every row of ``input_ids``, left padding removed by ``attention_mask``) or one
-        decode step (the last column); returns the next-token logits [B, 1, V] in float32."""
+        decode step (the last column); returns the next-token logits [B, 1, V] in float32.
+
+        ``logits_to_keep=0`` (or ``num_logits_to_keep=0``), as in Transformers, returns every position's logits
+        [B, S, V] (perplexity, scoring) through the ``prefill_all_logits`` graph that
+        ``npu_config={"prefill_logits": "all"}`` compiles; left-padding positions hold zeros."""
+        keep = logits_to_keep if logits_to_keep is not None else num_logits_to_keep
+        if npu_phase == "prefill" and keep not in (None, 1):
+            if keep != 0:
+                raise ValueError(f"logits_to_keep={keep}: the compiled graphs return the last position (1) or, "
+                                 "compiled with prefill_logits='all', every position (0)")
+            return CausalLMOutputWithPast(logits=self._every_position_logits(input_ids, attention_mask, **kwargs))
         if npu_phase == "prefill":
             self._check_inputs(input_ids, attention_mask, "forward()")
             logits = self._prefill_prompts(input_ids, attention_mask, **kwargs)
@@ -295,7 +306,7 @@ class NPUModelForCausalLM(NPUPreTrainedModel, GenerationMixin):
         return CausalLMOutputWithPast(logits=logits.float().unsqueeze(1))
 
     def _prefill_prompts(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None,
-                         **inputs) -> torch.Tensor:
+                         all_positions: bool = False, **inputs) -> torch.Tensor | list[torch.Tensor]:
         batch = input_ids.shape[0]
         if batch > self.decoder_config.batch_size:
             raise ValueError(f"a batch of {batch} exceeds the compiled batch_size={self.decoder_config.batch_size}")
@@ -304,7 +315,18 @@ class NPUModelForCausalLM(NPUPreTrainedModel, GenerationMixin):
         rows = [input_ids[row][keep[row]].tolist() for row in range(batch)]
         self._runtime.batch.check(rows)
         extras = self._prompt_extras(input_ids, attention_mask, keep, **inputs)
-        return self._runtime.batch.start(rows, extras, **self._batch_annotations())
+        return self._runtime.batch.start(rows, extras, **self._batch_annotations(), all_positions=all_positions)
+
+    def _every_position_logits(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None,
+                               **inputs) -> torch.Tensor:
+        self._check_inputs(input_ids, attention_mask, "forward()")
+        per_row = self._prefill_prompts(input_ids, attention_mask, all_positions=True, **inputs)
+        logits = torch.zeros(*input_ids.shape, per_row[0].shape[-1])                    # [B, S, V]
+        for row, values in enumerate(per_row):
+            real = torch.ones_like(input_ids[row], dtype=torch.bool) if attention_mask is None \
+                else attention_mask[row].bool()
+            logits[row, real] = values.float()
+        return logits
 
     def _prompt_extras(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None,
                        keep: list[torch.Tensor], **inputs) -> list[dict | None]:

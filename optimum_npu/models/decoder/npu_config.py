@@ -24,6 +24,9 @@ SUPPORTED_DTYPES = ("float32", "float16", "bfloat16")
 RUNTIME_OPTIONS = ("device", "enable_prefix_caching", "profile", "collectives")
 COLLECTIVE_BACKENDS = ("in_process", "torch.distributed")
 ATTN_IMPLS = ("eager", "flash_attn")
+PREFILL_LOGITS = ("last", "all")
+#: The prefill graph that returns every position's logits (``prefill_logits="all"``).
+ALL_LOGITS_GRAPH = "prefill_all_logits"
 #: Partition length chosen for flash attention when none is given.
 DEFAULT_PARTITION_LEN = 4096
 #: Keys of an artifact's npu_config.json besides the knobs (written by the compiler, checked at load).
@@ -85,6 +88,9 @@ class NPUDecoderConfig:
         expert_parallel_size: 1, or ``tensor_parallel_size``: the experts of a mixture-of-experts model are
             spread over the group's devices (each holds E / n experts; dispatch and combine are all-to-all
             collectives, docs/moe.md). Must divide the model's experts per layer.
+        prefill_logits: ``"last"`` (default: the prefill graph returns the next-token logits only) or ``"all"``:
+            also compile ``prefill_all_logits``, a prefill graph returning the logits of every position, so
+            ``model(input_ids, logits_to_keep=0).logits`` is ``[B, S, V]`` (perplexity, scoring).
         quantization: low-precision weights and/or KV cache, e.g. ``{"weights": "int8", "kv_cache": "fp8",
             "group_size": 128}`` (see ``QuantizationConfig`` and docs/quantization.md). Default: none.
         device: runtime option: the simulated device id of the first rank (the ranks use
@@ -108,6 +114,7 @@ class NPUDecoderConfig:
     kvcache_partition_len: int | None = None
     tensor_parallel_size: int = 1
     expert_parallel_size: int = 1
+    prefill_logits: str = "last"
     quantization: QuantizationConfig | None = None
     device: int | tuple[int, ...] = field(default=0, metadata={"runtime": True})
     enable_prefix_caching: bool = field(default=False, metadata={"runtime": True})
@@ -133,6 +140,9 @@ class NPUDecoderConfig:
         _positive_int("batch_size", self.batch_size)
         _positive_int("tensor_parallel_size", self.tensor_parallel_size)
         _positive_int("expert_parallel_size", self.expert_parallel_size)
+        if self.prefill_logits not in PREFILL_LOGITS:
+            raise NPUConfigError(f"prefill_logits={self.prefill_logits!r} is not one of {list(PREFILL_LOGITS)}: 'last' "
+                                 "compiles next-token logits only, 'all' adds a graph returning every position's")
         if self.expert_parallel_size not in (1, self.tensor_parallel_size):
             raise NPUConfigError(f"expert_parallel_size={self.expert_parallel_size} with tensor_parallel_size="
                                  f"{self.tensor_parallel_size}: experts are spread over the tensor-parallel group, so "
@@ -229,6 +239,8 @@ class NPUDecoderConfig:
         """The graphs these knobs compile, by file name: ``prefill`` (batch 1, ``prefill_chunk_size`` tokens)
         and ``decoder_batch_<n>`` (n rows of 1 token) for each entry of ``decoder_batch_sizes``."""
         found = {"prefill": Bucket("prefill", "prefill", 1, self.prefill_chunk_size)}
+        if self.prefill_logits == "all":
+            found[ALL_LOGITS_GRAPH] = Bucket(ALL_LOGITS_GRAPH, "prefill_all", 1, self.prefill_chunk_size)
         for size in self.decoder_batch_sizes:
             found[f"decoder_batch_{size}"] = Bucket(f"decoder_batch_{size}", "decode", size, 1)
         return found

@@ -146,10 +146,11 @@ def check_knob_sizes(model: DecoderModelConfig, config: NPUDecoderConfig, spec: 
 
 
 #: Per-graph inputs beyond the caches: name -> shape for a graph of ``batch`` rows of ``seq`` tokens.
-def _expected_inputs(config: NPUDecoderConfig, model: DecoderModelConfig, batch: int, seq: int) -> dict:
+def _expected_inputs(config: NPUDecoderConfig, model: DecoderModelConfig, batch: int, seq: int,
+                     every_position: bool = False) -> dict:
     return {"input_ids": ((batch, seq), "int64"), "positions": ((batch, seq), "int64"),
             "block_table": ((batch, config.blocks_per_sequence), "int32"), "slots": ((batch,), "int64"),
-            "logits_index": ((batch,), "int64"), "rope_positions": ((3, batch, seq), "int64"),
+            "logits_index": ((batch, seq) if every_position else (batch,), "int64"), "rope_positions": ((3, batch, seq), "int64"),
             "visual_embeds": ((batch, seq, model.hidden_size), config.dtype), "visual_mask": ((batch, seq), "bool"),
             "deepstack_embeds": ((model.deepstack_layers, batch, seq, model.hidden_size), config.dtype)}
 
@@ -184,7 +185,8 @@ def check_graphs(graphs: dict, config: NPUDecoderConfig, model: DecoderModelConf
         where = f"graph {name!r} of the artifact"
         bucket = buckets[name]
         batch, seq = bucket.batch, bucket.tokens
-        expected = _expected_inputs(config, model, batch, seq)
+        every_position = bucket.kind == "prefill_all"   # logits of every token: [batch, seq, vocab]
+        expected = _expected_inputs(config, model, batch, seq, every_position)
         seen_caches = set()
         for spec in graph.inputs:
             if spec.kind == "kv_cache":
@@ -214,6 +216,7 @@ def check_graphs(graphs: dict, config: NPUDecoderConfig, model: DecoderModelConf
         for output in graph.outputs[:1]:  # the logits
             node = next((n for n in graph.nodes if n.name == output), None)
             shape = node.meta.get("shape") if node is not None and isinstance(node.meta, dict) else None
-            if isinstance(shape, (list, tuple)) and tuple(shape) != (batch, model.vocab_size):
+            want = (batch, seq, model.vocab_size) if every_position else (batch, model.vocab_size)
+            if isinstance(shape, (list, tuple)) and tuple(shape) != want:
                 raise ArtifactError(f"{where}: its logits are {short_repr(list(shape))} but config.json implies "
-                                    f"[{batch}, vocab_size={model.vocab_size}]; {STORED_FIX}")
+                                    f"{list(want)} (vocab_size={model.vocab_size}); {STORED_FIX}")

@@ -23,7 +23,7 @@ MAX_DECODER_BATCH_SIZES = 4096
 #: Most decoder layers a model may have (config.json is read before any graph).
 MAX_LAYERS = 4096
 #: Knobs added after artifact format 2 was fixed, read as their default when an artifact predates them.
-LATER_KNOBS = {"quantization": None, "expert_parallel_size": 1}
+LATER_KNOBS = {"quantization": None, "expert_parallel_size": 1, "prefill_logits": "last"}
 
 #: What every refusal of a stored (artifact) knob ends with.
 STORED_FIX = ("the artifact was modified or was not written by this optimum-npu: re-download it or recompile the "
@@ -73,7 +73,7 @@ def config_from_stored(stored: Any, origin: str) -> NPUDecoderConfig:
         value = knobs[name]
         if value is not None and (not isinstance(value, int) or isinstance(value, bool)):
             raise stored_knob_error(origin, f"{name}={short_repr(value)} must be an integer")
-    for name in ("dtype", "attn_impl", "collectives"):
+    for name in ("dtype", "attn_impl", "collectives", "prefill_logits"):
         if not isinstance(knobs[name], str):
             raise stored_knob_error(origin, f"{name}={short_repr(knobs[name])} must be a string")
     if knobs["quantization"] is not None and not isinstance(knobs["quantization"], dict):

@@ -106,7 +106,7 @@ class StaticDecoder(nn.Module):
         positions: torch.Tensor,        # [B, S] int64, -1 = padding
         block_table: torch.Tensor,      # [B, blocks_per_seq] int32
         slots: torch.Tensor,            # [B] int64: batch slot of each row
-        logits_index: torch.Tensor,     # [B] int64: which of the S tokens to return logits for
+        logits_index: torch.Tensor,     # [B] int64: which of the S tokens to return logits for ([B, K]: K of them)
         kv_cache: list[torch.Tensor],   # 2 per layer: paged pool [NB, KVH, BS, D] or ring [slots, KVH, W, D]
         rope_positions: torch.Tensor | None = None,  # [3, B, S] M-RoPE positions (multimodal models)
         visual_embeds: torch.Tensor | None = None,   # [B, S, E] embeddings replacing the image tokens'
@@ -128,8 +128,9 @@ class StaticDecoder(nn.Module):
             if deepstack_embeds is not None and i < deepstack_embeds.shape[0]:   # DeepStack (Qwen3-VL)
                 hidden = torch.where(visual_mask[..., None], hidden + deepstack_embeds[i].to(hidden.dtype), hidden)
         batch = input_ids.shape[0]
-        last = hidden[torch.arange(batch), logits_index]                       # [B, E]
-        logits = self._parts.lm_head(self._parts.norm(last))                   # [B, V]
+        rows = torch.arange(batch).view(-1, *([1] * (logits_index.dim() - 1)))  # [B] or [B, 1]
+        last = hidden[rows, logits_index]                                      # [B, E] or [B, K, E]
+        logits = self._parts.lm_head(self._parts.norm(last))                   # [B, V] or [B, K, V]
         if self.final_softcap:
             logits = torch.tanh(logits / self.final_softcap) * self.final_softcap
         return logits
