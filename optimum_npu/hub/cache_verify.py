@@ -26,10 +26,12 @@ from typing import Any
 import torch
 from safetensors import safe_open
 
-from optimum_npu.compile.artifact import ArtifactError, read_graph
+from transformers import AutoConfig, GenerationConfig
+
+from optimum_npu.compile.artifact import ArtifactError, read_graph, read_manifest
 from optimum_npu.compile.tensor_parallel import Cut, TensorParallelPlan, cut_shard, weight_cut
 from optimum_npu.compile.weights import read_aliases
-from optimum_npu.hub.canonical import canonical_json
+from optimum_npu.hub.canonical import _public_dict, canonical_json
 from optimum_npu.schema import weights_file
 
 
@@ -40,6 +42,23 @@ class CacheMismatchError(ArtifactError):
 def check_same(found: Any, expected: Any, what: str) -> None:
     if canonical_json(found) != canonical_json(expected):
         raise CacheMismatchError(f"its {what} differs from the model being compiled")
+
+
+def check_stored_documents(target: Path, stored: dict, *, hf_model: Any, architecture: str, family: str,
+                           inputs: dict[str, Any], files: tuple[str, ...], knobs: dict[str, Any] | None = None) -> None:
+    """The parts of a hit every family that compiles one HF model checks alike: architecture and family,
+    the stored knobs (``knobs``: the stored document's projection on the keyed knobs; default its keys
+    of the key's ``npu_config``) and spec as keyed, ``config.json``, ``generation_config.json`` and the
+    shipped files."""
+    check_same([stored.get("architecture"), stored.get("family")], [architecture, family], "architecture")
+    knobs = {k: stored.get(k) for k in inputs["npu_config"]} if knobs is None else knobs
+    check_same(knobs, inputs["npu_config"], "compile configuration")
+    check_same(stored.get("npu_spec"), inputs["npu_spec"], "NPU spec")
+    check_same(_public_dict(AutoConfig.from_pretrained(target)), inputs["config"], "config.json")
+    generation = inputs["generation"] or _public_dict(GenerationConfig.from_model_config(hf_model.config))
+    check_same(_public_dict(GenerationConfig.from_pretrained(target)), generation, "generation_config.json")
+    listed = read_manifest(target)
+    check_same({n: listed[n]["sha256"] for n in files if n in listed}, inputs["files"], "shipped files")
 
 
 def _reference(hf_model: Any, dtype: torch.dtype) -> dict[str, torch.Tensor]:
@@ -89,4 +108,4 @@ def check_weights(target: Path, graphs: list[str], hf_model: Any, dtype: torch.d
                                              "compiled")
 
 
-__all__ = ["CacheMismatchError", "check_same", "check_weights"]
+__all__ = ["CacheMismatchError", "check_same", "check_stored_documents", "check_weights"]

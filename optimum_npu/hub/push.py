@@ -66,7 +66,8 @@ def check_push(artifact_dir: str | os.PathLike, repo_id: str) -> dict[str, Any]:
 
 def upload_artifact(artifact_dir: str | os.PathLike, repo_id: str, *, card_text: str | None = None,
                     token: str | None = None, private: bool | None = None, revision: str | None = None,
-                    commit_message: str | None = None, commit_description: str | None = None) -> CommitInfo:
+                    commit_message: str | None = None, commit_description: str | None = None,
+                    verified: dict[str, Any] | None = None) -> CommitInfo:
     """Uploads a compiled artifact (its listed files) and ``card_text`` as README.md to ``repo_id``.
 
     Args:
@@ -78,11 +79,13 @@ def upload_artifact(artifact_dir: str | os.PathLike, repo_id: str, *, card_text:
         revision: branch to push to (created from ``main`` when missing); default ``main``.
         commit_message: default ``"Upload <architecture> compiled for <npu> with optimum-npu"``.
         commit_description: longer commit description.
+        verified: what ``check_push`` returned for this artifact and repository, when the caller just ran it
+            (the artifact is not hashed a second time).
 
     Returns:
         The ``huggingface_hub.CommitInfo`` of the upload commit.
     """
-    stored = check_push(artifact_dir, repo_id)
+    stored = verified if verified is not None else check_push(artifact_dir, repo_id)
     message = commit_message or (f"Upload {stored.get('architecture', 'model')} compiled for "
                                  f"{stored['npu_spec']['name']} with optimum-npu")
     api = HfApi(token=token)

@@ -187,14 +187,14 @@ class NPUPreTrainedModel(PreTrainedModel):
         Returns:
             The ``huggingface_hub.CommitInfo`` of the upload commit.
         """
-        check_push(self.artifact_dir, repo_id)  # before anything is measured
+        verified = check_push(self.artifact_dir, repo_id)  # before anything is measured
         card = None
         if model_card:
             card = str(build_model_card(self.artifact_dir, self.card_section(repo_id), repo_id=repo_id,
                                         base_model=base_model, figures=self.card_figures(speed_estimate)))
         return upload_artifact(self.artifact_dir, repo_id, card_text=card, token=token, private=private,
                                revision=revision, commit_message=commit_message,
-                               commit_description=commit_description)
+                               commit_description=commit_description, verified=verified)
 
     def save_pretrained(self, save_directory: str | os.PathLike, **kwargs) -> None:
         """Writes the compiled artifact to ``save_directory`` (temporary directory, then rename).

@@ -46,8 +46,3 @@ class Family:
     placement: Callable[..., dict[str, Any]]
     plan_config: Callable[[Any], Any]
     summary: Callable[[Any], str] = field(default=lambda model: graph_summary(model.npu_graphs))
-
-    @property
-    def pipeline_tag(self) -> str:
-        """The Hub pipeline tag of its artifacts (from the class's model-card section)."""
-        return self.model_class.card_section("org/name").pipeline_tag

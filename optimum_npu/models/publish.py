@@ -32,7 +32,8 @@ def push_artifact(artifact_dir: str | os.PathLike, repo_id: str, *, model_card: 
     stored = check_push(artifact_dir, repo_id)
     if not model_card:
         card_options = ("base_model", "speed_estimate")
-        return upload_artifact(artifact_dir, repo_id, **{k: v for k, v in push_options.items() if k not in card_options})
+        return upload_artifact(artifact_dir, repo_id, verified=stored,
+                               **{k: v for k, v in push_options.items() if k not in card_options})
     model = family_named(stored.get("family", "decoder")).model_class.from_pretrained(artifact_dir)
     try:
         return model.push_to_hub(repo_id, **push_options)

@@ -13,13 +13,11 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from transformers import AutoConfig, GenerationConfig
 
-from optimum_npu.compile.artifact import read_manifest, verify_artifact
+from optimum_npu.compile.artifact import verify_artifact
 from optimum_npu.device.spec import resolve_spec
 from optimum_npu.hub.cache_key import CacheKey, compute_cache_key
-from optimum_npu.hub.cache_verify import check_same, check_weights
-from optimum_npu.hub.canonical import _public_dict
+from optimum_npu.hub.cache_verify import check_same, check_stored_documents, check_weights
 from optimum_npu.models.decoder.export import TOKENIZER_FILES, graph_names, tensor_parallel_plan
 from optimum_npu.models.registry import lookup_architecture
 
@@ -37,23 +35,6 @@ def decoder_cache_key(hf_model: Any, architecture: str, npu_config: Any, tokeniz
     check = functools.partial(check_decoder_hit, hf_model=hf_model, architecture=architecture,
                               npu_config=npu_config, inputs=key.inputs)
     return dataclasses.replace(key, verify_hit=check)
-
-
-def check_stored_documents(target: Path, stored: dict, *, hf_model: Any, architecture: str, family: str,
-                           inputs: dict[str, Any], files: tuple[str, ...], knobs: dict[str, Any] | None = None) -> None:
-    """The parts of a hit every family that compiles one HF model checks alike: architecture and family,
-    the stored knobs (``knobs``: the stored document's projection on the keyed knobs; default its keys
-    of the key's ``npu_config``) and spec as keyed, ``config.json``, ``generation_config.json`` and the
-    shipped files."""
-    check_same([stored.get("architecture"), stored.get("family")], [architecture, family], "architecture")
-    knobs = {k: stored.get(k) for k in inputs["npu_config"]} if knobs is None else knobs
-    check_same(knobs, inputs["npu_config"], "compile configuration")
-    check_same(stored.get("npu_spec"), inputs["npu_spec"], "NPU spec")
-    check_same(_public_dict(AutoConfig.from_pretrained(target)), inputs["config"], "config.json")
-    generation = inputs["generation"] or _public_dict(GenerationConfig.from_model_config(hf_model.config))
-    check_same(_public_dict(GenerationConfig.from_pretrained(target)), generation, "generation_config.json")
-    listed = read_manifest(target)
-    check_same({n: listed[n]["sha256"] for n in files if n in listed}, inputs["files"], "shipped files")
 
 
 def check_decoder_hit(target: Path, *, hf_model: Any, architecture: str, npu_config: Any,

@@ -12,28 +12,28 @@ from transformers import AutoConfig, AutoModelForCausalLM, GenerationConfig, Gen
 from transformers.modeling_outputs import CausalLMOutputWithPast
 from transformers.models.auto.modeling_auto import MODEL_FOR_CAUSAL_LM_MAPPING_NAMES
 
-from optimum_npu.compile.artifact import ArtifactError
 from optimum_npu.device.device import DeviceRegistry
 from optimum_npu.device.profiler import Profiler
-from optimum_npu.device.spec import NPUSpec, resolve_spec
+from optimum_npu.device.spec import resolve_spec
 from optimum_npu.hub.card import CardSection
 from optimum_npu.hub.cached_compile import compile_with_cache
 from optimum_npu.models.decoder.cache_key import decoder_cache_key
 from optimum_npu.models.base import NPUPreTrainedModel
+from optimum_npu.models.decoder.artifact_files import (check_stored_architecture, read_generation_config,
+                                                      read_hf_config, stored_model_config, stored_spec)
 from optimum_npu.models.decoder.export import TOKENIZER_FILES, compile_decoder
 from optimum_npu.models.decoder.figures import measure_figures
 from optimum_npu.models.decoder.memory_plan import check_fits, exceeds_before_capture, plan_memory, suggest_fit
 from optimum_npu.models.decoder.npu_config import RUNTIME_OPTIONS, NPUConfigError, NPUDecoderConfig
-from optimum_npu.models.decoder.stored_config import (MAX_LAYERS, STORED_FIX, check_model_config, check_stored_config,
-                                                      config_from_stored, short_repr, stored_knob_error)
+from optimum_npu.models.decoder.stored_config import check_stored_config, config_from_stored
 from optimum_npu.models.decoder.prequantized import check_scheme, load_prequantized, with_checkpoint_format
 from optimum_npu.models.decoder.runtime import DecoderRuntime
 from optimum_npu.runtime.stats import NPUStats
 from optimum_npu.models.hf_compat import register_for_pipeline
 from optimum_npu.models.model_config import DecoderModelConfig
-from optimum_npu.models.registry import REGISTRY, Architecture, lookup_architecture
+from optimum_npu.models.registry import lookup_architecture
 from optimum_npu.schema import NPU_CONFIG_FILE
-from optimum_npu.untrusted import expect_dict, load_json
+from optimum_npu.untrusted import expect_dict
 
 logger = logging.getLogger(__name__)
 
@@ -371,82 +371,3 @@ def _runtime_overrides(stored: NPUDecoderConfig, requested: Any) -> dict[str, An
                 "from_pretrained(checkpoint, export=True, npu_config=...)"
             )
     return {key: value for key, value in requested.items() if key in RUNTIME_OPTIONS}
-
-
-# ---- reading an artifact's files (untrusted data) ------------------------------------------------
-def read_hf_config(root: Path):
-    """config.json of an artifact, bounded (size, nesting, layer count) before Transformers parses it."""
-    path = Path(root) / "config.json"
-    raw = expect_dict(load_json(path, what=str(path), error=ArtifactError), str(path), ArtifactError)
-    _check_layer_counts(raw, str(path))
-    try:
-        return AutoConfig.from_pretrained(root)
-    except (ValueError, KeyError, TypeError, AttributeError, OSError) as err:
-        raise ArtifactError(f"{path} cannot be read as a Transformers config ({short_repr(str(err), 200)}); "
-                            f"{STORED_FIX}") from None
-
-
-def _check_layer_counts(raw: dict, origin: str, depth: int = 0) -> None:
-    """Layer counts are bounded before Transformers builds per-layer lists from them."""
-    for key, value in raw.items():
-        if key in ("num_hidden_layers", "depth") and (not isinstance(value, int) or isinstance(value, bool)
-                                                      or not 1 <= value <= MAX_LAYERS):
-            raise ArtifactError(f"{origin} is invalid: {key}={short_repr(value)} must be an integer in "
-                                f"[1, {MAX_LAYERS}]; {STORED_FIX}")
-        if key == "layer_types" and isinstance(value, list) and len(value) > MAX_LAYERS:
-            raise ArtifactError(f"{origin} is invalid: layer_types lists {len(value)} layers, more than "
-                                f"{MAX_LAYERS}; {STORED_FIX}")
-        if isinstance(value, dict) and depth < 2:
-            _check_layer_counts(value, origin, depth + 1)
-
-
-def read_generation_config(root: Path) -> GenerationConfig | None:
-    """generation_config.json if the artifact has one (bounded like every JSON file of an artifact)."""
-    path = Path(root) / "generation_config.json"
-    if not path.is_file():
-        return None
-    expect_dict(load_json(path, what=str(path), error=ArtifactError), str(path), ArtifactError)
-    try:
-        return GenerationConfig.from_pretrained(root)
-    except OSError:
-        return None
-    except (ValueError, TypeError, KeyError, AttributeError) as err:
-        raise ArtifactError(f"{path} is not a valid generation config ({short_repr(str(err), 200)}); "
-                            f"{STORED_FIX}") from None
-
-
-def check_stored_architecture(stored: dict, hf_config, family: str, origin: str) -> Architecture:
-    """The stored ``architecture`` / ``family`` are registry keys (never used otherwise) and agree with config.json."""
-    name, stored_family = stored.get("architecture"), stored.get("family")
-    if not isinstance(name, str) or name not in REGISTRY or REGISTRY[name].family != family:
-        raise stored_knob_error(origin, f"architecture={short_repr(name)} is not a supported {family} "
-                                        f"architecture ({sorted(n for n, a in REGISTRY.items() if a.family == family)})")
-    if stored_family != family:
-        raise stored_knob_error(origin, f"family={short_repr(stored_family)} must be {family!r} for {name}")
-    try:
-        arch = lookup_architecture(hf_config, family)
-    except ValueError as err:
-        raise ArtifactError(f"{origin}: config.json: {err}; {STORED_FIX}") from None
-    if arch.name != name:
-        raise stored_knob_error(origin, f"architecture={name!r} differs from config.json's {arch.name!r}")
-    return arch
-
-
-def stored_model_config(hf_config, root: Path) -> DecoderModelConfig:
-    """The normalised model facts of an artifact's config.json, checked before anything is sized from them."""
-    origin = str(Path(root) / "config.json")
-    try:
-        model = DecoderModelConfig.from_hf(hf_config)
-    except (AttributeError, TypeError, ValueError, ZeroDivisionError) as err:
-        raise ArtifactError(f"{origin} lacks what a decoder needs ({short_repr(str(err), 200)}); "
-                            f"{STORED_FIX}") from None
-    check_model_config(model, origin)
-    return model
-
-
-def stored_spec(stored: dict, origin: str) -> NPUSpec:
-    """The target spec stored in the artifact (``npu_spec``); the ``npu`` label is never resolved as a path here."""
-    try:
-        return NPUSpec.from_dict(stored.get("npu_spec"), origin=f"npu_spec in {origin}")
-    except ValueError as err:
-        raise stored_knob_error(origin, str(err)) from None

@@ -2,7 +2,7 @@
 
 The key hashes the weights in the compile dtype, the config as the artifact stores it, the task, the
 compile knobs, the target and the tokenizer files shipped; a hit is checked like a decoder hit
-(``models/decoder/cache_key.check_stored_documents``) with every graph weight compared to the model's.
+(``hub/cache_verify.check_stored_documents``) with every graph weight compared to the model's.
 """
 
 from __future__ import annotations
@@ -18,8 +18,8 @@ from optimum_npu.compile.artifact import verify_artifact
 from optimum_npu.compile.tensor_parallel import TensorParallelPlan
 from optimum_npu.device.spec import resolve_spec
 from optimum_npu.hub.cache_key import CacheKey, compute_cache_key
-from optimum_npu.hub.cache_verify import check_same, check_weights
-from optimum_npu.models.decoder.cache_key import check_stored_documents
+from optimum_npu.hub.cache_verify import check_same, check_stored_documents, check_weights
+
 from optimum_npu.models.encoder.export import artifact_config
 from optimum_npu.models.encoder.files import ENCODER_FILES
 

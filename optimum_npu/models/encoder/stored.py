@@ -10,7 +10,7 @@ from typing import Any
 from optimum_npu.compile.artifact import read_graph
 from optimum_npu.device.buckets import BUCKET_KEYS, Bucket
 from optimum_npu.device.spec import NPUSpec
-from optimum_npu.models.decoder.modeling import check_stored_architecture, read_hf_config, stored_spec
+from optimum_npu.models.decoder.artifact_files import check_stored_architecture, read_hf_config, stored_spec
 from optimum_npu.models.decoder.npu_config import NPUConfigError
 from optimum_npu.models.decoder.stored_config import short_repr, stored_knob_error
 from optimum_npu.models.encoder.npu_config import RUNTIME_OPTIONS, NPUEncoderConfig

@@ -18,8 +18,7 @@ import torch
 from optimum_npu.compile.artifact import verify_artifact
 from optimum_npu.device.spec import resolve_spec
 from optimum_npu.hub.cache_key import CacheKey, compute_cache_key
-from optimum_npu.hub.cache_verify import check_weights
-from optimum_npu.models.decoder.cache_key import check_stored_documents
+from optimum_npu.hub.cache_verify import check_stored_documents, check_weights
 from optimum_npu.models.decoder.export import graph_names, tensor_parallel_plan
 from optimum_npu.models.registry import lookup_architecture
 from optimum_npu.models.vlm.files import PROCESSOR_FILES, SUBMODULE_DIRS

@@ -21,8 +21,9 @@ from optimum_npu.compile.artifact import ArtifactError, graph_path, verify_artif
 from optimum_npu.device.device import DeviceRegistry
 from optimum_npu.hub.card import CardSection
 from optimum_npu.hub.cached_compile import compile_with_cache
-from optimum_npu.models.decoder.modeling import (NPUModelForCausalLM, check_stored_architecture, read_generation_config,
-                                                 read_hf_config, stored_model_config, stored_spec)
+from optimum_npu.models.decoder.artifact_files import (check_stored_architecture, read_generation_config,
+                                                      read_hf_config, stored_model_config, stored_spec)
+from optimum_npu.models.decoder.modeling import NPUModelForCausalLM
 from optimum_npu.models.decoder.npu_config import RUNTIME_OPTIONS, NPUConfigError, NPUDecoderConfig
 from optimum_npu.models.decoder.stored_config import (STORED_FIX, check_stored_config, config_from_stored, short_repr,
                                                       stored_knob_error)
