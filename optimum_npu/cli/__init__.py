@@ -7,8 +7,9 @@ import sys
 from pathlib import Path
 
 from optimum_npu.version import __version__
-from optimum_npu.cli.model_commands import (add_compile_options, add_generation_options, int_list, cmd_demo,
-                                            cmd_export, cmd_generate, cmd_profile)
+from optimum_npu.cli.config_flags import int_list
+from optimum_npu.cli.model_commands import (add_compile_options, add_generation_options, cmd_demo, cmd_export,
+                                            cmd_generate, cmd_profile)
 
 
 def build_parser() -> argparse.ArgumentParser:

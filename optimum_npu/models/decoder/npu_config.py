@@ -11,13 +11,15 @@ import dataclasses
 import difflib
 import os
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from optimum_npu.compile.quantization_config import QuantizationConfig
-from optimum_npu.device.buckets import Bucket
 from optimum_npu.device.spec import PRESETS, resolve_spec
 from optimum_npu.models.decoder.quantization import check_quantization, coerce_quantization
-from optimum_npu.models.model_config import DecoderModelConfig
+
+if TYPE_CHECKING:  # the knobs module stays free of torch/Transformers: the CLI reads its fields to build flags
+    from optimum_npu.device.buckets import Bucket
+    from optimum_npu.models.model_config import DecoderModelConfig
 
 SUPPORTED_DTYPES = ("float32", "float16", "bfloat16")
 #: Options that may differ between compile time and load time.
@@ -74,7 +76,7 @@ class NPUDecoderConfig:
             as successive chunks. Default: min(128, max_seq_len).
         dtype: compute and weight dtype, one of float32/float16/bfloat16. Default: the
             checkpoint's dtype when it is one of those, else float32.
-        npu: target device spec, a preset name or a JSON spec file path.
+        npu: target device spec, a preset name or a JSON spec file path (see examples/custom_npu_spec.json).
         kvcache_block_size: tokens per KV-cache block. Default: ``max_seq_len``.
         kvcache_num_blocks: blocks in the paged KV pool. Default: enough for ``batch_size``
             full sequences, or as many as fit in the device memory left after the weights.
@@ -106,15 +108,15 @@ class NPUDecoderConfig:
     batch_size: int = 1
     decoder_batch_sizes: tuple[int, ...] | None = None
     prefill_chunk_size: int | None = None
-    dtype: str | None = None
+    dtype: str | None = field(default=None, metadata={"choices": SUPPORTED_DTYPES})
     npu: str = "atom"
     kvcache_block_size: int | None = None
     kvcache_num_blocks: int | None = None
-    attn_impl: str | None = None
+    attn_impl: str | None = field(default=None, metadata={"choices": ATTN_IMPLS})
     kvcache_partition_len: int | None = None
     tensor_parallel_size: int = 1
     expert_parallel_size: int = 1
-    prefill_logits: str = "last"
+    prefill_logits: str = field(default="last", metadata={"choices": PREFILL_LOGITS})
     quantization: QuantizationConfig | None = None
     device: int | tuple[int, ...] = field(default=0, metadata={"runtime": True})
     enable_prefix_caching: bool = field(default=False, metadata={"runtime": True})
@@ -238,6 +240,8 @@ class NPUDecoderConfig:
     def buckets(self) -> dict[str, Bucket]:
         """The graphs these knobs compile, by file name: ``prefill`` (batch 1, ``prefill_chunk_size`` tokens)
         and ``decoder_batch_<n>`` (n rows of 1 token) for each entry of ``decoder_batch_sizes``."""
+        from optimum_npu.device.buckets import Bucket
+
         found = {"prefill": Bucket("prefill", "prefill", 1, self.prefill_chunk_size)}
         if self.prefill_logits == "all":
             found[ALL_LOGITS_GRAPH] = Bucket(ALL_LOGITS_GRAPH, "prefill_all", 1, self.prefill_chunk_size)

@@ -5,11 +5,13 @@ and the weight and KV-cache bytes it implies where no graph exists yet (the shap
 
 from __future__ import annotations
 
-from typing import Any, Callable
+from typing import TYPE_CHECKING, Any, Callable
 
 from optimum_npu.compile.quantization_config import QuantizationConfig, QuantizationConfigError
 from optimum_npu.device.spec import PRESETS, NPUSpec
-from optimum_npu.models.model_config import DecoderModelConfig
+
+if TYPE_CHECKING:  # annotations only: importing the knobs must not load Transformers
+    from optimum_npu.models.model_config import DecoderModelConfig
 
 #: Bits per stored weight value of each format.
 WEIGHT_BITS = {"int8": 8, "int4": 4, "fp8": 8}
