@@ -214,7 +214,7 @@ class Scheduler:
             reason = "stop" if stopped or token in seq.sampling.stop_token_ids else "length"
         elif stopped:
             reason = "stop"
-        elif len(seq) >= self.runner.max_seq_len:
+        elif len(seq.token_ids) >= self.runner.max_seq_len:
             reason = "length"
         else:
             return

@@ -87,6 +87,7 @@ def build_deployments(model, npus: list[str], quantizations: list[str], batch_si
     specs = [resolve_spec(name) for name in npus]
     batches = sorted({b for size in batch_sizes for buckets in bucket_sets(size) for b in buckets})
     deployments, memos = [], {}
+    captures: dict = {}          # raw captures, shared by the quantizations (extrapolated_plans_for_specs)
     for quantization in quantizations:
         for max_seq_len in max_seq_lens:
             block = min(BLOCK_SIZE, max_seq_len)
@@ -106,7 +107,8 @@ def build_deployments(model, npus: list[str], quantizations: list[str], batch_si
             reference = next((c for c in valid.values() if not isinstance(c, str)), None)
             names = ["prefill", *(f"decoder_batch_{b}" for b in batches)]
             single = dataclasses.replace(reference, tensor_parallel_size=1) if reference else None
-            plans = extrapolated_plans_for_specs(hf_config, arch, single, names, sizes, specs) if reference else {}
+            plans = extrapolated_plans_for_specs(hf_config, arch, single, names, sizes, specs,
+                                                 captures=captures) if reference else {}
             for spec in specs:
                 for tp in tensor_parallel_sizes:
                     config = valid[(spec.name, tp)]

@@ -38,9 +38,9 @@ def default_max_seq_len(workload: Workload) -> int:
     return max(1024, 2 ** math.ceil(math.log2(workload.max_total_tokens)))
 
 
-def score(deployments: list[Deployment], workload: Workload, slo: dict[str, float]):
+def score(deployments: list[Deployment], workload: Workload, slo: dict[str, float], cache: dict | None = None):
     """Each deployment with its single-replica goodput; those that do not fit get None and are never replayed."""
-    return [(d, goodput(d, workload, slo) if d.fits else None) for d in deployments]
+    return [(d, goodput(d, workload, slo, cache=cache) if d.fits else None) for d in deployments]
 
 
 def plan_serving(model, workload: Workload, slo: dict[str, float], npus: list[str], quantizations=("none",),
@@ -65,17 +65,18 @@ def plan_serving(model, workload: Workload, slo: dict[str, float], npus: list[st
     lengths = list(max_seq_lens or [default_max_seq_len(workload)])
     deployments = build_deployments(model, list(npus), list(quantizations), list(batch_sizes), lengths,
                                     list(tensor_parallel_sizes), caching, workload.max_total_tokens)
-    scored = score(deployments, workload, slo)
+    cache: dict = {}       # replays shared by the scoring, the choice and the curves (search.simulate)
+    scored = score(deployments, workload, slo, cache)
     outcomes = {}
     for name, spec in specs.items():
         mine = [(d, g) for d, g in scored if d.candidate.npu == spec.name and g is not None]
-        choice = cheapest(mine, workload, slo, spec.devices_per_node, (prices or {}).get(name))
+        choice = cheapest(mine, workload, slo, spec.devices_per_node, (prices or {}).get(name), cache)
         why = "" if choice else ("no candidate fits in memory" if not mine else
                                  f"no deployment within one {spec.devices_per_node}-device node meets the SLO at "
                                  f"{workload.rate:g} req/s")
         curve = []
         if choice is not None and choice.goodput.rate:
-            curve = [simulate(choice.deployment, workload, choice.goodput.rate * f, choice.replicas)
+            curve = [simulate(choice.deployment, workload, choice.goodput.rate * f, choice.replicas, cache=cache)
                      for f in CURVE_POINTS]
         outcomes[name] = Outcome(choice, why, curve)
     return ServingPlan(str(model), workload, slo, outcomes, scored)
