@@ -6,7 +6,7 @@ processes. Prints host seconds (wall and CPU) of each, their ratios, and whether
     python bench/bench_plan_serving.py [--requests 10000] [--repeats 2] [--before 4e85686]
     python bench/bench_plan_serving.py --only search      # the 48-candidate search alone
 
-The "before" tree is ``git archive`` of the revision into a temporary folder (nothing else is touched).
+A revision's tree is ``git archive`` of its ``optimum_npu`` into a temporary folder (nothing else is touched).
 Ratios are what to read: the host is shared, so absolute seconds move with its load.
 """
 
@@ -74,7 +74,7 @@ def worker_search() -> dict:
             "candidates": len(plan.scored), "figures": digest([scored, chosen])}
 
 
-def before_tree(revision: str, into: Path) -> Path:
+def tree_of(revision: str, into: Path) -> Path:
     """The ``optimum_npu`` package of ``revision``, extracted under ``into`` (a fresh temporary folder)."""
     archive = subprocess.run(["git", "-C", str(ROOT), "archive", revision, "optimum_npu"], check=True,
                              capture_output=True).stdout
@@ -95,6 +95,7 @@ def main() -> None:
     parser.add_argument("--requests", type=int, default=10000, help="requests of the replay (default 10000)")
     parser.add_argument("--repeats", type=int, default=2, help="runs of each side, alternating (default 2)")
     parser.add_argument("--before", default="4e85686", help="git revision timed as 'before' (default 4e85686)")
+    parser.add_argument("--after", help="git revision timed as 'after' (default: this working tree)")
     parser.add_argument("--only", choices=["replay", "search"], help="time one task only")
     parser.add_argument("--worker", choices=["replay", "search"], help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -106,7 +107,8 @@ def main() -> None:
         return
     tasks = [args.only] if args.only else ["replay", "search"]
     with tempfile.TemporaryDirectory() as tmp:
-        trees = {"before": before_tree(args.before, Path(tmp)), "after": ROOT}
+        trees = {"before": tree_of(args.before, Path(tmp) / "before"),
+                 "after": tree_of(args.after, Path(tmp) / "after") if args.after else ROOT}
         for task in tasks:
             runs: dict[str, list[dict]] = {"before": [], "after": []}
             for repeat in range(args.repeats):
@@ -124,7 +126,8 @@ def report(task: str, args, runs: dict[str, list[dict]]) -> None:
             f"{runs['after'][0]['simulated_s']:.0f} s simulated)" if task == "replay" else
             f"search of {runs['after'][0]['candidates']} candidates ({SEARCH['requests']} requests per probe, capture "
             "included)")
-    print(f"{what}, median of {args.repeats} alternating runs each, before = {args.before}:")
+    print(f"{what}, median of {args.repeats} alternating runs each, before = {args.before}, "
+          f"after = {args.after or 'this tree'}:")
     for key in ("wall_s", "cpu_s"):
         before, after = median("before", key), median("after", key)
         print(f"  {key[:-2]:>4}: before {before:7.1f} s   after {after:7.1f} s   speed-up {before / after:5.2f}x   "
