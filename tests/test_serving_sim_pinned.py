@@ -46,7 +46,7 @@ def plan_figures(plan) -> dict:
 def tiny_plan(make_checkpoint):
     checkpoint = make_checkpoint("LlamaForCausalLM")
     return plan_serving(checkpoint, load_workload(WORKLOAD), SLO, ["atom", "rngd"], ["none", "fp8"], [4], [256],
-                        [1, 2])
+                        [1, 2], bucket_sets=["pow2", "max"])    # the two sets compared when the figures were pinned
 
 
 def test_search_figures_are_pinned(tiny_plan):

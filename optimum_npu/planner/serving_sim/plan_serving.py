@@ -7,7 +7,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from optimum_npu.device.spec import resolve_spec
-from optimum_npu.planner.serving_sim.candidates import QUANTIZATIONS, Deployment, build_deployments
+from optimum_npu.planner.serving_sim.candidates import (DEFAULT_BUCKET_SETS, QUANTIZATIONS, Deployment,
+                                                        build_deployments)
 from optimum_npu.planner.serving_sim.metrics import ServingMetrics
 from optimum_npu.planner.serving_sim.search import Choice, Goodput, cheapest, goodput, simulate
 from optimum_npu.planner.workload import Workload
@@ -45,7 +46,8 @@ def score(deployments: list[Deployment], workload: Workload, slo: dict[str, floa
 
 def plan_serving(model, workload: Workload, slo: dict[str, float], npus: list[str], quantizations=("none",),
                  batch_sizes=(16, 64), max_seq_lens=None, tensor_parallel_sizes=(1, 2, 4, 8),
-                 prefix_caching=None, prices: dict[str, float] | None = None) -> ServingPlan:
+                 prefix_caching=None, prices: dict[str, float] | None = None,
+                 bucket_sets=DEFAULT_BUCKET_SETS) -> ServingPlan:
     """Searches the grid (``candidates.build_deployments``), scores every fitting candidate's single-replica goodput,
     and picks the cheapest deployment per preset (``search.cheapest``).
 
@@ -56,6 +58,7 @@ def plan_serving(model, workload: Workload, slo: dict[str, float], npus: list[st
         npus: preset names or spec files; quantizations: keys of ``candidates.QUANTIZATIONS``.
         prefix_caching: options to compare (default: both when the workload has shared prefixes, else off).
         prices: preset -> price per device-hour (any currency): ranks by cost, else by devices.
+        bucket_sets: names of the decode bucket sets compared (``candidates.BUCKET_SETS``).
     """
     unknown = sorted(set(quantizations) - set(QUANTIZATIONS))
     if unknown:
@@ -64,7 +67,8 @@ def plan_serving(model, workload: Workload, slo: dict[str, float], npus: list[st
     caching = prefix_caching or ([False, True] if workload.has_shared_prefixes else [False])
     lengths = list(max_seq_lens or [default_max_seq_len(workload)])
     deployments = build_deployments(model, list(npus), list(quantizations), list(batch_sizes), lengths,
-                                    list(tensor_parallel_sizes), caching, workload.max_total_tokens)
+                                    list(tensor_parallel_sizes), caching, workload.max_total_tokens,
+                                    bucket_set_names=tuple(bucket_sets))
     cache: dict = {}       # replays shared by the scoring, the choice and the curves (search.simulate)
     scored = score(deployments, workload, slo, cache)
     outcomes = {}
