@@ -143,8 +143,20 @@ class BlockManager:
         """Gives every sequence blocks for all its positions (a decode step's new tokens), all or none."""
         if not self.can_append(seqs):
             raise self._full()
-        for seq in seqs:
-            self._grow(seq)
+        size, tables = self.block_size, self.tables
+        for seq in seqs:                    # _grow, inlined: this runs for every row of every decode step
+            table, length = tables[seq.request_id], len(seq.token_ids)
+            while len(table) * size < length:
+                table.append(self._take_block())
+
+    def written_one_each(self, seqs: list[Sequence]) -> None:
+        """``written(seq, 1)`` for every sequence (a decode step)."""
+        if self.enable_prefix_caching:
+            for seq in seqs:
+                self.written(seq, 1)
+        else:
+            for seq in seqs:
+                seq.num_computed += 1
 
     def written(self, seq: Sequence, count: int) -> None:
         """Records that ``count`` more tokens of ``seq`` are in the cache; full blocks become addressable."""

@@ -138,9 +138,7 @@ class CostOnlyRunner:
         partition = self.partition_len   # the memo key's keys, summed without building the contexts (module doc)
         keys = partition * sum(-(-(seq.num_computed + 1) // partition) for seq in seqs) if partition else 0
         self._record(bucket.name, "decode", keys, len(seqs), bucket.batch, lambda: [s.num_computed + 1 for s in seqs])
-        written = self.blocks.written
-        for seq in seqs:
-            written(seq, 1)
+        self.blocks.written_one_each(seqs)
         return [None] * len(seqs)
 
     # ---- internals -----------------------------------------------------------------------------
