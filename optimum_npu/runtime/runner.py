@@ -164,8 +164,7 @@ class StepRunner:
             inputs["rope_positions"] = torch.tensor(rope, dtype=torch.long).view(1, bucket.batch, 1).expand(
                 3, bucket.batch, 1).contiguous()
         logits = self._run(bucket, inputs, active, active)[:active]
-        for seq in seqs:
-            self.blocks.written(seq, 1)
+        self.blocks.written_one_each(seqs)
         return logits
 
     # ---- internals ----------------------------------------------------------------------------
