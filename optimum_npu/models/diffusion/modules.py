@@ -10,6 +10,7 @@ cut off after. Nothing here calls an HF module: these classes hold no weights.
 
 from __future__ import annotations
 
+from types import SimpleNamespace
 from typing import Any
 
 import torch
@@ -111,6 +112,9 @@ class NPUDenoiser(NPUComponent):
     def __init__(self, *args, output_class: type, **kwargs):
         super().__init__(*args, **kwargs)
         self._output_class = output_class
+        features = self.config.get("projection_class_embeddings_input_dim")
+        if features:   # SDXL checks its time ids against the size of the UNet's added-embedding input
+            self.add_embedding = SimpleNamespace(linear_1=SimpleNamespace(in_features=features))
 
     def forward(self, sample: torch.Tensor | None = None, timestep: Any = None, encoder_hidden_states=None,
                 added_cond_kwargs: dict | None = None, return_dict: bool = True, hidden_states=None,
