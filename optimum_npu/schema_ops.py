@@ -104,6 +104,18 @@ ALLOWED_OPS.update({
                              'memory_format'),
     "aten.upsample_nearest2d.vec": ('input', 'output_size', 'scale_factors'),
     "npu.dense_attention.default": ('query', 'key', 'value', 'mask', 'scale'),
+    # SD3: the transformer's unpatchify (one einsum, a permutation) and T5's relative position buckets
+    "aten.abs.default": ('self',),
+    "aten.add_.Tensor": ('self', 'other', 'alpha'),   # in place on the graph's own bucket tensor (as copy_)
+    "aten.einsum.default": ('equation', 'tensors', 'path'),
+    "aten.full_like.default": ('self', 'fill_value', 'dtype', 'layout', 'device', 'pin_memory', 'memory_format'),
+    "aten.ge.Scalar": ('self', 'other'),
+    "aten.gt.Scalar": ('self', 'other'),
+    "aten.log.default": ('self',),
+    "aten.lt.Scalar": ('self', 'other'),
+    "aten.min.other": ('self', 'other'),
+    "aten.sub.Tensor": ('self', 'other', 'alpha'),
+    "aten.where.ScalarOther": ('condition', 'self', 'other'),
 })
-#: ``aten.pad``'s mode (the VAE encoder pads its downsampling convolution with zeros).
-ALLOWED_STRINGS = ALLOWED_STRINGS | {"constant"}
+#: ``aten.pad``'s mode (the VAE encoder pads its downsampling convolution with zeros), SD3's einsum equation.
+ALLOWED_STRINGS = ALLOWED_STRINGS | {"constant", "nhwpqc->nchpwq"}   # + the SD3 transformer's unpatchify equation

@@ -10,6 +10,7 @@ from __future__ import annotations
 from typing import Any
 
 from optimum_npu.models.diffusion.npu_config import NPUDiffusionConfig
+from optimum_npu.models.diffusion.plan import T5_TOKENS
 
 
 class NotCompiledError(ValueError):
@@ -47,6 +48,9 @@ def check_call(pipe: Any, config: NPUDiffusionConfig, arguments: dict[str, Any])
     if arguments.get("clip_skip") is not None:
         raise NotCompiledError(f"clip_skip={arguments['clip_skip']} is not compiled: the text encoders return their "
                                "last and penultimate layers only; leave clip_skip out")
+    if getattr(pipe, "text_encoder_3", None) is not None and arguments.get("max_sequence_length", T5_TOKENS) != T5_TOKENS:
+        raise NotCompiledError(f"max_sequence_length={arguments['max_sequence_length']} is not compiled: the T5 "
+                               f"encoder and the transformer take {T5_TOKENS} T5 tokens; leave it at {T5_TOKENS}")
     rows, (height, width) = _rows(arguments), _resolution(pipe, arguments)
     compiled = [list(r) for r in config.resolutions]
     if [height, width] not in compiled:

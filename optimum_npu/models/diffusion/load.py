@@ -17,7 +17,7 @@ from diffusers.models.autoencoders.autoencoder_kl import AutoencoderKLOutput
 from diffusers.models.autoencoders.vae import DecoderOutput, DiagonalGaussianDistribution
 from diffusers.models.modeling_outputs import Transformer2DModelOutput
 from diffusers.models.unets.unet_2d_condition import UNet2DConditionOutput
-from transformers import CLIPTextConfig, CLIPTokenizer, T5Config, T5TokenizerFast
+from transformers import CLIPTextConfig, CLIPTokenizer, PreTrainedTokenizerFast, T5Config
 from transformers.modeling_outputs import BaseModelOutput, BaseModelOutputWithPooling
 from transformers.models.clip.modeling_clip import CLIPTextModelOutput
 
@@ -28,13 +28,13 @@ from optimum_npu.device.profiler import Profiler
 from optimum_npu.models.diffusion.modules import NPUAutoencoder, NPUComponent, NPUDenoiser, NPUTextEncoder
 from optimum_npu.models.diffusion.stats import DiffusionStats
 from optimum_npu.models.diffusion.stored import StoredComponent, StoredPipeline
-from optimum_npu.schema import WEIGHTS_FILE
+from optimum_npu.schema import weights_file
 
 #: Text encoders: config class and output class by the stored HF class name.
 TEXT_CLASSES = {"CLIPTextModel": (CLIPTextConfig, BaseModelOutputWithPooling),
                 "CLIPTextModelWithProjection": (CLIPTextConfig, CLIPTextModelOutput),
                 "T5EncoderModel": (T5Config, BaseModelOutput)}
-TOKENIZER_CLASSES = {"tokenizer": CLIPTokenizer, "tokenizer_2": CLIPTokenizer, "tokenizer_3": T5TokenizerFast}
+TOKENIZER_CLASSES = {"tokenizer": CLIPTokenizer, "tokenizer_2": CLIPTokenizer, "tokenizer_3": PreTrainedTokenizerFast}
 #: Schedulers an artifact may name (host-side, built from their stored config).
 SCHEDULERS = {name: getattr(diffusers, name) for name in (
     "DDIMScheduler", "DDPMScheduler", "PNDMScheduler", "LMSDiscreteScheduler", "EulerDiscreteScheduler",
@@ -61,14 +61,16 @@ def load_pipeline(root: Path, facts: StoredPipeline, registry: DeviceRegistry | 
     built: dict[str, NPUComponent] = {}
     try:
         for folder, stored in facts.components.items():
-            placement = "vae" if folder.startswith("vae") else folder
-            device = config.device_of(placement)
-            engine = DeviceEngine(stored.graphs, facts.spec, [device], config.dtype,
-                                  weights=lambda rank, f=folder: load_weights(Path(root) / f / WEIGHTS_FILE),
-                                  weight_bytes=lambda rank, f=folder: stored_weight_bytes(Path(root) / f / WEIGHTS_FILE),
+            size = stored.tensor_parallel_size
+            devices = config.device_ids("vae" if folder.startswith("vae") else folder, size)
+            shard = (lambda rank, f=folder, n=size: Path(root) / f / weights_file(rank, n))
+            engine = DeviceEngine(stored.graphs, facts.spec, devices, config.dtype,
+                                  weights=lambda rank, s=shard: load_weights(s(rank)),
+                                  weight_bytes=lambda rank, s=shard: stored_weight_bytes(s(rank)),
                                   owner=f"{facts.kind}:{folder}", registry=registry, profiler=profiler)
-            built[folder] = _component(stored, engine, dtype, stats, device)
-            stats.memory.setdefault(device, {})[folder] = dict(engine.memory)
+            built[folder] = _component(stored, engine, dtype, stats, devices[0])
+            for device in devices:
+                stats.memory.setdefault(device, {})[folder] = dict(engine.memory)
     except BaseException:
         for component in built.values():
             component.release()

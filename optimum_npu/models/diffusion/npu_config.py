@@ -26,7 +26,9 @@ MAX_RESOLUTIONS = 16
 MAX_SIDE = 8192
 MAX_BATCH = 64
 #: Knobs that belong to the denoiser's entry (or the top level).
-BUCKET_KNOBS = ("resolutions", "batch_size", "guidance")
+BUCKET_KNOBS = ("resolutions", "batch_size", "guidance", "tensor_parallel_size")
+#: Most devices one denoiser is split across.
+MAX_TENSOR_PARALLEL = 64
 #: Pipeline components a config may place (the VAE's two halves share the ``vae`` entry).
 COMPONENT_NAMES = ("text_encoder", "text_encoder_2", "text_encoder_3", "unet", "transformer", "vae")
 DENOISERS = ("unet", "transformer")
@@ -69,18 +71,21 @@ class NPUDiffusionConfig:
             the denoiser's own ``sample_size`` times the VAE scale factor.
         batch_size: images per call (prompts x ``num_images_per_prompt``); fewer run padded, more are refused.
         guidance: which classifier-free-guidance modes are compiled (True doubles the denoiser batch).
+        tensor_parallel_size: devices the denoiser is split across (the SD3 transformer; a UNet runs on one).
         dtype: compute and weight dtype (float32, float16, bfloat16).
         npu: target device spec, a preset name or a JSON spec file path.
-        devices: runtime option: the simulated device of each component (default 0 for every one).
+        devices: runtime option: the simulated device of each component (default 0 for every one); the denoiser
+            under tensor parallelism takes a list, one device per rank (default 0, 1, ...).
         profile: runtime option: record every op on its device's track (``pipe.npu_profile``).
     """
 
     resolutions: tuple[tuple[int, int], ...] | None = None
     batch_size: int = 1
     guidance: tuple[bool, ...] = (True,)
+    tensor_parallel_size: int = 1
     dtype: str = "float32"
     npu: str = "atom"
-    devices: dict[str, int] = field(default_factory=dict, metadata={"runtime": True})
+    devices: dict[str, int | list[int]] = field(default_factory=dict, metadata={"runtime": True})
     profile: bool = field(default=False, metadata={"runtime": True})
 
     def __post_init__(self):
@@ -98,11 +103,15 @@ class NPUDiffusionConfig:
                                  "the path of a JSON spec file")
         if self.dtype not in SUPPORTED_DTYPES:
             raise NPUConfigError(f"dtype={short_repr(self.dtype)} is invalid: use one of {list(SUPPORTED_DTYPES)}")
+        size = self.tensor_parallel_size
+        if not isinstance(size, int) or isinstance(size, bool) or not 1 <= size <= MAX_TENSOR_PARALLEL:
+            raise NPUConfigError(f"tensor_parallel_size={short_repr(size)} is invalid: give the devices the "
+                                 f"denoiser is split across, an integer in [1, {MAX_TENSOR_PARALLEL}]")
         if not isinstance(self.devices, dict) or any(
-                name not in COMPONENT_NAMES or not isinstance(d, int) or isinstance(d, bool) or d < 0
-                for name, d in self.devices.items()):
+                name not in COMPONENT_NAMES or not _device_ids(d) for name, d in self.devices.items()):
             raise NPUConfigError(f"devices={short_repr(self.devices)} is invalid: map components "
-                                 f"{list(COMPONENT_NAMES)} to device ids >= 0, e.g. {{'unet': 1, 'vae': 0}}")
+                                 f"{list(COMPONENT_NAMES)} to device ids >= 0 (a list for a split denoiser), e.g. "
+                                 "{'transformer': [1, 2], 'vae': 0}")
         if not isinstance(self.profile, bool):
             raise NPUConfigError(f"profile={short_repr(self.profile)} is invalid: use True or False")
 
@@ -123,7 +132,7 @@ class NPUDiffusionConfig:
                 flat.update(_component_entry(key, entry, devices))
             elif key != "devices":
                 flat[key] = entry
-        known = {"resolutions", "batch_size", "guidance", "dtype", "npu", "profile"}
+        known = {"resolutions", "batch_size", "guidance", "tensor_parallel_size", "dtype", "npu", "profile"}
         unknown = sorted(set(flat) - known)
         if unknown:
             raise NPUConfigError(f"npu_config has unknown diffusion knobs {short_repr(unknown)}; the knobs are "
@@ -140,14 +149,20 @@ class NPUDiffusionConfig:
                                  f"{[[-(-r[0] // scale) * scale, -(-r[1] // scale) * scale] for r in bad]}")
         return replace(self, resolutions=resolutions)
 
-    def device_of(self, component: str) -> int:
-        """The device a component runs on (the VAE's halves: ``vae``)."""
-        return self.devices.get(component, 0)
+    def device_ids(self, component: str, ranks: int = 1) -> list[int]:
+        """The devices a component runs on, one per rank (the VAE's halves: ``vae``); checked against ``ranks``."""
+        given = self.devices.get(component, list(range(ranks)) if ranks > 1 else 0)
+        ids = [given] if isinstance(given, int) else list(given)
+        if len(ids) != ranks or len(set(ids)) != len(ids):
+            raise NPUConfigError(f"devices[{component!r}]={short_repr(given)} must list {ranks} distinct device ids "
+                                 f"(the component is compiled for {ranks} device{'s' if ranks > 1 else ''})")
+        return ids
 
     def to_dict(self) -> dict[str, Any]:
         """The compile knobs (runtime options left out), JSON-ready."""
         return {"resolutions": [list(r) for r in self.resolutions] if self.resolutions else None,
-                "batch_size": self.batch_size, "guidance": list(self.guidance), "dtype": self.dtype, "npu": self.npu}
+                "batch_size": self.batch_size, "guidance": list(self.guidance),
+                "tensor_parallel_size": self.tensor_parallel_size, "dtype": self.dtype, "npu": self.npu}
 
     def runtime(self) -> dict[str, Any]:
         return {"devices": dict(self.devices), "profile": self.profile}
@@ -158,15 +173,17 @@ def _component_entry(name: str, entry: Any, devices: dict[str, int]) -> dict[str
     if not isinstance(entry, dict):
         raise NPUConfigError(f"npu_config[{name!r}]={short_repr(entry)} is invalid: give a dict such as "
                              "{'device': 0}")
-    allowed = {"device", "tensor_parallel_size"} | (set(BUCKET_KNOBS) if name in DENOISERS else set())
+    allowed = {"device"} | (set(BUCKET_KNOBS) if name in DENOISERS else set())
     unknown = sorted(set(entry) - allowed)
     if unknown:
         raise NPUConfigError(f"npu_config[{name!r}] has unknown knobs {unknown}; a {name} entry takes "
-                             f"{sorted(allowed)}")
-    if entry.get("tensor_parallel_size", 1) != 1:
-        raise NPUConfigError(f"npu_config[{name!r}]['tensor_parallel_size']={short_repr(entry['tensor_parallel_size'])}"
-                             " is not supported yet for diffusion components: each runs on one device; use 1 and "
-                             "place components on different devices with 'device'")
+                             f"{sorted(allowed)} (only the denoiser is split across devices)")
     if "device" in entry:
         devices[name] = entry["device"]
     return {key: entry[key] for key in BUCKET_KNOBS if key in entry}
+
+
+def _device_ids(value: Any) -> bool:
+    """A device id >= 0, or a non-empty list of them."""
+    values = value if isinstance(value, list) and value else [value]
+    return all(isinstance(v, int) and not isinstance(v, bool) and v >= 0 for v in values)

@@ -17,6 +17,7 @@ from typing import Any
 import torch
 
 from optimum_npu.device.buckets import Bucket
+from optimum_npu.models.decoder.npu_config import NPUConfigError
 from optimum_npu.models.diffusion.components import INPUTS, ImageBucket
 from optimum_npu.models.diffusion.npu_config import NPUDiffusionConfig
 
@@ -35,6 +36,7 @@ class ComponentPlan:
     module: Any
     inputs: tuple[str, ...]
     buckets: tuple[tuple[Bucket | ImageBucket, tuple[tuple[int, ...], ...]], ...]
+    tensor_parallel_size: int = 1
 
     def example_args(self, shapes: tuple[tuple[int, ...], ...], dtype: torch.dtype) -> tuple[torch.Tensor, ...]:
         """Zero inputs of those shapes (token ids int64, the rest in the compute dtype, the timestep in float32)."""
@@ -118,7 +120,11 @@ def _denoiser_plan(pipe: Any, name: str, denoiser: Any, config: NPUDiffusionConf
                 shapes.append((rows, denoiser.config.pooled_projection_dim))
             bucket = ImageBucket(f"{name}_b{rows}_h{height}_w{width}", name, rows, height, width, latent[2] * latent[3])
             buckets.append((bucket, tuple(shapes)))
-    return ComponentPlan(name, name, denoiser, inputs, tuple(buckets))
+    if config.tensor_parallel_size > 1 and name == "unet":
+        raise NPUConfigError(f"tensor_parallel_size={config.tensor_parallel_size} is not supported for a UNet (its "
+                             "convolutions are not split across devices); use 1 and place components on different "
+                             "devices, or split an SD3 transformer")
+    return ComponentPlan(name, name, denoiser, inputs, tuple(buckets), config.tensor_parallel_size)
 
 
 def _context_tokens(pipe: Any) -> int:

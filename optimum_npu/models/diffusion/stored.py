@@ -40,6 +40,7 @@ class StoredComponent:
     class_name: str
     config: dict
     graphs: dict[str, Graph]
+    tensor_parallel_size: int
 
 
 @dataclass(frozen=True)
@@ -112,12 +113,16 @@ def _component(root: Path, folder: str, config: NPUDiffusionConfig) -> StoredCom
     names = document.get("graphs")
     if not isinstance(names, list) or not names or len(names) > 4 * 16 * 2:
         raise stored_knob_error(where, "graphs must be a non-empty list of graph names")
+    size = document.get("tensor_parallel_size")
+    if size != (config.tensor_parallel_size if kind == "transformer" else 1):
+        raise stored_knob_error(where, f"tensor_parallel_size={short_repr(size)} must be "
+                                       f"{config.tensor_parallel_size if kind == 'transformer' else 1}")
     graphs = {name: read_graph(root / folder, name) for name in names}
     for graph in graphs.values():
         _check_bucket(graph, kind, list(inputs), config, where)
     hf_config = expect_dict(load_json(require_listed(root, f"{folder}/config.json"), error=ArtifactError),
                             f"{root}/{folder}/config.json", ArtifactError)
-    return StoredComponent(folder, kind, class_name, hf_config, graphs)
+    return StoredComponent(folder, kind, class_name, hf_config, graphs, size)
 
 
 def _check_bucket(graph: Graph, kind: str, inputs: list[str], config: NPUDiffusionConfig, where: str) -> None:

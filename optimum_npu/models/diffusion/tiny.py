@@ -87,3 +87,39 @@ def build_sdxl_pipeline(task: str = "text2image", seed: int = 0, tokens: int = T
                               text_encoder_2=_clip(CLIPTextModelWithProjection, 1, tokens, projection_dim=32),
                               tokenizer=build_clip_tokenizer(tokens), tokenizer_2=build_clip_tokenizer(tokens),
                               unet=unet, scheduler=_scheduler(), **extra)
+
+
+def build_t5_tokenizer():
+    """A byte-level fast tokenizer for the tiny T5 encoder (``<pad>`` 0, ``</s>`` 2, right padding)."""
+    from optimum_npu.models.tiny import build_tokenizer
+
+    tokenizer = build_tokenizer()
+    tokenizer.padding_side = "right"
+    return tokenizer
+
+
+def build_sd3_pipeline(task: str = "text2image", seed: int = 0, tokens: int = TINY_TOKENS):
+    """A randomly initialised tiny SD3 pipeline: one-layer SD3 transformer, two CLIP encoders with projection, T5."""
+    from diffusers import (FlowMatchEulerDiscreteScheduler, SD3Transformer2DModel, StableDiffusion3Img2ImgPipeline,
+                           StableDiffusion3InpaintPipeline, StableDiffusion3Pipeline)
+    from transformers import T5Config, T5EncoderModel
+
+    from optimum_npu.models.tiny import VOCAB_SIZE
+
+    classes = {"text2image": StableDiffusion3Pipeline, "image2image": StableDiffusion3Img2ImgPipeline,
+               "inpainting": StableDiffusion3InpaintPipeline}
+    torch.manual_seed(seed)
+    transformer = SD3Transformer2DModel(sample_size=16, patch_size=1, in_channels=4, num_layers=2,
+                                        attention_head_dim=8, num_attention_heads=4, caption_projection_dim=32,
+                                        joint_attention_dim=32, pooled_projection_dim=64, out_channels=4).eval()
+    t5 = T5EncoderModel(T5Config(vocab_size=VOCAB_SIZE, d_model=32, d_ff=37, d_kv=8, num_heads=4, num_layers=2,
+                                 pad_token_id=0, eos_token_id=2, decoder_start_token_id=0)).eval()
+    vae = AutoencoderKL(sample_size=32, in_channels=3, out_channels=3, block_out_channels=(4, 8), layers_per_block=1,
+                        down_block_types=["DownEncoderBlock2D"] * 2, up_block_types=["UpDecoderBlock2D"] * 2,
+                        latent_channels=4, norm_num_groups=1, use_quant_conv=False, use_post_quant_conv=False,
+                        shift_factor=0.0609, scaling_factor=1.5035).eval()
+    return classes[task](transformer=transformer, scheduler=FlowMatchEulerDiscreteScheduler(), vae=vae,
+                         text_encoder=_clip(CLIPTextModelWithProjection, 1, tokens, projection_dim=32),
+                         text_encoder_2=_clip(CLIPTextModelWithProjection, 1, tokens, projection_dim=32),
+                         text_encoder_3=t5, tokenizer=build_clip_tokenizer(tokens),
+                         tokenizer_2=build_clip_tokenizer(tokens), tokenizer_3=build_t5_tokenizer())
