@@ -39,9 +39,11 @@ class ComponentPlan:
     tensor_parallel_size: int = 1
 
     def example_args(self, shapes: tuple[tuple[int, ...], ...], dtype: torch.dtype) -> tuple[torch.Tensor, ...]:
-        """Zero inputs of those shapes (token ids int64, the rest in the compute dtype, the timestep in float32)."""
+        """Zero inputs of those shapes (token ids int64, the rest in the compute dtype, the timestep in float32), on
+        the module's device (``meta`` for a weightless estimate)."""
+        device = next(self.module.parameters()).device
         return tuple(torch.zeros(shape, dtype=torch.long if name == "input_ids" else
-                                 torch.float32 if name == "timestep" else dtype)
+                                 torch.float32 if name == "timestep" else dtype, device=device)
                      for name, shape in zip(self.inputs, shapes))
 
 
