@@ -162,3 +162,40 @@ def test_unknown_pipeline_kind_in_artifact_is_refused(sd, tmp_path):
     write_manifest(copy)
     with pytest.raises(NPUConfigError, match=r"pipeline='os.system' must be one of"):
         NPUStableDiffusionPipeline.from_pretrained(copy)
+
+
+def test_weightless_estimate_equals_simulated_call(sd):
+    """The planner's meta-capture estimate of a call is what the device engine charged for that call."""
+    from optimum_npu.models.diffusion.estimate import estimate_pipeline
+    from optimum_npu.models.diffusion.npu_config import NPUDiffusionConfig
+    from optimum_npu.models.diffusion.real_shapes import weightless_pipeline
+
+    npu, eager, _ = sd
+    stand_in = weightless_pipeline({"text_encoder": (CLIPTextModel, eager.text_encoder.config.to_dict()),
+                          "unet": dict(eager.unet.config), "vae": dict(eager.vae.config)})
+    stand_in.tokenizer = eager.tokenizer
+    config = NPUDiffusionConfig(resolutions=((32, 32),), batch_size=2, guidance=(True,))
+    (estimate,) = estimate_pipeline(stand_in, config, steps=STEPS)
+    npu.npu_stats.reset()
+    _images(npu, height=32, width=32, guidance_scale=5.0)
+    measured = npu.npu_stats.seconds_by_component
+    assert estimate.seconds_by_component == pytest.approx(measured, rel=1e-9)
+    assert estimate.seconds_per_image == pytest.approx(npu.npu_stats.seconds_per_image, rel=1e-9)
+    assert estimate.components["unet"].memory["weights"] == npu.npu_stats.memory[0]["unet"]["weights"]
+
+
+def test_components_on_their_devices_in_the_profiler(sd):
+    from optimum_npu.device.device import DeviceRegistry
+
+    _, _, root = sd
+    pipe = NPUStableDiffusionPipeline.from_pretrained(root, device_registry=DeviceRegistry(), npu_config={
+        "text_encoder": {"device": 0}, "unet": {"device": 1}, "vae": {"device": 2}, "profile": True})
+    pipe.set_progress_bar_config(disable=True)
+    try:
+        _images(pipe, height=32, width=48, guidance_scale=1.0)
+        calls = {(call.device.split(" ")[0], call.args["phase"]) for call in pipe.npu_profile.calls}
+        assert calls == {("npu:0", "text_encoder"), ("npu:1", "unet"), ("npu:2", "vae_decoder")}
+        assert sorted(pipe.npu_stats.memory) == [0, 1, 2]
+        assert set(pipe.npu_stats.memory[1]) == {"unet"}
+    finally:
+        pipe.release()

@@ -15,7 +15,7 @@ from typing import Any
 
 import torch
 
-from optimum_npu.compile.pipeline import run_pipeline
+from optimum_npu.compile.pipeline import Compiled, run_pipeline
 from optimum_npu.device.cost import GraphCostModel
 from optimum_npu.device.ops import nbytes
 from optimum_npu.device.spec import NPUSpec, resolve_spec
@@ -73,21 +73,29 @@ def _call_seconds(graph: Graph, cost: GraphCostModel, spec: NPUSpec) -> float:
     return cost.call(None, 0, 0).seconds + moved / spec.host_link_bandwidth
 
 
-def estimate_component(plan: ComponentPlan, spec: NPUSpec, dtype: str) -> ComponentEstimate:
-    """The bucket graphs of ``plan`` captured without weights, costed and sized on ``spec``."""
-    size = plan.tensor_parallel_size
-    compiled = run_pipeline(lambda: capture_component(plan, getattr(torch, dtype)),
-                            sd3_tensor_parallel_plan(size) if size > 1 else None, with_weights=False)
+def capture_weightless(plans: list[ComponentPlan], dtype: str) -> dict[str, Compiled]:
+    """Each component's bucket graphs through the compile pipeline, without weights (once for every target)."""
+    captured = {}
+    for plan in plans:
+        size = plan.tensor_parallel_size
+        captured[plan.folder] = run_pipeline(lambda p=plan: capture_component(p, getattr(torch, dtype)),
+                                             sd3_tensor_parallel_plan(size) if size > 1 else None, with_weights=False)
+    return captured
+
+
+def cost_component(name: str, compiled: Compiled, spec: NPUSpec, dtype: str) -> ComponentEstimate:
+    """Seconds per call of each graph of a captured component on ``spec``, and the bytes one device holds."""
     costs = compiled.cost_models(spec, dtype)
-    seconds = {name: _call_seconds(graph, costs[name], spec) for name, graph in compiled.graphs.items()}
+    seconds = {graph_name: _call_seconds(graph, costs[graph_name], spec) for graph_name, graph in compiled.graphs.items()}
     request = compiled.memory.request()
-    if size == 1:
+    if compiled.tensor_parallel_size == 1:
         request.pop("collective_buffers", None)
-    return ComponentEstimate(plan.folder, seconds, request, size)
+    return ComponentEstimate(name, seconds, request, compiled.tensor_parallel_size)
 
 
 def estimate_pipeline(pipe: Any, config: NPUDiffusionConfig, steps: int, guidance: bool | None = None,
-                      resolution: tuple[int, int] | None = None) -> PipelineEstimate:
+                      resolution: tuple[int, int] | None = None,
+                      npus: tuple[str, ...] | None = None) -> list[PipelineEstimate]:
     """Estimates one call of ``pipe`` (a Diffusers pipeline or a stand-in with its components on ``meta``).
 
     Args:
@@ -96,20 +104,29 @@ def estimate_pipeline(pipe: Any, config: NPUDiffusionConfig, steps: int, guidanc
         steps: denoising steps per call.
         guidance: classifier-free guidance (default: the first compiled mode).
         resolution: the (height, width) estimated (default: the first compiled one).
+        npus: the targets (default: ``config.npu``); the graphs are captured once for all of them.
+    Returns:
+        One estimate per target, in order.
     """
-    spec = resolve_spec(config.npu)
     guided = config.guidance[0] if guidance is None else guidance
     height, width = resolution or config.resolutions[0]
     plans = component_plans(pipe, config, with_vae_encoder=False)
-    components = {plan.folder: estimate_component(plan, spec, config.dtype) for plan in plans}
+    captured = capture_weightless(plans, config.dtype)
     rows = config.batch_size * (2 if guided else 1)
-    seconds: dict[str, float] = {}
-    for plan in plans:
-        calls = components[plan.folder].seconds_per_call
-        if plan.kind == "text_encoder":
-            seconds[plan.folder] = next(iter(calls.values())) * (2 if guided else 1)
-        elif plan.kind in ("unet", "transformer"):
-            seconds[plan.folder] = calls[f"{plan.kind}_b{rows}_h{height}_w{width}"] * steps
-        else:
-            seconds[plan.folder] = calls[f"{plan.kind}_b{config.batch_size}_h{height}_w{width}"]
-    return PipelineEstimate(spec.name, (height, width), steps, guided, config.batch_size, components, seconds)
+    results = []
+    for npu in npus or (config.npu,):
+        spec = resolve_spec(npu)
+        components = {plan.folder: cost_component(plan.folder, captured[plan.folder], spec, config.dtype)
+                      for plan in plans}
+        seconds: dict[str, float] = {}
+        for plan in plans:
+            calls = components[plan.folder].seconds_per_call
+            if plan.kind == "text_encoder":
+                seconds[plan.folder] = next(iter(calls.values())) * (2 if guided else 1)
+            elif plan.kind in ("unet", "transformer"):
+                seconds[plan.folder] = calls[f"{plan.kind}_b{rows}_h{height}_w{width}"] * steps
+            else:
+                seconds[plan.folder] = calls[f"{plan.kind}_b{config.batch_size}_h{height}_w{width}"]
+        results.append(PipelineEstimate(spec.name, (height, width), steps, guided, config.batch_size, components,
+                                        seconds))
+    return results

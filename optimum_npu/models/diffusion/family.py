@@ -8,21 +8,24 @@ from optimum_npu.models.decoder.npu_config import NPUConfigError
 from optimum_npu.models.diffusion.auto import NPUDiffusionPipeline, is_diffusers_folder
 from optimum_npu.models.diffusion.cache_key import diffusion_cache_key
 from optimum_npu.models.diffusion.export import compile_pipeline
-from optimum_npu.models.diffusion.npu_config import NPUDiffusionConfig
+from optimum_npu.models.diffusion.npu_config import NPUDiffusionConfig, config_from_json
 from optimum_npu.models.family import Family
 
 
+#: Flat command-line knobs a pipeline takes (the rest are language-model knobs).
+_FLAT = ("dtype", "npu", "batch_size", "tensor_parallel_size")
+
+
 def _export_config(knobs: dict[str, Any], options: dict[str, Any]) -> dict[str, Any]:
-    """``--decoder-batch-sizes N`` is the images per call; the rest of the flat knobs are decoder knobs."""
-    given = sorted(k for k in ("prefill_chunk_size", "kvcache_block_size", "kvcache_partition_len", "quantization",
-                               "max_seq_len") if knobs.get(k) is not None)
+    """``--pipeline-config`` (JSON: the nested ``npu_config``) plus the flat ``--dtype``, ``--npu``,
+    ``--batch-size`` (images per call) and ``--tensor-parallel-size`` (the SD3 transformer)."""
+    given = sorted(k for k in knobs if k not in _FLAT and knobs[k] is not None)
     if given or options.get("visual_buckets"):
         raise NPUConfigError(f"{given or ['visual_buckets']} apply to language models; this is a Diffusers pipeline: "
-                             "its knobs are --dtype, --npu and --decoder-batch-sizes (images per call)")
-    config: dict[str, Any] = {k: knobs[k] for k in ("dtype", "npu") if knobs.get(k) is not None}
-    if knobs.get("decoder_batch_sizes"):
-        config["batch_size"] = max(knobs["decoder_batch_sizes"])
-    return config
+                             "its knobs are --pipeline-config (JSON), --dtype, --npu, --batch-size and "
+                             "--tensor-parallel-size")
+    flat = {k: knobs[k] for k in _FLAT if knobs.get(k) is not None}
+    return {**flat, **config_from_json(options.get("pipeline_config"))}   # the JSON's knobs win over defaults
 
 
 def _placement(device: int, profile: bool = False, prefix_caching: bool = False) -> dict[str, Any]:

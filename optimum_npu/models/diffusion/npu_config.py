@@ -12,7 +12,9 @@ given at the top level. ``device`` (and ``profile``) are runtime options, chosen
 
 from __future__ import annotations
 
+import json
 import os
+from pathlib import Path
 from dataclasses import dataclass, field, replace
 from typing import Any
 
@@ -187,3 +189,18 @@ def _device_ids(value: Any) -> bool:
     """A device id >= 0, or a non-empty list of them."""
     values = value if isinstance(value, list) and value else [value]
     return all(isinstance(v, int) and not isinstance(v, bool) and v >= 0 for v in values)
+
+
+def config_from_json(text: str | None) -> dict[str, Any]:
+    """The nested ``npu_config`` of a command line: a JSON object, or the path of a JSON file holding one."""
+    if not text:
+        return {}
+    path = Path(text)
+    try:
+        value = json.loads(path.read_text() if path.is_file() else text)
+    except json.JSONDecodeError as err:
+        raise NPUConfigError(f"--pipeline-config is neither a JSON object nor a JSON file ({err})") from None
+    if not isinstance(value, dict):
+        raise NPUConfigError("--pipeline-config must be a JSON object such as "
+                             '\'{"unet": {"resolutions": [[512, 512]], "batch_size": 1}}\'')
+    return value

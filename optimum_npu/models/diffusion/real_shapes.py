@@ -62,7 +62,7 @@ _TEXT_CONFIGS = {CLIPTextModel: CLIPTextConfig, CLIPTextModelWithProjection: CLI
 _TOKENS = {"tokenizer": 77, "tokenizer_2": 77, "tokenizer_3": 256}
 
 
-def _stand_in(parts: dict[str, Any]) -> SimpleNamespace:
+def weightless_pipeline(parts: dict[str, Any]) -> SimpleNamespace:
     """A pipeline-shaped object: components on ``meta``, tokenizers reduced to their length."""
     with torch.device("meta"):
         built = {}
@@ -87,7 +87,7 @@ def preset_pipeline(name: str) -> tuple[SimpleNamespace, tuple[int, int]]:
     if name not in PRESETS:
         raise ValueError(f"unknown pipeline preset {name!r}; presets: {sorted(PRESETS)} (or a Diffusers folder)")
     parts = dict(PRESETS[name])
-    return _stand_in({k: v for k, v in parts.items() if k != "resolution"}), parts["resolution"]
+    return weightless_pipeline({k: v for k, v in parts.items() if k != "resolution"}), parts["resolution"]
 
 
 #: Component classes a Diffusers folder may name (model_index.json), by component.
@@ -114,7 +114,7 @@ def meta_pipeline(folder: str | Path) -> SimpleNamespace:
             parts[name] = (cls, {k: v for k, v in config.items() if k in keep})
         else:
             parts[name] = config
-    pipe = _stand_in(parts)
+    pipe = weightless_pipeline(parts)
     for name in ("tokenizer", "tokenizer_2"):
         path = folder / name / "tokenizer_config.json"
         if hasattr(pipe, name) and path.is_file():
