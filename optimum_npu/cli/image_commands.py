@@ -68,7 +68,7 @@ def cmd_plan_image(args: argparse.Namespace) -> None:
         step = seconds[denoiser] / args.steps * 1e3
         text = sum(v for k, v in seconds.items() if k.startswith("text_encoder")) * 1e3
         memory = ", ".join(f"npu:{d} {b / 1e9:.2f} GB" for d, b in sorted(estimate.memory_per_device({}).items()))
-        print(f"{estimate.npu:<12}{estimate.seconds_per_image:>11.3f}{step:>18.2f}{text:>14.2f}"
+        print(f"{estimate.npu:<12}{estimate.seconds_per_image:>11.4g}{step:>18.2f}{text:>14.2f}"
               f"{seconds['vae_decoder'] * 1e3:>9.2f}  {memory}")
 
 
