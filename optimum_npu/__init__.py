@@ -40,6 +40,20 @@ _EXPORTS = {
     "NPUAutoModelForTokenClassification": "optimum_npu.models.encoder.auto",
     "LLM": "optimum_npu.serving",
     "SamplingParams": "optimum_npu.serving",
+    # diffusion family (Diffusers pipelines)
+    "NPUStableDiffusionPipeline": "optimum_npu.models.diffusion.pipelines",
+    "NPUStableDiffusionImg2ImgPipeline": "optimum_npu.models.diffusion.pipelines",
+    "NPUStableDiffusionInpaintPipeline": "optimum_npu.models.diffusion.pipelines",
+    "NPUStableDiffusionXLPipeline": "optimum_npu.models.diffusion.pipelines",
+    "NPUStableDiffusionXLImg2ImgPipeline": "optimum_npu.models.diffusion.pipelines",
+    "NPUStableDiffusionXLInpaintPipeline": "optimum_npu.models.diffusion.pipelines",
+    "NPUStableDiffusion3Pipeline": "optimum_npu.models.diffusion.pipelines",
+    "NPUStableDiffusion3Img2ImgPipeline": "optimum_npu.models.diffusion.pipelines",
+    "NPUStableDiffusion3InpaintPipeline": "optimum_npu.models.diffusion.pipelines",
+    "NPUAutoPipelineForText2Image": "optimum_npu.models.diffusion.auto",
+    "NPUAutoPipelineForImage2Image": "optimum_npu.models.diffusion.auto",
+    "NPUAutoPipelineForInpainting": "optimum_npu.models.diffusion.auto",
+    "NPUDiffusionConfig": "optimum_npu.models.diffusion.npu_config",
 }
 
 __all__ = [*_EXPORTS, "__version__"]

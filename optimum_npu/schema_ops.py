@@ -86,3 +86,36 @@ ALLOWED_OPS: dict[str, tuple[str, ...]] = {
 
 #: The only string literals a graph argument may hold (``aten.gelu``'s ``approximate``).
 ALLOWED_STRINGS = frozenset({"none", "tanh"})
+
+# ---- diffusion family (Diffusers pipelines: UNet, SD3 transformer, VAE, CLIP/T5 text encoders) ----
+ALLOWED_OPS.update({
+    "aten.arange.start": ('start', 'end', 'dtype', 'layout', 'device', 'pin_memory'),
+    "aten.argmax.default": ('self', 'dim', 'keepdim'),
+    "aten.chunk.default": ('self', 'chunks', 'dim'),
+    "aten.concat.default": ('tensors', 'dim'),
+    "aten.eq.Scalar": ('self', 'other'),
+    "aten.flatten.using_ints": ('self', 'start_dim', 'end_dim'),
+    "aten.conv2d.default": ('input', 'weight', 'bias', 'stride', 'padding', 'dilation', 'groups'),
+    "aten.exp.default": ('self',),
+    "aten.group_norm.default": ('input', 'num_groups', 'weight', 'bias', 'eps', 'cudnn_enabled'),
+    "aten.le.Tensor": ('self', 'other'),
+    "aten.pad.default": ('self', 'pad', 'mode', 'value'),
+    "aten.to.dtype_layout": ('self', 'dtype', 'layout', 'device', 'pin_memory', 'non_blocking', 'copy',
+                             'memory_format'),
+    "aten.upsample_nearest2d.vec": ('input', 'output_size', 'scale_factors'),
+    "npu.dense_attention.default": ('query', 'key', 'value', 'mask', 'scale'),
+    # SD3: the transformer's unpatchify (one einsum, a permutation) and T5's relative position buckets
+    "aten.abs.default": ('self',),
+    "aten.add_.Tensor": ('self', 'other', 'alpha'),   # in place on the graph's own bucket tensor (as copy_)
+    "aten.einsum.default": ('equation', 'tensors', 'path'),
+    "aten.full_like.default": ('self', 'fill_value', 'dtype', 'layout', 'device', 'pin_memory', 'memory_format'),
+    "aten.ge.Scalar": ('self', 'other'),
+    "aten.gt.Scalar": ('self', 'other'),
+    "aten.log.default": ('self',),
+    "aten.lt.Scalar": ('self', 'other'),
+    "aten.min.other": ('self', 'other'),
+    "aten.sub.Tensor": ('self', 'other', 'alpha'),
+    "aten.where.ScalarOther": ('condition', 'self', 'other'),
+})
+#: ``aten.pad``'s mode (the VAE encoder pads its downsampling convolution with zeros), SD3's einsum equation.
+ALLOWED_STRINGS = ALLOWED_STRINGS | {"constant", "nhwpqc->nchpwq"}   # + the SD3 transformer's unpatchify equation

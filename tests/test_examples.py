@@ -77,9 +77,18 @@ def run_sentence_embeddings(tmp_path: Path, hub) -> None:
     assert (tmp_path / "artifact" / MANIFEST_FILE).is_file() and (tmp_path / "artifact" / "vocab.txt").is_file()
 
 
+def run_text_to_image(tmp_path: Path, hub) -> None:   # diffusion family
+    result = run_script("text_to_image.py", "--output", str(tmp_path / "image.png"), "--steps", "2",
+                        "--artifact", str(tmp_path / "artifact"))
+    assert "(32x32)" in result.stdout and "per denoising step" in result.stdout
+    assert (tmp_path / "image.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert (tmp_path / "artifact" / "unet" / "graphs" / "unet_b2_h32_w32.graph.json").is_file()
+
+
 TINY_RUNS = {"text_generation.py": run_text_generation, "hub_roundtrip.py": run_hub_roundtrip,
              "image_to_text.py": run_image_to_text, "serve_and_query.py": run_serve_and_query,
-             "moe_expert_parallel.py": run_moe_expert_parallel, "sentence_embeddings.py": run_sentence_embeddings}
+             "moe_expert_parallel.py": run_moe_expert_parallel, "sentence_embeddings.py": run_sentence_embeddings,
+             "text_to_image.py": run_text_to_image}
 
 
 def run_script(name: str, *args: str) -> subprocess.CompletedProcess:

@@ -120,7 +120,8 @@ def _family(model: str, hub: dict):
 
 def cmd_export(args: argparse.Namespace) -> None:
     path, family = _family(args.model, {"revision": args.revision} if args.revision else {})
-    npu_config = family.export_config(_npu_config_from_args(args), {"visual_buckets": args.visual_buckets})
+    options = {"visual_buckets": args.visual_buckets, "pipeline_config": getattr(args, "pipeline_config", None)}
+    npu_config = family.export_config(_npu_config_from_args(args), options)
     with _cache_hits() as hits:
         model = family.model_class.from_pretrained(path, export=True, npu_config=npu_config)
     model.save_pretrained(args.output)

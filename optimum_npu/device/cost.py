@@ -25,6 +25,7 @@ import torch
 from optimum_npu.device.calibration import (HOST_FLOPS, efficiency, keeps_attention_scores_on_chip,
                                             prefill_attention_compute)
 from optimum_npu.device.fusion import find_groups, group_traffic
+from optimum_npu.device.image_cost import IMAGE_OPS, image_op_cost
 from optimum_npu.device.ops import (ALL_REDUCE, ATTENTION_OPS, COLLECTIVE_OPS, FREE_OPS, GATHER_OPS, GEMV_MAX_ROWS,
                                     MATMUL_OPS, GraphIndex, argument, is_host_op, nbytes, short_name)
 from optimum_npu.device.kernels import MOE, MOE_EXPERTS, QUANTIZED_LINEAR, SEGMENT_ATTENTION
@@ -74,6 +75,11 @@ def _dequant_seconds(cost: OpCost, spec: NPUSpec, dtype: str) -> float:
         return 0.0
     peak = spec.peak_flops_for(cost.precision or dtype)
     return cost.dequant_flops / (peak * efficiency(spec.name, cost.kind).compute)
+
+
+def _has_tensor(node: Node, name: str) -> bool:
+    value = argument(node, name)
+    return isinstance(value, dict) and "ref" in value
 
 
 def roofline_seconds(cost: OpCost, spec: NPUSpec, dtype: str) -> float:
@@ -187,6 +193,8 @@ class GraphCostModel:
         if node.op == SEGMENT_ATTENTION:  # flash-style: the score tiles stay on chip
             (heads, seq, head_dim), q_dtype = self._arg_shape(node, "query")
             return OpCost(4.0 * heads * seq * seq * head_dim, 4 * nbytes([heads, seq, head_dim], q_dtype), "attention")
+        if node.op in IMAGE_OPS:  # convolutions, dense attention (image models)
+            return OpCost(*image_op_cost(node, self._arg_shape, _has_tensor))
         if node.op in (MOE, MOE_EXPERTS):  # the experts the batch is expected to activate (moe_cost)
             return OpCost(*moe_cost(node, self._arg_shape))
         if node.op in MATMUL_OPS:

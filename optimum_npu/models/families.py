@@ -8,12 +8,13 @@ from __future__ import annotations
 from typing import Any
 
 from optimum_npu.models.decoder.family import DECODER
+from optimum_npu.models.diffusion.family import DIFFUSION
 from optimum_npu.models.encoder.family import ENCODER
 from optimum_npu.models.family import Family
 from optimum_npu.models.registry import REGISTRY
 from optimum_npu.models.vlm.family import VLM
 
-FAMILIES: dict[str, Family] = {family.name: family for family in (DECODER, VLM, ENCODER)}
+FAMILIES: dict[str, Family] = {family.name: family for family in (DECODER, VLM, ENCODER, DIFFUSION)}
 
 
 def family_named(name: object, origin: str = "npu_config.json") -> Family:
