@@ -27,7 +27,7 @@ from optimum_npu.device.calibration import (HOST_FLOPS, efficiency, keeps_attent
 from optimum_npu.device.fusion import find_groups, group_traffic
 from optimum_npu.device.ops import (ALL_REDUCE, ATTENTION_OPS, COLLECTIVE_OPS, FREE_OPS, GATHER_OPS, GEMV_MAX_ROWS,
                                     MATMUL_OPS, GraphIndex, argument, is_host_op, nbytes, short_name)
-from optimum_npu.device.kernels import MOE, MOE_EXPERTS, QUANTIZED_LINEAR, SEGMENT_ATTENTION
+from optimum_npu.device.kernels import CROSS_ATTENTION, MOE, MOE_EXPERTS, QUANTIZED_LINEAR, SEGMENT_ATTENTION
 from optimum_npu.device.moe_cost import all_to_all_seconds, moe_cost, output_bytes
 from optimum_npu.device.quant_cost import dequant_flops, quantized_precision
 from optimum_npu.device.spec import NPUSpec
@@ -187,6 +187,13 @@ class GraphCostModel:
         if node.op == SEGMENT_ATTENTION:  # flash-style: the score tiles stay on chip
             (heads, seq, head_dim), q_dtype = self._arg_shape(node, "query")
             return OpCost(4.0 * heads * seq * seq * head_dim, 4 * nbytes([heads, seq, head_dim], q_dtype), "attention")
+        if node.op == CROSS_ATTENTION:  # the rows' encoder keys/values (written first at prefill) and the queries
+            (batch, seq, heads, head_dim), q_dtype = self._arg_shape(node, "query")
+            (_, _, enc_len, _), cache_dtype = self._arg_shape(node, "k_cache")
+            kv_bytes = 2 * nbytes([batch, heads, enc_len, head_dim], cache_dtype)
+            written = kv_bytes if argument(node, "key") is not None else 0
+            return OpCost(4.0 * batch * heads * seq * enc_len * head_dim,
+                          kv_bytes + written + 2 * nbytes([batch, seq, heads, head_dim], q_dtype), "attention")
         if node.op in (MOE, MOE_EXPERTS):  # the experts the batch is expected to activate (moe_cost)
             return OpCost(*moe_cost(node, self._arg_shape))
         if node.op in MATMUL_OPS:

@@ -5,6 +5,7 @@ compiled graph; the device runs the same implementation.
 """
 
 from optimum_npu.device.kernels import collectives  # noqa: F401  (registers npu.all_reduce / npu.all_gather)
+from optimum_npu.device.kernels.cross_attention import cross_attention_kernel
 from optimum_npu.device.kernels.moe import moe_experts_kernel, moe_kernel
 from optimum_npu.device.kernels.paged_attention import paged_attention_kernel
 from optimum_npu.device.kernels.quantized_linear import quantized_linear_kernel
@@ -20,6 +21,8 @@ KERNELS = {
     "npu.quantized_linear.default": quantized_linear_kernel,
     "npu.moe.default": moe_kernel,
     "npu.moe_experts.default": moe_experts_kernel,
+    # seq2seq family: decoder attention over per-sequence encoder keys/values
+    "npu.cross_attention.default": cross_attention_kernel,
 }
 #: Kernels whose cost depends on the run-time context (costed per call by the cost model).
 ATTENTION_OPS = ("npu.paged_attention.default", "npu.sliding_window_attention.default")
@@ -33,3 +36,5 @@ QUANTIZED_LINEAR = "npu.quantized_linear.default"
 MOE = "npu.moe.default"
 #: The experts of one rank under expert parallelism (``moe_experts``).
 MOE_EXPERTS = "npu.moe_experts.default"
+#: Decoder cross-attention over the per-slot encoder keys/values of encoder-decoder models (``cross_attention``).
+CROSS_ATTENTION = "npu.cross_attention.default"
