@@ -14,17 +14,18 @@ WORDS = ("the a of to in is was it on for with as by at from that this be are or
          "red blue green big small day night water fire city river music fast slow hello world good morning "
          "question answer model data train test cold hot north south east west").split()
 VOCAB = SPECIAL_TOKENS + WORDS + list("abcdefghijklmnopqrstuvwxyz.,?!:")
-#: Model sizes: two layers, hidden 32, enough for every code path.
+#: Model sizes: two layers, hidden 32, enough for every code path; initialised wider than the HF default so that
+#: greedy and beam outputs vary with the input (at the default scale they repeat one token).
 CONFIGS = {
     "T5ForConditionalGeneration": dict(model_type="t5", d_model=32, d_kv=8, d_ff=64, num_layers=2,
                                        num_decoder_layers=2, num_heads=4, relative_attention_num_buckets=8,
                                        relative_attention_max_distance=16, pad_token_id=0, eos_token_id=1,
-                                       decoder_start_token_id=0),
+                                       decoder_start_token_id=0, initializer_factor=4.0),
     "BartForConditionalGeneration": dict(model_type="bart", d_model=32, encoder_layers=2, decoder_layers=2,
                                          encoder_attention_heads=4, decoder_attention_heads=4, encoder_ffn_dim=64,
                                          decoder_ffn_dim=64, max_position_embeddings=128, pad_token_id=0,
                                          eos_token_id=1, bos_token_id=3, decoder_start_token_id=1,
-                                         forced_eos_token_id=1, scale_embedding=True),
+                                         forced_eos_token_id=1, init_std=0.2),
 }
 
 
