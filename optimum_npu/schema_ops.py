@@ -95,6 +95,7 @@ ALLOWED_OPS: dict[str, tuple[str, ...]] = {
     "aten.sub.Tensor": ('self', 'other', 'alpha'),
     "aten.to.dtype_layout": ('self', 'dtype', 'layout', 'device', 'pin_memory', 'non_blocking', 'copy', 'memory_format'),
     "aten.zeros_like.default": ('self', 'dtype', 'layout', 'device', 'pin_memory', 'memory_format'),
+    "aten.conv1d.default": ('input', 'weight', 'bias', 'stride', 'padding', 'dilation', 'groups'),
 }
 
 #: The only string literals a graph argument may hold (``aten.gelu``'s ``approximate``).

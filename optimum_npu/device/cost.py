@@ -37,6 +37,7 @@ from optimum_npu.device.timeline import (CATEGORIES, DEQUANTIZE, DEVICE_HDMA, DE
 from optimum_npu.schema import ALL_TO_ALL, MOE_DISPATCH, Graph, Node, dtype_from_name
 
 SLIDING_WINDOW_ATTENTION = "npu.sliding_window_attention.default"
+CONV1D = "aten.conv1d.default"
 #: The matmul operand whose last dimension is the reduction (schema argument names).
 _MATMUL_LEFT = {"aten.linear.default": "input", "aten.addmm.default": "mat1", "aten.mm.default": "self",
                 "aten.matmul.default": "self", "aten.bmm.default": "self", QUANTIZED_LINEAR: "input"}
@@ -194,6 +195,10 @@ class GraphCostModel:
             written = kv_bytes if argument(node, "key") is not None else 0
             return OpCost(4.0 * batch * heads * seq * enc_len * head_dim,
                           kv_bytes + written + 2 * nbytes([batch, seq, heads, head_dim], q_dtype), "attention")
+        if node.op == CONV1D:  # Whisper's audio stem: a GEMM of out x (in_channels / groups x kernel) per output
+            (_, per_group, kernel), _ = self._arg_shape(node, "weight")
+            return OpCost(2.0 * math.prod(out_shape) * per_group * kernel,
+                          sum(nbytes(s, d) for s, d in args) + out_bytes, "gemm")
         if node.op in (MOE, MOE_EXPERTS):  # the experts the batch is expected to activate (moe_cost)
             return OpCost(*moe_cost(node, self._arg_shape))
         if node.op in MATMUL_OPS:

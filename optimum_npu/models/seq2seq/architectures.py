@@ -64,9 +64,10 @@ class Seq2SeqModelConfig:
         else:
             heads, layers, hidden = config.decoder_attention_heads, config.decoder_layers, config.d_model
             head_dim = hidden // heads
-            source, target = config.max_position_embeddings, config.max_position_embeddings
             if architecture in AUDIO:
                 source, target = config.max_source_positions, config.max_target_positions
+            else:
+                source = target = config.max_position_embeddings
         audio = architecture in AUDIO
         pad = config.pad_token_id if isinstance(config.pad_token_id, int) and config.pad_token_id >= 0 else 0
         return cls(architecture, int(layers), int(heads), int(head_dim), int(hidden), int(config.vocab_size),

@@ -11,6 +11,7 @@ from optimum_npu.models.seq2seq.cache_key import seq2seq_cache_key
 from optimum_npu.models.seq2seq.export import compile_seq2seq
 from optimum_npu.models.seq2seq.modeling import NPUModelForSeq2SeqLM
 from optimum_npu.models.seq2seq.npu_config import NPUSeq2SeqConfig
+from optimum_npu.models.seq2seq.speech import NPUModelForSpeechSeq2Seq  # noqa: F401  (registers the Whisper class)
 
 #: Flat command-line knobs with the same meaning for a seq2seq decoder.
 _SHARED = ("dtype", "npu", "tensor_parallel_size", "max_seq_len", "batch_size", "decoder_batch_sizes",

@@ -109,8 +109,8 @@ class NPUModelForSeq2SeqLM(NPUPreTrainedModel, GenerationMixin):
 
     @classmethod
     def model_class_for(cls, architecture: str) -> type:
-        """The NPU class of an architecture (the speech class for Whisper)."""
-        return NPUModelForSeq2SeqLM
+        """The NPU class of an architecture (``NPUModelForSpeechSeq2Seq`` for Whisper, registered by ``speech.py``)."""
+        return ARCHITECTURE_CLASSES.get(architecture, NPUModelForSeq2SeqLM)
 
     # ---- what the model is -------------------------------------------------------------------
     @property
@@ -158,6 +158,10 @@ class NPUModelForSeq2SeqLM(NPUPreTrainedModel, GenerationMixin):
     def _encode(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None) -> torch.Tensor:
         return self._runtime.encoder.run(input_ids, attention_mask)["last_hidden_state"]
 
+    def _cross_mask(self, attention_mask: torch.Tensor | None) -> torch.Tensor | None:
+        """The encoder-position mask of the cross-attention (text: the input's attention mask)."""
+        return attention_mask
+
     def generate(self, inputs: torch.Tensor | None = None, generation_config: GenerationConfig | None = None,
                  **kwargs):
         """Transformers' ``generate()``, after checking the request fits the compiled envelope."""
@@ -201,9 +205,10 @@ class NPUModelForSeq2SeqLM(NPUPreTrainedModel, GenerationMixin):
             raise ValueError("forward() needs decoder_input_ids (generate() passes them)")
         if npu_phase == "prefill":
             if encoder_outputs is None:
-                encoder_outputs = self._encoder(input_ids, attention_mask)
+                encoder_outputs = self._encoder(input_ids if input_ids is not None else kwargs.get(
+                    self.main_input_name), attention_mask)
             hidden = encoder_outputs[0]
-            rows = self._runtime.encoder_rows(hidden, attention_mask)
+            rows = self._runtime.encoder_rows(hidden, self._cross_mask(attention_mask))
             prompts = [row.tolist() for row in decoder_input_ids]
             logits = self._runtime.batch.start(prompts, request_inputs=rows)
         elif npu_phase == "decode":
@@ -217,6 +222,10 @@ class NPUModelForSeq2SeqLM(NPUPreTrainedModel, GenerationMixin):
         """Beam search: each row continues the beam ``beam_idx[row]`` (its KV blocks copied on the device)."""
         self._runtime.reorder([int(i) for i in beam_idx])
         return past_key_values
+
+
+#: Architectures whose NPU class is a subclass (filled by the modules that define them: ``speech.py``).
+ARCHITECTURE_CLASSES: dict[str, type] = {}
 
 
 class _DeviceCache:

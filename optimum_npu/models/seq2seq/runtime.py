@@ -21,7 +21,8 @@ from optimum_npu.device.device import DeviceRegistry
 from optimum_npu.device.engine import DeviceEngine, state_specs
 from optimum_npu.device.profiler import Profiler
 from optimum_npu.device.sizing import plan_graph_memory
-from optimum_npu.models.encoder.runtime import EncoderRuntime, EncoderStats
+from optimum_npu.device.buckets import smallest_bucket
+from optimum_npu.models.encoder.runtime import EncoderCall, EncoderInputError, EncoderRuntime, EncoderStats
 from optimum_npu.models.encoder.tasks import FEATURE_EXTRACTION
 from optimum_npu.models.seq2seq.export import cross_len, encoder_inputs
 from optimum_npu.models.seq2seq.npu_config import ENCODER_KIND
@@ -122,6 +123,27 @@ class Seq2SeqRuntime:
         mask = torch.where(keep, 0.0, torch.finfo(torch.float32).min)
         return [{"encoder_hidden": padded[row].to(self.engine_dtype), "encoder_mask": mask[row]}
                 for row in range(rows)]
+
+    def encode_audio(self, features: torch.Tensor) -> torch.Tensor:
+        """Whisper: log-mel windows [B, mels, frames] -> encoder output [B, frames / 2, E], on the smallest encoder
+        batch bucket (rows beyond the largest run in several calls; padded rows are discarded)."""
+        frames, mels = self.config.encoder_seq_lens[0], self.model.num_mel_bins
+        if not isinstance(features, torch.Tensor) or features.dim() != 3 or tuple(features.shape[1:]) != (mels, frames):
+            raise EncoderInputError(f"input_features must be [batch, {mels}, {frames}] (the feature extractor's "
+                                    f"padded window), got {list(getattr(features, 'shape', []))}; use the model's "
+                                    "feature extractor (WhisperFeatureExtractor) with return_tensors='pt'")
+        largest = max(bucket.batch for bucket in self.encoder.buckets)
+        outputs = []
+        for start in range(0, features.shape[0], largest):
+            part = features[start:start + largest]
+            bucket = smallest_bucket(self.encoder.buckets, part.shape[0], frames)
+            padded = part.new_zeros(bucket.batch, mels, frames, dtype=self.engine_dtype)
+            padded[:part.shape[0]] = part
+            out, record = self.engine.run(bucket.name, {"input_features": padded}, "encoder")
+            self.encoder.stats.calls.append(EncoderCall(bucket, part.shape[0], part.shape[0] * frames,
+                                                        record.total_seconds))
+            outputs.append(out[:part.shape[0]])
+        return torch.cat(outputs)
 
     @property
     def engine_dtype(self) -> torch.dtype:
