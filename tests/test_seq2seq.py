@@ -32,7 +32,7 @@ def _generate(model, tokenizer, texts, **kwargs):
 
 @pytest.mark.parametrize("architecture", ARCHITECTURES)
 @pytest.mark.parametrize("num_beams", [1, 2])
-@pytest.mark.parametrize("rows", [1, 3])
+@pytest.mark.parametrize("rows", [pytest.param(1, marks=pytest.mark.slow), 3])   # 1 row: also in the bucket test
 def test_generate_matches_eager(seq2seq_models, architecture, num_beams, rows):
     npu, eager, artifact = seq2seq_models[architecture]
     tokenizer = AutoTokenizer.from_pretrained(artifact)
@@ -132,6 +132,19 @@ def test_auto_class_loads_the_family(seq2seq_models):
         assert torch.equal(_generate(auto, tokenizer, TEXTS[:1]).sequences, _generate(eager, tokenizer, TEXTS[:1]).sequences)
     finally:
         auto.release()
+
+
+@pytest.mark.parametrize("architecture", ARCHITECTURES)
+def test_sampling_matches_eager_with_the_same_seed(seq2seq_models, architecture):
+    npu, eager, artifact = seq2seq_models[architecture]
+    tokenizer = AutoTokenizer.from_pretrained(artifact)
+    batch = tokenizer(TEXTS, return_tensors="pt", padding=True)
+    runs = []
+    for model in (eager, npu):
+        torch.manual_seed(7)
+        runs.append(model.generate(**batch, do_sample=True, top_k=20, temperature=1.3, max_new_tokens=10,
+                                   min_new_tokens=10, num_return_sequences=2))
+    assert torch.equal(runs[0], runs[1]) and runs[1].shape[0] == 6
 
 
 def test_requests_beyond_the_envelope_are_refused_before_compute(seq2seq_models):

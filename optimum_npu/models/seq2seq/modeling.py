@@ -10,6 +10,7 @@ from typing import Any
 import torch
 from transformers import AutoConfig, AutoModelForSeq2SeqLM, GenerationConfig, GenerationMixin, PreTrainedModel
 from transformers.modeling_outputs import BaseModelOutput, Seq2SeqLMOutput
+from transformers.utils import ModelOutput
 from transformers.models.auto.modeling_auto import MODEL_FOR_SEQ_TO_SEQ_CAUSAL_LM_MAPPING_NAMES
 
 from optimum_npu.compile.artifact import verify_artifact
@@ -168,10 +169,13 @@ class NPUModelForSeq2SeqLM(NPUPreTrainedModel, GenerationMixin):
         self._check_request(inputs, generation_config, kwargs)
         self._runtime.start_call()
         try:
-            return super().generate(inputs, generation_config=generation_config, **kwargs)
+            output = super().generate(inputs, generation_config=generation_config, **kwargs)
         finally:
             self._runtime.stats.decoder = self._runtime.runner.stats
             self._runtime.batch.finish()
+        if isinstance(output, ModelOutput) and "past_key_values" in output:   # the caches stay on the device
+            output = type(output)(**{key: value for key, value in output.items() if key != "past_key_values"})
+        return output
 
     def _check_request(self, inputs, generation_config, kwargs: dict) -> None:
         source = inputs if inputs is not None else kwargs.get(self.main_input_name)

@@ -68,6 +68,16 @@ class NPUModelForSpeechSeq2Seq(WhisperGenerationMixin, NPUModelForSeq2SeqLM):
                  f'feature_extractor="{repo_id}")\nprint(asr("speech.wav"))\n```')
         return CardSection("automatic-speech-recognition", usage, RUNTIME_OPTIONS)
 
+    def generate(self, input_features: torch.Tensor | None = None, *args, return_token_timestamps: bool | None = None,
+                 **kwargs):
+        """Whisper's ``generate()`` on the compiled graphs; ``return_token_timestamps`` is refused (the decode graphs
+        do not return the alignment heads' cross-attention yet)."""
+        if return_token_timestamps:
+            raise ValueError("return_token_timestamps=True is not supported by the compiled Whisper yet (its decode "
+                             "graphs do not return cross-attention weights); use return_timestamps=True for segment "
+                             "timestamps")
+        return super().generate(input_features, *args, **kwargs)
+
     def _check_request(self, inputs, generation_config, kwargs: dict[str, Any]) -> None:
         if inputs is None and "encoder_outputs" in kwargs:
             inputs = kwargs["encoder_outputs"][0]

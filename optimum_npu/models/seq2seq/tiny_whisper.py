@@ -28,7 +28,7 @@ def _byte_vocab() -> dict[str, int]:
 def build_whisper_tokenizer(directory: str | Path | None = None) -> WhisperTokenizer:
     """Byte-level BPE (no merges) + Whisper's special tokens and timestamps; saved in ``directory`` when given."""
     vocab = _byte_vocab()
-    tokenizer = WhisperTokenizer(vocab=vocab, merges=[], additional_special_tokens=SPECIALS[1:])
+    tokenizer = WhisperTokenizer(vocab=vocab, merges=[], additional_special_tokens=SPECIALS[1:], pad_token=SPECIALS[0])
     tokenizer.add_tokens(TIMESTAMPS)
     if directory is not None:
         tokenizer.save_pretrained(directory)
