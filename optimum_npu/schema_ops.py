@@ -78,10 +78,24 @@ ALLOWED_OPS: dict[str, tuple[str, ...]] = {
     "npu.moe.default": ('hidden', 'router_logits', 'gate_up', 'down', 'top_k', 'normalize', 'weights_in_input_dtype'),
     "npu.moe_dispatch.default": ('hidden', 'router_logits', 'top_k', 'normalize', 'weights_in_input_dtype', 'group_size'),
     "npu.moe_experts.default": ('tokens', 'expert_weights', 'gate_up', 'down', 'top_k', 'num_experts'),
-    "npu.paged_attention.default": ('query', 'key', 'value', 'k_cache', 'v_cache', 'block_table', 'positions', 'scale', 'partition_len', 'softcap', 'k_scale', 'v_scale'),
+    "npu.paged_attention.default": ('query', 'key', 'value', 'k_cache', 'v_cache', 'block_table', 'positions', 'scale', 'partition_len', 'softcap', 'k_scale', 'v_scale', 'position_bias'),
     "npu.quantized_linear.default": ('input', 'weight', 'scale', 'bias'),
     "npu.segment_attention.default": ('query', 'key', 'value', 'segments', 'scale'),
     "npu.sliding_window_attention.default": ('query', 'key', 'value', 'k_ring', 'v_ring', 'slots', 'positions', 'window', 'scale', 'softcap', 'k_scale', 'v_scale'),
+    # ---- seq2seq family (T5, BART, Whisper): cross-attention and the ops of their encoders/decoders ----
+    "npu.cross_attention.default": ('query', 'k_cache', 'v_cache', 'mask_cache', 'slots', 'scale', 'key', 'value', 'mask'),
+    "aten.abs.default": ('self',),
+    "aten.add_.Tensor": ('self', 'other', 'alpha'),
+    "aten.arange.start": ('start', 'end', 'dtype', 'layout', 'device', 'pin_memory'),
+    "aten.full_like.default": ('self', 'fill_value', 'dtype', 'layout', 'device', 'pin_memory', 'memory_format'),
+    "aten.gt.Scalar": ('self', 'other'),
+    "aten.log.default": ('self',),
+    "aten.lt.Scalar": ('self', 'other'),
+    "aten.min.other": ('self', 'other'),
+    "aten.sub.Tensor": ('self', 'other', 'alpha'),
+    "aten.to.dtype_layout": ('self', 'dtype', 'layout', 'device', 'pin_memory', 'non_blocking', 'copy', 'memory_format'),
+    "aten.zeros_like.default": ('self', 'dtype', 'layout', 'device', 'pin_memory', 'memory_format'),
+    "aten.conv1d.default": ('input', 'weight', 'bias', 'stride', 'padding', 'dilation', 'groups'),
 }
 
 #: The only string literals a graph argument may hold (``aten.gelu``'s ``approximate``).

@@ -213,6 +213,23 @@ class DeviceEngine:
         return outputs, CallRecord(name, phase, call.seconds, call.attention_seconds, host, in_bytes + out_bytes,
                                    dict(call.categories))
 
+    def copy_state_rows(self, names: list[str], source: torch.Tensor, target: torch.Tensor) -> float:
+        """``state[name][target] = state[name][source]`` (first axis: cache blocks or slots) for each named state
+        tensor on every local rank, all sources read before any row is written (a permutation is safe): the
+        device-local copy beam search needs when beams swap parents. Costed as DRAM read + write; returns the
+        simulated seconds (the clocks advance by them)."""
+        moved = 0
+        for rank in self.ranks:
+            for name in names:
+                tensor = rank.state[name]
+                rows = tensor[source.long()].clone()
+                tensor[target.long()] = rows
+                if rank is self.ranks[0]:   # the ranks copy their own shards at the same time
+                    moved += 2 * rows.nbytes
+        seconds = moved / self.spec.dram_bandwidth
+        self.advance(seconds)
+        return seconds
+
     def advance(self, seconds: float) -> None:
         """Advances every local device's clock; collectives keep the ranks in step."""
         for device in self.devices:

@@ -29,7 +29,9 @@ from optimum_npu.schema import Graph, dtype_from_name
 
 #: KV-cache arguments of each attention kernel, and the pool their tensors belong to.
 _KV_ARGUMENTS = {"npu.paged_attention.default": (("k_cache", "v_cache", "k_scale", "v_scale"), "paged"),
-                 "npu.sliding_window_attention.default": (("k_ring", "v_ring", "k_scale", "v_scale"), "sliding")}
+                 "npu.sliding_window_attention.default": (("k_ring", "v_ring", "k_scale", "v_scale"), "sliding"),
+                 # seq2seq: the encoder keys/values each sequence keeps for cross-attention, a pool of its own
+                 "npu.cross_attention.default": (("k_cache", "v_cache", "mask_cache"), "cross")}
 
 
 @dataclass(frozen=True)

@@ -13,8 +13,9 @@ from optimum_npu.models.encoder.family import ENCODER
 from optimum_npu.models.family import Family
 from optimum_npu.models.registry import REGISTRY
 from optimum_npu.models.vlm.family import VLM
+from optimum_npu.models.seq2seq.family import SEQ2SEQ  # seq2seq family (T5, BART, Whisper)
 
-FAMILIES: dict[str, Family] = {family.name: family for family in (DECODER, VLM, ENCODER, DIFFUSION)}
+FAMILIES: dict[str, Family] = {family.name: family for family in (DECODER, VLM, ENCODER, DIFFUSION, SEQ2SEQ)}
 
 
 def family_named(name: object, origin: str = "npu_config.json") -> Family:

@@ -125,3 +125,9 @@ _ENCODER_ARCHITECTURES = tuple(
     for stem in ("Bert", "Roberta", "XLMRoberta", "DistilBert")
     for suffix in ("Model", "ForSequenceClassification", "ForMaskedLM", "ForQuestionAnswering", "ForTokenClassification"))
 REGISTRY.update({arch.name: arch for arch in _ENCODER_ARCHITECTURES})
+
+# ---- the seq2seq family (models/seq2seq/): encoder-decoder LMs and speech recognition ------------------
+FAMILY_CLASSES["seq2seq"] = "NPUModelForSeq2SeqLM"
+FAMILY_TITLES["seq2seq"] = "encoder-decoder"
+REGISTRY.update({name: Architecture(name, "seq2seq") for name in (
+    "T5ForConditionalGeneration", "BartForConditionalGeneration", "WhisperForConditionalGeneration")})

@@ -133,6 +133,8 @@ class StepRunner:
             axis = TOKEN_AXIS.get(name, 0)
             values = _covering(name, values, len(seq), seq.rope_delta, axis)
             inputs[name] = _chunk_of(values, start, count, chunk, token_axis=axis)
+        for name, value in (seq.request_inputs or {}).items():
+            inputs[name] = value.unsqueeze(0)
         logits = self._run(bucket, inputs, active=1, tokens=count)
         self.blocks.written(seq, count)
         if all_positions:

@@ -55,6 +55,9 @@ class Sequence:
         extras: per-token prefill inputs over the prompt for multimodal models (``rope_positions`` [3, n],
             ``visual_embeds`` [n, E], ``visual_mask`` [n], ``deepstack_embeds`` [L, n, E]).
         rope_delta: M-RoPE models: rotary position minus cache position of the generated tokens.
+        request_inputs: per-request prefill inputs given whole (a batch axis of 1 added) to every prefill chunk
+            (encoder-decoder models: the encoder output and its mask, from which the chunk writes the sequence's
+            cross-attention keys/values).
 
     ``num_computed`` counts the tokens whose keys/values are in the KV cache; ``slot`` is the row the
     sequence holds in per-sequence device state (sliding-window rings), both set by the block manager.
@@ -65,6 +68,7 @@ class Sequence:
     sampling: SamplingParams = field(default_factory=SamplingParams)
     extras: dict[str, torch.Tensor] | None = None
     rope_delta: int | None = None
+    request_inputs: dict[str, torch.Tensor] | None = None
     status: SequenceStatus = SequenceStatus.WAITING
     num_computed: int = 0
     slot: int | None = None

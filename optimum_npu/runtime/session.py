@@ -33,7 +33,8 @@ class BatchSession:
 
     def start(self, prompts: list[list[int]], extras: list[dict | None] | None = None,
               rope_deltas: list[int] | None = None, visual: Any = None,
-              all_positions: bool = False) -> torch.Tensor | list[torch.Tensor]:
+              all_positions: bool = False, request_inputs: list[dict] | None = None
+              ) -> torch.Tensor | list[torch.Tensor]:
         """Ends any previous batch, starts new stats and prefills each prompt chunk by chunk.
 
         Args:
@@ -42,6 +43,7 @@ class BatchSession:
             rope_deltas: per-row M-RoPE deltas (rotary minus cache position of generated tokens).
             visual: the visual encoder's stats of this call, reported with the runtime's.
             all_positions: return every prompt position's logits (the ``prefill_all`` graph).
+            request_inputs: per-row inputs given whole to each prefill chunk (see ``Sequence.request_inputs``).
         Returns:
             The next-token logits of every row [B, V] (``all_positions``: per row, [prompt tokens, V]).
         """
@@ -52,8 +54,9 @@ class BatchSession:
         stats.visual = visual
         extras = extras or [None] * len(prompts)
         deltas = rope_deltas or [None] * len(prompts)
-        self.sequences = [Sequence(row, prompt, extras=extra, rope_delta=delta)
-                          for row, (prompt, extra, delta) in enumerate(zip(prompts, extras, deltas))]
+        given = request_inputs or [None] * len(prompts)
+        self.sequences = [Sequence(row, prompt, extras=extra, rope_delta=delta, request_inputs=inputs)
+                          for row, (prompt, extra, delta, inputs) in enumerate(zip(prompts, extras, deltas, given))]
         rows = []
         for seq in self.sequences:
             cached = self.runner.admit(seq)

@@ -6,6 +6,7 @@ compiled graph; the device runs the same implementation.
 
 from optimum_npu.device.kernels import collectives  # noqa: F401  (registers npu.all_reduce / npu.all_gather)
 from optimum_npu.device.kernels.dense_attention import dense_attention_kernel
+from optimum_npu.device.kernels.cross_attention import cross_attention_kernel
 from optimum_npu.device.kernels.moe import moe_experts_kernel, moe_kernel
 from optimum_npu.device.kernels.paged_attention import paged_attention_kernel
 from optimum_npu.device.kernels.quantized_linear import quantized_linear_kernel
@@ -22,6 +23,8 @@ KERNELS = {
     "npu.moe.default": moe_kernel,
     "npu.moe_experts.default": moe_experts_kernel,
     "npu.dense_attention.default": dense_attention_kernel,   # diffusion
+    # seq2seq family: decoder attention over per-sequence encoder keys/values
+    "npu.cross_attention.default": cross_attention_kernel,
 }
 #: Kernels whose cost depends on the run-time context (costed per call by the cost model).
 ATTENTION_OPS = ("npu.paged_attention.default", "npu.sliding_window_attention.default")
@@ -37,3 +40,5 @@ MOE = "npu.moe.default"
 MOE_EXPERTS = "npu.moe_experts.default"
 #: Non-causal attention over a static bucket (diffusion models, text encoders): costed from its shapes.
 DENSE_ATTENTION = "npu.dense_attention.default"
+#: Decoder cross-attention over the per-slot encoder keys/values of encoder-decoder models (``cross_attention``).
+CROSS_ATTENTION = "npu.cross_attention.default"

@@ -28,21 +28,23 @@ def _grouped_mask(key_pos: torch.Tensor, query_pos: torch.Tensor, window: int, k
 _MASKS = CallMemo()
 
 
-def _scores(q: torch.Tensor, keys: torch.Tensor, scale: float, softcap: float) -> torch.Tensor:
-    """q [B, KVH, G*S, D], keys [B, KVH, T, D] -> [B, KVH, G*S, T] in float32."""
+def _scores(q: torch.Tensor, keys: torch.Tensor, scale: float, softcap: float,
+            bias: torch.Tensor | None = None) -> torch.Tensor:
+    """q [B, KVH, G*S, D], keys [B, KVH, T, D], bias [B, KVH, G*S, T] additive -> [B, KVH, G*S, T] in float32."""
     scores = torch.matmul(q.float(), keys.float().transpose(-1, -2)) * scale
     if softcap:
         scores = torch.tanh(scores / softcap) * softcap
-    return scores
+    return scores if bias is None else scores + bias.float()
 
 
 def attend(query: torch.Tensor, keys: torch.Tensor, values: torch.Tensor, key_pos: torch.Tensor,
            query_pos: torch.Tensor, scale: float, window: int = 0, softcap: float = 0.0,
-           partition_len: int = 0) -> torch.Tensor:
+           partition_len: int = 0, bias: torch.Tensor | None = None) -> torch.Tensor:
     """query [B, S, H, D]; keys/values [B, KVH, T, D]; key_pos [B, T]; query_pos [B, S] -> [B, S, H, D].
 
     With ``partition_len`` > 0 the keys are processed ``partition_len`` at a time with an
     online softmax (flash attention), and partitions past every query's position are skipped.
+    ``bias`` [B, H, S, >= T]: an additive score bias per head (T5's relative positions), its first T keys used.
     """
     batch, seq, heads, head_dim = query.shape
     kv_heads = keys.shape[1]
@@ -50,17 +52,19 @@ def attend(query: torch.Tensor, keys: torch.Tensor, values: torch.Tensor, key_po
     q = query.permute(0, 2, 1, 3).reshape(batch, kv_heads, group * seq, head_dim)   # [B, KVH, G*S, D]
     blocked = _MASKS.get((key_pos, query_pos), (window, kv_heads, group),
                          lambda: ~_grouped_mask(key_pos, query_pos, window, kv_heads, group))  # [B, KVH, G*S, T]
+    if bias is not None:
+        bias = bias[..., :keys.shape[2]].reshape(batch, kv_heads, group * seq, keys.shape[2])  # [B, KVH, G*S, T]
     if partition_len:
-        out = _attend_partitioned(q, keys, values, blocked, scale, softcap, partition_len, key_pos, query_pos)
+        out = _attend_partitioned(q, keys, values, blocked, scale, softcap, partition_len, key_pos, query_pos, bias)
     else:
-        scores = _scores(q, keys, scale, softcap).masked_fill(blocked, float("-inf"))
+        scores = _scores(q, keys, scale, softcap, bias).masked_fill(blocked, float("-inf"))
         probs = torch.softmax(scores, dim=-1).nan_to_num_(0.0)                        # fully masked rows -> 0
         out = torch.matmul(probs, values.float())                                     # [B, KVH, G*S, D]
     out = out.view(batch, heads, seq, head_dim).permute(0, 2, 1, 3)                  # [B, S, H, D]
     return out.to(query.dtype).contiguous()
 
 
-def _attend_partitioned(q, keys, values, blocked, scale, softcap, partition_len, key_pos, query_pos):
+def _attend_partitioned(q, keys, values, blocked, scale, softcap, partition_len, key_pos, query_pos, bias=None):
     """Online-softmax attention over key partitions; returns [B, KVH, G*S, D] in float32."""
     rows = q.shape[:3]
     running_max = torch.full(rows, float("-inf"))                                     # [B, KVH, G*S]
@@ -71,7 +75,7 @@ def _attend_partitioned(q, keys, values, blocked, scale, softcap, partition_len,
         if int(key_pos[:, start].min()) > last_needed:                                # nothing causal left
             break
         stop = start + partition_len
-        scores = _scores(q, keys[:, :, start:stop], scale, softcap)
+        scores = _scores(q, keys[:, :, start:stop], scale, softcap, None if bias is None else bias[..., start:stop])
         scores = scores.masked_fill(blocked[..., start:stop], float("-inf"))        # [B, KVH, G*S, P]
         new_max = torch.maximum(running_max, scores.amax(dim=-1))
         safe_max = torch.where(torch.isinf(new_max), torch.zeros_like(new_max), new_max)

@@ -34,9 +34,11 @@ def paged_attention_kernel(
     softcap: float = 0.0,
     k_scale: torch.Tensor | None = None,
     v_scale: torch.Tensor | None = None,
+    position_bias: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """query [B, S, H, D]; key/value [B, S, KVH, D]; caches [NB, KVH, BS, D]; scales (fp8 cache) [NB, KVH, BS];
-    block_table [B, MB] int32; positions [B, S] int64 (-1 = padding). Returns [B, S, H, D]."""
+    block_table [B, MB] int32; positions [B, S] int64 (-1 = padding); position_bias [B, H, S, MB * BS] additive
+    (seq2seq decoders with relative positions, T5). Returns [B, S, H, D]."""
     rows, cols, blocks, offsets, table, key_pos = _MEMO.get(
         (positions, block_table), (k_cache.shape[2],), lambda: _call_indices(positions, block_table, k_cache.shape[2]))
     if rows.numel() == 0:
@@ -46,7 +48,8 @@ def paged_attention_kernel(
     context = key_pos.shape[1]
     keys = _gathered(k_cache, k_scale, table, context)                      # [B, KVH, T, D]
     values = _gathered(v_cache, v_scale, table, context)                    # [B, KVH, T, D]
-    return attend(query, keys, values, key_pos, positions, scale, softcap=softcap, partition_len=partition_len)
+    return attend(query, keys, values, key_pos, positions, scale, softcap=softcap, partition_len=partition_len,
+                  bias=position_bias)
 
 
 #: The index arithmetic of the last call (the same for every layer of a graph call).
@@ -101,5 +104,5 @@ paged_attention = custom_op("npu::paged_attention", paged_attention_kernel,
 
 @paged_attention.register_fake
 def _paged_attention_fake(query, key, value, k_cache, v_cache, block_table, positions, scale, partition_len=0,
-                          softcap=0.0, k_scale=None, v_scale=None):
+                          softcap=0.0, k_scale=None, v_scale=None, position_bias=None):
     return torch.empty_like(query)

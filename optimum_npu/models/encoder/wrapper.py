@@ -32,10 +32,13 @@ WRAPPER_PREFIX = "model."
 
 def encoder_attention(module: nn.Module, query: torch.Tensor, key: torch.Tensor, value: torch.Tensor,
                       attention_mask: torch.Tensor | None, scaling: float | None = None, dropout: float = 0.0,
-                      **kwargs) -> tuple[torch.Tensor, None]:
-    """query/key/value [B, H, S, D], attention_mask [B, 1, 1, S] additive -> ([B, S, H, D], None)."""
+                      position_bias: torch.Tensor | None = None, **kwargs) -> tuple[torch.Tensor, None]:
+    """query/key/value [B, H, S, D], attention_mask [B, 1, 1, S] additive, position_bias [1, H, S, S] (T5's
+    relative positions, the seq2seq family's encoders) -> ([B, S, H, D], None)."""
     scale = scaling if scaling is not None else query.shape[-1] ** -0.5
     scores = torch.matmul(query, key.transpose(2, 3)).float() * scale             # [B, H, S, S], float32
+    if position_bias is not None:
+        scores = scores + position_bias.float()
     if attention_mask is not None:
         scores = scores + attention_mask
     probs = torch.softmax(scores, dim=-1).to(query.dtype)

@@ -1,0 +1,170 @@
+"""Run a compiled encoder-decoder model: encoder buckets, then the decoder on the runtime's paged KV.
+
+One ``DeviceEngine`` holds every graph, so the caches the prefill graph writes (each row's cross-attention
+keys/values, by slot) are the ones the decode graphs read. The encoder runs on the encoder family's
+``EncoderRuntime`` (bucket per call, padding masked), the decoder on ``runtime/`` (``BlockManager``,
+``StepRunner``, ``BatchSession``); beam search copies the self-attention blocks of a row's new parent beam
+on the device (``reorder``).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+
+from optimum_npu.compile.artifact import ArtifactError
+from optimum_npu.compile.weights import load_weights, stored_weight_bytes
+from optimum_npu.device.buckets import buckets_of_kind
+from optimum_npu.device.device import DeviceRegistry
+from optimum_npu.device.engine import DeviceEngine, state_specs
+from optimum_npu.device.profiler import Profiler
+from optimum_npu.device.sizing import plan_graph_memory
+from optimum_npu.device.buckets import smallest_bucket
+from optimum_npu.models.encoder.runtime import EncoderCall, EncoderInputError, EncoderRuntime, EncoderStats
+from optimum_npu.models.encoder.tasks import FEATURE_EXTRACTION
+from optimum_npu.models.seq2seq.export import cross_len, encoder_inputs
+from optimum_npu.models.seq2seq.npu_config import ENCODER_KIND
+from optimum_npu.models.seq2seq.stored import StoredSeq2Seq
+from optimum_npu.runtime.block_manager import BlockManager
+from optimum_npu.runtime.runner import StepRunner
+from optimum_npu.runtime.session import BatchSession
+from optimum_npu.runtime.stats import NPUStats
+from optimum_npu.schema import WEIGHTS_FILE
+
+
+@dataclass
+class Seq2SeqStats:
+    """Simulated figures of the last ``generate()``: the encoder calls, the decoder (``prefill`` = each row's
+    cross-attention keys/values written + its first token; ``decode`` = one step of every row), beam copies."""
+
+    encoder: EncoderStats
+    decoder: NPUStats
+    beam_copy_s: float = 0.0
+    memory: dict[str, int] = field(default_factory=dict)
+    kv_pools: dict[str, int] = field(default_factory=dict)
+
+    @property
+    def encoder_s(self) -> float:
+        return self.encoder.seconds
+
+    @property
+    def cross_kv_s(self) -> float:
+        """The prefill calls: each writes its row's cross-attention keys/values (and decodes the prompt)."""
+        return self.decoder.prefill_s
+
+    @property
+    def decode_s_per_token(self) -> float:
+        return self.decoder.decode_s_per_token
+
+    @property
+    def total_s(self) -> float:
+        return self.encoder_s + self.decoder.prefill_s + self.decoder.decode_s + self.beam_copy_s
+
+    def __str__(self) -> str:
+        return (f"encoder {self.encoder_s * 1e3:.3f} ms ({len(self.encoder.calls)} calls, padding waste "
+                f"{self.encoder.padding_waste:.1%}), cross-KV + prompt {self.cross_kv_s * 1e3:.3f} ms, decode "
+                f"{self.decode_s_per_token * 1e3:.3f} ms/step x {self.decoder.decode_steps}, beam copies "
+                f"{self.beam_copy_s * 1e3:.3f} ms; memory {self.memory}")
+
+
+class Seq2SeqRuntime:
+    """A loaded seq2seq artifact on its device: ``encoder``, ``batch`` (the rows of one generate()), ``reorder``."""
+
+    def __init__(self, root: Path, facts: StoredSeq2Seq, registry: DeviceRegistry | None = None):
+        config, model = facts.config, facts.model
+        self.config, self.model, self.facts = config, model, facts
+        self.profiler = Profiler() if config.profile else None
+        self.engine = DeviceEngine(facts.graphs, facts.spec, [config.device], config.dtype,
+                                   weights=lambda rank: load_weights(Path(root) / WEIGHTS_FILE),
+                                   weight_bytes=lambda rank: stored_weight_bytes(Path(root) / WEIGHTS_FILE),
+                                   owner=facts.architecture, registry=registry, profiler=self.profiler,
+                                   error=ArtifactError)
+        self.cross_len = cross_len(model, config)
+        self.encoder = EncoderRuntime(self.engine, buckets_of_kind(facts.graphs, ENCODER_KIND), FEATURE_EXTRACTION,
+                                      ("last_hidden_state",), tuple(encoder_inputs(model)),
+                                      getattr(torch, config.dtype), model.pad_token_id, model.vocab_size)
+        self.blocks = BlockManager(config.kvcache_num_blocks, config.kvcache_block_size, False,
+                                   max_sequences=config.batch_size)
+        self.runner = StepRunner(self.engine, self.blocks, config.max_seq_len, config.blocks_per_sequence,
+                                 self._new_decoder_stats)
+        self.batch = BatchSession(self.runner)
+        self.kv_pools = dict(plan_graph_memory(facts.graphs.values()).kv_pools)
+        self.stats = self._new_stats()
+
+    def _new_decoder_stats(self) -> NPUStats:
+        device = self.engine.devices[0]
+        return NPUStats(device=device.name, spec=self.facts.spec.name, memory=dict(self.engine.memory),
+                        memory_capacity=device.memory.capacity, kv_blocks_total=self.blocks.num_blocks,
+                        kv_pools=dict(getattr(self, "kv_pools", {})))
+
+    def _new_stats(self) -> Seq2SeqStats:
+        return Seq2SeqStats(EncoderStats(memory=dict(self.engine.memory)), self.runner.stats,
+                            memory=dict(self.engine.memory), kv_pools=dict(self.kv_pools))
+
+    def start_call(self) -> Seq2SeqStats:
+        """New stats for one generate() (the decoder's are renewed by ``BatchSession.start``)."""
+        self.encoder.stats = EncoderStats(memory=dict(self.engine.memory))
+        self.stats = self._new_stats()
+        self.stats.encoder = self.encoder.stats
+        return self.stats
+
+    def encoder_rows(self, hidden: torch.Tensor, attention_mask: torch.Tensor | None) -> list[dict]:
+        """Per row: the encoder output padded to the cross-attention length [L, E] and its additive mask [L]."""
+        rows, width = hidden.shape[:2]
+        if width > self.cross_len:
+            raise ValueError(f"the encoder output has {width} positions but the cross-attention slots hold "
+                             f"{self.cross_len}; recompile with encoder_seq_lens up to {width}")
+        padded = hidden.new_zeros(rows, self.cross_len, hidden.shape[2])
+        padded[:, :width] = hidden
+        keep = torch.zeros(rows, self.cross_len, dtype=torch.bool)
+        keep[:, :width] = True if attention_mask is None else attention_mask[:, :width].bool()
+        mask = torch.where(keep, 0.0, torch.finfo(torch.float32).min)
+        return [{"encoder_hidden": padded[row].to(self.engine_dtype), "encoder_mask": mask[row]}
+                for row in range(rows)]
+
+    def encode_audio(self, features: torch.Tensor) -> torch.Tensor:
+        """Whisper: log-mel windows [B, mels, frames] -> encoder output [B, frames / 2, E], on the smallest encoder
+        batch bucket (rows beyond the largest run in several calls; padded rows are discarded)."""
+        frames, mels = self.config.encoder_seq_lens[0], self.model.num_mel_bins
+        if not isinstance(features, torch.Tensor) or features.dim() != 3 or tuple(features.shape[1:]) != (mels, frames):
+            raise EncoderInputError(f"input_features must be [batch, {mels}, {frames}] (the feature extractor's "
+                                    f"padded window), got {list(getattr(features, 'shape', []))}; use the model's "
+                                    "feature extractor (WhisperFeatureExtractor) with return_tensors='pt'")
+        largest = max(bucket.batch for bucket in self.encoder.buckets)
+        outputs = []
+        for start in range(0, features.shape[0], largest):
+            part = features[start:start + largest]
+            bucket = smallest_bucket(self.encoder.buckets, part.shape[0], frames)
+            padded = part.new_zeros(bucket.batch, mels, frames, dtype=self.engine_dtype)
+            padded[:part.shape[0]] = part
+            out, record = self.engine.run(bucket.name, {"input_features": padded}, "encoder")
+            self.encoder.stats.calls.append(EncoderCall(bucket, part.shape[0], part.shape[0] * frames,
+                                                        record.total_seconds))
+            outputs.append(out[:part.shape[0]])
+        return torch.cat(outputs)
+
+    @property
+    def engine_dtype(self) -> torch.dtype:
+        return getattr(torch, self.config.dtype)
+
+    def reorder(self, parents: list[int]) -> None:
+        """Beam search: row ``i`` continues the sequence of row ``parents[i]``: the self-attention blocks holding
+        its tokens are copied from the parent's on the device (the cross-attention slots of one input's beams
+        are the same). All sources are read before any row is written."""
+        seqs = self.batch.sequences
+        if parents == list(range(len(seqs))):
+            return
+        used = -(-seqs[0].num_computed // self.config.kvcache_block_size)
+        width = self.config.blocks_per_sequence
+        source, target = [], []
+        for row, parent in enumerate(parents):
+            if parent != row:
+                source += self.blocks.table_row(seqs[parent], width)[:used]
+                target += self.blocks.table_row(seqs[row], width)[:used]
+        names = [n for n in state_specs(self.engine.graphs) if n.startswith(("key_cache_", "value_cache_"))]
+        self.stats.beam_copy_s += self.engine.copy_state_rows(names, torch.tensor(source), torch.tensor(target))
+
+    def release(self) -> None:
+        self.engine.release()
