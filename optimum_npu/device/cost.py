@@ -24,6 +24,7 @@ import torch
 
 from optimum_npu.device.calibration import (HOST_FLOPS, efficiency, keeps_attention_scores_on_chip,
                                             prefill_attention_compute)
+from optimum_npu.device.conv_cost import CONV_OPS, conv_flops
 from optimum_npu.device.fusion import find_groups, group_traffic
 from optimum_npu.device.ops import (ALL_REDUCE, ATTENTION_OPS, COLLECTIVE_OPS, FREE_OPS, GATHER_OPS, GEMV_MAX_ROWS,
                                     MATMUL_OPS, GraphIndex, argument, is_host_op, nbytes, short_name)
@@ -202,6 +203,9 @@ class GraphCostModel:
             return OpCost(flops, moved, kind)
         if node.op in GATHER_OPS:
             return OpCost(0.0, 2.0 * out_bytes, "elementwise")
+        if node.op in CONV_OPS:   # implicit GEMM (conv_cost)
+            flops = conv_flops(out_shape, self._arg_shape(node, "weight")[0])
+            return OpCost(flops, sum(nbytes(s, d) for s, d in args) + out_bytes, "gemm")
         return OpCost(float(math.prod(out_shape)), sum(nbytes(s, d) for s, d in args) + out_bytes, "elementwise")
 
     def call_extent(self, positions: torch.Tensor | None) -> tuple[int, tuple[int, ...]]:

@@ -12,8 +12,9 @@ from optimum_npu.models.encoder.family import ENCODER
 from optimum_npu.models.family import Family
 from optimum_npu.models.registry import REGISTRY
 from optimum_npu.models.vlm.family import VLM
+from optimum_npu.models.clip.family import CLIP  # CLIP (two encoder towers)
 
-FAMILIES: dict[str, Family] = {family.name: family for family in (DECODER, VLM, ENCODER)}
+FAMILIES: dict[str, Family] = {family.name: family for family in (DECODER, VLM, ENCODER, CLIP)}
 
 
 def family_named(name: object, origin: str = "npu_config.json") -> Family:

@@ -125,3 +125,13 @@ _ENCODER_ARCHITECTURES = tuple(
     for stem in ("Bert", "Roberta", "XLMRoberta", "DistilBert")
     for suffix in ("Model", "ForSequenceClassification", "ForMaskedLM", "ForQuestionAnswering", "ForTokenClassification"))
 REGISTRY.update({arch.name: arch for arch in _ENCODER_ARCHITECTURES})
+
+# ---- vision encoders (models/encoder/: ViT, ResNet image classification) --------------------------------
+REGISTRY.update({name: Architecture(name, "encoder") for name in ("ViTForImageClassification",
+                                                                   "ResNetForImageClassification",
+                                                                   "CLIPTextModelWithProjection",
+                                                                   "CLIPVisionModelWithProjection")})
+# ---- CLIP (models/clip/: text and vision towers of the encoder family in one artifact) -------------------
+REGISTRY["CLIPModel"] = Architecture("CLIPModel", "clip")
+FAMILY_CLASSES["clip"] = "NPUCLIPModel"
+FAMILY_TITLES["clip"] = "CLIP (contrastive image-text)"

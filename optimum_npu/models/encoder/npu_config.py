@@ -1,4 +1,8 @@
-"""The encoder family's compile knobs: a grid of (batch size x sequence length) buckets."""
+"""The encoder family's compile knobs: a grid of (batch size x input length) buckets.
+
+The length axis is the modality's: ``seq_lens`` (tokens) for text encoders, ``image_sizes`` (pixels per
+side of a square image) for vision encoders; exactly one of them is set once resolved against the model.
+"""
 
 from __future__ import annotations
 
@@ -11,8 +15,12 @@ from optimum_npu.device.spec import PRESETS
 from optimum_npu.models.decoder.npu_config import SUPPORTED_DTYPES, NPUConfigError
 from optimum_npu.models.decoder.stored_config import short_repr
 
-#: Bucket kind of every encoder graph (``Graph.attributes["kind"]``).
+#: Bucket kind of every text encoder graph (``Graph.attributes["kind"]``).
 ENCODER_KIND = "encoder"
+#: The length axis of each modality: knob -> (bucket kind, graph name pattern, example value). A bucket's
+#: ``tokens`` is its length: tokens per row (text), pixels per image side (image).
+AXES = {"seq_lens": (ENCODER_KIND, "encoder_b{batch}_s{length}", "[64, 128, 512]"),
+        "image_sizes": ("image", "image_b{batch}_px{length}", "[224, 384]")}
 #: Most entries of ``seq_lens`` or ``batch_sizes`` (each pair is one compiled graph).
 MAX_GRID_SIDE = 16
 #: Runtime options: chosen at load time, not stored as compile knobs.
@@ -33,11 +41,14 @@ def _sizes(name: str, value: Any, example: str) -> tuple[int, ...]:
 
 @dataclass(frozen=True)
 class NPUEncoderConfig:
-    """Compile configuration of an encoder (BERT, RoBERTa, XLM-R, DistilBERT).
+    """Compile configuration of an encoder (BERT, RoBERTa, XLM-R, DistilBERT; ViT, ResNet).
 
     Args:
-        seq_lens: the sequence-length buckets; a call runs on the smallest one >= its token width.
-            Default: [64, 128, 512] capped at the model's position limit.
+        seq_lens: text encoders: the sequence-length buckets; a call runs on the smallest one >= its token
+            width. Default: [64, 128, 512] capped at the model's position limit.
+        image_sizes: vision encoders: the image sizes compiled (pixels per side of a square image, as the
+            image processor resizes them); an image runs on the bucket of its size. Default: the model's
+            ``image_size`` (224 when its config has none).
         batch_sizes: the batch buckets; a batch runs on the smallest >= its rows, a larger batch is
             split into calls of the largest. One graph is compiled per (batch size, sequence length).
         dtype: compute and weight dtype (float32, float16, bfloat16).
@@ -48,6 +59,7 @@ class NPUEncoderConfig:
     """
 
     seq_lens: tuple[int, ...] | None = None
+    image_sizes: tuple[int, ...] | None = None
     batch_sizes: tuple[int, ...] = (1, 8, 32)
     dtype: str = "float32"
     npu: str = "atom"
@@ -56,8 +68,13 @@ class NPUEncoderConfig:
     profile: bool = field(default=False, metadata={"runtime": True})
 
     def __post_init__(self):
-        if self.seq_lens is not None:
-            object.__setattr__(self, "seq_lens", _sizes("seq_lens", self.seq_lens, "[64, 128, 512]"))
+        for axis, (_, _, example) in AXES.items():
+            if getattr(self, axis) is not None:
+                object.__setattr__(self, axis, _sizes(axis, getattr(self, axis), example))
+        if self.seq_lens is not None and self.image_sizes is not None:
+            raise NPUConfigError(f"seq_lens={list(self.seq_lens)} and image_sizes={list(self.image_sizes)} are both "
+                                 "set: seq_lens is for text encoders, image_sizes for vision encoders; give the one "
+                                 "of your model")
         object.__setattr__(self, "batch_sizes", _sizes("batch_sizes", self.batch_sizes, "[1, 8, 32]"))
         if isinstance(self.npu, os.PathLike):
             object.__setattr__(self, "npu", os.fspath(self.npu))
@@ -92,8 +109,24 @@ class NPUEncoderConfig:
                                  f"{sorted(known)}")
         return cls(**value)
 
+    @property
+    def axis(self) -> str | None:
+        """The length knob that is set (``seq_lens`` or ``image_sizes``), None before ``resolve``."""
+        return next((axis for axis in AXES if getattr(self, axis) is not None), None)
+
+    def resolve_images(self, default_size: int) -> "NPUEncoderConfig":
+        """Fills the default ``image_sizes`` (``default_size``) of a vision encoder; refuses ``seq_lens``."""
+        if self.seq_lens is not None:
+            raise NPUConfigError(f"seq_lens={list(self.seq_lens)} applies to text encoders; this is a vision "
+                                 f"encoder: give image_sizes (e.g. image_sizes=[{default_size}])")
+        return NPUEncoderConfig(**{**self.to_dict(), **self.runtime(),
+                                   "image_sizes": self.image_sizes or (default_size,)})
+
     def resolve(self, max_positions: int | None) -> "NPUEncoderConfig":
         """Fills the default ``seq_lens`` and checks every bucket against the model's position limit."""
+        if self.image_sizes is not None:
+            raise NPUConfigError(f"image_sizes={list(self.image_sizes)} applies to vision encoders; this is a text "
+                                 "encoder: give seq_lens (e.g. seq_lens=[64, 128, 512])")
         limit = max_positions or 512
         seq_lens = self.seq_lens or tuple(sorted({min(s, limit) for s in (64, 128, 512)}))
         too_long = [s for s in seq_lens if s > limit]
@@ -103,18 +136,25 @@ class NPUEncoderConfig:
         return NPUEncoderConfig(**{**self.to_dict(), **self.runtime(), "seq_lens": seq_lens})
 
     def buckets(self) -> list[Bucket]:
-        """One bucket per (batch size, sequence length), named ``encoder_b<batch>_s<tokens>``."""
-        if self.seq_lens is None:
-            raise NPUConfigError("seq_lens is not resolved against the model yet (NPUEncoderConfig.resolve)")
-        return [Bucket(f"encoder_b{b}_s{s}", ENCODER_KIND, b, s) for b in self.batch_sizes for s in self.seq_lens]
+        """One bucket per (batch size, length), named ``encoder_b<batch>_s<tokens>`` (text) or
+        ``image_b<batch>_px<size>`` (images)."""
+        axis = self.axis
+        if axis is None:
+            raise NPUConfigError("seq_lens / image_sizes are not resolved against the model yet "
+                                 "(NPUEncoderConfig.resolve)")
+        kind, pattern, _ = AXES[axis]
+        return [Bucket(pattern.format(batch=b, length=s), kind, b, s) for b in self.batch_sizes
+                for s in getattr(self, axis)]
 
     def graph_names(self) -> list[str]:
         return [bucket.name for bucket in self.buckets()]
 
     def to_dict(self) -> dict[str, Any]:
         """The compile knobs (runtime options left out), JSON-ready."""
-        return {"seq_lens": list(self.seq_lens) if self.seq_lens else None, "batch_sizes": list(self.batch_sizes),
-                "dtype": self.dtype, "npu": self.npu, "tensor_parallel_size": self.tensor_parallel_size}
+        images = {"image_sizes": list(self.image_sizes)} if self.image_sizes else {}   # text artifacts: unchanged
+        return {"seq_lens": list(self.seq_lens) if self.seq_lens else None, **images,
+                "batch_sizes": list(self.batch_sizes), "dtype": self.dtype, "npu": self.npu,
+                "tensor_parallel_size": self.tensor_parallel_size}
 
     def runtime(self) -> dict[str, Any]:
         return {name: getattr(self, name) for name in RUNTIME_OPTIONS}
