@@ -40,13 +40,15 @@ _EXPORTS = {
     "NPUAutoModelForTokenClassification": "optimum_npu.models.encoder.auto",
     "LLM": "optimum_npu.serving",
     "SamplingParams": "optimum_npu.serving",
-    # vision encoders (models/encoder: ViT, ResNet)
+    # vision and speech encoders, CLIP (models/encoder, models/clip)
     "NPUModelForImageClassification": "optimum_npu.models.encoder",
     "NPUAutoModelForImageClassification": "optimum_npu.models.encoder.auto",
     "NPUCLIPModel": "optimum_npu.models.clip",
     "NPUCLIPConfig": "optimum_npu.models.clip",
     "NPUCLIPTextModel": "optimum_npu.models.encoder.modeling",
     "NPUCLIPVisionModel": "optimum_npu.models.encoder.modeling",
+    "NPUModelForCTC": "optimum_npu.models.encoder.modeling",
+    "NPUAutoModelForCTC": "optimum_npu.models.encoder.auto",
 }
 
 __all__ = [*_EXPORTS, "__version__"]

@@ -2,7 +2,7 @@
 
 Every operator overload the compiler emits for the supported families (collected from the
 graphs of every model the test suite compiles: Llama, Mistral, Qwen2/3, Gemma, Gemma 2/3,
-Phi, Phi-3, GPT-2, OPT, Qwen2/2.5/3-VL, Mixtral, Qwen2/3-MoE, BERT, RoBERTa, XLM-R, DistilBERT, ViT, ResNet, CLIP, tensor
+Phi, Phi-3, GPT-2, OPT, Qwen2/2.5/3-VL, Mixtral, Qwen2/3-MoE, BERT, RoBERTa, XLM-R, DistilBERT, ViT, ResNet, CLIP, Wav2Vec2, tensor
 parallelism, quantization), each with the names of its schema arguments, which are the only keyword
 names a node of that operator may use. Graphs
 are checked against it by exact string match (``schema.check_op_name``); the device resolves
@@ -82,11 +82,13 @@ ALLOWED_OPS: dict[str, tuple[str, ...]] = {
     "npu.quantized_linear.default": ('input', 'weight', 'scale', 'bias'),
     "npu.segment_attention.default": ('query', 'key', 'value', 'segments', 'scale'),
     "npu.sliding_window_attention.default": ('query', 'key', 'value', 'k_ring', 'v_ring', 'slots', 'positions', 'window', 'scale', 'softcap', 'k_scale', 'v_scale'),
-    # ---- vision encoders (models/encoder: ViT, ResNet, CLIP towers): convolutions, inference batch norm, pooling,
-    # CLIP's end-of-text pooling (argmax, eq) ----
+    # ---- vision and speech encoders (models/encoder: ViT, ResNet, CLIP towers, Wav2Vec2): convolutions, inference
+    # batch norm, pooling, CLIP's end-of-text pooling (argmax, eq), Wav2Vec2's weight-normed positional conv ----
+    "aten._weight_norm.default": ('v', 'g', 'dim'),
     "aten.adaptive_avg_pool2d.default": ('self', 'output_size'),
     "aten.argmax.default": ('self', 'dim', 'keepdim'),
     "aten.batch_norm.default": ('input', 'weight', 'bias', 'running_mean', 'running_var', 'training', 'momentum', 'eps', 'cudnn_enabled'),
+    "aten.conv1d.default": ('input', 'weight', 'bias', 'stride', 'padding', 'dilation', 'groups'),
     "aten.conv2d.default": ('input', 'weight', 'bias', 'stride', 'padding', 'dilation', 'groups'),
     "aten.eq.Scalar": ('self', 'other'),
     "aten.flatten.using_ints": ('self', 'start_dim', 'end_dim'),

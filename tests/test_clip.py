@@ -20,6 +20,7 @@ from optimum_npu.models.clip.tiny import save_clip
 from optimum_npu.models.decoder.npu_config import NPUConfigError
 from optimum_npu.models.encoder.tiny import VOCAB
 from tampering import resign
+from vision_fixtures import compile_save_reload
 
 KNOBS = {"text": {"seq_lens": [8, 16], "batch_sizes": [1, 4]}, "vision": {"batch_sizes": [1, 2]}}
 LABELS = ["a cat", "a dog on the road", "a big red car", "the sun in the sky at night"]
@@ -30,10 +31,7 @@ def clip(tmp_path_factory):
     """(reloaded NPU CLIP, eager CLIP, artifact dir, checkpoint dir), compiled once for this module."""
     root = tmp_path_factory.mktemp("clip")
     checkpoint = save_clip(root / "hf")
-    compiled = NPUCLIPModel.from_pretrained(checkpoint, export=True, npu_config=KNOBS, compile_cache=False)
-    compiled.save_pretrained(root / "npu")
-    compiled.release()
-    model = NPUCLIPModel.from_pretrained(root / "npu")
+    model = compile_save_reload(NPUCLIPModel, checkpoint, KNOBS, root / "npu")
     yield model, CLIPModel.from_pretrained(checkpoint).eval(), root / "npu", checkpoint
     model.release()
 

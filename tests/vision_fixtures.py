@@ -14,6 +14,15 @@ VISION_GRID = {"image_sizes": [32, 48], "batch_sizes": [1, 4]}
 VISION_CASES = ["ViTForImageClassification", "ResNetForImageClassification"]
 
 
+def compile_save_reload(model_class: type, checkpoint, knobs: dict, target):
+    """``model_class`` compiled from ``checkpoint`` (no compile cache), saved to ``target``, released, and the saved
+    artifact loaded back (what every test of these classes runs on)."""
+    compiled = model_class.from_pretrained(checkpoint, export=True, npu_config=knobs, compile_cache=False)
+    compiled.save_pretrained(target)
+    compiled.release()
+    return model_class.from_pretrained(target)
+
+
 @pytest.fixture(scope="session")
 def vision_models(tmp_path_factory):
     """architecture -> (reloaded NPU model, eager HF model, artifact dir with the image processor)."""
@@ -21,12 +30,9 @@ def vision_models(tmp_path_factory):
     for architecture in VISION_CASES:
         root = tmp_path_factory.mktemp(architecture)
         checkpoint = save_vision(architecture, root / "hf")
-        npu = NPUModelForImageClassification.from_pretrained(checkpoint, export=True, npu_config=VISION_GRID,
-                                                             compile_cache=False)
-        npu.save_pretrained(root / "npu")
-        npu.release()
-        eager = getattr(transformers, architecture).from_pretrained(checkpoint).eval()
-        models[architecture] = (NPUModelForImageClassification.from_pretrained(root / "npu"), eager, root / "npu")
+        npu = compile_save_reload(NPUModelForImageClassification, checkpoint, VISION_GRID, root / "npu")
+        models[architecture] = (npu, getattr(transformers, architecture).from_pretrained(checkpoint).eval(),
+                                root / "npu")
     yield models
     for npu, _, _ in models.values():
         npu.release()

@@ -130,7 +130,8 @@ REGISTRY.update({arch.name: arch for arch in _ENCODER_ARCHITECTURES})
 REGISTRY.update({name: Architecture(name, "encoder") for name in ("ViTForImageClassification",
                                                                    "ResNetForImageClassification",
                                                                    "CLIPTextModelWithProjection",
-                                                                   "CLIPVisionModelWithProjection")})
+                                                                   "CLIPVisionModelWithProjection",
+                                                                   "Wav2Vec2ForCTC")})
 # ---- CLIP (models/clip/: text and vision towers of the encoder family in one artifact) -------------------
 REGISTRY["CLIPModel"] = Architecture("CLIPModel", "clip")
 FAMILY_CLASSES["clip"] = "NPUCLIPModel"

@@ -26,7 +26,7 @@ from optimum_npu.models.clip.cache_key import clip_cache_key
 from optimum_npu.models.clip.export import SUBMODULE_DIRS, compile_clip, towers
 from optimum_npu.models.clip.npu_config import RUNTIME_OPTIONS, NPUCLIPConfig
 from optimum_npu.models.clip.stored import read_stored
-from optimum_npu.models.encoder.feeds import FEEDS
+from optimum_npu.models.encoder.modalities import FEEDS
 from optimum_npu.models.encoder.modeling import NPUCLIPTextModel, NPUCLIPVisionModel
 from optimum_npu.models.encoder.runtime import EncoderStats
 from optimum_npu.models.registry import lookup_architecture

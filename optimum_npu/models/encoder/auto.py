@@ -46,3 +46,7 @@ class NPUAutoModelForTokenClassification(_NPUAutoEncoder):
 
 class NPUAutoModelForImageClassification(_NPUAutoEncoder):
     task_class = modeling.NPUModelForImageClassification
+
+
+class NPUAutoModelForCTC(_NPUAutoEncoder):
+    task_class = modeling.NPUModelForCTC

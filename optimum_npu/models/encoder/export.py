@@ -22,12 +22,13 @@ from optimum_npu.compile.capture import capture, capture_form
 from optimum_npu.compile.pipeline import run_pipeline
 from optimum_npu.compile.weights import save_weights
 from optimum_npu.device.spec import resolve_spec
-from optimum_npu.models.encoder.feeds import FEEDS
+from optimum_npu.models.encoder.modalities import FEEDS
 from optimum_npu.models.encoder.files import ENCODER_FILES
 from optimum_npu.models.encoder.npu_config import NPUEncoderConfig
 from optimum_npu.models.encoder.tasks import EncoderTask
-from optimum_npu.models.encoder.wrapper import WRAPPER_PREFIX, StaticEncoder, capture_attention, present_outputs
-from optimum_npu.schema import ARTIFACT_FORMAT_VERSION, GRAPH_DIR, NPU_CONFIG_FILE, WEIGHTS_FILE, Graph
+from optimum_npu.models.encoder.tp_plan import encoder_tp_plan
+from optimum_npu.models.encoder.wrapper import WRAPPER_PREFIX, capture_attention
+from optimum_npu.schema import ARTIFACT_FORMAT_VERSION, GRAPH_DIR, NPU_CONFIG_FILE, Graph, weights_file
 from optimum_npu.version import __version__
 
 
@@ -42,14 +43,12 @@ def capture_encoder_graphs(hf_model: PreTrainedModel, task: EncoderTask, config:
                            ) -> tuple[dict[str, Graph], dict[str, torch.Tensor], tuple[str, ...]]:
     """One graph per bucket of ``config``; returns (graphs, weights by checkpoint name, output names)."""
     dtype = getattr(torch, config.dtype)
-    feed_class = FEEDS[task.modality]
-    feed = feed_class.for_model(task, None, dtype, hf_model)
+    feed = FEEDS[task.modality].for_model(task, None, dtype, hf_model)
     names = list(feed.names)
     with capture_form(hf_model, dtype) as model, capture_attention(model):
-        wrapper = StaticEncoder(model, task.outputs, feed.names, feed_class.arguments,
-                                feed_class.fixed_arguments(model))
+        wrapper = feed.wrap(model, task.outputs)
         smallest = min(config.buckets(), key=lambda b: (b.tokens, b.batch))
-        outputs = present_outputs(wrapper, feed.example(dataclasses.replace(smallest, batch=1)), task.outputs)
+        outputs = wrapper.present(feed.example(dataclasses.replace(smallest, batch=1)), task.outputs)
         wrapper.outputs = outputs
         graphs, weights = {}, {}
         for bucket in config.buckets():
@@ -71,11 +70,13 @@ def compile_encoder(hf_model: PreTrainedModel, architecture: str, task: EncoderT
         return graphs, weights
 
     def fill(root: Path) -> None:
-        compiled = run_pipeline(build, None)   # one device: encoders are not split
+        plan = encoder_tp_plan(hf_model.config.model_type, config.tensor_parallel_size)
+        compiled = run_pipeline(build, plan)
         (root / GRAPH_DIR).mkdir(parents=True)
         for name, graph in compiled.graphs.items():
             graph_path(root, name).write_text(graph.to_json())
-        save_weights(root / WEIGHTS_FILE, compiled.rank_weights[0])
+        for rank, shard in enumerate(compiled.rank_weights):
+            save_weights(root / weights_file(rank, config.tensor_parallel_size), shard)
         artifact_config(hf_model).save_pretrained(root)
         GenerationConfig.from_model_config(hf_model.config).save_pretrained(root)
         for name in ENCODER_FILES if tokenizer_dir else ():

@@ -18,27 +18,48 @@ import torch
 from optimum_npu.device.buckets import Bucket, smallest_bucket
 from optimum_npu.models.encoder.npu_config import NPUEncoderConfig
 from optimum_npu.models.encoder.tasks import EncoderTask
-from optimum_npu.models.encoder.wrapper import attention_bias, causal_attention_bias, takes_argument
+from optimum_npu.models.encoder.tp_plan import encoder_tp_plan
+from optimum_npu.models.encoder.wrapper import StaticEncoder, attention_bias, causal_attention_bias, takes_argument
 
 
 class EncoderInputError(ValueError):
     """Inputs the compiled encoder cannot take (refused before any compute)."""
 
 
-def _pad(tensor: torch.Tensor, shape: tuple[int, ...], fill: float) -> torch.Tensor:
+def pad_to(tensor: torch.Tensor, shape: tuple[int, ...], fill: float) -> torch.Tensor:
     """``tensor`` padded with ``fill`` at the end of each dimension up to ``shape``."""
     out = torch.full(shape, fill, dtype=tensor.dtype)
     out[tuple(slice(0, size) for size in tensor.shape)] = tensor
     return out
 
 
-def _refuse_foreign(given: dict[str, torch.Tensor | None], accepted: tuple[str, ...], what: str) -> None:
+class _HFForward:
+    """Feeds whose graph runs the HF model's own forward (``wrapper.StaticEncoder``)."""
+
+    names: tuple[str, ...]
+    arguments: dict[str, str] = {}
+
+    def wrap(self, hf_model, outputs: tuple[str, ...]) -> StaticEncoder:
+        """The module captured per bucket."""
+        return StaticEncoder(hf_model, outputs, self.names, self.arguments, self.fixed_arguments(hf_model))
+
+    @staticmethod
+    def fixed_arguments(hf_model) -> dict:
+        return {}
+
+    @staticmethod
+    def cut(output: torch.Tensor, rows: int, length: int, per_token: bool) -> torch.Tensor:
+        """A graph output without the padded rows (and padded tokens when it has one row per token)."""
+        return output[:rows, :length] if per_token else output[:rows]
+
+
+def refuse_foreign(given: dict[str, torch.Tensor | None], accepted: tuple[str, ...], what: str) -> None:
     foreign = sorted(name for name, value in given.items() if value is not None and name not in accepted)
     if foreign:
         raise EncoderInputError(f"{foreign} given to {what}, which takes {list(accepted)}; leave them out")
 
 
-class TextFeed:
+class TextFeed(_HFForward):
     """Token ids of a text encoder. ``names``: the graph inputs (``input_ids``, ``attention_bias``,
     ``token_type_ids``?); ``pad_token_id`` fills padded tokens; ids must be below ``vocab_size``."""
 
@@ -54,6 +75,7 @@ class TextFeed:
     def resolve(config: NPUEncoderConfig, hf_config) -> NPUEncoderConfig:
         """``seq_lens`` bounded by the position limit (RoBERTa-style models number positions from
         ``pad_token_id + 1``)."""
+        encoder_tp_plan(hf_config.model_type, config.tensor_parallel_size)   # refuses a model without a plan
         positions = getattr(hf_config, "max_position_embeddings", None)
         if positions and hf_config.model_type in ("roberta", "xlm-roberta"):
             positions -= (hf_config.pad_token_id or 0) + 1
@@ -75,10 +97,6 @@ class TextFeed:
         pad = getattr(config, "pad_token_id", None)
         return cls(names, dtype, pad if isinstance(pad, int) and pad >= 0 else 0, int(config.vocab_size), task.causal)
 
-    @staticmethod
-    def fixed_arguments(hf_model) -> dict:
-        return {}
-
     def example(self, bucket: Bucket) -> tuple[torch.Tensor, ...]:
         """Zero-filled inputs of one bucket graph, in ``names`` order."""
         shapes = {"input_ids": ((bucket.batch, bucket.tokens), torch.long),
@@ -90,7 +108,7 @@ class TextFeed:
     def prepare(self, given: dict[str, torch.Tensor | None], lengths: list[int],
                 truncation: bool) -> tuple[dict[str, torch.Tensor], int]:
         """The call's tensors [n, width] (cut to the largest bucket with ``truncation``) and its width."""
-        _refuse_foreign(given, self.accepted, "a text encoder")
+        refuse_foreign(given, self.accepted, "a text encoder")
         input_ids = given.get("input_ids")
         if not isinstance(input_ids, torch.Tensor) or input_ids.dim() != 2 or input_ids.dtype not in (
                 torch.long, torch.int32) or input_ids.shape[0] < 1 or input_ids.shape[1] < 1:
@@ -121,10 +139,10 @@ class TextFeed:
 
     def graph_inputs(self, part: dict[str, torch.Tensor], bucket: Bucket) -> dict[str, torch.Tensor]:
         shape = (bucket.batch, bucket.tokens)
-        mask = _pad(part["attention_mask"], shape, 0)
-        inputs = {"input_ids": _pad(part["input_ids"], shape, self.pad_token_id),
+        mask = pad_to(part["attention_mask"], shape, 0)
+        inputs = {"input_ids": pad_to(part["input_ids"], shape, self.pad_token_id),
                   "attention_bias": (causal_attention_bias if self.causal else attention_bias)(mask, self.dtype),
-                  "token_type_ids": _pad(part["token_type_ids"], shape, 0)}
+                  "token_type_ids": pad_to(part["token_type_ids"], shape, 0)}
         return {name: inputs[name] for name in self.names}
 
     @staticmethod
@@ -146,12 +164,11 @@ def _given(value: torch.Tensor | None, input_ids: torch.Tensor, name: str, defau
     return value
 
 
-class ImageFeed:
+class ImageFeed(_HFForward):
     """Pixels of a vision encoder: ``pixel_values`` [batch, channels, size, size] in the compute dtype."""
 
     accepted = ("pixel_values",)
     input_lists = (("pixel_values",),)
-    arguments: dict[str, str] = {}
     preprocessor = ("AutoImageProcessor", "image_processor")
     #: Most image channels a config may state (it is read from an artifact: untrusted).
     MAX_CHANNELS = 16
@@ -173,7 +190,9 @@ class ImageFeed:
     def resolve(config: NPUEncoderConfig, hf_config) -> NPUEncoderConfig:
         """``image_sizes`` defaults to the model's own ``image_size`` (224 when its config has none)."""
         size = getattr(hf_config, "image_size", None)
-        return config.resolve_images(size if isinstance(size, int) and not isinstance(size, bool) else 224)
+        own = size if isinstance(size, int) and not isinstance(size, bool) else 224
+        config.single_device("vision encoders")
+        return config.resolve_axis("image_sizes", (own,))
 
     @staticmethod
     def fixed_arguments(hf_model) -> dict:
@@ -186,7 +205,7 @@ class ImageFeed:
     def prepare(self, given: dict[str, torch.Tensor | None], lengths: list[int],
                 truncation: bool) -> tuple[dict[str, torch.Tensor], int]:
         """The images [n, C, S, S] and their size ``S`` (one of the compiled ``image_sizes``)."""
-        _refuse_foreign(given, self.accepted, "a vision encoder")
+        refuse_foreign(given, self.accepted, "a vision encoder")
         pixels = given.get("pixel_values")
         if not isinstance(pixels, torch.Tensor) or pixels.dim() != 4 or not pixels.is_floating_point() \
                 or pixels.shape[0] < 1 or pixels.shape[1] != self.channels:
@@ -211,13 +230,10 @@ class ImageFeed:
 
     def graph_inputs(self, part: dict[str, torch.Tensor], bucket: Bucket) -> dict[str, torch.Tensor]:
         pixels = part["pixel_values"]
-        return {"pixel_values": _pad(pixels, (bucket.batch, *pixels.shape[1:]), 0.0)}
+        return {"pixel_values": pad_to(pixels, (bucket.batch, *pixels.shape[1:]), 0.0)}
 
     @staticmethod
     def real_units(part: dict[str, torch.Tensor], size: int) -> int:
         """Real rows x size (the padding waste counts padded images)."""
         return int(part["pixel_values"].shape[0]) * size
 
-
-#: The feed of each modality (``EncoderTask.modality``).
-FEEDS = {"text": TextFeed, "image": ImageFeed}

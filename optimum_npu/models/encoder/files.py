@@ -3,5 +3,6 @@
 from optimum_npu.models.decoder.export import TOKENIZER_FILES
 
 #: Tokenizer files shipped with the artifact when the checkpoint has them (WordPiece and SentencePiece too), and the
-#: image processor's configuration of a vision encoder.
-ENCODER_FILES = TOKENIZER_FILES + ("vocab.txt", "sentencepiece.bpe.model", "preprocessor_config.json")
+#: image processor or (speech) processor configuration.
+ENCODER_FILES = TOKENIZER_FILES + ("vocab.txt", "sentencepiece.bpe.model", "preprocessor_config.json",
+                                   "processor_config.json")

@@ -26,15 +26,15 @@ from optimum_npu.hub.cached_compile import compile_with_cache
 from optimum_npu.models.base import NPUPreTrainedModel
 from optimum_npu.models.encoder.cache_key import encoder_cache_key
 from optimum_npu.models.encoder.export import compile_encoder
-from optimum_npu.models.encoder.feeds import FEEDS
+from optimum_npu.models.encoder.modalities import FEEDS
 from optimum_npu.models.encoder.npu_config import RUNTIME_OPTIONS, NPUEncoderConfig
 from optimum_npu.models.encoder.runtime import EncoderRuntime, EncoderStats
 from optimum_npu.models.encoder.stored import read_stored
-from optimum_npu.models.encoder.tasks import (FEATURE_EXTRACTION, IMAGE_CLASSIFICATION, IMAGE_EMBEDDING, MASKED_LM,
-                                              QUESTION_ANSWERING, SEQUENCE_CLASSIFICATION, TEXT_EMBEDDING,
+from optimum_npu.models.encoder.tasks import (CTC, FEATURE_EXTRACTION, IMAGE_CLASSIFICATION, IMAGE_EMBEDDING,
+                                              MASKED_LM, QUESTION_ANSWERING, SEQUENCE_CLASSIFICATION, TEXT_EMBEDDING,
                                               TOKEN_CLASSIFICATION, EncoderTask, task_of_architecture)
 from optimum_npu.models.registry import lookup_architecture
-from optimum_npu.schema import WEIGHTS_FILE
+from optimum_npu.schema import weights_file
 
 
 class NPUEncoderModel(NPUPreTrainedModel):
@@ -100,9 +100,10 @@ class NPUEncoderModel(NPUPreTrainedModel):
                              f"{TASK_CLASSES[facts.task.name].__name__} or NPUEncoderModel")
         config = facts.config
         profiler = (profiler or Profiler()) if config.profile else None
-        engine = DeviceEngine(facts.graphs, facts.spec, [config.device], config.dtype,
-                              weights=lambda rank: load_weights(Path(root) / WEIGHTS_FILE),
-                              weight_bytes=lambda rank: stored_weight_bytes(Path(root) / WEIGHTS_FILE),
+        size = config.tensor_parallel_size
+        engine = DeviceEngine(facts.graphs, facts.spec, config.device_ids, config.dtype,
+                              weights=lambda rank: load_weights(Path(root) / weights_file(rank, size)),
+                              weight_bytes=lambda rank: stored_weight_bytes(Path(root) / weights_file(rank, size)),
                               owner=facts.architecture, registry=device_registry, profiler=profiler)
         feed = FEEDS[facts.task.modality].for_model(facts.task, facts.inputs, getattr(torch, config.dtype),
                                                     facts.hf_config)
@@ -112,13 +113,15 @@ class NPUEncoderModel(NPUPreTrainedModel):
     # ---- running ------------------------------------------------------------------------------
     def forward(self, input_ids: torch.Tensor | None = None, attention_mask: torch.Tensor | None = None,
                 token_type_ids: torch.Tensor | None = None, pixel_values: torch.Tensor | None = None,
-                truncation: bool = False, return_dict: bool = True, interpolate_pos_encoding: bool | None = None,
-                **ignored):
+                input_values: torch.Tensor | None = None, truncation: bool = False, return_dict: bool = True,
+                interpolate_pos_encoding: bool | None = None, **ignored):
         """As the HF model's forward, on the bucket graphs: outputs of shape [batch, tokens, ...] or
         [batch, ...]; a batch larger than the largest batch bucket runs in several calls. Text: an input
         longer than the largest sequence bucket is refused (``truncation=True`` cuts it to that bucket
         instead). Images (``pixel_values``) run on the bucket of their size (ViT's position embeddings are
-        interpolated to each compiled size, ``interpolate_pos_encoding`` is accepted for that). Other HF
+        interpolated to each compiled size, ``interpolate_pos_encoding`` is accepted for that). Audio
+        (``input_values``, ``attention_mask`` per sample) runs on the smallest ``max_samples`` bucket that holds
+        it; its logits have the frames of the unpadded audio. Other HF
         arguments (``output_hidden_states``, ``position_ids``...) are refused unless None or False."""
         asked = sorted(name for name, value in ignored.items() if value not in (None, False))
         if asked:
@@ -126,7 +129,7 @@ class NPUEncoderModel(NPUPreTrainedModel):
                              f"task outputs {list(self._runtime.outputs)} from {list(self._runtime.feed.accepted)}); "
                              "leave them out")
         given = {"input_ids": input_ids, "attention_mask": attention_mask, "token_type_ids": token_type_ids,
-                 "pixel_values": pixel_values}
+                 "pixel_values": pixel_values, "input_values": input_values}
         outputs = self._runtime.run(given, truncation)
         result = self._runtime.task.output_class(**outputs)
         return result if return_dict else result.to_tuple()
@@ -244,8 +247,16 @@ class NPUCLIPVisionModel(NPUEncoderModel):
     main_input_name = "pixel_values"
 
 
+class NPUModelForCTC(NPUEncoderModel):
+    """Speech recognition with CTC (Wav2Vec2, layer-norm feature encoder): ``logits`` [batch, frames, vocab] over
+    (batch x ``max_samples``) buckets (the automatic-speech-recognition pipeline)."""
+
+    task = CTC
+    main_input_name = "input_values"
+
+
 #: The class of each task (by the task name an artifact stores, a key checked against ``TASKS``).
 TASK_CLASSES: dict[str, type] = {cls.task.name: cls for cls in (
     NPUModelForFeatureExtraction, NPUModelForSequenceClassification, NPUModelForMaskedLM,
     NPUModelForQuestionAnswering, NPUModelForTokenClassification, NPUModelForImageClassification,
-    NPUCLIPTextModel, NPUCLIPVisionModel)}
+    NPUCLIPTextModel, NPUCLIPVisionModel, NPUModelForCTC)}

@@ -16,10 +16,14 @@ import torch
 
 from optimum_npu.device.buckets import Bucket
 from optimum_npu.device.engine import DeviceEngine
-from optimum_npu.models.encoder.feeds import EncoderInputError, ImageFeed, TextFeed
+from optimum_npu.models.encoder.feeds import EncoderInputError
 from optimum_npu.models.encoder.tasks import EncoderTask
 
 __all__ = ["EncoderCall", "EncoderInputError", "EncoderRuntime", "EncoderStats"]
+
+
+#: What the rows of a bucket kind are called in the stats line (text: sequences).
+_NOUNS = {"image": "images", "audio": "audio clips"}
 
 
 @dataclass(frozen=True)
@@ -68,7 +72,7 @@ class EncoderStats:
         self.calls.clear()
 
     def __str__(self) -> str:
-        noun = "images" if self.calls and self.calls[0].bucket.kind == "image" else "sequences"
+        noun = _NOUNS.get(self.calls[0].bucket.kind, "sequences") if self.calls else "sequences"
         return (f"{self.sequences} {noun} in {len(self.calls)} calls, {self.seconds * 1e3:.3f} ms simulated, "
                 f"padding waste {self.padding_waste:.1%}, buckets {self.buckets_used}")
 
@@ -85,7 +89,7 @@ class EncoderRuntime:
     """
 
     def __init__(self, engine: DeviceEngine, buckets: list[Bucket], task: EncoderTask, outputs: tuple[str, ...],
-                 feed: TextFeed | ImageFeed):
+                 feed):
         self.engine, self.buckets, self.task, self.outputs, self.feed = engine, buckets, task, outputs, feed
         self.lengths = sorted({b.tokens for b in buckets})
         self.max_batch = max(b.batch for b in buckets)
@@ -113,5 +117,5 @@ class EncoderRuntime:
         result, record = self.engine.run(bucket.name, self.feed.graph_inputs(part, bucket), "encoder")
         result = result if isinstance(result, tuple) else (result,)
         self.stats.calls.append(EncoderCall(bucket, rows, self.feed.real_units(part, length), record.total_seconds))
-        return tuple(out[:rows, :length] if name in self.task.token_outputs else out[:rows]
+        return tuple(self.feed.cut(out, rows, length, name in self.task.token_outputs)
                      for name, out in zip(self.outputs, result))

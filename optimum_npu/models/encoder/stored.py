@@ -13,14 +13,14 @@ from optimum_npu.device.spec import NPUSpec
 from optimum_npu.models.decoder.artifact_files import check_stored_architecture, read_hf_config, stored_spec
 from optimum_npu.models.decoder.npu_config import NPUConfigError
 from optimum_npu.models.decoder.stored_config import short_repr, stored_knob_error
-from optimum_npu.models.encoder.feeds import FEEDS
+from optimum_npu.models.encoder.modalities import FEEDS
 from optimum_npu.models.encoder.npu_config import AXES, RUNTIME_OPTIONS, NPUEncoderConfig
 from optimum_npu.models.encoder.tasks import TASKS, EncoderTask, task_of_architecture
 from optimum_npu.schema import NPU_CONFIG_FILE, Graph
 from optimum_npu.untrusted import expect_dict
 
 #: The length knob of each modality (a vision artifact has no ``seq_lens``, a text one no ``image_sizes``).
-MODALITY_AXES = {"text": "seq_lens", "image": "image_sizes"}
+MODALITY_AXES = {"text": "seq_lens", "image": "image_sizes", "audio": "max_samples"}
 
 
 @dataclass(frozen=True)

@@ -9,11 +9,12 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from transformers import (AutoModel, AutoModelForImageClassification, AutoModelForMaskedLM,
+from transformers import (AutoModel, AutoModelForCTC, AutoModelForImageClassification, AutoModelForMaskedLM,
                           AutoModelForQuestionAnswering, AutoModelForSequenceClassification,
                           AutoModelForTokenClassification, CLIPTextModelWithProjection,
                           CLIPVisionModelWithProjection)
-from transformers.modeling_outputs import (BaseModelOutputWithPooling, ImageClassifierOutput, MaskedLMOutput,
+from transformers.modeling_outputs import (BaseModelOutputWithPooling, CausalLMOutput, ImageClassifierOutput,
+                                           MaskedLMOutput,
                                            QuestionAnsweringModelOutput, SequenceClassifierOutput,
                                            TokenClassifierOutput)
 from transformers.models.clip.modeling_clip import CLIPTextModelOutput, CLIPVisionModelOutput
@@ -34,7 +35,8 @@ class EncoderTask:
         architecture_suffix: the ending of the HF class names of this task (``ForMaskedLM``); ``Model``
             for the bare encoder.
         pipeline_tag: the Hub pipeline tag of its artifacts.
-        modality: what its graphs take: ``text`` (token ids) or ``image`` (pixels); a key of ``STEMS``.
+        modality: what its graphs take: ``text`` (token ids), ``image`` (pixels) or ``audio`` (waveforms); a key
+            of ``STEMS``.
         stems: the model class stems of the task when they are not its modality's (the CLIP towers).
         causal: text attends causally (each token to itself and earlier tokens) besides the padding mask.
     """
@@ -77,17 +79,21 @@ TEXT_EMBEDDING = EncoderTask("text-embedding", CLIPTextModelWithProjection, ("te
 IMAGE_EMBEDDING = EncoderTask("image-embedding", CLIPVisionModelWithProjection, ("image_embeds", "last_hidden_state"),
                               frozenset(), CLIPVisionModelOutput, "VisionModelWithProjection",
                               "image-feature-extraction", "image", stems=("CLIP",))
+# speech recognition (Wav2Vec2): logits per audio frame, cut to the frames of the call's samples
+CTC = EncoderTask("ctc", AutoModelForCTC, ("logits",), frozenset({"logits"}), CausalLMOutput, "ForCTC",
+                  "automatic-speech-recognition", "audio")
 
 TASKS: dict[str, EncoderTask] = {task.name: task for task in (FEATURE_EXTRACTION, SEQUENCE_CLASSIFICATION, MASKED_LM,
                                                               QUESTION_ANSWERING, TOKEN_CLASSIFICATION,
-                                                              IMAGE_CLASSIFICATION, TEXT_EMBEDDING, IMAGE_EMBEDDING)}
+                                                              IMAGE_CLASSIFICATION, TEXT_EMBEDDING, IMAGE_EMBEDDING,
+                                                              CTC)}
 
 #: The encoder models compiled (HF ``model_type`` -> the stems of its class names).
 ENCODER_STEMS = {"bert": "Bert", "roberta": "Roberta", "xlm-roberta": "XLMRoberta", "distilbert": "DistilBert"}
 #: The vision encoders compiled (HF ``model_type`` -> the stem of its class names).
 VISION_STEMS = {"vit": "ViT", "resnet": "ResNet"}
 #: The class-name stems of each modality's models.
-STEMS = {"text": tuple(ENCODER_STEMS.values()), "image": tuple(VISION_STEMS.values())}
+STEMS = {"text": tuple(ENCODER_STEMS.values()), "image": tuple(VISION_STEMS.values()), "audio": ("Wav2Vec2",)}
 
 
 def task_of_architecture(name: str) -> EncoderTask:

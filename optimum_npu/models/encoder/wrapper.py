@@ -110,11 +110,9 @@ class StaticEncoder(nn.Module):
         result = self.model(**dict(zip(self.arguments, inputs)), **self.fixed, return_dict=True)
         return tuple(result[name] for name in self.outputs)
 
-
-def present_outputs(wrapper: StaticEncoder, example: tuple[torch.Tensor, ...], wanted: tuple[str, ...]
-                    ) -> tuple[str, ...]:
-    """The task outputs this model gives (a BERT without pooler gives no ``pooler_output``), from a tiny run of
-    the wrapper on ``example`` inputs (under ``capture_attention``)."""
-    with torch.no_grad():
-        result = wrapper.model(**dict(zip(wrapper.arguments, example)), **wrapper.fixed, return_dict=True)
-    return tuple(name for name in wanted if result.get(name) is not None)
+    def present(self, example: tuple[torch.Tensor, ...], wanted: tuple[str, ...]) -> tuple[str, ...]:
+        """The task outputs this model gives (a BERT without pooler gives no ``pooler_output``), from a tiny run
+        on ``example`` inputs (under ``capture_attention``)."""
+        with torch.no_grad():
+            result = self.model(**dict(zip(self.arguments, example)), **self.fixed, return_dict=True)
+        return tuple(name for name in wanted if result.get(name) is not None)
