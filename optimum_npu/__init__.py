@@ -54,6 +54,15 @@ _EXPORTS = {
     "NPUAutoPipelineForImage2Image": "optimum_npu.models.diffusion.auto",
     "NPUAutoPipelineForInpainting": "optimum_npu.models.diffusion.auto",
     "NPUDiffusionConfig": "optimum_npu.models.diffusion.npu_config",
+    # vision and speech encoders, CLIP (models/encoder, models/clip)
+    "NPUModelForImageClassification": "optimum_npu.models.encoder",
+    "NPUAutoModelForImageClassification": "optimum_npu.models.encoder.auto",
+    "NPUCLIPModel": "optimum_npu.models.clip",
+    "NPUCLIPConfig": "optimum_npu.models.clip",
+    "NPUCLIPTextModel": "optimum_npu.models.encoder.modeling",
+    "NPUCLIPVisionModel": "optimum_npu.models.encoder.modeling",
+    "NPUModelForCTC": "optimum_npu.models.encoder.modeling",
+    "NPUAutoModelForCTC": "optimum_npu.models.encoder.auto",
 }
 
 __all__ = [*_EXPORTS, "__version__"]

@@ -10,7 +10,7 @@ tensor-parallel group runs (the same graph on each rank: only the weights differ
 - row-parallel weights (o, down) keep 1/N of their input features; the linear reading them
   is followed by an ``npu.all_reduce`` that sums the partial results;
 - the logits projection, found by the weight names the plan gives (``lm_head.weight``, or the
-  embedding table it is tied to), keeps 1/N of the vocabulary (padded up to a multiple of N with
+  embedding table it is tied to; an encoder's plan names none), keeps 1/N of the vocabulary (padded up to a multiple of N with
   zero rows, sliced off after gathering), followed by an ``npu.all_gather``;
 - everything else (embeddings, norms, position tables) is replicated;
 - with ``expert_parallel`` the plan cuts the stacked expert weights along the expert dimension and each
@@ -139,8 +139,11 @@ def _linear_weights(graph: Graph) -> list[tuple[Node, str | None, str | None]]:
     return found
 
 
-def _logits_linear(graph: Graph, plan: TensorParallelPlan) -> tuple[Node, str, str | None]:
-    """The linear reading the plan's logits weight: the projection to the vocabulary."""
+def _logits_linear(graph: Graph, plan: TensorParallelPlan) -> tuple[Node | None, str | None, str | None]:
+    """The linear reading the plan's logits weight: the projection to the vocabulary (none when the plan names no
+    logits weight: an encoder's heads are replicated)."""
+    if not plan.logits:
+        return None, None, None
     sources = {spec.name: spec.source for spec in graph.inputs}
     heads = [item for item in _linear_weights(graph) if sources.get(item[1]) in plan.logits]
     if len(heads) != 1:
@@ -192,7 +195,7 @@ class _SplitInput:
 def _split_layout(graph: Graph, plan: TensorParallelPlan):
     """Inputs of the sharded graph and the names of the logits projection's weight and bias inputs."""
     head, head_weight, head_bias = _logits_linear(graph, plan)
-    tied = sum(1 for node in graph.nodes for arg in node.args if _ref(arg) == head_weight) > 1
+    tied = head is not None and sum(1 for node in graph.nodes for arg in node.args if _ref(arg) == head_weight) > 1
     head_input = f"{head_weight}_lm_head" if tied else head_weight
     specs = list(graph.inputs)
     if tied:  # the embedding keeps the full table; the logits projection reads a vocabulary shard of it

@@ -131,3 +131,13 @@ FAMILY_CLASSES["seq2seq"] = "NPUModelForSeq2SeqLM"
 FAMILY_TITLES["seq2seq"] = "encoder-decoder"
 REGISTRY.update({name: Architecture(name, "seq2seq") for name in (
     "T5ForConditionalGeneration", "BartForConditionalGeneration", "WhisperForConditionalGeneration")})
+# ---- vision encoders (models/encoder/: ViT, ResNet image classification) --------------------------------
+REGISTRY.update({name: Architecture(name, "encoder") for name in ("ViTForImageClassification",
+                                                                   "ResNetForImageClassification",
+                                                                   "CLIPTextModelWithProjection",
+                                                                   "CLIPVisionModelWithProjection",
+                                                                   "Wav2Vec2ForCTC")})
+# ---- CLIP (models/clip/: text and vision towers of the encoder family in one artifact) -------------------
+REGISTRY["CLIPModel"] = Architecture("CLIPModel", "clip")
+FAMILY_CLASSES["clip"] = "NPUCLIPModel"
+FAMILY_TITLES["clip"] = "CLIP (contrastive image-text)"

@@ -7,6 +7,7 @@ compiled graph; the device runs the same implementation.
 from optimum_npu.device.kernels import collectives  # noqa: F401  (registers npu.all_reduce / npu.all_gather)
 from optimum_npu.device.kernels.dense_attention import dense_attention_kernel
 from optimum_npu.device.kernels.cross_attention import cross_attention_kernel
+from optimum_npu.device.kernels.batch_norm import inference_batch_norm
 from optimum_npu.device.kernels.moe import moe_experts_kernel, moe_kernel
 from optimum_npu.device.kernels.paged_attention import paged_attention_kernel
 from optimum_npu.device.kernels.quantized_linear import quantized_linear_kernel
@@ -25,6 +26,8 @@ KERNELS = {
     "npu.dense_attention.default": dense_attention_kernel,   # diffusion
     # seq2seq family: decoder attention over per-sequence encoder keys/values
     "npu.cross_attention.default": cross_attention_kernel,
+    # vision encoders: batch norm with the running statistics only (never training mode)
+    "aten.batch_norm.default": inference_batch_norm,
 }
 #: Kernels whose cost depends on the run-time context (costed per call by the cost model).
 ATTENTION_OPS = ("npu.paged_attention.default", "npu.sliding_window_attention.default")
