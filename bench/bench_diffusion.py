@@ -1,7 +1,7 @@
 """Diffusers pipelines: host wall time of the NPU pipeline vs eager Diffusers, and the planner at real shapes.
 
 Part 1, side by side in one run on the same tiny-but-not-trivial Stable Diffusion pipeline (UNet channels 32/64,
-CLIP width 128, 64x64 images, batch 2, guidance): host wall seconds per call of eager Diffusers and of the
+CLIP width 256, 64x64 images, batch 2, guidance): host wall seconds per call of eager Diffusers and of the
 compiled pipeline (graphs interpreted on the simulated device, cost accounting included), their ratio, the
 largest pixel difference, and the simulated seconds the NPU pipeline reports.
 

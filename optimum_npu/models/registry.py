@@ -125,3 +125,7 @@ _ENCODER_ARCHITECTURES = tuple(
     for stem in ("Bert", "Roberta", "XLMRoberta", "DistilBert")
     for suffix in ("Model", "ForSequenceClassification", "ForMaskedLM", "ForQuestionAnswering", "ForTokenClassification"))
 REGISTRY.update({arch.name: arch for arch in _ENCODER_ARCHITECTURES})
+
+# ---- the diffusion family (models/diffusion/): Diffusers pipelines, recognised by model_index.json ---------------
+FAMILY_CLASSES["diffusion"] = "NPUAutoPipelineForText2Image"
+FAMILY_TITLES["diffusion"] = "Diffusers pipeline"
