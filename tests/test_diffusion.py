@@ -64,10 +64,24 @@ def _parity(sd, height, width, guidance_scale, monkeypatch_trap):
     npu, eager, _ = sd
     reference = _images(eager, height=height, width=width, guidance_scale=guidance_scale)
     monkeypatch_trap()
+    npu.npu_stats.reset()
     images = _images(npu, height=height, width=width, guidance_scale=guidance_scale)
     assert images.shape == (2, height, width, 3)
     assert np.abs(images - reference).max() < 1e-4
     assert np.abs(reference).max() > 0 and np.std(reference) > 1e-3   # a real image, not a constant
+    _check_stats(npu.npu_stats, f"unet_b{4 if guidance_scale > 1 else 2}_h{height}_w{width}")
+
+
+def _check_stats(stats, unet_graph: str) -> None:
+    """One call's figures: per component, one denoiser call per step on the bucket asked, memory per device."""
+    assert stats.images == 2
+    assert set(stats.seconds_by_component) == {"text_encoder", "unet", "vae_decoder"}
+    assert len(stats.denoising_steps) == STEPS and all(s > 0 for s in stats.denoising_steps)
+    assert [c.graph for c in stats.calls if c.component == "unet"] == [unet_graph] * STEPS
+    assert stats.seconds_per_image == pytest.approx(stats.seconds / 2)
+    assert set(stats.memory) == {0} and stats.memory_per_device[0] == sum(
+        sum(parts.values()) for parts in stats.memory[0].values())
+    assert "per denoising step" in str(stats)
 
 
 @pytest.mark.parametrize("height,width,guidance_scale", [(32, 32, 5.0), (32, 48, 1.0)])
@@ -79,21 +93,6 @@ def test_images_equal_eager_diffusers(sd, height, width, guidance_scale, request
 @pytest.mark.parametrize("height,width,guidance_scale", [(32, 32, 1.0), (32, 48, 7.5)])
 def test_images_equal_eager_diffusers_other_buckets(sd, height, width, guidance_scale, request):
     _parity(sd, height, width, guidance_scale, lambda: request.getfixturevalue("booby_trapped"))
-
-
-def test_stats_per_component_step_and_device(sd):
-    npu, _, _ = sd
-    npu.npu_stats.reset()
-    _images(npu, height=32, width=32, guidance_scale=5.0)
-    stats = npu.npu_stats
-    assert stats.images == 2
-    assert set(stats.seconds_by_component) == {"text_encoder", "unet", "vae_decoder"}
-    assert len(stats.denoising_steps) == STEPS and all(s > 0 for s in stats.denoising_steps)
-    assert [c.graph for c in stats.calls if c.component == "unet"] == ["unet_b4_h32_w32"] * STEPS
-    assert stats.seconds_per_image == pytest.approx(stats.seconds / 2)
-    assert set(stats.memory) == {0} and stats.memory_per_device[0] == sum(
-        sum(parts.values()) for parts in stats.memory[0].values())
-    assert "per denoising step" in str(stats)
 
 
 @pytest.mark.parametrize("kwargs,match", [

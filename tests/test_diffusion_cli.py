@@ -16,6 +16,8 @@ from optimum_npu.hub.cache import CompileCache
 from optimum_npu.models.diffusion.tiny import build_sd_pipeline
 
 pytestmark = pytest.mark.slow
+
+from hub_fixtures import hub, hub_server  # noqa: E402,F401  (fixtures)
 CONFIG = {"unet": {"resolutions": [[32, 32]], "batch_size": 1}}
 
 
@@ -73,3 +75,31 @@ def test_second_compile_is_a_verified_cache_hit_and_a_poisoned_entry_is_recompil
         assert np.abs(third(generator=torch.Generator().manual_seed(0), **call).images - reference).max() == 0
     finally:
         third.release()
+
+
+def test_push_and_pull_a_pipeline_with_its_card(hub, tmp_path):
+    from huggingface_hub import ModelCard
+
+    from hub_fixtures import new_repo_id
+    from hub_server import TOKEN
+
+    eager = build_sd_pipeline()
+    eager.set_progress_bar_config(disable=True)
+    pipe = NPUStableDiffusionPipeline.from_pipeline(eager, CONFIG, compile_cache=False)
+    repo = new_repo_id("sd")
+    call = dict(prompt="a cat", num_inference_steps=2, output_type="np", height=32, width=32)
+    try:
+        pipe.push_to_hub(repo, token=TOKEN, private=True)
+        reference = pipe(generator=torch.Generator().manual_seed(0), **call).images
+    finally:
+        pipe.release()
+    card = ModelCard.load(repo, token=TOKEN).text
+    assert "NPUAutoPipelineForText2Image" in card and "`unet` | `unet_b2_h32_w32`" in card
+    from optimum_npu import NPUAutoPipelineForText2Image
+
+    pulled = NPUAutoPipelineForText2Image.from_pretrained(repo, token=TOKEN, cache_dir=tmp_path / "pull")
+    pulled.set_progress_bar_config(disable=True)
+    try:
+        assert np.abs(pulled(generator=torch.Generator().manual_seed(0), **call).images - reference).max() == 0
+    finally:
+        pulled.release()

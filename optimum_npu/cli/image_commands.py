@@ -42,6 +42,7 @@ def cmd_generate_image(args: argparse.Namespace) -> None:
 
 
 def cmd_plan_image(args: argparse.Namespace) -> None:
+    from optimum_npu.device.spec import resolve_spec
     from optimum_npu.models.diffusion.estimate import estimate_pipeline
     from optimum_npu.models.diffusion.npu_config import NPUDiffusionConfig
     from optimum_npu.models.diffusion.real_shapes import PRESETS, meta_pipeline, preset_pipeline
@@ -67,7 +68,9 @@ def cmd_plan_image(args: argparse.Namespace) -> None:
         seconds = estimate.seconds_by_component
         step = seconds[denoiser] / args.steps * 1e3
         text = sum(v for k, v in seconds.items() if k.startswith("text_encoder")) * 1e3
-        memory = ", ".join(f"npu:{d} {b / 1e9:.2f} GB" for d, b in sorted(estimate.memory_per_device({}).items()))
+        capacity = resolve_spec(estimate.npu).dram_bytes
+        memory = ", ".join(f"npu:{d} {b / 1e9:.2f} GB" + (f" (over its {capacity / 1e9:.0f} GB)" if b > capacity else "")
+                           for d, b in sorted(estimate.memory_per_device({}).items()))
         print(f"{estimate.npu:<12}{estimate.seconds_per_image:>11.4g}{step:>18.2f}{text:>14.2f}"
               f"{seconds['vae_decoder'] * 1e3:>9.2f}  {memory}")
 

@@ -141,3 +141,6 @@ REGISTRY.update({name: Architecture(name, "encoder") for name in ("ViTForImageCl
 REGISTRY["CLIPModel"] = Architecture("CLIPModel", "clip")
 FAMILY_CLASSES["clip"] = "NPUCLIPModel"
 FAMILY_TITLES["clip"] = "CLIP (contrastive image-text)"
+# ---- the diffusion family (models/diffusion/): Diffusers pipelines, recognised by model_index.json ---------------
+FAMILY_CLASSES["diffusion"] = "NPUAutoPipelineForText2Image"
+FAMILY_TITLES["diffusion"] = "Diffusers pipeline"

@@ -7,6 +7,7 @@ was compiled; a mismatch is refused with the compiled buckets and the fix, never
 
 from __future__ import annotations
 
+import inspect
 from typing import Any
 
 from optimum_npu.models.diffusion.npu_config import NPUDiffusionConfig
@@ -33,7 +34,7 @@ def _rows(arguments: dict[str, Any]) -> int:
 def _resolution(pipe: Any, arguments: dict[str, Any]) -> tuple[int, int]:
     height, width = arguments.get("height"), arguments.get("width")
     image = arguments.get("image")
-    if image is not None and "height" not in pipe.eager_class.__call__.__code__.co_varnames:   # img2img: the image's
+    if image is not None and "height" not in inspect.signature(pipe.eager_class.__call__).parameters:   # img2img
         return tuple(pipe.image_processor.get_default_height_width(image[0] if isinstance(image, list) else image))
     if image is not None and (height is None or width is None):
         h, w = pipe.image_processor.get_default_height_width(image[0] if isinstance(image, list) else image)
@@ -75,6 +76,4 @@ def check_call(pipe: Any, config: NPUDiffusionConfig, arguments: dict[str, Any])
 
 
 def _default_guidance(pipe: Any) -> float:
-    import inspect
-
     return inspect.signature(pipe.eager_class.__call__).parameters["guidance_scale"].default

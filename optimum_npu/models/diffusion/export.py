@@ -93,7 +93,8 @@ def compile_pipeline(pipe: Any, pipeline_name: str, config: NPUDiffusionConfig, 
                  "scheduler": type(pipe.scheduler).__name__,
                  "options": {k: bool(pipe.config[k]) for k in PIPELINE_OPTIONS if k in pipe.config}}
         (root / "config.json").write_text(json.dumps(index, indent=1))
-        document = {"family": "diffusion", "pipeline": pipeline_name, **config.to_dict(),
+        document = {"family": "diffusion", "architecture": pipeline_name, "pipeline": pipeline_name,
+                    **config.to_dict(),
                     "submodules": {p.folder: p.folder for p in plans},
                     "components": {p.folder: p.kind for p in plans},
                     "tokenizers": [n for n in TOKENIZERS if getattr(pipe, n, None) is not None],

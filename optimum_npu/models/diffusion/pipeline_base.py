@@ -21,7 +21,9 @@ import torch
 from optimum_npu.compile.artifact import copy_artifact, verify_artifact
 from optimum_npu.device.device import DeviceRegistry
 from optimum_npu.device.profiler import Profiler
+from optimum_npu.hub.card import CardSection, build_model_card
 from optimum_npu.hub.cached_compile import compile_with_cache
+from optimum_npu.hub.push import check_push, upload_artifact
 from optimum_npu.models.base import HUB_KWARGS, resolve_checkpoint
 from optimum_npu.models.diffusion.cache_key import diffusion_cache_key
 from optimum_npu.models.diffusion.call_check import check_call
@@ -137,6 +139,40 @@ class NPUDiffusionMixin:
     def save_pretrained(self, save_directory: str | os.PathLike, **unused) -> None:
         """Copies the compiled artifact (only the files its manifest lists) atomically to ``save_directory``."""
         copy_artifact(self._npu_artifact, Path(save_directory))
+
+    def push_to_hub(self, repo_id: str, *, token: str | None = None, private: bool | None = None,
+                    revision: str | None = None, commit_message: str | None = None,
+                    commit_description: str | None = None, base_model: str | None = None, model_card: bool = True,
+                    **unused):
+        """Uploads the compiled pipeline (its listed files) and a model card listing components and buckets.
+
+        Args are those of the model classes' ``push_to_hub``; the card's figures are the memory per component
+        this pipeline reserved. Returns the ``huggingface_hub.CommitInfo`` of the upload commit.
+        """
+        verified = check_push(self._npu_artifact, repo_id)
+        card = None
+        if model_card:
+            card = str(build_model_card(self._npu_artifact, self.card_section(repo_id), repo_id=repo_id,
+                                        base_model=base_model)) + "\n" + self._buckets_section()
+        return upload_artifact(self._npu_artifact, repo_id, card_text=card, token=token, private=private,
+                               revision=revision, commit_message=commit_message,
+                               commit_description=commit_description, verified=verified)
+
+    @classmethod
+    def card_section(cls, repo_id: str) -> CardSection:
+        """The model card's usage part: load with this class, generate, read the figures."""
+        usage = ("## Use\n\n```python\nfrom optimum_npu import NPUAutoPipelineForText2Image\n\n"
+                 f'pipe = NPUAutoPipelineForText2Image.from_pretrained("{repo_id}")   # verified against '
+                 'npu_manifest.json\nimage = pipe("an astronaut riding a horse").images[0]\n'
+                 "print(pipe.npu_stats)   # simulated time per component and per denoising step, memory per "
+                 "device\n```")
+        return CardSection("text-to-image", usage, ("devices", "profile"))
+
+    def _buckets_section(self) -> str:
+        rows = [f"| `{c.npu_name}` | {', '.join(f'`{g}`' for g in c._engine.graphs)} | "
+                f"{sum(c._engine.memory.values()) / 2**20:.1f} MiB |" for c in self._npu_loaded.components]
+        return ("## Components and buckets\n\n| component | bucket graphs | device memory |\n|---|---|---|\n"
+                + "\n".join(rows) + "\n")
 
     def release(self) -> None:
         """Frees every component's memory on its simulated device."""
