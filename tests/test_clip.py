@@ -107,11 +107,15 @@ def test_the_loaded_artifact_never_calls_the_hf_forward(clip, monkeypatch):
                  "CLIPVisionModel", "CLIPEncoderLayer", "CLIPAttention"):
         owner = getattr(transformers.models.clip.modeling_clip, name)
         monkeypatch.setattr(owner, "forward", lambda *a, _n=name, **k: pytest.fail(f"{_n}.forward called"))
-    model = NPUAutoModel.from_pretrained(root)
+    model = NPUAutoModel.from_pretrained(root, npu_config={"profile": True, "device": 1})
     try:
         assert type(model) is NPUCLIPModel
         out = model(**texts(2, 6, 1), pixel_values=torch.zeros(1, 3, 32, 32))
         assert out.logits_per_image.shape == (1, 2)
+        assert {d.name.split()[0] for t in (model.text_tower, model.vision_tower)
+                for d in t._runtime.engine.devices} == {"npu:1"}
+        # one profiler for both towers: it holds every op of both calls
+        assert sum(model.npu_profile.totals().values()) == pytest.approx(model.npu_stats.seconds, rel=1e-6)
     finally:
         model.release()
 
