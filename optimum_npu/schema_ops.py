@@ -75,13 +75,13 @@ ALLOWED_OPS: dict[str, tuple[str, ...]] = {
     "npu.all_gather.default": ('x', 'dim', 'group_size'),
     "npu.all_reduce.default": ('x', 'group_size'),
     "npu.all_to_all.default": ('x', 'group_size'),
-    "npu.moe.default": ('hidden', 'router_logits', 'gate_up', 'down', 'top_k', 'normalize', 'weights_in_input_dtype'),
-    "npu.moe_dispatch.default": ('hidden', 'router_logits', 'top_k', 'normalize', 'weights_in_input_dtype', 'group_size'),
-    "npu.moe_experts.default": ('tokens', 'expert_weights', 'gate_up', 'down', 'top_k', 'num_experts'),
-    "npu.paged_attention.default": ('query', 'key', 'value', 'k_cache', 'v_cache', 'block_table', 'positions', 'scale', 'partition_len', 'softcap', 'k_scale', 'v_scale'),
+    "npu.moe.default": ('hidden', 'router_logits', 'gate_up', 'down', 'top_k', 'normalize', 'weights_in_input_dtype', 'gate_up_bias', 'down_bias', 'softmax_after_topk', 'interleaved', 'swiglu_alpha', 'swiglu_limit'),
+    "npu.moe_dispatch.default": ('hidden', 'router_logits', 'top_k', 'normalize', 'weights_in_input_dtype', 'group_size', 'softmax_after_topk'),
+    "npu.moe_experts.default": ('tokens', 'expert_weights', 'gate_up', 'down', 'top_k', 'num_experts', 'gate_up_bias', 'down_bias', 'interleaved', 'swiglu_alpha', 'swiglu_limit'),
+    "npu.paged_attention.default": ('query', 'key', 'value', 'k_cache', 'v_cache', 'block_table', 'positions', 'scale', 'partition_len', 'softcap', 'k_scale', 'v_scale', 'sinks'),
     "npu.quantized_linear.default": ('input', 'weight', 'scale', 'bias'),
     "npu.segment_attention.default": ('query', 'key', 'value', 'segments', 'scale'),
-    "npu.sliding_window_attention.default": ('query', 'key', 'value', 'k_ring', 'v_ring', 'slots', 'positions', 'window', 'scale', 'softcap', 'k_scale', 'v_scale'),
+    "npu.sliding_window_attention.default": ('query', 'key', 'value', 'k_ring', 'v_ring', 'slots', 'positions', 'window', 'scale', 'softcap', 'k_scale', 'v_scale', 'sinks'),
 }
 
 #: The only string literals a graph argument may hold (``aten.gelu``'s ``approximate``).

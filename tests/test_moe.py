@@ -149,8 +149,9 @@ dist.destroy_process_group()
 
 
 @pytest.mark.slow
-def test_expert_parallel_on_torch_distributed_gives_the_eager_tokens(tmp_path, tokenizer):
-    reference, model = _compile("Qwen2MoeForCausalLM", 2)
+@pytest.mark.parametrize("architecture", ["Qwen2MoeForCausalLM", "GptOssForCausalLM"])
+def test_expert_parallel_on_torch_distributed_gives_the_eager_tokens(tmp_path, tokenizer, architecture):
+    reference, model = _compile(architecture, 2)
     try:
         model.save_pretrained(tmp_path / "ep2")
     finally:

@@ -37,6 +37,7 @@ from optimum_npu.compile.expert_parallel import expert_parallel_nodes
 from optimum_npu.compile.quantize import quantized_split
 from optimum_npu.compile.shape_prop import propagate_shapes
 from optimum_npu.device.kernels import MOE, QUANTIZED_LINEAR
+from optimum_npu.device.ops import argument
 from optimum_npu.schema import ALL_GATHER, ALL_REDUCE, Graph, Node, TensorSpec
 
 LINEAR = "aten.linear.default"
@@ -238,7 +239,7 @@ def shard_graph(graph: Graph, plan: TensorParallelPlan) -> Graph:
         if node is head:
             args = [args[0], {"ref": head_input}, *args[2:]]
         if node.op == MOE and plan.expert_parallel:
-            experts = next(spec.shape[0] for spec in graph.inputs if spec.name == _ref(node.args[2]))
+            experts = _experts_per_layer(graph, node)
             nodes += expert_parallel_nodes(dataclasses.replace(node, args=args), plan.size, experts)
             renamed[node.name] = nodes[-1].name
             continue
@@ -259,6 +260,13 @@ def shard_graph(graph: Graph, plan: TensorParallelPlan) -> Graph:
                     {**graph.attributes, "tensor_parallel_size": plan.size})
     sharded.validate()
     return propagate_shapes(sharded)
+
+
+def _experts_per_layer(graph: Graph, node: Node) -> int:
+    """E of an ``npu.moe`` node: the width of its router logits (its weights may be read through a view)."""
+    logits = _ref(argument(node, "router_logits"))
+    shapes = {spec.name: spec.shape for spec in graph.inputs} | {n.name: n.meta.get("shape") for n in graph.nodes}
+    return shapes[logits][-1]
 
 
 def _rename(value, renamed: dict[str, str]):

@@ -14,7 +14,7 @@ from optimum_npu.models.adapters.gemma2 import GEMMA2
 from optimum_npu.models.adapters.gemma3 import GEMMA3
 from optimum_npu.models.adapters.gpt2 import GPT2
 from optimum_npu.models.adapters.llama import LLAMA
-from optimum_npu.models.adapters.moe import MIXTRAL, QWEN2_MOE, QWEN3_MOE
+from optimum_npu.models.adapters.moe import GPT_OSS, MIXTRAL, QWEN2_MOE, QWEN3_MOE
 from optimum_npu.models.adapters.opt import OPT
 from optimum_npu.models.adapters.phi import PHI
 from optimum_npu.models.adapters.phi3 import PHI3
@@ -125,3 +125,6 @@ _ENCODER_ARCHITECTURES = tuple(
     for stem in ("Bert", "Roberta", "XLMRoberta", "DistilBert")
     for suffix in ("Model", "ForSequenceClassification", "ForMaskedLM", "ForQuestionAnswering", "ForTokenClassification"))
 REGISTRY.update({arch.name: arch for arch in _ENCODER_ARCHITECTURES})
+
+# ---- mixture of experts (models/adapters/moe.py): gpt-oss ------------------------------------------------
+REGISTRY["GptOssForCausalLM"] = Architecture("GptOssForCausalLM", "decoder", GPT_OSS)
