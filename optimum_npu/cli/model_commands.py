@@ -40,6 +40,10 @@ COMPILE_FLAGS = {
                                                          "position's logits (perplexity; default last)"),
     "expert_parallel_size": dict(type=int, help="1 or --tensor-parallel-size: spread a mixture-of-experts model's "
                                                 "experts over the devices (default 1)"),
+    # mixture of experts: experts split by intermediate size (docs/moe.md)
+    "expert_tensor_parallel": dict(action="store_true", default=None,
+                                   help="split every routed expert's intermediate size over the tensor-parallel "
+                                        "devices instead of replicating the experts (default off)"),
 }
 
 

@@ -21,14 +21,23 @@ from __future__ import annotations
 
 from optimum_npu.device.kernels import MOE, MOE_EXPERTS
 from optimum_npu.device.ops import argument
-from optimum_npu.schema import ALL_GATHER, ALL_TO_ALL, MOE_DISPATCH, Node
+from optimum_npu.schema import ALL_GATHER, ALL_TO_ALL, MOE_DISPATCH, Graph, Node
 
 #: ``npu.moe`` arguments of the expert function, passed on to ``npu.moe_experts`` when the node sets them.
-EXPERT_ARGUMENTS = ("gate_up_bias", "down_bias", "interleaved", "swiglu_alpha", "swiglu_limit")
+EXPERT_ARGUMENTS = ("gate_up_bias", "down_bias", "interleaved", "swiglu_alpha", "swiglu_limit", "gate_up_scale",
+                    "down_scale")
+
+
+#: Views through which an ``npu.moe`` node may read a stacked expert weight (gpt-oss: transposed).
+WEIGHT_VIEWS = ("aten.transpose.int", "aten.t.default", "aten.permute.default")
 
 
 def _ref(name: str) -> dict:
     return {"ref": name}
+
+
+def _ref_name(value) -> str | None:
+    return value["ref"] if isinstance(value, dict) and "ref" in value else None
 
 
 def expert_parallel_nodes(node: Node, size: int, experts: int) -> list[Node]:
@@ -60,3 +69,23 @@ def expert_parallel_nodes(node: Node, size: int, experts: int) -> list[Node]:
         Node(f"{name}_gathered", ALL_GATHER, [_ref(f"{name}_mine"), 0, size], {}),
         Node(f"{name}_out", "aten.slice.Tensor", [_ref(f"{name}_gathered"), 0, 0, tokens], {}),
     ]
+
+
+def row_parallel_experts(graph: Graph, cuts: dict[str, str]) -> set[str]:
+    """``npu.moe`` nodes whose down weight (read directly or through a view) is cut by input features: each rank
+    holds a slice of every expert's intermediate size and its sum is partial (an all-reduce follows)."""
+    views = {node.name: _ref_name(node.args[0]) for node in graph.nodes if node.op in WEIGHT_VIEWS}
+    found = set()
+    for node in graph.nodes:
+        if node.op == MOE:
+            down = _ref_name(argument(node, "down"))
+            if cuts.get(views.get(down, down)) == "rowwise":
+                found.add(node.name)
+    return found
+
+
+def experts_per_layer(graph: Graph, node: Node) -> int:
+    """E of an ``npu.moe`` node: the width of its router logits (its weights may be read through a view)."""
+    logits = _ref_name(argument(node, "router_logits"))
+    shapes = {spec.name: spec.shape for spec in graph.inputs} | {n.name: n.meta.get("shape") for n in graph.nodes}
+    return shapes[logits][-1]

@@ -30,6 +30,8 @@ from contextvars import ContextVar
 import torch
 from torch.library import custom_op
 
+from optimum_npu.device.kernels.quantized_linear import dequantize_weight
+
 #: Where ``moe_experts_kernel`` records, per call, (the model's experts, tokens routed to each held expert).
 _ROUTING_LOG: ContextVar[list | None] = ContextVar("npu_moe_routing_log", default=None)
 
@@ -88,12 +90,20 @@ def expert_mlp(x: torch.Tensor, gate_up: torch.Tensor, down: torch.Tensor, gate_
     return out if down_bias is None else out + down_bias
 
 
+def _expert_weight(values: torch.Tensor, scale: torch.Tensor | None, expert: int, dtype: torch.dtype) -> torch.Tensor:
+    """One expert's weight [out, in]: the stored tensor, or its quantized values dequantised with its scales."""
+    return values[expert] if scale is None else dequantize_weight(values[expert], scale[expert], dtype)
+
+
 def moe_experts_kernel(tokens: torch.Tensor, expert_weights: torch.Tensor, gate_up: torch.Tensor,
                        down: torch.Tensor, top_k: int, num_experts: int, gate_up_bias: torch.Tensor | None = None,
                        down_bias: torch.Tensor | None = None, interleaved: bool = False, swiglu_alpha: float = 1.0,
-                       swiglu_limit: float = 0.0) -> torch.Tensor:
+                       swiglu_limit: float = 0.0, gate_up_scale: torch.Tensor | None = None,
+                       down_scale: torch.Tensor | None = None) -> torch.Tensor:
     """tokens [N, H]; expert_weights [N, X] (X local experts); gate_up [X, 2I, H]; down [X, H, I];
-    biases [X, 2I] / [X, H] -> [N, H]. The expert function is ``expert_mlp``'s.
+    biases [X, 2I] / [X, H] -> [N, H]. The expert function is ``expert_mlp``'s. With ``gate_up_scale`` /
+    ``down_scale`` ([X, 2I, H / G] / [X, H, I / G]) the weights are quantized values (int8, packed int4 [.., in / 2]
+    or fp8, ``kernels/quantized_linear.py``), dequantised per expert in the tokens' dtype.
 
     ``top_k`` and ``num_experts`` (the model's, over all ranks) are routing facts for the cost model.
     """
@@ -103,7 +113,8 @@ def moe_experts_kernel(tokens: torch.Tensor, expert_weights: torch.Tensor, gate_
         log.append((num_experts, tuple(routed.sum(dim=0).tolist())))
     for expert in routed.any(dim=0).nonzero()[:, 0].tolist():               # ascending, as HF
         rows = routed[:, expert].nonzero()[:, 0]                             # [n]
-        expert_out = expert_mlp(tokens[rows], gate_up[expert], down[expert],
+        expert_out = expert_mlp(tokens[rows], _expert_weight(gate_up, gate_up_scale, expert, tokens.dtype),
+                                _expert_weight(down, down_scale, expert, tokens.dtype),
                                 None if gate_up_bias is None else gate_up_bias[expert],
                                 None if down_bias is None else down_bias[expert],
                                 interleaved, swiglu_alpha, swiglu_limit)    # [n, H]
@@ -114,11 +125,13 @@ def moe_experts_kernel(tokens: torch.Tensor, expert_weights: torch.Tensor, gate_
 def moe_kernel(hidden: torch.Tensor, router_logits: torch.Tensor, gate_up: torch.Tensor, down: torch.Tensor,
                top_k: int, normalize: bool, weights_in_input_dtype: bool, gate_up_bias: torch.Tensor | None = None,
                down_bias: torch.Tensor | None = None, softmax_after_topk: bool = False, interleaved: bool = False,
-               swiglu_alpha: float = 1.0, swiglu_limit: float = 0.0) -> torch.Tensor:
-    """hidden [T, H]; router_logits [T, E]; gate_up [E, 2I, H]; down [E, H, I]; biases [E, 2I] / [E, H] -> [T, H]."""
+               swiglu_alpha: float = 1.0, swiglu_limit: float = 0.0, gate_up_scale: torch.Tensor | None = None,
+               down_scale: torch.Tensor | None = None) -> torch.Tensor:
+    """hidden [T, H]; router_logits [T, E]; gate_up [E, 2I, H]; down [E, H, I]; biases [E, 2I] / [E, H];
+    scales of quantized weights (see ``moe_experts_kernel``) -> [T, H]."""
     weights = route(router_logits, top_k, normalize, weights_in_input_dtype, softmax_after_topk)   # [T, E]
     return moe_experts_kernel(hidden, weights, gate_up, down, top_k, router_logits.shape[-1], gate_up_bias,
-                              down_bias, interleaved, swiglu_alpha, swiglu_limit)
+                              down_bias, interleaved, swiglu_alpha, swiglu_limit, gate_up_scale, down_scale)
 
 
 def dispatch_buffers(hidden: torch.Tensor, router_logits: torch.Tensor, top_k: int, normalize: bool,
@@ -149,14 +162,29 @@ def dispatch_shapes(hidden: torch.Tensor, router_logits: torch.Tensor, weights_i
             router_logits.new_empty(size, share, router_logits.shape[-1] // size, dtype=dtype))
 
 
+def _in_features(weight: torch.Tensor, scale: torch.Tensor | None) -> int:
+    """Input features of stacked expert weights [X, out, in] (packed int4 [X, out, in / 2]); -1 when ``scale`` does
+    not fit them ([X, out, in / G], or quantized values without a scale)."""
+    quantized = weight.dtype in (torch.int8, torch.uint8, torch.float8_e4m3fn)
+    features = weight.shape[-1] * (2 if weight.dtype == torch.uint8 else 1)
+    if quantized != (scale is not None):
+        return -1
+    if scale is not None and (scale.dim() != 3 or list(scale.shape[:2]) != list(weight.shape[:2])
+                              or scale.shape[2] < 1 or features % scale.shape[2]):
+        return -1
+    return features
+
+
 def check_experts(hidden: torch.Tensor, routing: torch.Tensor, gate_up: torch.Tensor, down: torch.Tensor,
                   top_k: int, num_experts: int, gate_up_bias: torch.Tensor | None = None,
-                  down_bias: torch.Tensor | None = None) -> None:
+                  down_bias: torch.Tensor | None = None, gate_up_scale: torch.Tensor | None = None,
+                  down_scale: torch.Tensor | None = None) -> None:
     """Refuses (ValueError) shapes and routing facts that do not fit together; the fake implementations call it,
     so a graph read from an artifact is checked when its shapes are verified, before it is costed or run."""
     held, hidden_size = gate_up.shape[0], hidden.shape[-1]
-    consistent = (gate_up.dim() == 3 and down.dim() == 3 and gate_up.shape[2] == hidden_size and down.shape[0] == held
-                  and down.shape[1] == hidden_size and 2 * down.shape[2] == gate_up.shape[1]
+    consistent = (gate_up.dim() == 3 and down.dim() == 3 and down.shape[0] == held
+                  and _in_features(gate_up, gate_up_scale) == hidden_size
+                  and down.shape[1] == hidden_size and 2 * _in_features(down, down_scale) == gate_up.shape[1]
                   and routing.shape[-1] == held and routing.shape[0] == hidden.shape[0]
                   and (gate_up_bias is None or list(gate_up_bias.shape) == [held, gate_up.shape[1]])
                   and (down_bias is None or list(down_bias.shape) == [held, hidden_size]))
@@ -172,13 +200,16 @@ moe_experts = custom_op("npu::moe_experts", moe_experts_kernel, mutates_args=())
 
 @moe.register_fake
 def _moe_fake(hidden, router_logits, gate_up, down, top_k, normalize, weights_in_input_dtype, gate_up_bias=None,
-              down_bias=None, softmax_after_topk=False, interleaved=False, swiglu_alpha=1.0, swiglu_limit=0.0):
-    check_experts(hidden, router_logits, gate_up, down, top_k, router_logits.shape[-1], gate_up_bias, down_bias)
+              down_bias=None, softmax_after_topk=False, interleaved=False, swiglu_alpha=1.0, swiglu_limit=0.0,
+              gate_up_scale=None, down_scale=None):
+    check_experts(hidden, router_logits, gate_up, down, top_k, router_logits.shape[-1], gate_up_bias, down_bias,
+                  gate_up_scale, down_scale)
     return torch.empty_like(hidden)
 
 
 @moe_experts.register_fake
 def _moe_experts_fake(tokens, expert_weights, gate_up, down, top_k, num_experts, gate_up_bias=None, down_bias=None,
-                      interleaved=False, swiglu_alpha=1.0, swiglu_limit=0.0):
-    check_experts(tokens, expert_weights, gate_up, down, top_k, num_experts, gate_up_bias, down_bias)
+                      interleaved=False, swiglu_alpha=1.0, swiglu_limit=0.0, gate_up_scale=None, down_scale=None):
+    check_experts(tokens, expert_weights, gate_up, down, top_k, num_experts, gate_up_bias, down_bias, gate_up_scale,
+                  down_scale)
     return torch.empty_like(tokens)
