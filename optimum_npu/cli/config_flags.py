@@ -23,7 +23,7 @@ def int_list(text: str) -> list[int]:
 
 #: Annotation (as written in the dataclass) -> how its flag's value is parsed.
 ARG_TYPES: dict[str, Callable[[str], Any]] = {
-    "int": int, "int | None": int, "str": str, "str | None": str, "tuple[int, ...] | None": int_list,
+    "bool": bool, "int": int, "int | None": int, "str": str, "str | None": str, "tuple[int, ...] | None": int_list,
 }
 _ARGS_ENTRY = re.compile(r"^(\s+)(\w+): (.*)$")
 
@@ -69,7 +69,9 @@ def add_config_flags(group: argparse._ActionsContainer, cls: type, skip: tuple[s
         if field.default not in (None, dataclasses.MISSING) and "default" not in help_text.lower():
             help_text += f" (default {field.default})"
         options: dict[str, Any] = {"help": help_text.replace("%", "%%"), "default": None}
-        if "choices" in field.metadata:
+        if parse is bool:        # a switch: --flag turns it on, absent leaves the default
+            options["action"] = "store_true"
+        elif "choices" in field.metadata:
             options["choices"] = list(field.metadata["choices"])
         else:
             options["type"] = parse

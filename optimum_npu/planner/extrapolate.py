@@ -149,7 +149,8 @@ def extrapolated_plans_for_specs(hf_config: PretrainedConfig, arch: Architecture
         captured = capture_passes(lambda: _raw_capture(truncated, arch, config, graph_names, captures, key),
                                   config.quantization, keep)
         for tp in tensor_parallel_sizes:
-            split = tensor_parallel_plan(truncated, tp, arch.text_model, tp if expert_parallel else 1)
+            split = tensor_parallel_plan(truncated, tp, arch.text_model, tp if expert_parallel else 1,
+                                         config.expert_tensor_parallel)
             compiled = device_passes(captured, split, with_weights=False)
             memory[tp].append((weight, compiled.memory))
             for name in graph_names:

@@ -62,6 +62,20 @@ def expert_parallel_problem(size: int, model: DecoderModelConfig) -> str | None:
     return None
 
 
+def expert_tensor_parallel_problem(enabled: bool, size: int, model: DecoderModelConfig) -> str | None:
+    """Why ``expert_tensor_parallel`` cannot split ``model``'s experts over ``size`` devices (None when it can)."""
+    if not enabled:
+        return None
+    if not model.num_experts:
+        return (f"expert_tensor_parallel=True needs a mixture-of-experts model; {model.architecture} has no experts: "
+                "leave expert_tensor_parallel=False")
+    if model.moe_intermediate_size % size:
+        choices = [d for d in range(1, 65) if model.moe_intermediate_size % d == 0]
+        return (f"expert_tensor_parallel=True with tensor_parallel_size={size} does not divide the experts' "
+                f"{model.moe_intermediate_size} intermediate features; choose tensor_parallel_size in {choices}")
+    return None
+
+
 @dataclass(frozen=True)
 class NPUDecoderConfig:
     """Compile configuration of a decoder-only causal LM.
@@ -90,6 +104,9 @@ class NPUDecoderConfig:
         expert_parallel_size: 1, or ``tensor_parallel_size``: the experts of a mixture-of-experts model are
             spread over the group's devices (each holds E / n experts; dispatch and combine are all-to-all
             collectives, docs/moe.md). Must divide the model's experts per layer.
+        expert_tensor_parallel: with ``expert_parallel_size`` 1, split every routed expert's intermediate size
+            over the tensor-parallel group (each device holds 1/n of every expert; an all-reduce follows the
+            experts) instead of replicating the experts on every device. Default False.
         prefill_logits: ``"last"`` (default: the prefill graph returns the next-token logits only) or ``"all"``:
             also compile ``prefill_all_logits``, a prefill graph returning the logits of every position, so
             ``model(input_ids, logits_to_keep=0).logits`` is ``[B, S, V]`` (perplexity, scoring).
@@ -116,6 +133,7 @@ class NPUDecoderConfig:
     kvcache_partition_len: int | None = None
     tensor_parallel_size: int = 1
     expert_parallel_size: int = 1
+    expert_tensor_parallel: bool = False
     prefill_logits: str = field(default="last", metadata={"choices": PREFILL_LOGITS})
     quantization: QuantizationConfig | None = None
     device: int | tuple[int, ...] = field(default=0, metadata={"runtime": True})
@@ -150,6 +168,12 @@ class NPUDecoderConfig:
                                  f"{self.tensor_parallel_size}: experts are spread over the tensor-parallel group, so "
                                  f"choose expert_parallel_size in [1, {self.tensor_parallel_size}] (raise "
                                  "tensor_parallel_size for more devices)")
+        if not isinstance(self.expert_tensor_parallel, bool):
+            raise NPUConfigError(f"expert_tensor_parallel={self.expert_tensor_parallel!r} must be True or False")
+        if self.expert_tensor_parallel and self.expert_parallel_size > 1:
+            raise NPUConfigError(f"expert_tensor_parallel=True with expert_parallel_size={self.expert_parallel_size}: "
+                                 "the experts are split either by expert (expert_parallel_size) or by intermediate "
+                                 "size (expert_tensor_parallel); set one of them")
         object.__setattr__(self, "quantization", coerce_quantization(self.quantization, NPUConfigError))
         if self.collectives not in COLLECTIVE_BACKENDS:
             raise NPUConfigError(f"collectives={self.collectives!r} is not supported; choose one of "
@@ -279,7 +303,10 @@ class NPUDecoderConfig:
                                      f"choose tensor_parallel_size in {choices}")
         if (problem := expert_parallel_problem(self.expert_parallel_size, model)) is not None:
             raise NPUConfigError(problem)
-        check_quantization(self.quantization, model, tp, spec, NPUConfigError)
+        if (problem := expert_tensor_parallel_problem(self.expert_tensor_parallel, tp, model)) is not None:
+            raise NPUConfigError(problem)
+        check_quantization(self.quantization, model, tp, spec, NPUConfigError,
+                           expert_split=tp if self.expert_tensor_parallel else 1)
         limit = model.max_position_embeddings
         max_seq_len = self.max_seq_len or min(limit, 2048)
         if max_seq_len > limit:
