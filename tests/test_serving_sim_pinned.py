@@ -1,5 +1,6 @@
 """plan-serving's figures pinned: the search's speed-ups (memoised call costs, shared captures, reused
-probes, early-stopped failing probes) must give exactly the figures the plain search gave.
+probes, early-stopped failing probes) must give exactly the figures the plain search gave; and the early stop
+(``SLOWatch``) stops exactly the replays whose full metrics miss the SLO.
 
 The figures below were produced by the search before those speed-ups (commit 4e85686) on a tiny Llama;
 every probe's rate and verdict, the full metrics of the saturation replay and of every probe meeting the SLO
@@ -10,11 +11,15 @@ from __future__ import annotations
 
 import hashlib
 import json
+import random
 
 import pytest
 
+from optimum_npu.planner.serving_sim.metrics import PERCENTILES, SLO_METRICS, ServingMetrics, SLOWatch
 from optimum_npu.planner.serving_sim.plan_serving import plan_serving
+from optimum_npu.planner.serving_sim.replay import ReplayResult, ServedRequest
 from optimum_npu.planner.workload import load_workload
+from optimum_npu.runtime.scheduler_stats import SchedulerStats
 
 WORKLOAD = {"arrivals": {"process": "poisson", "rate": 30000.0}, "num_requests": 30, "seed": 3,
             "prompt_tokens": {"dist": "uniform", "min": 20, "max": 80},
@@ -47,6 +52,26 @@ def tiny_plan(make_checkpoint):
     checkpoint = make_checkpoint("LlamaForCausalLM")
     return plan_serving(checkpoint, load_workload(WORKLOAD), SLO, ["atom", "rngd"], ["none", "fp8"], [4], [256],
                         [1, 2], bucket_sets=["pow2", "max"])    # the two sets compared when the figures were pinned
+
+
+@pytest.mark.parametrize("seed", range(3))
+def test_slo_watch_stops_exactly_the_replays_that_miss(seed):
+    """Fed every served request, ``SLOWatch`` says "missed" (at some point) iff the full metrics miss the SLO."""
+    rng = random.Random(seed)
+    for _ in range(40):
+        count = rng.randint(1, 150)
+        served = []
+        for index in range(count):
+            tokens = rng.randint(1, 6)
+            first = rng.expovariate(10)
+            gaps = tuple(rng.expovariate(50) for _ in range(tokens - 1))
+            served.append(ServedRequest(index, 0.0, first, first + sum(gaps), tokens, gaps, 0))
+        slo = {f"{rng.choice(SLO_METRICS)}_{rng.choice(list(PERCENTILES))}": rng.choice([0.01, 0.05, 0.2, 0.5])}
+        watch = SLOWatch(slo, [r.output_tokens for r in served])
+        stopped_at = next((i for i, r in enumerate(served) if watch.missed_by(r)), None)
+        replayed = ReplayResult(served, [], SchedulerStats(), 1.0, 0.0, 0.0)
+        misses = not ServingMetrics.of([replayed], 1.0).meets(slo)
+        assert (stopped_at is not None) == misses, (slo, watch.missed)
 
 
 def test_search_figures_are_pinned(tiny_plan):
