@@ -20,7 +20,7 @@ from optimum_npu.models.diffusion.tiny import build_sd_pipeline
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--model", help="a local Stable Diffusion pipeline folder (default: a tiny one built in code)")
     parser.add_argument("--prompt", default="a red cat")
     parser.add_argument("--resolution", default=None, help="HEIGHTxWIDTH, e.g. 512x512 (default: the model's own)")

@@ -1,4 +1,4 @@
-"""SDXL and the image-to-image / inpainting variants against eager Diffusers (tiny pipelines built in code, fp32).
+"""SDXL and the image-to-image / inpainting variants of SD, SDXL and SD3 against eager Diffusers (tiny pipelines built in code, fp32).
 
 Each case compiles its own pipeline (one resolution, batch 2, guidance), so they are in the slow tier; the
 quick tier's Stable Diffusion cases are in ``test_diffusion.py``.
@@ -11,12 +11,13 @@ import pytest
 import torch
 from PIL import Image
 
-from optimum_npu import (NPUStableDiffusionImg2ImgPipeline, NPUStableDiffusionInpaintPipeline,
+from optimum_npu import (NPUStableDiffusion3Img2ImgPipeline, NPUStableDiffusion3InpaintPipeline,
+                         NPUStableDiffusionImg2ImgPipeline, NPUStableDiffusionInpaintPipeline,
                          NPUStableDiffusionXLImg2ImgPipeline, NPUStableDiffusionXLInpaintPipeline,
                          NPUStableDiffusionXLPipeline)
-from optimum_npu.models.diffusion.tiny import build_sd_pipeline, build_sdxl_pipeline
+from optimum_npu.models.diffusion.tiny import build_sd3_pipeline, build_sd_pipeline, build_sdxl_pipeline
 
-CONFIG = {"unet": {"resolutions": [[32, 32]], "batch_size": 2, "guidance": [True]}}
+CONFIG = {"resolutions": [[32, 32]], "batch_size": 2, "guidance": [True]}
 IMAGE = Image.fromarray((np.random.RandomState(0).rand(32, 32, 3) * 255).astype(np.uint8))
 MASK = Image.fromarray(((np.arange(32)[None, :] >= 16) * np.ones((32, 1)) * 255).astype(np.uint8))
 CASES = [
@@ -28,6 +29,10 @@ CASES = [
     (NPUStableDiffusionXLImg2ImgPipeline, lambda: build_sdxl_pipeline("image2image"),
      {"image": [IMAGE, IMAGE], "strength": 0.6}, "vae_encoder"),
     (NPUStableDiffusionXLInpaintPipeline, lambda: build_sdxl_pipeline("inpainting"),
+     {"image": IMAGE, "mask_image": MASK, "height": 32, "width": 32, "strength": 0.8}, "vae_encoder"),
+    (NPUStableDiffusion3Img2ImgPipeline, lambda: build_sd3_pipeline("image2image"),
+     {"image": [IMAGE, IMAGE], "strength": 0.6}, "vae_encoder"),
+    (NPUStableDiffusion3InpaintPipeline, lambda: build_sd3_pipeline("inpainting"),
      {"image": IMAGE, "mask_image": MASK, "height": 32, "width": 32, "strength": 0.8}, "vae_encoder"),
 ]
 

@@ -109,14 +109,15 @@ def build_sd3_pipeline(task: str = "text2image", seed: int = 0, tokens: int = TI
     classes = {"text2image": StableDiffusion3Pipeline, "image2image": StableDiffusion3Img2ImgPipeline,
                "inpainting": StableDiffusion3InpaintPipeline}
     torch.manual_seed(seed)
-    transformer = SD3Transformer2DModel(sample_size=16, patch_size=1, in_channels=4, num_layers=2,
+    channels = 16 if task == "inpainting" else 4   # SD3 inpainting checks for SD3's own 16 latent channels
+    transformer = SD3Transformer2DModel(sample_size=16, patch_size=1, in_channels=channels, num_layers=2,
                                         attention_head_dim=8, num_attention_heads=4, caption_projection_dim=32,
-                                        joint_attention_dim=32, pooled_projection_dim=64, out_channels=4).eval()
+                                        joint_attention_dim=32, pooled_projection_dim=64, out_channels=channels).eval()
     t5 = T5EncoderModel(T5Config(vocab_size=VOCAB_SIZE, d_model=32, d_ff=37, d_kv=8, num_heads=4, num_layers=2,
                                  pad_token_id=0, eos_token_id=2, decoder_start_token_id=0)).eval()
     vae = AutoencoderKL(sample_size=32, in_channels=3, out_channels=3, block_out_channels=(4, 8), layers_per_block=1,
                         down_block_types=["DownEncoderBlock2D"] * 2, up_block_types=["UpDecoderBlock2D"] * 2,
-                        latent_channels=4, norm_num_groups=1, use_quant_conv=False, use_post_quant_conv=False,
+                        latent_channels=channels, norm_num_groups=1, use_quant_conv=False, use_post_quant_conv=False,
                         shift_factor=0.0609, scaling_factor=1.5035).eval()
     return classes[task](transformer=transformer, scheduler=FlowMatchEulerDiscreteScheduler(), vae=vae,
                          text_encoder=_clip(CLIPTextModelWithProjection, 1, tokens, projection_dim=32),
