@@ -103,3 +103,14 @@ def test_push_and_pull_a_pipeline_with_its_card(hub, tmp_path):
         assert np.abs(pulled(generator=torch.Generator().manual_seed(0), **call).images - reference).max() == 0
     finally:
         pulled.release()
+
+
+def test_plan_recognises_a_diffusers_folder_and_plans_seconds_per_image(tmp_path):
+    """``optimum-npu plan`` on a Diffusers folder gives the same table as ``plan-image`` at its native size."""
+    pipe = build_sd_pipeline()
+    pipe.save_pretrained(tmp_path / "sd")
+    side = pipe.unet.config.sample_size * pipe.vae_scale_factor
+    planned = _cli("plan", "sd", "--npu", "atom,h100-sxm", cwd=tmp_path).stdout
+    assert planned.startswith(f"sd at {side}x{side}, 50 steps, with guidance")
+    imaged = _cli("plan-image", "sd", "--resolution", f"{side}x{side}", "--npu", "atom,h100-sxm", cwd=tmp_path)
+    assert planned == imaged.stdout

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-PLAN_TARGETS = "atom,rngd,a100-80gb,h100-sxm"
+PLAN_TARGETS = "atom,rngd,a100-80gb,h100-sxm"   # planner/diffusion_plan.PLAN_TARGETS, as a flag value
 
 
 def _resolution(text: str) -> tuple[int, int]:
@@ -42,37 +42,10 @@ def cmd_generate_image(args: argparse.Namespace) -> None:
 
 
 def cmd_plan_image(args: argparse.Namespace) -> None:
-    from optimum_npu.device.spec import resolve_spec
-    from optimum_npu.models.diffusion.estimate import estimate_pipeline
-    from optimum_npu.models.diffusion.npu_config import NPUDiffusionConfig
-    from optimum_npu.models.diffusion.real_shapes import PRESETS, meta_pipeline, preset_pipeline
+    from optimum_npu.planner.diffusion_plan import diffusion_plan_table
 
-    if args.model in PRESETS:
-        pipe, native = preset_pipeline(args.model)
-    else:
-        pipe, native = meta_pipeline(args.model), None
-    resolution = args.resolution or native
-    if resolution is None:
-        raise ValueError("--resolution HEIGHTxWIDTH is needed for a Diffusers folder")
-    denoiser = "transformer" if getattr(pipe, "transformer", None) is not None else "unet"
-    config = NPUDiffusionConfig.coerce({denoiser: {"resolutions": [list(resolution)], "batch_size": args.batch_size,
-                                                   "guidance": [args.guidance],
-                                                   "tensor_parallel_size": args.tensor_parallel_size},
-                                        "dtype": args.dtype})
-    estimates = estimate_pipeline(pipe, config, args.steps, npus=tuple(args.npu.split(",")))
-    print(f"{args.model} at {resolution[0]}x{resolution[1]}, {args.steps} steps, "
-          f"{'with' if args.guidance else 'without'} guidance, batch {args.batch_size}, {args.dtype} "
-          "(weightless estimate, components on device 0, the denoiser on devices 0..tp-1)")
-    print(f"{'npu':<12}{'s / image':>11}{'denoiser/step ms':>18}{'text enc. ms':>14}{'VAE ms':>9}  memory per device")
-    for estimate in estimates:
-        seconds = estimate.seconds_by_component
-        step = seconds[denoiser] / args.steps * 1e3
-        text = sum(v for k, v in seconds.items() if k.startswith("text_encoder")) * 1e3
-        capacity = resolve_spec(estimate.npu).dram_bytes
-        memory = ", ".join(f"npu:{d} {b / 1e9:.2f} GB" + (f" (over its {capacity / 1e9:.0f} GB)" if b > capacity else "")
-                           for d, b in sorted(estimate.memory_per_device({}).items()))
-        print(f"{estimate.npu:<12}{estimate.seconds_per_image:>11.4g}{step:>18.2f}{text:>14.2f}"
-              f"{seconds['vae_decoder'] * 1e3:>9.2f}  {memory}")
+    print(diffusion_plan_table(args.model, tuple(args.npu.split(",")), args.steps, args.resolution, args.batch_size,
+                               args.guidance, args.tensor_parallel_size, args.dtype))
 
 
 def add_image_commands(commands: argparse._SubParsersAction) -> None:

@@ -35,10 +35,18 @@ def quantization_knob(args: argparse.Namespace) -> dict | None:
 
 def cmd_plan(args: argparse.Namespace) -> None:
     from optimum_npu.planner import format_table, plan, to_json
+    from optimum_npu.planner.diffusion_plan import PLAN_TARGETS, diffusion_plan_table, is_diffusion_model
+
+    if is_diffusion_model(args.model):   # a Diffusers pipeline: seconds per image (plan-image has every option)
+        npus = tuple(args.npu.split(",")) if args.npu else PLAN_TARGETS
+        print(diffusion_plan_table(args.model, npus, tensor_parallel_size=args.tensor_parallel_size[0],
+                                   dtype=args.dtype or "bfloat16"))
+        return
 
     keys = ("max_seq_len", "batch_size", "decoder_batch_sizes", "prefill_chunk_size", "dtype", "npu",
             "kvcache_block_size", "kvcache_num_blocks", "attn_impl", "kvcache_partition_len")
     knobs = {key: getattr(args, key) for key in keys if getattr(args, key) is not None}
+    knobs.setdefault("npu", "atom")
     quantization = quantization_knob(args)
     if quantization:
         knobs["quantization"] = quantization
@@ -71,7 +79,9 @@ def add_plan_command(commands: argparse._SubParsersAction) -> None:
                     "configuration is planned in seconds. Times include the host-link copies per graph call, "
                     "as model.npu_stats reports them.")
     parser.add_argument("model", help="a config.json path, a model directory, a Hub id, or a built-in shape: "
-                                      + ", ".join(sorted(BUILTIN_MODELS)))
+                                      + ", ".join(sorted(BUILTIN_MODELS)) + "; a Diffusers folder or sd15, sdxl, "
+                                      "sd3-medium plans seconds per image (50 steps, guidance; plan-image has "
+                                      "every option)")
     parser.add_argument("--tensor-parallel-size", type=_int_list, default=[1, 2, 4, 8],
                         help="configurations to compare, comma separated (default 1,2,4,8)")
     parser.add_argument("--prompt-lengths", type=_int_list, default=[128, 1024],
@@ -86,8 +96,9 @@ def add_plan_command(commands: argparse._SubParsersAction) -> None:
                              "(an all-reduce after the experts; default: experts replicated)")
     parser.add_argument("--json", action="store_true", help="print a JSON list, one object per configuration")
     group = parser.add_argument_group("compile knobs (see NPUDecoderConfig; unset = derived from the model)")
-    group.add_argument("--npu", default="atom", help=f"target NPU: a preset ({', '.join(sorted(PRESETS))}) or a "
-                                                     "JSON spec file (default atom)")
+    group.add_argument("--npu", help=f"target NPU: a preset ({', '.join(sorted(PRESETS))}) or a JSON spec file "
+                                        "(default atom; a Diffusers pipeline: comma-separated, default "
+                                        "atom,rngd,a100-80gb,h100-sxm)")
     group.add_argument("--max-seq-len", type=int, help="longest prompt + generated tokens (default: model limit, "
                                                        "capped at 2048)")
     group.add_argument("--batch-size", type=int, default=1, help="most sequences generated together (default 1)")
