@@ -6,7 +6,9 @@ import pytest
 import transformers
 
 from optimum_npu.models.seq2seq.modeling import NPUModelForSeq2SeqLM
+from optimum_npu.models.seq2seq.speech import NPUModelForSpeechSeq2Seq
 from optimum_npu.models.seq2seq.tiny import save_seq2seq
+from optimum_npu.models.seq2seq.tiny_whisper import save_whisper
 
 ARCHITECTURES = ["T5ForConditionalGeneration", "BartForConditionalGeneration"]
 #: Two encoder length buckets (inputs land in either), one encoder batch bucket, decode batches 1 and 8 (3 inputs
@@ -31,3 +33,21 @@ def seq2seq_models(tmp_path_factory):
     yield models
     for npu, _, _ in models.values():
         npu.release()
+
+
+#: Whisper: encoder batches 1 and 4 of its one-second window; 3 clips x 2 beams run on decode batch 8.
+WHISPER_CONFIG = {"encoder_batch_sizes": [1, 4], "batch_size": 8, "decoder_batch_sizes": [1, 8], "max_seq_len": 64}
+
+
+@pytest.fixture(scope="session")
+def whisper(tmp_path_factory):
+    """(reloaded NPU Whisper, eager Whisper, artifact dir with tokenizer and feature extractor); compiled once."""
+    root = tmp_path_factory.mktemp("whisper")
+    checkpoint = save_whisper(root / "hf")
+    compiled = NPUModelForSpeechSeq2Seq.from_pretrained(checkpoint, export=True, npu_config=WHISPER_CONFIG,
+                                                        compile_cache=False)
+    compiled.save_pretrained(root / "npu")
+    compiled.release()
+    npu = NPUModelForSpeechSeq2Seq.from_pretrained(root / "npu")
+    yield npu, transformers.WhisperForConditionalGeneration.from_pretrained(checkpoint).eval(), root / "npu"
+    npu.release()

@@ -21,6 +21,7 @@ from optimum_npu.serving.async_engine import AsyncEngine
 from optimum_npu.serving.embeddings import EmbeddingEngine, build_embeddings_app
 from optimum_npu.serving.engine_core import EngineCore
 from optimum_npu.serving.loading import load_for_serving
+from optimum_npu.serving.transcriptions import TranscriptionEngine, build_transcriptions_app  # speech-to-text
 
 logger = logging.getLogger(__name__)
 
@@ -83,8 +84,12 @@ class NPUServer:
         self._thread: threading.Thread | None = None
 
     def _engine_and_app(self, tokenizer, name: str):
-        """A text generator gets the scheduler's engine thread and the OpenAI app; an encoder, /v1/embeddings."""
+        """A text generator gets the scheduler's engine thread and the OpenAI app; an encoder, /v1/embeddings; a
+        speech-to-text model, /v1/audio/transcriptions."""
         options = self.options
+        if getattr(self.model, "main_input_name", None) == "input_features":   # speech-to-text (Whisper)
+            engine = TranscriptionEngine(self.model, tokenizer)
+            return engine, build_transcriptions_app(engine, name, options.api_key)
         if not isinstance(self.model, GenerationMixin):
             engine = EmbeddingEngine(self.model, tokenizer)
             return engine, build_embeddings_app(engine, name, options.api_key)
