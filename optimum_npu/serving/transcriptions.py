@@ -71,7 +71,7 @@ class TranscriptionEngine:
         self.draining, self.alive = False, True
 
     def transcribe(self, audio: np.ndarray, language: str | None, timestamps: bool, temperature: float) -> dict:
-        generate = {"language": language} if language else {}
+        generate = {"num_beams": 1, **({"language": language} if language else {})}   # greedy, as OpenAI's
         limit = self.model.npu_config.max_seq_len - 4          # the start, language, task and timestamp tokens
         if (self.model.generation_config.max_length or 0) > limit:
             generate["max_new_tokens"] = limit
