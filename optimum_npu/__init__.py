@@ -46,6 +46,29 @@ _EXPORTS = {
     "NPUSeq2SeqConfig": "optimum_npu.models.seq2seq",
     "NPUAutoModelForSeq2SeqLM": "optimum_npu.models.seq2seq.auto",
     "NPUAutoModelForSpeechSeq2Seq": "optimum_npu.models.seq2seq.auto",
+    # diffusion family (Diffusers pipelines)
+    "NPUStableDiffusionPipeline": "optimum_npu.models.diffusion.pipelines",
+    "NPUStableDiffusionImg2ImgPipeline": "optimum_npu.models.diffusion.pipelines",
+    "NPUStableDiffusionInpaintPipeline": "optimum_npu.models.diffusion.pipelines",
+    "NPUStableDiffusionXLPipeline": "optimum_npu.models.diffusion.pipelines",
+    "NPUStableDiffusionXLImg2ImgPipeline": "optimum_npu.models.diffusion.pipelines",
+    "NPUStableDiffusionXLInpaintPipeline": "optimum_npu.models.diffusion.pipelines",
+    "NPUStableDiffusion3Pipeline": "optimum_npu.models.diffusion.pipelines",
+    "NPUStableDiffusion3Img2ImgPipeline": "optimum_npu.models.diffusion.pipelines",
+    "NPUStableDiffusion3InpaintPipeline": "optimum_npu.models.diffusion.pipelines",
+    "NPUAutoPipelineForText2Image": "optimum_npu.models.diffusion.auto",
+    "NPUAutoPipelineForImage2Image": "optimum_npu.models.diffusion.auto",
+    "NPUAutoPipelineForInpainting": "optimum_npu.models.diffusion.auto",
+    "NPUDiffusionConfig": "optimum_npu.models.diffusion.npu_config",
+    # vision and speech encoders, CLIP (models/encoder, models/clip)
+    "NPUModelForImageClassification": "optimum_npu.models.encoder",
+    "NPUAutoModelForImageClassification": "optimum_npu.models.encoder.auto",
+    "NPUCLIPModel": "optimum_npu.models.clip",
+    "NPUCLIPConfig": "optimum_npu.models.clip",
+    "NPUCLIPTextModel": "optimum_npu.models.encoder.modeling",
+    "NPUCLIPVisionModel": "optimum_npu.models.encoder.modeling",
+    "NPUModelForCTC": "optimum_npu.models.encoder.modeling",
+    "NPUAutoModelForCTC": "optimum_npu.models.encoder.auto",
 }
 
 __all__ = [*_EXPORTS, "__version__"]

@@ -2,7 +2,7 @@
 
 Every operator overload the compiler emits for the supported families (collected from the
 graphs of every model the test suite compiles: Llama, Mistral, Qwen2/3, Gemma, Gemma 2/3,
-Phi, Phi-3, GPT-2, OPT, Qwen2/2.5/3-VL, Mixtral, Qwen2/3-MoE, BERT, RoBERTa, XLM-R, DistilBERT, tensor
+Phi, Phi-3, GPT-2, OPT, Qwen2/2.5/3-VL, Mixtral, Qwen2/3-MoE, BERT, RoBERTa, XLM-R, DistilBERT, ViT, ResNet, CLIP, Wav2Vec2, tensor
 parallelism, quantization), each with the names of its schema arguments, which are the only keyword
 names a node of that operator may use. Graphs
 are checked against it by exact string match (``schema.check_op_name``); the device resolves
@@ -75,13 +75,13 @@ ALLOWED_OPS: dict[str, tuple[str, ...]] = {
     "npu.all_gather.default": ('x', 'dim', 'group_size'),
     "npu.all_reduce.default": ('x', 'group_size'),
     "npu.all_to_all.default": ('x', 'group_size'),
-    "npu.moe.default": ('hidden', 'router_logits', 'gate_up', 'down', 'top_k', 'normalize', 'weights_in_input_dtype'),
-    "npu.moe_dispatch.default": ('hidden', 'router_logits', 'top_k', 'normalize', 'weights_in_input_dtype', 'group_size'),
-    "npu.moe_experts.default": ('tokens', 'expert_weights', 'gate_up', 'down', 'top_k', 'num_experts'),
-    "npu.paged_attention.default": ('query', 'key', 'value', 'k_cache', 'v_cache', 'block_table', 'positions', 'scale', 'partition_len', 'softcap', 'k_scale', 'v_scale', 'position_bias'),
+    "npu.moe.default": ('hidden', 'router_logits', 'gate_up', 'down', 'top_k', 'normalize', 'weights_in_input_dtype', 'gate_up_bias', 'down_bias', 'softmax_after_topk', 'interleaved', 'swiglu_alpha', 'swiglu_limit', 'gate_up_scale', 'down_scale'),
+    "npu.moe_dispatch.default": ('hidden', 'router_logits', 'top_k', 'normalize', 'weights_in_input_dtype', 'group_size', 'softmax_after_topk'),
+    "npu.moe_experts.default": ('tokens', 'expert_weights', 'gate_up', 'down', 'top_k', 'num_experts', 'gate_up_bias', 'down_bias', 'interleaved', 'swiglu_alpha', 'swiglu_limit', 'gate_up_scale', 'down_scale'),
+    "npu.paged_attention.default": ('query', 'key', 'value', 'k_cache', 'v_cache', 'block_table', 'positions', 'scale', 'partition_len', 'softcap', 'k_scale', 'v_scale', 'position_bias', 'sinks'),
     "npu.quantized_linear.default": ('input', 'weight', 'scale', 'bias'),
     "npu.segment_attention.default": ('query', 'key', 'value', 'segments', 'scale'),
-    "npu.sliding_window_attention.default": ('query', 'key', 'value', 'k_ring', 'v_ring', 'slots', 'positions', 'window', 'scale', 'softcap', 'k_scale', 'v_scale'),
+    "npu.sliding_window_attention.default": ('query', 'key', 'value', 'k_ring', 'v_ring', 'slots', 'positions', 'window', 'scale', 'softcap', 'k_scale', 'v_scale', 'sinks'),
     # ---- seq2seq family (T5, BART, Whisper): cross-attention and the ops of their encoders/decoders ----
     "npu.cross_attention.default": ('query', 'k_cache', 'v_cache', 'mask_cache', 'slots', 'scale', 'key', 'value', 'mask'),
     "aten.abs.default": ('self',),
@@ -96,7 +96,36 @@ ALLOWED_OPS: dict[str, tuple[str, ...]] = {
     "aten.to.dtype_layout": ('self', 'dtype', 'layout', 'device', 'pin_memory', 'non_blocking', 'copy', 'memory_format'),
     "aten.zeros_like.default": ('self', 'dtype', 'layout', 'device', 'pin_memory', 'memory_format'),
     "aten.conv1d.default": ('input', 'weight', 'bias', 'stride', 'padding', 'dilation', 'groups'),
+    # ---- vision and speech encoders (models/encoder: ViT, ResNet, CLIP towers, Wav2Vec2): convolutions, inference
+    # batch norm, pooling, CLIP's end-of-text pooling (argmax, eq), Wav2Vec2's weight-normed positional conv ----
+    "aten._weight_norm.default": ('v', 'g', 'dim'),
+    "aten.adaptive_avg_pool2d.default": ('self', 'output_size'),
+    "aten.argmax.default": ('self', 'dim', 'keepdim'),
+    "aten.batch_norm.default": ('input', 'weight', 'bias', 'running_mean', 'running_var', 'training', 'momentum', 'eps', 'cudnn_enabled'),
+    "aten.conv2d.default": ('input', 'weight', 'bias', 'stride', 'padding', 'dilation', 'groups'),
+    "aten.eq.Scalar": ('self', 'other'),
+    "aten.flatten.using_ints": ('self', 'start_dim', 'end_dim'),
+    "aten.max_pool2d.default": ('self', 'kernel_size', 'stride', 'padding', 'dilation', 'ceil_mode'),
+    "aten.upsample_bicubic2d.vec": ('input', 'output_size', 'align_corners', 'scale_factors'),
 }
 
 #: The only string literals a graph argument may hold (``aten.gelu``'s ``approximate``).
 ALLOWED_STRINGS = frozenset({"none", "tanh"})
+
+# ---- diffusion family (Diffusers pipelines: UNet, SD3 transformer, VAE, CLIP/T5 text encoders) ----
+ALLOWED_OPS.update({
+    "aten.chunk.default": ('self', 'chunks', 'dim'),
+    "aten.concat.default": ('tensors', 'dim'),
+    "aten.exp.default": ('self',),
+    "aten.group_norm.default": ('input', 'num_groups', 'weight', 'bias', 'eps', 'cudnn_enabled'),
+    "aten.le.Tensor": ('self', 'other'),
+    "aten.pad.default": ('self', 'pad', 'mode', 'value'),
+    "aten.upsample_nearest2d.vec": ('input', 'output_size', 'scale_factors'),
+    "npu.dense_attention.default": ('query', 'key', 'value', 'mask', 'scale'),
+    # SD3: the transformer's unpatchify (one einsum, a permutation) and T5's relative position buckets
+    "aten.einsum.default": ('equation', 'tensors', 'path'),
+    "aten.ge.Scalar": ('self', 'other'),
+    "aten.where.ScalarOther": ('condition', 'self', 'other'),
+})
+#: ``aten.pad``'s mode (the VAE encoder pads its downsampling convolution with zeros), SD3's einsum equation.
+ALLOWED_STRINGS = ALLOWED_STRINGS | {"constant", "nhwpqc->nchpwq"}   # + the SD3 transformer's unpatchify equation

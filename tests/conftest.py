@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import gc
 import json
+import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
@@ -29,6 +30,7 @@ from optimum_npu.models.tiny import build_tokenizer, save_causal_lm
 
 from encoder_fixtures import encoders  # noqa: E402,F401  (session fixture: tiny encoders compiled once)
 from seq2seq_fixtures import seq2seq_models, whisper  # noqa: E402,F401  (session: tiny T5, BART, Whisper)
+from vision_fixtures import vision_models  # noqa: E402,F401  (session fixture: tiny ViT / ResNet)
 
 ARCHITECTURES = ["LlamaForCausalLM", "MistralForCausalLM", "Qwen2ForCausalLM", "Qwen3ForCausalLM"]
 
@@ -117,6 +119,18 @@ def llama(make_compiled) -> CompiledPair:
 
 
 @pytest.fixture(scope="session", autouse=True)
+def _import_objects_frozen():
+    """Moves what exists before the first test (modules of torch, Transformers, the library and the tests) out
+    of the garbage collector's reach: a full ``gc.collect()`` then walks only what tests create (0.02 s
+    instead of ~0.5 s), both the explicit ones (leak checks) and Python's automatic ones. Objects created
+    later, models included, are collected as usual."""
+    gc.collect()
+    gc.freeze()
+    yield
+    gc.unfreeze()
+
+
+@pytest.fixture(scope="session", autouse=True)
 def _every_model_released():
     """Device reservations do not outlive the session: fixtures release the models they share, tests release
     theirs in ``finally`` (or drop them); anything still reserved at the end is a leak."""
@@ -142,9 +156,19 @@ def no_graph_runs(model, monkeypatch) -> list:
 
 @pytest.fixture(scope="session", autouse=True)
 def _isolated_compile_cache(tmp_path_factory):
-    """Tests never read or fill the user's ~/.cache/optimum-npu (subprocesses inherit the variable)."""
+    """Tests never read or fill the user's ~/.cache/optimum-npu (subprocesses inherit the variable).
+
+    Under pytest-xdist (``-n 2``) the workers share one cache in the run's common temporary folder, so a model
+    one worker compiled is a cache hit for the other (entries are written to a temporary folder and renamed
+    into place: a reader sees a whole entry or none, and when both compile the same key the first one stays).
+    """
+    if os.environ.get("PYTEST_XDIST_WORKER"):
+        cache = tmp_path_factory.getbasetemp().parent / "compile-cache"
+        cache.mkdir(exist_ok=True)
+    else:
+        cache = tmp_path_factory.mktemp("compile-cache")
     patch = pytest.MonkeyPatch()
-    patch.setenv("OPTIMUM_NPU_CACHE", str(tmp_path_factory.mktemp("compile-cache")))
+    patch.setenv("OPTIMUM_NPU_CACHE", str(cache))
     patch.delenv("OPTIMUM_NPU_CACHE_REPO", raising=False)
     yield
     patch.undo()

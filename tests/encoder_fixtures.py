@@ -25,7 +25,7 @@ def encoders(tmp_path_factory):
         root = tmp_path_factory.mktemp(architecture)
         checkpoint = save_encoder(architecture, root / "hf")
         grid = GRID if architecture == "BertModel" else SMALL_GRID
-        npu = NPUEncoderModel.from_pretrained(checkpoint, export=True, npu_config=grid, compile_cache=False)
+        npu = NPUEncoderModel.from_pretrained(checkpoint, export=True, npu_config=grid)
         npu.save_pretrained(root / "npu")
         npu.release()
         eager = getattr(transformers, architecture).from_pretrained(checkpoint).eval()

@@ -28,9 +28,10 @@ ADDED = {
     "MixtralForCausalLM": True,
     "Qwen2MoeForCausalLM": True,
     "Qwen3MoeForCausalLM": True,
+    "GptOssForCausalLM": False,    # MoE (tests/test_moe_gpt_oss.py): sliding-window layers, no prefix caching
 }
 #: Quick tier: the MoE parity of tests/test_moe.py; their full parity runs with the whole suite.
-MOE = {"MixtralForCausalLM", "Qwen2MoeForCausalLM", "Qwen3MoeForCausalLM"}
+MOE = {"MixtralForCausalLM", "Qwen2MoeForCausalLM", "Qwen3MoeForCausalLM", "GptOssForCausalLM"}
 LONG_PROMPT = "The quick brown fox jumps over the lazy dog"   # 43 tokens: three prefill chunks of 16
 BATCH_PROMPTS = ["Once upon a time, far", "hi", "Hello world!"]  # 21, 2 and 12 tokens, left-padded
 SHARED_PREFIX = ["A shared system prompt that is longer than two blocks of sixteen. User: hi",

@@ -37,16 +37,77 @@ def test_help_documents_every_option(command, flags):
 
 
 def test_every_compile_knob_has_a_flag():
-    """The export flags and NPUDecoderConfig's compile knobs are the same set (quantization has its own flags)."""
+    """The export flags are generated from NPUDecoderConfig's compile knobs (quantization has its own flags)."""
     import dataclasses
 
-    from optimum_npu.cli.model_commands import COMPILE_FLAGS
-    from optimum_npu.models.decoder.npu_config import NPUDecoderConfig
+    from optimum_npu.cli.model_commands import _npu_config_from_args, compile_knob_names
+    from optimum_npu.models.decoder.npu_config import ATTN_IMPLS, NPUDecoderConfig
 
     knobs = {f.name for f in dataclasses.fields(NPUDecoderConfig) if not f.metadata.get("runtime")}
-    assert set(COMPILE_FLAGS) == knobs - {"quantization"}
-    help_text = build_parser()._subparsers._group_actions[0].choices["export"].format_help()
+    assert set(compile_knob_names()) == knobs - {"quantization"}
+    export = build_parser()._subparsers._group_actions[0].choices["export"]
+    actions = {a.dest: a for a in export._actions}
+    assert knobs - {"quantization"} <= set(actions)
+    assert actions["attn_impl"].choices == list(ATTN_IMPLS) and actions["prefill_logits"].choices == ["last", "all"]
+    help_text = export.format_help()
     assert "in this release" not in help_text
+    args = build_parser().parse_args(["export", "ckpt", "out", "--decoder-batch-sizes", "1,2", "--batch-size", "2",
+                                      "--kvcache-num-blocks", "9", "--prefill-logits", "all", "--quantization", "int8"])
+    config = _npu_config_from_args(args)
+    assert config == {"batch_size": 2, "decoder_batch_sizes": [1, 2], "kvcache_num_blocks": 9, "prefill_logits": "all",
+                      "quantization": {"weights": "int8"}}
+    NPUDecoderConfig.from_dict(config)  # the flags' values are valid knobs
+
+
+def test_flags_follow_the_dataclass_without_a_cli_edit():
+    """A field added to a config dataclass is a flag at the next parse: named after it, typed from its annotation,
+    its docstring ``Args:`` entry as help; runtime options are not compile flags; a type without parser fails."""
+    import argparse
+    import dataclasses
+
+    from optimum_npu.cli.config_flags import add_config_flags
+
+    @dataclasses.dataclass(frozen=True)
+    class Knobs:
+        """Knobs.
+
+        Args:
+            chunk_size: tokens per chunk,
+                said over two lines.
+            sizes: graph sizes.
+            mode: how to run.
+            device: runtime option: where.
+
+        Returns:
+            nothing.
+        """
+
+        chunk_size: int | None = None
+        sizes: tuple[int, ...] | None = None
+        mode: str = dataclasses.field(default="a", metadata={"choices": ("a", "b")})
+        device: int = dataclasses.field(default=0, metadata={"runtime": True})
+
+    parser = argparse.ArgumentParser()
+    assert add_config_flags(parser, Knobs) == ["chunk_size", "sizes", "mode"]
+    args = parser.parse_args(["--chunk-size", "8", "--sizes", "1,2", "--mode", "b"])
+    assert (args.chunk_size, args.sizes, args.mode) == (8, [1, 2], "b")
+    assert parser.parse_args([]).mode is None  # unset: the dataclass default applies
+    help_text = " ".join(parser.format_help().split())
+    assert "tokens per chunk, said over two lines." in help_text and "how to run. (default a)" in help_text
+    assert "--device" not in help_text and "nothing" not in help_text
+    with pytest.raises(SystemExit):
+        parser.parse_args(["--mode", "c"])
+
+    @dataclasses.dataclass(frozen=True)
+    class Odd:
+        """Args:
+            ratio: a float knob.
+        """
+
+        ratio: float = 0.5
+
+    with pytest.raises(TypeError, match="Odd.ratio: no parser for its annotation"):
+        add_config_flags(argparse.ArgumentParser(), Odd)
 
 
 def test_help_and_version_do_not_load_torch():

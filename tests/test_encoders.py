@@ -139,7 +139,7 @@ def test_a_task_class_compiles_its_task_from_a_bare_checkpoint(tmp_path):
 
 def test_knob_errors_name_the_knob_and_the_fix(tmp_path):
     checkpoint = save_encoder("BertModel", tmp_path / "hf")
-    for knobs, message in (({"tensor_parallel_size": 2}, "tensor_parallel_size=2 is not supported for encoders"),
+    for knobs, message in (({"tensor_parallel_size": 16}, r"tensor_parallel_size=16 is invalid: .* 1 to 8"),
                            ({"seq_lens": [8, 8]}, "lists a size twice"),
                            ({"seq_lens": [4096]}, r"longer than the model's 130 positions"),
                            ({"batch_size": 4}, r"unknown encoder knobs \['batch_size'\]")):

@@ -89,10 +89,28 @@ def run_speech_recognition(tmp_path: Path, hub) -> None:
     assert "2.5 s of audio ->" in result.stdout and "encoder_b1_s100" in result.stdout
 
 
+def run_text_to_image(tmp_path: Path, hub) -> None:   # diffusion family
+    result = run_script("text_to_image.py", "--output", str(tmp_path / "image.png"), "--steps", "2",
+                        "--artifact", str(tmp_path / "artifact"))
+    assert "(32x32)" in result.stdout and "per denoising step" in result.stdout
+    assert (tmp_path / "image.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert (tmp_path / "artifact" / "unet" / "graphs" / "unet_b2_h32_w32.graph.json").is_file()
+def run_image_classification(tmp_path: Path, hub) -> None:
+    result = run_script("image_classification.py", "--architecture", "ResNetForImageClassification", "--compare",
+                        "--output", str(tmp_path / "artifact"))
+    lines = [line for line in result.stdout.splitlines() if line.startswith("image ")]
+    assert len(lines) == 6 and all(line.split(" -> ")[1].split(" | eager: ")[0] == line.split(" | eager: ")[1]
+                                   for line in lines)   # same label and score as the eager pipeline
+    assert "6 images in 2 calls" in result.stdout and "image_b4_px32" in result.stdout
+    assert (tmp_path / "artifact" / "preprocessor_config.json").is_file()
+
+
 TINY_RUNS = {"text_generation.py": run_text_generation, "hub_roundtrip.py": run_hub_roundtrip,
              "image_to_text.py": run_image_to_text, "serve_and_query.py": run_serve_and_query,
              "moe_expert_parallel.py": run_moe_expert_parallel, "sentence_embeddings.py": run_sentence_embeddings,
-             "translation.py": run_translation, "speech_recognition.py": run_speech_recognition}
+             "translation.py": run_translation, "speech_recognition.py": run_speech_recognition,
+             "text_to_image.py": run_text_to_image,
+             "image_classification.py": run_image_classification}
 
 
 def run_script(name: str, *args: str) -> subprocess.CompletedProcess:

@@ -18,7 +18,7 @@ LAYERS = {
     "compile": {"schema", "schema_ops", "untrusted", "device", "version"},
     "runtime": {"schema", "schema_ops", "untrusted", "device", "compile", "version"},
     "hub": {"schema", "schema_ops", "untrusted", "device", "compile", "version"},
-    "models": {"schema", "schema_ops", "untrusted", "device", "compile", "runtime", "hub", "version"},
+    "models": {"schema", "schema_ops", "untrusted", "device", "compile", "runtime", "hub", "version", "lazy"},
     "planner": {"schema", "schema_ops", "untrusted", "device", "compile", "runtime", "models", "version", "lazy"},
     "serving": {"schema", "schema_ops", "untrusted", "device", "compile", "runtime", "models", "version", "lazy"},
 }

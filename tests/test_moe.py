@@ -149,8 +149,9 @@ dist.destroy_process_group()
 
 
 @pytest.mark.slow
-def test_expert_parallel_on_torch_distributed_gives_the_eager_tokens(tmp_path, tokenizer):
-    reference, model = _compile("Qwen2MoeForCausalLM", 2)
+@pytest.mark.parametrize("architecture", ["Qwen2MoeForCausalLM", "GptOssForCausalLM"])
+def test_expert_parallel_on_torch_distributed_gives_the_eager_tokens(tmp_path, tokenizer, architecture):
+    reference, model = _compile(architecture, 2)
     try:
         model.save_pretrained(tmp_path / "ep2")
     finally:
@@ -175,10 +176,20 @@ def test_expert_parallel_on_torch_distributed_gives_the_eager_tokens(tmp_path, t
     ("MixtralForCausalLM", {"tensor_parallel_size": 2, "expert_parallel_size": 2, "num_local_experts": 3},
      r"expert_parallel_size=2 does not divide the model's 3 experts per layer; choose expert_parallel_size in "
      r"\[1, 3\]"),
+    # experts split by intermediate size (tests/test_moe_tensor_parallel.py)
+    ("MixtralForCausalLM", {"tensor_parallel_size": 2, "expert_parallel_size": 2, "expert_tensor_parallel": True},
+     r"expert_tensor_parallel=True with expert_parallel_size=2: the experts are split either by expert"),
+    ("LlamaForCausalLM", {"tensor_parallel_size": 2, "expert_tensor_parallel": True},
+     r"expert_tensor_parallel=True needs a mixture-of-experts model; LlamaForCausalLM"),
+    ("Qwen2MoeForCausalLM", {"tensor_parallel_size": 4, "expert_tensor_parallel": True, "moe_intermediate_size": 30},
+     r"expert_tensor_parallel=True with tensor_parallel_size=4 does not divide the experts' 30 intermediate "
+     r"features; choose tensor_parallel_size in \[1, 2, 3, 5, 6, 10, 15, 30\]"),
+    ("MixtralForCausalLM", {"tensor_parallel_size": 2, "expert_tensor_parallel": "yes"},
+     r"expert_tensor_parallel='yes' must be True or False"),
 ])
 def test_expert_parallel_size_is_checked_before_compiling(architecture, knobs, message):
     knobs = dict(knobs)
-    overrides = {"num_local_experts": knobs.pop("num_local_experts")} if "num_local_experts" in knobs else {}
+    overrides = {key: knobs.pop(key) for key in ("num_local_experts", "moe_intermediate_size") if key in knobs}
     reference = build_causal_lm(architecture, num_key_value_heads=4, **overrides)
     with pytest.raises(NPUConfigError, match=message):
         NPUModelForCausalLM.from_model(reference, npu_config=KNOBS | knobs)

@@ -359,6 +359,23 @@ def test_stored_shapes_are_proved_at_load(attack):
         NPUModelForCausalLM.from_pretrained(copy)
 
 
+def test_a_proven_graph_vouches_only_for_its_own_bytes(attack):
+    """Loading proves each graph once per process (keyed by the file's sha256): the same name with other bytes,
+    even after the original was proven, is proven again and refused."""
+    from optimum_npu.compile.artifact import read_graph
+
+    copy, _ = attack
+    read_graph(copy, "decoder_batch_1")  # proven (or already proven by the export's load)
+
+    def edit(doc):
+        node = first_node_with_args(doc)
+        node["meta"] = {"shape": [1, 1], "dtype": node["meta"]["dtype"]}
+
+    edit_graph(copy, "decoder_batch_1", edit)
+    with pytest.raises(GraphFormatError, match=r"declares .* but computes"):
+        read_graph(copy, "decoder_batch_1")
+
+
 def test_graph_file_holding_another_graph_is_refused(attack):
     copy, _ = attack
     shutil.copy(copy / "graphs" / "decoder_batch_2.graph.json", copy / "graphs" / "decoder_batch_1.graph.json")

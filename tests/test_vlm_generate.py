@@ -187,6 +187,46 @@ def test_step_logits_match_eager(vlm, processor):
     assert (moved[0] - npu.logits[0][0]).abs().max() > 1e-2
 
 
+@pytest.mark.slow  # compiles a model of its own (one visual bucket, the prefill_all_logits graph)
+def test_logits_of_every_position_match_eager(tmp_path, processor):
+    """``model(**inputs, logits_to_keep=0).logits`` of a VLM compiled with ``prefill_logits="all"`` is [B, S, V],
+    equal to eager Transformers at every real position of a left-padded batch holding an image; padding is 0."""
+    checkpoint = save_vlm(tmp_path / "checkpoint", VLMS[0])
+    npu_config = {"visual": {"max_seq_len": [64]},
+                  "language_model": {**LM, "decoder_batch_sizes": [2], "prefill_logits": "all"}}
+    exported = NPUModelForImageTextToText.from_pretrained(checkpoint, export=True, npu_config=npu_config)
+    exported.save_pretrained(tmp_path / "artifact")
+    exported.release()
+    model = NPUModelForImageTextToText.from_pretrained(tmp_path / "artifact")
+    try:
+        assert "prefill_all_logits" in model.npu_graphs
+        inputs = prepare(processor, [user(1, "Describe."), [{"role": "user", "content": "Words only, and more."}]],
+                         [[image("small")], []])
+        mask = inputs["attention_mask"].bool()
+        assert not mask[0].all() and inputs["input_ids"].shape[1] > LM["prefill_chunk_size"]
+        logits = model(**inputs, logits_to_keep=0).logits
+        ref = AutoModelForImageTextToText.from_pretrained(checkpoint, dtype=torch.float32).eval()
+        with torch.no_grad():
+            expected = ref(**inputs, logits_to_keep=0).logits
+        assert logits.shape == expected.shape == (*inputs["input_ids"].shape, ref.config.get_text_config().vocab_size)
+        torch.testing.assert_close(logits[mask], expected[mask], atol=1e-4, rtol=0)
+        assert not logits[~mask].any()
+        assert [i.bucket for i in model.npu_stats.visual.images] == [64]
+        torch.testing.assert_close(model(**inputs).logits[:, 0], logits[:, -1], atol=1e-5, rtol=0)
+    finally:
+        model.release()
+
+
+def test_every_position_needs_the_knob_before_the_visual_encoder_runs(qwen2, processor, monkeypatch):
+    def refuse(*args, **kwargs):
+        raise AssertionError("the visual encoder ran although the request is refused")
+
+    monkeypatch.setattr(qwen2.model.visual, "encode_features", refuse)
+    inputs = prepare(processor, [user(1, "Describe.")], [[image("small")]])
+    with pytest.raises(ValueError, match="recompile with npu_config=\\{'prefill_logits': 'all'\\}"):
+        qwen2.model(**inputs, logits_to_keep=0)
+
+
 # ---- 2. the artifact ---------------------------------------------------------------------------
 def test_artifact_layout_and_manifest(qwen2):
     root = qwen2.artifact

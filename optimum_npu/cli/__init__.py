@@ -7,8 +7,9 @@ import sys
 from pathlib import Path
 
 from optimum_npu.version import __version__
-from optimum_npu.cli.model_commands import (add_compile_options, add_generation_options, int_list, cmd_demo,
-                                            cmd_export, cmd_generate, cmd_profile)
+from optimum_npu.cli.config_flags import int_list
+from optimum_npu.cli.model_commands import (add_compile_options, add_generation_options, cmd_demo, cmd_export,
+                                            cmd_generate, cmd_profile)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -27,6 +28,9 @@ def build_parser() -> argparse.ArgumentParser:
                         help="vision-language models: visual encoder buckets in patches, e.g. 1024,3136,16384 "
                              "(the other knobs apply to the language model)")
     add_compile_options(export)
+    # diffusion family: the nested pipeline knobs
+    export.add_argument("--pipeline-config", help="Diffusers pipelines: the npu_config as JSON (or a JSON file), e.g. "
+                                                  '\'{"unet": {"resolutions": [[512, 512]], "batch_size": 1}}\'')
     export.set_defaults(func=cmd_export)
 
     generate = commands.add_parser("generate", help="generate text with a compiled artifact",
@@ -77,6 +81,10 @@ def build_parser() -> argparse.ArgumentParser:
     from optimum_npu.serving.commands import add_serving_commands
 
     add_serving_commands(commands)  # serve
+
+    from optimum_npu.cli.image_commands import add_image_commands
+
+    add_image_commands(commands)  # generate-image, plan-image (diffusion family)
     return parser
 
 

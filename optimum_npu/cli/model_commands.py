@@ -10,52 +10,30 @@ import tempfile
 from pathlib import Path
 
 
-def int_list(text: str) -> list[int]:
-    try:
-        return [int(part) for part in text.split(",") if part.strip()]
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected comma-separated integers like 1,2,4, got {text!r}") from None
+def compile_knob_names() -> list[str]:
+    """The knobs of ``NPUDecoderConfig`` that are flags of their own (``quantization`` has three flags)."""
+    from optimum_npu.cli.config_flags import config_fields
+    from optimum_npu.models.decoder.npu_config import NPUDecoderConfig
 
-
-#: One flag per compile knob of ``NPUDecoderConfig`` (``quantization`` has its own three flags);
-#: ``tests/test_cli.py`` fails when a knob has no flag or a flag no knob.
-COMPILE_FLAGS = {
-    "max_seq_len": dict(type=int, help="longest prompt + generated tokens (default: model limit, capped at 2048)"),
-    "batch_size": dict(type=int, default=1, help="most sequences generated together (default 1)"),
-    "decoder_batch_sizes": dict(type=int_list, help="decode graphs to compile, comma separated, e.g. 1,2,4 "
-                                                    "(default: powers of two up to --batch-size)"),
-    "prefill_chunk_size": dict(type=int, help="tokens per prefill graph call (default 128)"),
-    "dtype": dict(choices=["float32", "float16", "bfloat16"], help="weight and compute dtype (default: the "
-                                                                    "checkpoint's)"),
-    "npu": dict(default="atom", help="target NPU: a preset name or a JSON spec file (default atom; see "
-                                     "examples/custom_npu_spec.json)"),
-    "kvcache_block_size": dict(type=int, help="tokens per KV-cache block (default: max seq len)"),
-    "kvcache_num_blocks": dict(type=int, help="blocks in the paged KV pool (default: batch_size full sequences, or "
-                                              "what fits next to the weights)"),
-    "attn_impl": dict(choices=["eager", "flash_attn"], help="decode attention: eager over the whole static cache, "
-                                                            "or flash_attn by partitions (default eager)"),
-    "kvcache_partition_len": dict(type=int, help="flash-attention partition length for decode"),
-    "tensor_parallel_size": dict(type=int, default=1, help="devices to split the model across (default 1)"),
-    "prefill_logits": dict(choices=["last", "all"], help="'all' also compiles a prefill graph returning every "
-                                                         "position's logits (perplexity; default last)"),
-    "expert_parallel_size": dict(type=int, help="1 or --tensor-parallel-size: spread a mixture-of-experts model's "
-                                                "experts over the devices (default 1)"),
-}
+    return [f.name for f in config_fields(NPUDecoderConfig, skip=("quantization",))]
 
 
 def add_compile_options(parser: argparse.ArgumentParser) -> None:
+    """One flag per compile knob of ``NPUDecoderConfig``, generated from the dataclass (``cli/config_flags.py``)."""
+    from optimum_npu.cli.config_flags import add_config_flags
+    from optimum_npu.models.decoder.npu_config import NPUDecoderConfig
     from optimum_npu.planner.commands import add_quantization_options
 
     group = parser.add_argument_group("compile knobs (see NPUDecoderConfig; unset = derived from the model)")
-    for knob, options in COMPILE_FLAGS.items():
-        group.add_argument("--" + knob.replace("_", "-"), **options)
+    add_config_flags(group, NPUDecoderConfig, skip=("quantization",))
     add_quantization_options(group)
 
 
 def _npu_config_from_args(args: argparse.Namespace) -> dict:
+    from optimum_npu.cli.config_flags import knobs_from_args
     from optimum_npu.planner.commands import quantization_knob
 
-    knobs = {key: getattr(args, key) for key in COMPILE_FLAGS if getattr(args, key) is not None}
+    knobs = knobs_from_args(args, compile_knob_names())
     quantization = quantization_knob(args)
     return {**knobs, "quantization": quantization} if quantization else knobs
 
@@ -142,7 +120,8 @@ def _family(model: str, hub: dict):
 
 def cmd_export(args: argparse.Namespace) -> None:
     path, family = _family(args.model, {"revision": args.revision} if args.revision else {})
-    npu_config = family.export_config(_npu_config_from_args(args), {"visual_buckets": args.visual_buckets})
+    options = {"visual_buckets": args.visual_buckets, "pipeline_config": getattr(args, "pipeline_config", None)}
+    npu_config = family.export_config(_npu_config_from_args(args), options)
     with _cache_hits() as hits:
         model = family.model_class.from_pretrained(path, export=True, npu_config=npu_config)
     model.save_pretrained(args.output)

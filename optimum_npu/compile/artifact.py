@@ -28,6 +28,8 @@ import re
 import shutil
 import stat
 import tempfile
+import threading
+from collections import OrderedDict
 from pathlib import Path
 from typing import Any, Callable, Iterable
 
@@ -352,6 +354,15 @@ def write_atomically(target: Path, fill: Callable[[Path], None]) -> Path:
     return target
 
 
+#: sha256 of the graph files whose stored shapes this process has proven (the most recent ``MAX_PROVEN_GRAPHS``).
+#: The proof depends on the file's bytes alone (the operator table is fixed), so a graph read again byte for
+#: byte (a reload, a second model of the same artifact, a compile-cache hit) is not proven twice; any other
+#: bytes are.
+_PROVEN_GRAPHS: OrderedDict[str, None] = OrderedDict()
+_PROVEN_LOCK = threading.Lock()
+MAX_PROVEN_GRAPHS = 1024
+
+
 def read_graph(root: Path, name: str, prove_shapes: bool = True) -> Graph:
     """The graph ``name`` of a verified artifact folder (size bounded before reading).
 
@@ -362,12 +373,26 @@ def read_graph(root: Path, name: str, prove_shapes: bool = True) -> Graph:
     if path.stat().st_size > MAX_GRAPH_BYTES:
         raise ArtifactError(f"{path} is {path.stat().st_size} bytes, over the limit of {MAX_GRAPH_BYTES} for a "
                             f"graph; {_FIX}")
-    graph = Graph.from_json(path.read_bytes(), what=f"{GRAPH_DIR}/{name}{GRAPH_SUFFIX}")
+    data = path.read_bytes()
+    graph = Graph.from_json(data, what=f"{GRAPH_DIR}/{name}{GRAPH_SUFFIX}")
     if graph.name != name:
         raise ArtifactError(f"{path} holds graph {graph.name!r}, not {name!r}; {_FIX}")
     if prove_shapes:  # the stored shapes size the device reservation: prove them before trusting them
-        verify_shapes(graph)
+        _prove_once(graph, hashlib.sha256(data).hexdigest())
     return graph
+
+
+def _prove_once(graph: Graph, digest: str) -> None:
+    """``verify_shapes(graph)`` unless the same bytes (``digest``) were proven before in this process."""
+    with _PROVEN_LOCK:
+        proven = digest in _PROVEN_GRAPHS
+    if not proven:
+        verify_shapes(graph)  # raises for a graph whose stored shapes are not what it computes
+    with _PROVEN_LOCK:
+        _PROVEN_GRAPHS[digest] = None
+        _PROVEN_GRAPHS.move_to_end(digest)
+        while len(_PROVEN_GRAPHS) > MAX_PROVEN_GRAPHS:
+            _PROVEN_GRAPHS.popitem(last=False)
 
 
 def copy_artifact(source: Path, target: Path) -> Path:

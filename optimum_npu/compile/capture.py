@@ -60,7 +60,25 @@ def capture(
     """
     with torch.no_grad():
         program = torch.export.export(module, example_args, strict=False)
+    out_of_place(program.graph)
     return to_graph(program, name, user_input_names, user_input_kinds, weight_prefix, attributes or {})
+
+
+#: In-place ops an HF module may apply to its own intermediates (ResNet's ``hidden += residual``) and their
+#: out-of-place overloads.
+_OUT_OF_PLACE = {torch.ops.aten.add_.Tensor: torch.ops.aten.add.Tensor}
+
+
+def out_of_place(graph: torch.fx.Graph) -> None:
+    """Rewrites an in-place op whose target is an intermediate nothing reads afterwards into its
+    out-of-place overload (same values: its users read its result). Any other in-place op stays, and
+    the operator allow-list refuses it: graphs never mutate their inputs or weights."""
+    order = {node: i for i, node in enumerate(graph.nodes)}
+    for node in graph.nodes:
+        target = node.args[0] if node.op == "call_function" and node.args else None
+        if node.target in _OUT_OF_PLACE and isinstance(target, torch.fx.Node) and target.op == "call_function" \
+                and all(order[user] <= order[node] for user in target.users):
+            node.target = _OUT_OF_PLACE[node.target]
 
 
 def to_graph(program: ExportedProgram, name: str, user_input_names: list[str], user_input_kinds: list[str],

@@ -10,8 +10,9 @@ GPT-2's ``Conv1D`` [in, out] weights) the pass
   tensor-parallel pass and the fusion candidates find it by name), and drops the full-precision weight
   and the views of it that nothing reads any more.
 
-Weights read by anything but linears (an embedding table), and the ``keep`` weights (the logits
-projection), stay as they are. The KV cache is quantized by the attention kernels (``kv_cache``
+The routed experts' stacked weights read by ``npu.moe`` are quantized the same way, expert by expert
+(``quantize_experts.py``). Weights read by anything but linears and experts (an embedding table), and the
+``keep`` weights (the logits projection), stay as they are. The KV cache is quantized by the attention kernels (``kv_cache``
 knob), not here. On a ``meta`` capture the same code yields the quantized shapes without data.
 """
 
@@ -22,6 +23,7 @@ import dataclasses
 import torch
 
 from optimum_npu.compile.quantization_config import QuantizationConfig, QuantizationConfigError
+from optimum_npu.compile.quantize_experts import QWEIGHT, SCALE, quantize_expert_graph, router_weights
 from optimum_npu.device.kernels import QUANTIZED_LINEAR
 from optimum_npu.device.kernels.quantized_linear import quantize_weight
 from optimum_npu.device.ops import FREE_OPS
@@ -30,8 +32,6 @@ from optimum_npu.schema import Graph, Node, TensorSpec, dtype_name, iter_refs
 LINEAR = "aten.linear.default"
 #: Views through which a linear may read its weight (``Conv1D``: ``linear(x, w.t())``).
 _TRANSPOSES = ("aten.t.default", "aten.transpose.int", "aten.permute.default")
-#: Suffixes of the quantized tensors' names (``<module>.qweight``, ``<module>.weight_scale``).
-QWEIGHT, SCALE = ".qweight", ".weight_scale"
 
 
 def is_quantized_source(source: str | None) -> bool:
@@ -41,12 +41,15 @@ def is_quantized_source(source: str | None) -> bool:
 
 def quantized_split(split, source: str | None, shape: tuple[int, ...]):
     """The tensor-parallel split (``WeightSplit``) of a weight, adjusted for the tensors this pass writes: their
-    values and scales are [out, in] (``out_dim`` 0), and a per-channel scale [N, 1] of a row-parallel layer is
-    the same on every rank (None: replicated). Other weights keep their split."""
+    values and scales are [out, in] (``out_dim`` 0; stacked experts [E, out, in]), and a per-channel scale [N, 1]
+    of a row-parallel layer is the same on every rank (None: replicated). Other weights keep their split."""
     if split is None or not is_quantized_source(source):
         return split
     if source.endswith(SCALE) and split.style == "rowwise" and shape[-1] == 1:
         return None
+    if len(shape) == 3:  # stacked experts, [E, out, in] once quantized: spread by expert, or split by features
+        return split if split.style == "colwise" and split.out_dim == 0 else dataclasses.replace(split, out_dim=1,
+                                                                                                 in_dim=2)
     return dataclasses.replace(split, out_dim=0)
 
 
@@ -103,7 +106,7 @@ def quantize_graphs(graphs: dict[str, Graph], weights: dict[str, torch.Tensor], 
         graphs: the captured graphs (they share weights by ``source`` name).
         weights: the tensors by source name (``meta`` tensors for an estimate).
         config: the knob; None or no ``weights`` format returns the inputs unchanged.
-        keep: weight names never quantized (the logits projection).
+        keep: weight names never quantized (the logits projection; MoE routers are kept too).
         given: values and scales already quantized (a pre-quantized checkpoint): those layers take them as they
             are, and no other layer is quantized.
     Raises:
@@ -112,10 +115,15 @@ def quantize_graphs(graphs: dict[str, Graph], weights: dict[str, torch.Tensor], 
     if config is None or config.weights is None:
         return graphs, weights
     weights = dict(weights)
+    keep = tuple(keep) + tuple(sorted(set().union(*(router_weights(graph) for graph in graphs.values()))))
     done: dict[str, tuple[str, str]] = {}  # full-precision source -> (qweight source, scale source)
     rewritten = {}
     for name, graph in graphs.items():
-        rewritten[name] = _rewrite(graph, weights, config, keep, done, given)
+        graph = _rewrite(graph, weights, config, keep, done, given)
+        if given is None:  # a pre-quantized checkpoint gives linears only
+            experts = quantize_expert_graph(graph, weights, config, done)
+            graph = graph if experts is graph else _pruned(experts)
+        rewritten[name] = graph
     used = {spec.source for graph in rewritten.values() for spec in graph.inputs if spec.kind == "weight"}
     for source in done:
         if source not in used:
@@ -150,10 +158,15 @@ def _rewrite(graph: Graph, weights: dict[str, torch.Tensor], config: Quantizatio
         bias = node.args[2] if len(node.args) > 2 else node.kwargs.get("bias")
         nodes.append(Node(node.name, QUANTIZED_LINEAR,
                           [node.args[0], {"ref": qweight_input}, {"ref": scale_input}, bias], {}, node.meta))
-    nodes = _without_dead_views(nodes, set(graph.outputs))
+    inputs = list(graph.inputs) + [spec for name, spec in new_inputs.items() if name not in specs]
+    return _pruned(dataclasses.replace(graph, inputs=tuple(inputs), nodes=tuple(nodes)))
+
+
+def _pruned(graph: Graph) -> Graph:
+    """``graph`` without the views and weight inputs nothing reads any more (the replaced full-precision weights)."""
+    nodes = _without_dead_views(list(graph.nodes), set(graph.outputs))
     read = {ref for node in nodes for ref in iter_refs(node.args) + iter_refs(node.kwargs)} | set(graph.outputs)
     inputs = [spec for spec in graph.inputs if spec.kind != "weight" or spec.name in read]
-    inputs += [spec for name, spec in new_inputs.items() if name not in specs]
     result = dataclasses.replace(graph, inputs=tuple(inputs), nodes=tuple(nodes))
     result.validate()
     return result

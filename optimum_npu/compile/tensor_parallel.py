@@ -10,7 +10,7 @@ tensor-parallel group runs (the same graph on each rank: only the weights differ
 - row-parallel weights (o, down) keep 1/N of their input features; the linear reading them
   is followed by an ``npu.all_reduce`` that sums the partial results;
 - the logits projection, found by the weight names the plan gives (``lm_head.weight``, or the
-  embedding table it is tied to), keeps 1/N of the vocabulary (padded up to a multiple of N with
+  embedding table it is tied to; an encoder's plan names none), keeps 1/N of the vocabulary (padded up to a multiple of N with
   zero rows, sliced off after gathering), followed by an ``npu.all_gather``;
 - everything else (embeddings, norms, position tables) is replicated;
 - with ``expert_parallel`` the plan cuts the stacked expert weights along the expert dimension and each
@@ -33,8 +33,9 @@ from dataclasses import dataclass
 
 import torch
 
-from optimum_npu.compile.expert_parallel import expert_parallel_nodes
-from optimum_npu.compile.quantize import quantized_split
+from optimum_npu.compile.expert_parallel import (WEIGHT_VIEWS, expert_parallel_nodes, experts_per_layer,
+                                                 row_parallel_experts)
+from optimum_npu.compile.quantize import is_quantized_source, quantized_split
 from optimum_npu.compile.shape_prop import propagate_shapes
 from optimum_npu.device.kernels import MOE, QUANTIZED_LINEAR
 from optimum_npu.schema import ALL_GATHER, ALL_REDUCE, Graph, Node, TensorSpec
@@ -42,8 +43,8 @@ from optimum_npu.schema import ALL_GATHER, ALL_REDUCE, Graph, Node, TensorSpec
 LINEAR = "aten.linear.default"
 #: Linear ops and the position of their bias argument (a quantized linear reads weight and scale first).
 _BIAS_POSITION = {LINEAR: 2, QUANTIZED_LINEAR: 3}
-#: Ops through which a weight may reach a linear (a ``Conv1D`` weight [in, out] is transposed).
-_WEIGHT_VIEWS = ("aten.transpose.int", "aten.t.default", "aten.permute.default")
+#: Ops through which a weight may reach a linear (a ``Conv1D`` weight [in, out] is transposed) or the experts.
+_WEIGHT_VIEWS = WEIGHT_VIEWS
 #: The split styles a plan may hold; anything else is refused.
 STYLES = ("colwise", "rowwise", "replicate")
 
@@ -63,11 +64,17 @@ class WeightSplit:
         parts: for a fused colwise projection, the full extent of each part along the output
             features (q, k, v or gate, up); each part is split in N and every rank keeps its
             slice of each part. Empty: one part.
+        in_dim: the weight dimension holding input features, for a rowwise split of a tensor of more than
+            two dimensions (stacked experts); None: the other one of a 2-D weight.
+
+    Besides ``STYLES``, compiler-built plans use ``rowwise_bias``: a bias added after a row-parallel product
+    (stacked experts' down bias [E, H]), kept whole on rank 0 and zero elsewhere, so the all-reduce adds it once.
     """
 
     style: str
     out_dim: int = 0
     parts: tuple[int, ...] = ()
+    in_dim: int | None = None
 
 
 @dataclass(frozen=True)
@@ -107,9 +114,19 @@ class TensorParallelPlan:
         return cls(size, tuple(rules), logits)
 
     def split_of(self, weight_name: str) -> WeightSplit | None:
-        """The split of the module owning ``weight_name`` (``...q_proj.weight`` -> ``...q_proj``), or None."""
-        module = weight_name.rsplit(".", 1)[0]
-        return next((split for pattern, split in self.rules if re.match(pattern, module)), None)
+        """The split of the module owning ``weight_name`` (``...q_proj.weight`` -> ``...q_proj``), or of the
+        parameter itself when a rule names it (stacked experts: ``...experts.down_proj``, whose quantized
+        ``.qweight`` / ``.weight_scale`` take its split), or None."""
+        names = [weight_name]
+        if is_quantized_source(weight_name):  # stacked experts' values / scales: the split of the weight they replace
+            names.append(weight_name.rsplit(".", 1)[0])
+        for name in names:
+            module = name.rsplit(".", 1)[0]
+            split = next((split for pattern, split in self.rules
+                          if re.match(pattern, module) or re.match(pattern, name)), None)
+            if split is not None:
+                return split
+        return None
 
     def style_of(self, weight_name: str) -> str | None:
         split = self.split_of(weight_name)
@@ -139,8 +156,11 @@ def _linear_weights(graph: Graph) -> list[tuple[Node, str | None, str | None]]:
     return found
 
 
-def _logits_linear(graph: Graph, plan: TensorParallelPlan) -> tuple[Node, str, str | None]:
-    """The linear reading the plan's logits weight: the projection to the vocabulary."""
+def _logits_linear(graph: Graph, plan: TensorParallelPlan) -> tuple[Node | None, str | None, str | None]:
+    """The linear reading the plan's logits weight: the projection to the vocabulary (none when the plan names no
+    logits weight: an encoder's heads are replicated)."""
+    if not plan.logits:
+        return None, None, None
     sources = {spec.name: spec.source for spec in graph.inputs}
     heads = [item for item in _linear_weights(graph) if sources.get(item[1]) in plan.logits]
     if len(heads) != 1:
@@ -172,8 +192,12 @@ def weight_cut(split: WeightSplit | None, source: str, shape: tuple[int, ...]) -
     """The cut of a weight (2-D) or bias (1-D) named ``source`` under ``split``."""
     if split is None or split.style == "replicate" or len(shape) == 0:
         return Cut("replicate")
+    if split.style == "rowwise_bias":
+        return Cut("rowwise_bias")
     if split.style == "rowwise":
-        return Cut("rowwise_bias") if len(shape) == 1 else Cut("rowwise", 1 - split.out_dim)
+        if len(shape) == 1:
+            return Cut("rowwise_bias")
+        return Cut("rowwise", 1 - split.out_dim if split.in_dim is None else split.in_dim)
     dim = 0 if len(shape) == 1 else split.out_dim
     parts = split.parts or (shape[dim],)
     if sum(parts) != shape[dim]:
@@ -192,7 +216,7 @@ class _SplitInput:
 def _split_layout(graph: Graph, plan: TensorParallelPlan):
     """Inputs of the sharded graph and the names of the logits projection's weight and bias inputs."""
     head, head_weight, head_bias = _logits_linear(graph, plan)
-    tied = sum(1 for node in graph.nodes for arg in node.args if _ref(arg) == head_weight) > 1
+    tied = head is not None and sum(1 for node in graph.nodes for arg in node.args if _ref(arg) == head_weight) > 1
     head_input = f"{head_weight}_lm_head" if tied else head_weight
     specs = list(graph.inputs)
     if tied:  # the embedding keeps the full table; the logits projection reads a vocabulary shard of it
@@ -231,6 +255,7 @@ def shard_graph(graph: Graph, plan: TensorParallelPlan) -> Graph:
     layout, head, head_input = _split_layout(graph, plan)
     cuts = {item.spec.name: item.cut.style for item in layout}
     rowwise = {node.name for node, weight, _ in _linear_weights(graph) if cuts.get(weight) == "rowwise"}
+    rowwise |= row_parallel_experts(graph, cuts)
     renamed: dict[str, str] = {}
     nodes: list[Node] = []
     for node in graph.nodes:
@@ -238,7 +263,7 @@ def shard_graph(graph: Graph, plan: TensorParallelPlan) -> Graph:
         if node is head:
             args = [args[0], {"ref": head_input}, *args[2:]]
         if node.op == MOE and plan.expert_parallel:
-            experts = next(spec.shape[0] for spec in graph.inputs if spec.name == _ref(node.args[2]))
+            experts = experts_per_layer(graph, node)
             nodes += expert_parallel_nodes(dataclasses.replace(node, args=args), plan.size, experts)
             renamed[node.name] = nodes[-1].name
             continue

@@ -40,7 +40,7 @@ class InProcessGroup:
             return _exchange(parts)
         if node.op == MOE_DISPATCH:
             size = len(parts)
-            sent = [dispatch_buffers(*args[:5], rank, size) for rank, args in enumerate(per_rank_args)]
+            sent = [dispatch_buffers(*args[:5], rank, size, *args[6:]) for rank, args in enumerate(per_rank_args)]
             return list(zip(_exchange([s[0] for s in sent]), _exchange([s[1] for s in sent])))
         raise ValueError(f"{node.op} is not a collective this group performs")
 
@@ -76,8 +76,10 @@ class TorchDistributedGroup:
             dist.all_to_all_single(received, x.contiguous())
             return received
 
-        def moe_dispatch(hidden, router_logits, top_k, normalize, weights_in_input_dtype, group_size):
-            sent = dispatch_buffers(hidden, router_logits, top_k, normalize, weights_in_input_dtype, rank, self.size)
+        def moe_dispatch(hidden, router_logits, top_k, normalize, weights_in_input_dtype, group_size,
+                         softmax_after_topk=False):
+            sent = dispatch_buffers(hidden, router_logits, top_k, normalize, weights_in_input_dtype, rank, self.size,
+                                    softmax_after_topk)
             return tuple(all_to_all(part, group_size) for part in sent)
 
         return {ALL_REDUCE: all_reduce, ALL_GATHER: all_gather, ALL_TO_ALL: all_to_all, MOE_DISPATCH: moe_dispatch}

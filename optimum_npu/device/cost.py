@@ -24,7 +24,9 @@ import torch
 
 from optimum_npu.device.calibration import (HOST_FLOPS, efficiency, keeps_attention_scores_on_chip,
                                             prefill_attention_compute)
+from optimum_npu.device.conv_cost import CONV_OPS, conv_flops
 from optimum_npu.device.fusion import find_groups, group_traffic
+from optimum_npu.device.dense_attention_cost import DENSE_ATTENTION, dense_attention_cost
 from optimum_npu.device.ops import (ALL_REDUCE, ATTENTION_OPS, COLLECTIVE_OPS, FREE_OPS, GATHER_OPS, GEMV_MAX_ROWS,
                                     MATMUL_OPS, GraphIndex, argument, is_host_op, nbytes, short_name)
 from optimum_npu.device.kernels import CROSS_ATTENTION, MOE, MOE_EXPERTS, QUANTIZED_LINEAR, SEGMENT_ATTENTION
@@ -37,7 +39,6 @@ from optimum_npu.device.timeline import (CATEGORIES, DEQUANTIZE, DEVICE_HDMA, DE
 from optimum_npu.schema import ALL_TO_ALL, MOE_DISPATCH, Graph, Node, dtype_from_name
 
 SLIDING_WINDOW_ATTENTION = "npu.sliding_window_attention.default"
-CONV1D = "aten.conv1d.default"
 #: The matmul operand whose last dimension is the reduction (schema argument names).
 _MATMUL_LEFT = {"aten.linear.default": "input", "aten.addmm.default": "mat1", "aten.mm.default": "self",
                 "aten.matmul.default": "self", "aten.bmm.default": "self", QUANTIZED_LINEAR: "input"}
@@ -75,6 +76,11 @@ def _dequant_seconds(cost: OpCost, spec: NPUSpec, dtype: str) -> float:
         return 0.0
     peak = spec.peak_flops_for(cost.precision or dtype)
     return cost.dequant_flops / (peak * efficiency(spec.name, cost.kind).compute)
+
+
+def _has_tensor(node: Node, name: str) -> bool:
+    value = argument(node, name)
+    return isinstance(value, dict) and "ref" in value
 
 
 def roofline_seconds(cost: OpCost, spec: NPUSpec, dtype: str) -> float:
@@ -188,6 +194,11 @@ class GraphCostModel:
         if node.op == SEGMENT_ATTENTION:  # flash-style: the score tiles stay on chip
             (heads, seq, head_dim), q_dtype = self._arg_shape(node, "query")
             return OpCost(4.0 * heads * seq * seq * head_dim, 4 * nbytes([heads, seq, head_dim], q_dtype), "attention")
+        if node.op in CONV_OPS:   # 1-D and 2-D convolutions: an implicit GEMM (conv_cost)
+            flops = conv_flops(out_shape, self._arg_shape(node, "weight")[0])
+            return OpCost(flops, sum(nbytes(s, d) for s, d in args) + out_bytes, "gemm")
+        if node.op == DENSE_ATTENTION:  # non-causal attention over a static bucket (image models)
+            return OpCost(*dense_attention_cost(node, self._arg_shape, _has_tensor))
         if node.op == CROSS_ATTENTION:  # the rows' encoder keys/values (written first at prefill) and the queries
             (batch, seq, heads, head_dim), q_dtype = self._arg_shape(node, "query")
             (_, _, enc_len, _), cache_dtype = self._arg_shape(node, "k_cache")
@@ -195,10 +206,6 @@ class GraphCostModel:
             written = kv_bytes if argument(node, "key") is not None else 0
             return OpCost(4.0 * batch * heads * seq * enc_len * head_dim,
                           kv_bytes + written + 2 * nbytes([batch, seq, heads, head_dim], q_dtype), "attention")
-        if node.op == CONV1D:  # Whisper's audio stem: a GEMM of out x (in_channels / groups x kernel) per output
-            (_, per_group, kernel), _ = self._arg_shape(node, "weight")
-            return OpCost(2.0 * math.prod(out_shape) * per_group * kernel,
-                          sum(nbytes(s, d) for s, d in args) + out_bytes, "gemm")
         if node.op in (MOE, MOE_EXPERTS):  # the experts the batch is expected to activate (moe_cost)
             return OpCost(*moe_cost(node, self._arg_shape))
         if node.op in MATMUL_OPS:

@@ -42,7 +42,12 @@ def moe_cost(node: Node, arg_shape: Callable[[Node, str], tuple[list[int], str]]
     intermediate = gate_up_rest[0] // 2
     rows = tokens * top_k * held / experts                                  # token-expert pairs on this device
     active = expected_active_experts(tokens, experts, top_k, held)
-    weight_bytes = active * (nbytes(gate_up_rest, weight_dtype) + nbytes(down_rest, weight_dtype))
+    per_expert = nbytes(gate_up_rest, weight_dtype) + nbytes(down_rest, weight_dtype)
+    for extra in ("gate_up_bias", "down_bias", "gate_up_scale", "down_scale"):   # gpt-oss biases, quantized scales
+        if argument(node, extra) is not None:
+            (_, *extra_rest), extra_dtype = arg_shape(node, extra)
+            per_expert += nbytes(extra_rest, extra_dtype)
+    weight_bytes = active * per_expert
     moved = weight_bytes + 2 * nbytes([tokens, hidden], act_dtype) + nbytes(routing_shape, routing_dtype)
     kind = "gemv" if rows / max(active, 1.0) <= GEMV_MAX_ROWS else "gemm"
     return 6.0 * rows * hidden * intermediate, float(moved), kind

@@ -48,7 +48,8 @@ def family_of(model_id: str | os.PathLike, hub_kwargs: dict) -> tuple[Path, Fami
             return path, family_named(stored.get("family", "decoder"), origin)
         except ValueError as err:
             raise ArtifactError(str(err)) from None
-    return path, family_of_config(AutoConfig.from_pretrained(path))
+    claimed = next((f for f in FAMILIES.values() if f.recognizes is not None and f.recognizes(path)), None)
+    return path, claimed or family_of_config(AutoConfig.from_pretrained(path))
 
 
 class NPUAutoModelForCausalLM(NPUAutoModel):

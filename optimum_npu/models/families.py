@@ -7,14 +7,16 @@ from __future__ import annotations
 
 from typing import Any
 
+from optimum_npu.models.clip.family import CLIP
 from optimum_npu.models.decoder.family import DECODER
+from optimum_npu.models.diffusion.family import DIFFUSION
 from optimum_npu.models.encoder.family import ENCODER
 from optimum_npu.models.family import Family
 from optimum_npu.models.registry import REGISTRY
+from optimum_npu.models.seq2seq.family import SEQ2SEQ
 from optimum_npu.models.vlm.family import VLM
-from optimum_npu.models.seq2seq.family import SEQ2SEQ  # seq2seq family (T5, BART, Whisper)
 
-FAMILIES: dict[str, Family] = {family.name: family for family in (DECODER, VLM, ENCODER, SEQ2SEQ)}
+FAMILIES: dict[str, Family] = {family.name: family for family in (DECODER, VLM, ENCODER, CLIP, DIFFUSION, SEQ2SEQ)}
 
 
 def family_named(name: object, origin: str = "npu_config.json") -> Family:

@@ -35,6 +35,8 @@ class Family:
         plan_config: the HF config the capacity planner sizes for a checkpoint of this family (raises
             a ValueError saying why when it cannot).
         summary: a one-line description of a loaded model's graphs for the command line.
+        recognizes: whether a checkpoint folder without a Transformers ``config.json`` is this family's
+            (a Diffusers pipeline's ``model_index.json``); None: found by its config's architecture.
     """
 
     name: str
@@ -46,3 +48,4 @@ class Family:
     placement: Callable[..., dict[str, Any]]
     plan_config: Callable[[Any], Any]
     summary: Callable[[Any], str] = field(default=lambda model: graph_summary(model.npu_graphs))
+    recognizes: Callable[[Any], bool] | None = None

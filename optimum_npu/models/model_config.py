@@ -50,6 +50,9 @@ class DecoderModelConfig:
     shared_expert_intermediate_size: int = 0
     normalize_topk: bool = True
     moe_layers: int = 0
+    #: gpt-oss's clamped SwiGLU experts: sigmoid gain and clamp (limit 0: ``silu(gate) * up``).
+    swiglu_alpha: float = 1.0
+    swiglu_limit: float = 0.0
 
     def is_sliding(self, layer: int) -> bool:
         """Whether a layer attends only to the last ``sliding_window`` positions."""
@@ -136,6 +139,10 @@ def _moe_fields(adapter, text) -> dict:
     sparse_step = getattr(text, "decoder_sparse_step", 1) or 1
     dense_only = set(getattr(text, "mlp_only_layers", None) or ())
     normalize = adapter.moe.normalize_topk
+    if adapter.moe.clamped_swiglu and not (adapter.config_value(text, "swiglu_limit") or 0) > 0:
+        raise ValueError(f"swiglu_limit={adapter.config_value(text, 'swiglu_limit')!r} is not supported by optimum-npu "
+                         "(its clamped SwiGLU experts need a limit > 0, as gpt-oss's 7.0); use a checkpoint with "
+                         "swiglu_limit > 0")
     return dict(
         num_experts=experts, experts_per_token=adapter.config_value(text, "num_experts_per_tok"),
         moe_intermediate_size=adapter.config_value(text, "moe_intermediate_size"),
@@ -144,4 +151,6 @@ def _moe_fields(adapter, text) -> dict:
         normalize_topk=bool(adapter.config_value(text, "norm_topk_prob") if normalize is None else normalize),
         moe_layers=sum(1 for i in range(text.num_hidden_layers)
                        if i not in dense_only and (i + 1) % sparse_step == 0),
+        **(dict(swiglu_alpha=float(adapter.config_value(text, "swiglu_alpha")),
+                swiglu_limit=float(adapter.config_value(text, "swiglu_limit"))) if adapter.moe.clamped_swiglu else {}),
     )

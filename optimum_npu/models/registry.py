@@ -14,7 +14,7 @@ from optimum_npu.models.adapters.gemma2 import GEMMA2
 from optimum_npu.models.adapters.gemma3 import GEMMA3
 from optimum_npu.models.adapters.gpt2 import GPT2
 from optimum_npu.models.adapters.llama import LLAMA
-from optimum_npu.models.adapters.moe import MIXTRAL, QWEN2_MOE, QWEN3_MOE
+from optimum_npu.models.adapters.moe import GPT_OSS, MIXTRAL, QWEN2_MOE, QWEN3_MOE
 from optimum_npu.models.adapters.opt import OPT
 from optimum_npu.models.adapters.phi import PHI
 from optimum_npu.models.adapters.phi3 import PHI3
@@ -132,3 +132,18 @@ FAMILY_TITLES["seq2seq"] = "encoder-decoder"
 REGISTRY.update({name: Architecture(name, "seq2seq") for name in (
     "T5ForConditionalGeneration", "BartForConditionalGeneration", "WhisperForConditionalGeneration",
     "PegasusForConditionalGeneration")})
+# ---- vision encoders (models/encoder/: ViT, ResNet image classification) --------------------------------
+REGISTRY.update({name: Architecture(name, "encoder") for name in ("ViTForImageClassification",
+                                                                   "ResNetForImageClassification",
+                                                                   "CLIPTextModelWithProjection",
+                                                                   "CLIPVisionModelWithProjection",
+                                                                   "Wav2Vec2ForCTC")})
+# ---- CLIP (models/clip/: text and vision towers of the encoder family in one artifact) -------------------
+REGISTRY["CLIPModel"] = Architecture("CLIPModel", "clip")
+FAMILY_CLASSES["clip"] = "NPUCLIPModel"
+FAMILY_TITLES["clip"] = "CLIP (contrastive image-text)"
+# ---- the diffusion family (models/diffusion/): Diffusers pipelines, recognised by model_index.json ---------------
+FAMILY_CLASSES["diffusion"] = "NPUAutoPipelineForText2Image"
+FAMILY_TITLES["diffusion"] = "Diffusers pipeline"
+# ---- mixture of experts (models/adapters/moe.py): gpt-oss ------------------------------------------------
+REGISTRY["GptOssForCausalLM"] = Architecture("GptOssForCausalLM", "decoder", GPT_OSS)

@@ -23,7 +23,8 @@ MODEL_TYPES = {"LlamaForCausalLM": "llama", "MistralForCausalLM": "mistral",
                "Qwen2ForCausalLM": "qwen2", "Qwen3ForCausalLM": "qwen3", "Gemma3ForCausalLM": "gemma3_text",
                "GPT2LMHeadModel": "gpt2", "OPTForCausalLM": "opt", "PhiForCausalLM": "phi",
                "Phi3ForCausalLM": "phi3", "GemmaForCausalLM": "gemma", "Gemma2ForCausalLM": "gemma2",
-               "MixtralForCausalLM": "mixtral", "Qwen2MoeForCausalLM": "qwen2_moe", "Qwen3MoeForCausalLM": "qwen3_moe"}
+               "MixtralForCausalLM": "mixtral", "Qwen2MoeForCausalLM": "qwen2_moe", "Qwen3MoeForCausalLM": "qwen3_moe",
+               "GptOssForCausalLM": "gpt_oss"}
 #: Multi-head-only architectures: no key/value-head count, head_dim = hidden_size / heads.
 MHA_ONLY = ("GPT2LMHeadModel", "OPTForCausalLM")
 #: Config keys an architecture names differently.
@@ -35,7 +36,15 @@ EXTRAS = {"Qwen2ForCausalLM": {"attention_bias": True}, "PhiForCausalLM": {"qk_l
           "Qwen2MoeForCausalLM": {"num_experts": 8, "num_experts_per_tok": 2, "moe_intermediate_size": 32,
                                   "shared_expert_intermediate_size": 64, "mlp_only_layers": [1]},
           "Qwen3MoeForCausalLM": {"num_experts": 8, "num_experts_per_tok": 2, "moe_intermediate_size": 32,
-                                  "norm_topk_prob": True}}
+                                  "norm_topk_prob": True},
+          # gpt-oss: a sliding layer then a global one; a clamp this tiny model's activations reach
+          "GptOssForCausalLM": {"num_local_experts": 8, "num_experts_per_tok": 2, "intermediate_size": 32,
+                                "sliding_window": 16, "swiglu_limit": 0.2,
+                                "rope_parameters": {"rope_type": "yarn", "factor": 32.0, "beta_fast": 32.0,
+                                                    "beta_slow": 1.0, "truncate": False, "rope_theta": 150000.0,
+                                                    "original_max_position_embeddings": 32}}}
+#: Parameters HF initialises to zero that parity must exercise (gpt-oss's expert biases): seeded N(0, 0.1).
+RANDOMISED = {"GptOssForCausalLM": ("gate_up_proj_bias", "down_proj_bias")}
 SPECIAL_TOKENS = ["<pad>", "<s>", "</s>"]
 VOCAB_SIZE = 256 + len(SPECIAL_TOKENS)
 
@@ -73,6 +82,10 @@ def build_causal_lm(architecture: str = "LlamaForCausalLM", size: str = "tiny", 
     config = AutoConfig.for_model(MODEL_TYPES[architecture], architectures=[architecture], **kwargs)
     torch.manual_seed(seed)
     model = AutoModelForCausalLM.from_config(config, dtype=torch.float32)
+    with torch.no_grad():
+        for name, parameter in model.named_parameters():
+            if name.rsplit(".", 1)[-1] in RANDOMISED.get(architecture, ()):
+                parameter.normal_(0.0, 0.1)
     return model.eval()
 
 

@@ -42,6 +42,8 @@ def cmd_plan(args: argparse.Namespace) -> None:
     quantization = quantization_knob(args)
     if quantization:
         knobs["quantization"] = quantization
+    if args.expert_tensor_parallel:
+        knobs["expert_tensor_parallel"] = True
     results = plan(args.model, knobs, tensor_parallel_sizes=args.tensor_parallel_size,
                    prompt_lengths=args.prompt_lengths, decode_context_len=args.context_len,
                    expert_parallel=args.expert_parallel)
@@ -79,6 +81,9 @@ def add_plan_command(commands: argparse._SubParsersAction) -> None:
     parser.add_argument("--expert-parallel", action="store_true",
                         help="spread a mixture-of-experts model's experts over each size's devices "
                              "(expert_parallel_size = tensor_parallel_size; default: experts replicated)")
+    parser.add_argument("--expert-tensor-parallel", action="store_true",
+                        help="split every routed expert's intermediate size over each size's devices instead "
+                             "(an all-reduce after the experts; default: experts replicated)")
     parser.add_argument("--json", action="store_true", help="print a JSON list, one object per configuration")
     group = parser.add_argument_group("compile knobs (see NPUDecoderConfig; unset = derived from the model)")
     group.add_argument("--npu", default="atom", help=f"target NPU: a preset ({', '.join(sorted(PRESETS))}) or a "

@@ -27,6 +27,7 @@ captures' peaks (exact when layers of a type are identical, as above).
 from __future__ import annotations
 
 import copy
+import dataclasses
 from dataclasses import dataclass
 
 import torch
@@ -128,10 +129,14 @@ def extrapolated_plans(hf_config: PretrainedConfig, arch: Architecture, config: 
 
 def extrapolated_plans_for_specs(hf_config: PretrainedConfig, arch: Architecture, config: NPUDecoderConfig,
                                  graph_names: list[str], tensor_parallel_sizes: list[int], specs: list[NPUSpec],
-                                 expert_parallel: bool = False
+                                 expert_parallel: bool = False, captures: dict | None = None
                                  ) -> dict[str, dict[int, tuple[dict[str, ExtrapolatedCost], MemoryPlan]]]:
     """``extrapolated_plans`` for several NPU specs from one capture (the graphs do not depend on the spec, only
-    their costs do); ``{spec name: {tp: ({graph name: cost}, memory plan)}}``."""
+    their costs do); ``{spec name: {tp: ({graph name: cost}, memory plan)}}``.
+
+    ``captures``: a dict shared by several calls: a raw capture is kept there under its layer types and every
+    compile knob but ``quantization`` (quantizing is a pass after the capture), so calls differing only in
+    quantization capture once, each quantizing its own copy."""
     layer_types = DecoderModelConfig.from_hf(hf_config).layer_types
     names = [spec.name for spec in specs]
     terms = {(s, tp): {name: [] for name in graph_names} for s in names for tp in tensor_parallel_sizes}
@@ -139,14 +144,13 @@ def extrapolated_plans_for_specs(hf_config: PretrainedConfig, arch: Architecture
     io: dict[str, tuple[int, int]] = {}
     for types, weight in truncations(layer_types).items():
         truncated = truncated_config(hf_config, types)
-        with torch.device("meta"):
-            model = AutoModelForCausalLM.from_config(truncated, dtype=getattr(torch, config.dtype))
         keep = tensor_parallel_plan(truncated, 1, arch.text_model).logits  # the logits projection stays unquantized
-        captured = capture_passes(lambda: capture_graphs(model, arch, config, graph_names, progress=False),
+        key = (types, tuple(graph_names), repr(dataclasses.replace(config, quantization=None)))
+        captured = capture_passes(lambda: _raw_capture(truncated, arch, config, graph_names, captures, key),
                                   config.quantization, keep)
-        del model
         for tp in tensor_parallel_sizes:
-            split = tensor_parallel_plan(truncated, tp, arch.text_model, tp if expert_parallel else 1)
+            split = tensor_parallel_plan(truncated, tp, arch.text_model, tp if expert_parallel else 1,
+                                         config.expert_tensor_parallel)
             compiled = device_passes(captured, split, with_weights=False)
             memory[tp].append((weight, compiled.memory))
             for name in graph_names:
@@ -157,6 +161,21 @@ def extrapolated_plans_for_specs(hf_config: PretrainedConfig, arch: Architecture
     return {s: {tp: ({name: ExtrapolatedCost(tuple(items), *io[f"{tp}/{name}"])
                       for name, items in terms[(s, tp)].items()}, extrapolated_memory(memory[tp]))
                 for tp in tensor_parallel_sizes} for s in names}
+
+
+def _raw_capture(truncated: PretrainedConfig, arch: Architecture, config: NPUDecoderConfig, graph_names: list[str],
+                 captures: dict | None, key) -> tuple[dict[str, Graph], dict[str, torch.Tensor]]:
+    """The graphs (and meta weights) of a weightless capture, from ``captures`` when it holds them (a copy: the
+    passes after it must not change the kept one)."""
+    if captures is not None and key in captures:
+        return copy.deepcopy(captures[key])
+    with torch.device("meta"):
+        model = AutoModelForCausalLM.from_config(truncated, dtype=getattr(torch, config.dtype))
+    raw = capture_graphs(model, arch, config, graph_names, progress=False)
+    if captures is None:
+        return raw
+    captures[key] = raw
+    return copy.deepcopy(raw)
 
 
 def extrapolated_costs(hf_config: PretrainedConfig, arch: Architecture, config: NPUDecoderConfig,

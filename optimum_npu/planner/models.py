@@ -53,6 +53,16 @@ BUILTIN_MODELS: dict[str, tuple[str, str, dict, str]] = {
                            mlp_only_layers=[], max_position_embeddings=40960, rope_theta=1000000.0,
                            rms_norm_eps=1e-6, tie_word_embeddings=False, dtype="bfloat16"),
                       "Qwen/Qwen3-30B-A3B config.json"),
+    # mixture of experts: gpt-oss (its experts planned in the compile dtype; the checkpoint ships them in MXFP4)
+    "gpt-oss-120b": ("gpt_oss", "GptOssForCausalLM",
+                     dict(vocab_size=201088, hidden_size=2880, intermediate_size=2880, num_hidden_layers=36,
+                          num_attention_heads=64, num_key_value_heads=8, head_dim=64, num_local_experts=128,
+                          num_experts_per_tok=4, sliding_window=128, swiglu_limit=7.0, attention_bias=True,
+                          max_position_embeddings=131072, rms_norm_eps=1e-5, tie_word_embeddings=False,
+                          rope_parameters={"rope_type": "yarn", "factor": 32.0, "beta_fast": 32.0, "beta_slow": 1.0,
+                                           "truncate": False, "original_max_position_embeddings": 4096,
+                                           "rope_theta": 150000.0}, dtype="bfloat16"),
+                     "openai/gpt-oss-120b config.json"),
 }
 
 

@@ -49,6 +49,7 @@ class BlockManager:
         self._fresh = 0
         self._returned: list[int] = []
         self.ref_count: defaultdict[int, int] = defaultdict(int)
+        self._used = 0                                                 # blocks with ref_count > 0
         self.cached: dict[bytes, int] = {}                             # hash -> block
         self.hash_of: dict[int, bytes] = {}                            # block -> hash
         self.evictable: OrderedDict[int, None] = OrderedDict()         # cached, unused, LRU first
@@ -59,7 +60,8 @@ class BlockManager:
     # ---- queries ------------------------------------------------------------------------------
     @property
     def used_blocks(self) -> int:
-        return sum(1 for count in self.ref_count.values() if count > 0)
+        """Blocks held by at least one sequence (kept as a count: the scheduler reads it every step)."""
+        return self._used
 
     @property
     def num_free_blocks(self) -> int:
@@ -101,7 +103,13 @@ class BlockManager:
         return self.blocks_for(len(seq)) - len(hits) <= self.num_free_blocks - revived
 
     def _missing(self, seqs: list[Sequence]) -> int:
-        return sum(max(0, self.blocks_for(len(s)) - len(self.tables[s.request_id])) for s in seqs)
+        """Blocks the sequences need beyond those they hold (a loop: this runs twice per decode step)."""
+        size, tables, missing = self.block_size, self.tables, 0
+        for seq in seqs:
+            need = -(-len(seq.token_ids) // size) - len(tables[seq.request_id])
+            if need > 0:
+                missing += need
+        return missing
 
     def can_append(self, seqs: list[Sequence]) -> bool:
         """Whether ``append(seqs)`` would succeed: blocks for every position of every sequence."""
@@ -121,6 +129,7 @@ class BlockManager:
         for block in hits:
             if self.ref_count[block] == 0:
                 self.evictable.pop(block, None)
+                self._used += 1
             self.ref_count[block] += 1
         self.tables[seq.request_id] = list(hits)
         self.chains[seq.request_id] = chain
@@ -134,8 +143,20 @@ class BlockManager:
         """Gives every sequence blocks for all its positions (a decode step's new tokens), all or none."""
         if not self.can_append(seqs):
             raise self._full()
-        for seq in seqs:
-            self._grow(seq)
+        size, tables = self.block_size, self.tables
+        for seq in seqs:                    # _grow, inlined: this runs for every row of every decode step
+            table, length = tables[seq.request_id], len(seq.token_ids)
+            while len(table) * size < length:
+                table.append(self._take_block())
+
+    def written_one_each(self, seqs: list[Sequence]) -> None:
+        """``written(seq, 1)`` for every sequence (a decode step)."""
+        if self.enable_prefix_caching:
+            for seq in seqs:
+                self.written(seq, 1)
+        else:
+            for seq in seqs:
+                seq.num_computed += 1
 
     def written(self, seq: Sequence, count: int) -> None:
         """Records that ``count`` more tokens of ``seq`` are in the cache; full blocks become addressable."""
@@ -156,6 +177,7 @@ class BlockManager:
         for block in reversed(self.tables.pop(seq.request_id, [])):
             self.ref_count[block] -= 1
             if self.ref_count[block] == 0:
+                self._used -= 1
                 if block in self.hash_of:
                     self.evictable[block] = None
                 else:
@@ -177,8 +199,8 @@ class BlockManager:
 
     # ---- internals ----------------------------------------------------------------------------
     def _grow(self, seq: Sequence) -> None:
-        table = self.tables[seq.request_id]
-        while len(table) * self.block_size < len(seq):
+        table, size, length = self.tables[seq.request_id], self.block_size, len(seq.token_ids)
+        while len(table) * size < length:
             table.append(self._take_block())
 
     def _take_block(self) -> int:
@@ -193,6 +215,7 @@ class BlockManager:
         else:
             raise self._full()
         self.ref_count[block] = 1
+        self._used += 1
         return block
 
     def _full(self) -> KVCacheFullError:

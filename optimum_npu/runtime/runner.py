@@ -106,13 +106,17 @@ class StepRunner:
             ready.update(zip((s.request_id for s in decode), self.decode(list(decode))))
         return ready
 
+    def require_all_logits(self) -> Bucket:
+        """The ``prefill_all`` bucket; a ValueError saying how to compile it when the artifact has none."""
+        if self.all_logits_bucket is None:
+            raise ValueError("logits of every position need the prefill_all_logits graph: recompile with "
+                             "npu_config={'prefill_logits': 'all'}")
+        return self.all_logits_bucket
+
     def prefill(self, seq: Sequence, all_positions: bool = False) -> torch.Tensor | None:
         """Writes the next chunk of ``seq``'s uncomputed tokens; returns its last logits [V] once all are written
         (``all_positions``: on the ``prefill_all`` graph, this chunk's logits [tokens, V] at every call)."""
-        bucket = self.all_logits_bucket if all_positions else self.prefill_bucket
-        if bucket is None:
-            raise ValueError("logits of every position need the prefill_all_logits graph: recompile with "
-                             "npu_config={'prefill_logits': 'all'}")
+        bucket = self.require_all_logits() if all_positions else self.prefill_bucket
         chunk, start = self.chunk, seq.num_computed
         part = seq.token_ids[start:start + chunk]
         count = len(part)
@@ -162,8 +166,7 @@ class StepRunner:
             inputs["rope_positions"] = torch.tensor(rope, dtype=torch.long).view(1, bucket.batch, 1).expand(
                 3, bucket.batch, 1).contiguous()
         logits = self._run(bucket, inputs, active, active)[:active]
-        for seq in seqs:
-            self.blocks.written(seq, 1)
+        self.blocks.written_one_each(seqs)
         return logits
 
     # ---- internals ----------------------------------------------------------------------------

@@ -127,11 +127,13 @@ class Scheduler:
         got a token or finished in this step."""
         self._admit()
         decode = [r for r in self.running if r.prefilled]
-        while decode and not self.blocks.can_append([r.seq for r in decode]):
+        seqs = [r.seq for r in decode]
+        while decode and not self.blocks.can_append(seqs):
             victim = self.running[-1]
             self._preempt(victim)
             if victim in decode:
                 decode.remove(victim)
+                seqs = [r.seq for r in decode]
         prefilling = next((r for r in self.running if not r.prefilled), None)
         touched: list[Request] = []
         if prefilling is not None:
@@ -150,10 +152,10 @@ class Scheduler:
             bucket = self.runner.decode_bucket(len(decode))
             self.stats.decode_rows += bucket.batch
             self.stats.padded_rows += bucket.batch - len(decode)
-            logits = self._timed(lambda: self.runner.decode([r.seq for r in decode]))
+            logits = self._timed(lambda: self.runner.decode(seqs))
             for request, row in zip(decode, logits):
                 self._take(request, row)
-                touched.append(request)
+            touched.extend(decode)
         self._refresh_usage()
         return touched
 
@@ -214,7 +216,7 @@ class Scheduler:
             reason = "stop" if stopped or token in seq.sampling.stop_token_ids else "length"
         elif stopped:
             reason = "stop"
-        elif len(seq) >= self.runner.max_seq_len:
+        elif len(seq.token_ids) >= self.runner.max_seq_len:
             reason = "length"
         else:
             return

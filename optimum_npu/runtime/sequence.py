@@ -99,5 +99,7 @@ class Sequence:
     def append(self, token: int) -> bool:
         """Adds a generated token; returns whether the sequence is done by its sampling parameters (a stop
         token or ``max_new_tokens``). Finishing it is the caller's decision (``StepRunner.finish``)."""
-        self.token_ids.append(int(token))
-        return int(token) in self.sampling.stop_token_ids or len(self.output_ids) >= self.sampling.max_new_tokens
+        token = int(token)
+        self.token_ids.append(token)
+        return (token in self.sampling.stop_token_ids
+                or len(self.token_ids) - self.prompt_len >= self.sampling.max_new_tokens)   # output tokens, no copy

@@ -9,7 +9,6 @@ bucket is split). One lock serialises the model: requests are answered one after
 from __future__ import annotations
 
 import base64
-import threading
 from typing import Literal, Union
 
 import numpy as np
@@ -19,7 +18,8 @@ from pydantic import BaseModel, ConfigDict
 from starlette.concurrency import run_in_threadpool
 
 from optimum_npu.models.encoder.embeddings import mean_pool
-from optimum_npu.serving.api_server import install_common, parse_body
+from optimum_npu.serving.api_server import parse_body
+from optimum_npu.serving.encoder_engine import EncoderEngine, check_model, encoder_app
 from optimum_npu.serving.errors import APIError
 
 #: Most inputs one request may carry.
@@ -38,20 +38,12 @@ class EmbeddingRequest(BaseModel):
     user: str | None = None
 
 
-class EmbeddingEngine:
-    """The encoder behind the endpoint: tokenizes, runs the buckets under one lock, pools.
+class EmbeddingEngine(EncoderEngine):
+    """The encoder behind the endpoint: tokenizes, runs the buckets under one lock, pools."""
 
-    It answers ``draining`` / ``alive`` / ``shutdown`` as the generation engine does, for the shared guard.
-    """
-
-    def __init__(self, model, tokenizer):
-        if getattr(model, "npu_task", None) != "feature-extraction":
-            raise ValueError(f"{type(model).__name__} computes {getattr(model, 'npu_task', 'text')}, not embeddings: "
-                             "serve an encoder compiled for feature extraction (NPUModelForFeatureExtraction) or a "
-                             "decoder artifact")
-        self.model, self.tokenizer = model, tokenizer
-        self.lock = threading.Lock()
-        self.draining, self.alive = False, True
+    task = "feature-extraction"
+    hint = ("serve an encoder compiled for feature extraction (NPUModelForFeatureExtraction), for sequence "
+            "classification (/v1/rerank) or a decoder artifact")
 
     def token_lists(self, request: EmbeddingRequest) -> list[list[int]]:
         """The request's inputs as token ids (texts tokenized with the special tokens), validated."""
@@ -82,12 +74,6 @@ class EmbeddingEngine:
             seconds = self.model.npu_stats.seconds - before
         return mean_pool(hidden.last_hidden_state.float(), batch["attention_mask"]), seconds
 
-    def shutdown(self, grace_period_s: float) -> None:
-        self.draining = True
-        if self.lock.acquire(timeout=grace_period_s):  # let the request in progress finish
-            self.lock.release()
-        self.alive = False
-
 
 def _encode(vector: torch.Tensor, encoding: str) -> list[float] | str:
     if encoding == "base64":
@@ -97,21 +83,13 @@ def _encode(vector: torch.Tensor, encoding: str) -> list[float] | str:
 
 def build_embeddings_app(engine: EmbeddingEngine, model_name: str, api_key: str | None = None) -> FastAPI:
     """The FastAPI app serving ``/v1/embeddings``, ``/v1/models`` and ``/health`` for ``engine``."""
-    app = FastAPI(title="optimum-npu embeddings", docs_url=None, redoc_url=None, openapi_url=None)
-    install_common(app, engine, api_key)
+    app = encoder_app(engine, model_name, api_key, "optimum-npu embeddings")
     hidden_size = int(engine.model.config.hidden_size)
-
-    @app.get("/v1/models")
-    async def models():
-        return {"object": "list", "data": [{"id": model_name, "object": "model", "created": 0,
-                                             "owned_by": "optimum-npu", "root": str(engine.model.artifact_dir)}]}
 
     @app.post("/v1/embeddings")
     async def embeddings(request: Request):
         body = await parse_body(request, EmbeddingRequest)
-        if body.model != model_name:
-            raise APIError(404, f"The model `{body.model[:100]}` does not exist; this server serves `{model_name}`",
-                           param="model", code="model_not_found")
+        check_model(body.model, model_name)
         if body.dimensions not in (None, hidden_size):
             raise APIError(400, f"dimensions={body.dimensions}: this model's embeddings have {hidden_size}",
                            param="dimensions")

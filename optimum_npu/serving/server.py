@@ -22,8 +22,12 @@ from optimum_npu.serving.embeddings import EmbeddingEngine, build_embeddings_app
 from optimum_npu.serving.engine_core import EngineCore
 from optimum_npu.serving.loading import load_for_serving
 from optimum_npu.serving.transcriptions import TranscriptionEngine, build_transcriptions_app  # speech-to-text
+from optimum_npu.serving.rerank import RerankEngine, build_rerank_app
 
 logger = logging.getLogger(__name__)
+#: The endpoint of each encoder task: its engine and app builder (an encoder artifact of another task is refused).
+ENCODER_ENDPOINTS = {"feature-extraction": (EmbeddingEngine, build_embeddings_app),
+                     "sequence-classification": (RerankEngine, build_rerank_app)}
 
 
 @dataclass(frozen=True)
@@ -84,15 +88,18 @@ class NPUServer:
         self._thread: threading.Thread | None = None
 
     def _engine_and_app(self, tokenizer, name: str):
-        """A text generator gets the scheduler's engine thread and the OpenAI app; an encoder, /v1/embeddings; a
-        speech-to-text model, /v1/audio/transcriptions."""
+        """A text generator gets the scheduler's engine thread and the OpenAI app; an encoder, /v1/embeddings
+        (feature extraction) or /v1/rerank (sequence classification); a speech-to-text model,
+        /v1/audio/transcriptions."""
         options = self.options
         if getattr(self.model, "main_input_name", None) == "input_features":   # speech-to-text (Whisper)
             engine = TranscriptionEngine(self.model, tokenizer)
             return engine, build_transcriptions_app(engine, name, options.api_key)
         if not isinstance(self.model, GenerationMixin):
-            engine = EmbeddingEngine(self.model, tokenizer)
-            return engine, build_embeddings_app(engine, name, options.api_key)
+            engine_class, build = ENCODER_ENDPOINTS.get(getattr(self.model, "npu_task", None),
+                                                        ENCODER_ENDPOINTS["feature-extraction"])
+            engine = engine_class(self.model, tokenizer)   # another task is refused, naming what to serve
+            return engine, build(engine, name, options.api_key)
         core = EngineCore(self.model, tokenizer, options.num_kv_blocks, options.max_num_batched_tokens,
                           options.enable_prefix_caching)
         engine = AsyncEngine(core).start()

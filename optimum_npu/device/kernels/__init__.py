@@ -5,7 +5,9 @@ compiled graph; the device runs the same implementation.
 """
 
 from optimum_npu.device.kernels import collectives  # noqa: F401  (registers npu.all_reduce / npu.all_gather)
+from optimum_npu.device.kernels.dense_attention import dense_attention_kernel
 from optimum_npu.device.kernels.cross_attention import cross_attention_kernel
+from optimum_npu.device.kernels.batch_norm import inference_batch_norm
 from optimum_npu.device.kernels.moe import moe_experts_kernel, moe_kernel
 from optimum_npu.device.kernels.paged_attention import paged_attention_kernel
 from optimum_npu.device.kernels.quantized_linear import quantized_linear_kernel
@@ -21,8 +23,11 @@ KERNELS = {
     "npu.quantized_linear.default": quantized_linear_kernel,
     "npu.moe.default": moe_kernel,
     "npu.moe_experts.default": moe_experts_kernel,
+    "npu.dense_attention.default": dense_attention_kernel,   # diffusion
     # seq2seq family: decoder attention over per-sequence encoder keys/values
     "npu.cross_attention.default": cross_attention_kernel,
+    # vision encoders: batch norm with the running statistics only (never training mode)
+    "aten.batch_norm.default": inference_batch_norm,
 }
 #: Kernels whose cost depends on the run-time context (costed per call by the cost model).
 ATTENTION_OPS = ("npu.paged_attention.default", "npu.sliding_window_attention.default")
@@ -36,5 +41,7 @@ QUANTIZED_LINEAR = "npu.quantized_linear.default"
 MOE = "npu.moe.default"
 #: The experts of one rank under expert parallelism (``moe_experts``).
 MOE_EXPERTS = "npu.moe_experts.default"
+#: Non-causal attention over a static bucket (diffusion models, text encoders): costed from its shapes.
+DENSE_ATTENTION = "npu.dense_attention.default"
 #: Decoder cross-attention over the per-slot encoder keys/values of encoder-decoder models (``cross_attention``).
 CROSS_ATTENTION = "npu.cross_attention.default"

@@ -37,14 +37,22 @@ def _scores(q: torch.Tensor, keys: torch.Tensor, scale: float, softcap: float,
     return scores if bias is None else scores + bias.float()
 
 
+def _sink_logits(sinks: torch.Tensor, kv_heads: int, rows: int) -> torch.Tensor:
+    """sinks [H] -> [KVH, G*S] in float32, laid out like the grouped query rows (head h = kvh * G + g)."""
+    return sinks.float().view(kv_heads, -1, 1).expand(-1, -1, rows).reshape(kv_heads, -1)
+
+
 def attend(query: torch.Tensor, keys: torch.Tensor, values: torch.Tensor, key_pos: torch.Tensor,
            query_pos: torch.Tensor, scale: float, window: int = 0, softcap: float = 0.0,
-           partition_len: int = 0, bias: torch.Tensor | None = None) -> torch.Tensor:
+           partition_len: int = 0, bias: torch.Tensor | None = None,
+           sinks: torch.Tensor | None = None) -> torch.Tensor:
     """query [B, S, H, D]; keys/values [B, KVH, T, D]; key_pos [B, T]; query_pos [B, S] -> [B, S, H, D].
 
     With ``partition_len`` > 0 the keys are processed ``partition_len`` at a time with an
     online softmax (flash attention), and partitions past every query's position are skipped.
     ``bias`` [B, H, S, >= T]: an additive score bias per head (T5's relative positions), its first T keys used.
+    ``sinks`` [H] (gpt-oss): one more logit per head in every softmax, which takes probability mass
+    and contributes no value (the online softmax starts from it: running max = sink, denominator = 1).
     """
     batch, seq, heads, head_dim = query.shape
     kv_heads = keys.shape[1]
@@ -54,21 +62,31 @@ def attend(query: torch.Tensor, keys: torch.Tensor, values: torch.Tensor, key_po
                          lambda: ~_grouped_mask(key_pos, query_pos, window, kv_heads, group))  # [B, KVH, G*S, T]
     if bias is not None:
         bias = bias[..., :keys.shape[2]].reshape(batch, kv_heads, group * seq, keys.shape[2])  # [B, KVH, G*S, T]
+    sink = None if sinks is None else _sink_logits(sinks, kv_heads, seq).expand(batch, -1, -1)  # [B, KVH, G*S]
     if partition_len:
-        out = _attend_partitioned(q, keys, values, blocked, scale, softcap, partition_len, key_pos, query_pos, bias)
+        out = _attend_partitioned(q, keys, values, blocked, scale, softcap, partition_len, key_pos, query_pos, bias,
+                                  sink)
     else:
         scores = _scores(q, keys, scale, softcap, bias).masked_fill(blocked, float("-inf"))
+        if sink is not None:                                                          # softmax over [scores | sink]
+            scores = torch.cat([scores, sink[..., None]], dim=-1)
         probs = torch.softmax(scores, dim=-1).nan_to_num_(0.0)                        # fully masked rows -> 0
+        if sink is not None:
+            probs = probs[..., :-1]                                                   # the sink carries no value
         out = torch.matmul(probs, values.float())                                     # [B, KVH, G*S, D]
     out = out.view(batch, heads, seq, head_dim).permute(0, 2, 1, 3)                  # [B, S, H, D]
     return out.to(query.dtype).contiguous()
 
 
-def _attend_partitioned(q, keys, values, blocked, scale, softcap, partition_len, key_pos, query_pos, bias=None):
+def _attend_partitioned(q, keys, values, blocked, scale, softcap, partition_len, key_pos, query_pos, bias=None,
+                        sink=None):
     """Online-softmax attention over key partitions; returns [B, KVH, G*S, D] in float32."""
     rows = q.shape[:3]
-    running_max = torch.full(rows, float("-inf"))                                     # [B, KVH, G*S]
-    denominator = torch.zeros(rows)                                                   # [B, KVH, G*S]
+    if sink is None:
+        running_max = torch.full(rows, float("-inf"))                                 # [B, KVH, G*S]
+        denominator = torch.zeros(rows)                                               # [B, KVH, G*S]
+    else:                                                                             # the sink's own term
+        running_max, denominator = sink.clone(), torch.ones(rows)
     accumulator = torch.zeros(*rows, q.shape[-1])                                     # [B, KVH, G*S, D]
     last_needed = int(query_pos.max()) if query_pos.numel() else -1
     for start in range(0, keys.shape[2], partition_len):

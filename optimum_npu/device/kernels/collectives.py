@@ -60,17 +60,19 @@ def _all_to_all_fake(x, group_size):
 
 @custom_op("npu::moe_dispatch", mutates_args=())
 def moe_dispatch(hidden: torch.Tensor, router_logits: torch.Tensor, top_k: int, normalize: bool,
-                 weights_in_input_dtype: bool, group_size: int) -> tuple[torch.Tensor, torch.Tensor]:
+                 weights_in_input_dtype: bool, group_size: int,
+                 softmax_after_topk: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
     """Expert-parallel dispatch: each rank routes its share of the (replicated) tokens and sends them, with their
     routing weights, to the ranks holding their experts (an all-to-all; ``kernels/moe.dispatch_buffers``).
     Returns what this rank received: tokens [n, C, H] and weights per local expert [n, C, E / n]."""
     _unbound(group_size, "moe_dispatch")
-    return dispatch_buffers(hidden, router_logits, top_k, normalize, weights_in_input_dtype, 0, 1)
+    return dispatch_buffers(hidden, router_logits, top_k, normalize, weights_in_input_dtype, 0, 1, softmax_after_topk)
 
 
 @moe_dispatch.register_fake
-def _moe_dispatch_fake(hidden, router_logits, top_k, normalize, weights_in_input_dtype, group_size):
+def _moe_dispatch_fake(hidden, router_logits, top_k, normalize, weights_in_input_dtype, group_size,
+                       softmax_after_topk=False):
     experts = router_logits.shape[-1]
     if group_size < 1 or experts % group_size or not 1 <= top_k <= experts:
         raise ValueError(f"npu.moe_dispatch over {group_size} devices cannot route top_k={top_k} of {experts} experts")
-    return dispatch_shapes(hidden, router_logits, weights_in_input_dtype, group_size)
+    return dispatch_shapes(hidden, router_logits, weights_in_input_dtype, group_size, softmax_after_topk)

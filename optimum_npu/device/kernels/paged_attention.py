@@ -6,7 +6,8 @@ block. ``positions`` gives the absolute position of each query token, ``-1`` for
 (padding is neither written to the cache nor attended to). The kernel first writes the
 new keys/values into the cache, then attends over each sequence's cached context up to
 the position of every query (causal). ``partition_len`` > 0 selects flash attention: the
-context is processed partition by partition with an online softmax. With ``k_scale`` / ``v_scale``
+context is processed partition by partition with an online softmax. ``sinks`` [H] adds one logit per
+head to every softmax (gpt-oss's attention sinks). With ``k_scale`` / ``v_scale``
 ([num_blocks, kv_heads, block_size] float32) the cache is fp8: each token's key and value are stored
 scaled into float8 e4m3 and read back dequantised (``kv_quant``).
 """
@@ -35,10 +36,12 @@ def paged_attention_kernel(
     k_scale: torch.Tensor | None = None,
     v_scale: torch.Tensor | None = None,
     position_bias: torch.Tensor | None = None,
+    sinks: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """query [B, S, H, D]; key/value [B, S, KVH, D]; caches [NB, KVH, BS, D]; scales (fp8 cache) [NB, KVH, BS];
     block_table [B, MB] int32; positions [B, S] int64 (-1 = padding); position_bias [B, H, S, MB * BS] additive
-    (seq2seq decoders with relative positions, T5). Returns [B, S, H, D]."""
+    (seq2seq decoders with relative positions, T5); sinks [H] (attention-sink logits, gpt-oss).
+    Returns [B, S, H, D]."""
     rows, cols, blocks, offsets, table, key_pos = _MEMO.get(
         (positions, block_table), (k_cache.shape[2],), lambda: _call_indices(positions, block_table, k_cache.shape[2]))
     if rows.numel() == 0:
@@ -49,7 +52,7 @@ def paged_attention_kernel(
     keys = _gathered(k_cache, k_scale, table, context)                      # [B, KVH, T, D]
     values = _gathered(v_cache, v_scale, table, context)                    # [B, KVH, T, D]
     return attend(query, keys, values, key_pos, positions, scale, softcap=softcap, partition_len=partition_len,
-                  bias=position_bias)
+                  bias=position_bias, sinks=sinks)
 
 
 #: The index arithmetic of the last call (the same for every layer of a graph call).
@@ -104,5 +107,5 @@ paged_attention = custom_op("npu::paged_attention", paged_attention_kernel,
 
 @paged_attention.register_fake
 def _paged_attention_fake(query, key, value, k_cache, v_cache, block_table, positions, scale, partition_len=0,
-                          softcap=0.0, k_scale=None, v_scale=None, position_bias=None):
+                          softcap=0.0, k_scale=None, v_scale=None, position_bias=None, sinks=None):
     return torch.empty_like(query)

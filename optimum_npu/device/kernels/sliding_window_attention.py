@@ -31,9 +31,10 @@ def sliding_window_attention_kernel(
     softcap: float = 0.0,
     k_scale: torch.Tensor | None = None,
     v_scale: torch.Tensor | None = None,
+    sinks: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """query [B, S, H, D]; key/value [B, S, KVH, D]; rings [NS, KVH, W, D]; scales (fp8 rings) [NS, KVH, W];
-    slots [B]; positions [B, S] (-1 = padding). Returns [B, S, H, D]."""
+    slots [B]; positions [B, S] (-1 = padding); sinks [H] (attention-sink logits, gpt-oss). Returns [B, S, H, D]."""
     ring_size = k_ring.shape[2]
     valid = positions >= 0                                                            # [B, S]
     big = torch.iinfo(positions.dtype).max
@@ -49,7 +50,7 @@ def sliding_window_attention_kernel(
     keys = torch.cat([ring_keys, key.permute(0, 2, 1, 3).to(new_dtype)], dim=2)     # [B, KVH, W+S, D]
     values = torch.cat([ring_values, value.permute(0, 2, 1, 3).to(new_dtype)], dim=2)
     key_pos = torch.cat([held, positions], dim=1)                                     # [B, W+S]
-    out = attend(query, keys, values, key_pos, positions, scale, window=window, softcap=softcap)
+    out = attend(query, keys, values, key_pos, positions, scale, window=window, softcap=softcap, sinks=sinks)
 
     last = torch.where(valid, positions, -1).amax(dim=1)                              # [B]
     keep = valid & (positions > last[:, None] - ring_size)                            # last W new tokens
@@ -67,5 +68,5 @@ sliding_window_attention = custom_op("npu::sliding_window_attention", sliding_wi
 
 @sliding_window_attention.register_fake
 def _sliding_window_attention_fake(query, key, value, k_ring, v_ring, slots, positions, window, scale,
-                                   softcap=0.0, k_scale=None, v_scale=None):
+                                   softcap=0.0, k_scale=None, v_scale=None, sinks=None):
     return torch.empty_like(query)

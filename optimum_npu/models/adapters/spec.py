@@ -35,6 +35,8 @@ class Positions:
         offset: added to positions before the table lookup (OPT: 2).
         per_layer_type: the rotary module takes the layer type (Gemma 3: local/global bases).
         mrope: the rotary module takes 3-D (temporal, height, width) positions (Qwen-VL).
+        half_width: the rotary module returns cos/sin once per frequency (half the rotated width, gpt-oss);
+            they are repeated to the full width, which rotates the two halves of each head the same way.
     """
 
     kind: str = "rotary"
@@ -42,6 +44,7 @@ class Positions:
     offset: int = 0
     per_layer_type: bool = False
     mrope: bool = False
+    half_width: bool = False
 
 
 @dataclass(frozen=True)
@@ -55,6 +58,8 @@ class Attention:
         projections: the q/k/v projection names (one name when fused).
         out: the output projection.
         qk_norm: per-head norms of queries and keys, applied when the module has them.
+        sinks: the module's per-head attention-sink logits [H] (gpt-oss): one more softmax term per head
+            that takes probability mass and adds no value; "" when the model has none.
     """
 
     module: str = "self_attn"
@@ -62,6 +67,7 @@ class Attention:
     projections: tuple[str, ...] = ("q_proj", "k_proj", "v_proj")
     out: str = "o_proj"
     qk_norm: tuple[str, str] = ("q_norm", "k_norm")
+    sinks: str = ""
 
 
 @dataclass(frozen=True)
@@ -92,7 +98,8 @@ class MoE:
     Layers whose MLP module has no ``experts`` attribute (Qwen2-MoE ``mlp_only_layers``) run their
     dense HF MLP as it is. The counts come from the config through ``DecoderAdapter.config``
     (normalised names ``num_experts``, ``experts_per_token``, ``moe_intermediate_size``,
-    ``shared_expert_intermediate_size``, ``normalize_topk``).
+    ``shared_expert_intermediate_size``, ``normalize_topk``, ``swiglu_alpha``, ``swiglu_limit``).
+    The router's ``bias`` is added to its logits when the module has one (gpt-oss).
 
     Attributes:
         router: the router module (its ``weight`` [E, H] gives the router logits).
@@ -103,6 +110,14 @@ class MoE:
             from the config.
         weights_in_input_dtype: the routing weights are cast to the activations' dtype before the
             product (Qwen); Mixtral multiplies in float32.
+        softmax_after_topk: route by the top-k logits, then a softmax over those k (gpt-oss); otherwise
+            a softmax over every expert, then the top-k.
+        transposed: the experts store ``gate_up_proj`` [E, H, 2I] and ``down_proj`` [E, I, H] (gpt-oss).
+        interleaved: gate and up alternate in ``gate_up_proj``'s 2I features (gpt-oss) rather than
+            being its two halves.
+        biases: the experts' bias parameters (gate_up [E, 2I], down [E, H]); empty when they have none.
+        clamped_swiglu: gpt-oss's clamped SwiGLU with the config's ``swiglu_alpha`` / ``swiglu_limit``
+            instead of ``silu(gate) * up``.
     """
 
     router: str = "gate"
@@ -111,6 +126,11 @@ class MoE:
     shared_gate: str = ""
     normalize_topk: bool | None = None
     weights_in_input_dtype: bool = True
+    softmax_after_topk: bool = False
+    transposed: bool = False
+    interleaved: bool = False
+    biases: tuple[str, ...] = ()
+    clamped_swiglu: bool = False
 
 
 @dataclass(frozen=True)

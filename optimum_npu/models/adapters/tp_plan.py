@@ -15,7 +15,23 @@ FUSED_PARTS: dict[str, Callable] = {
 }
 
 
-def decoder_tp_plan(adapter: DecoderAdapter, model, size: int, expert_parallel: bool = False) -> TensorParallelPlan:
+def expert_intermediate_rules(adapter: DecoderAdapter, model, experts: str) -> list[tuple[str, WeightSplit]]:
+    """Rules cutting every routed expert's intermediate size (``experts``: the module pattern, text model included):
+    gate/up by output features (each of gate and up in its slice, or contiguous when they interleave), down by
+    input features, the down bias kept once (rank 0)."""
+    layout = adapter.moe
+    inner = (model.moe_intermediate_size,) * 2
+    gate_up = WeightSplit("colwise", 2 if layout.transposed else 1, () if layout.interleaved else inner)
+    rules = [("gate_up_proj", gate_up), ("down_proj", WeightSplit("rowwise", in_dim=1 if layout.transposed else 2))]
+    if layout.biases:
+        gate_up_bias, down_bias = layout.biases
+        rules += [(gate_up_bias, WeightSplit("colwise", 1, () if layout.interleaved else inner)),
+                  (down_bias, WeightSplit("rowwise_bias"))]
+    return [(module_regex(f"{experts}.{name}"), split) for name, split in rules]
+
+
+def decoder_tp_plan(adapter: DecoderAdapter, model, size: int, expert_parallel: bool = False,
+                    expert_tensor_parallel: bool = False) -> TensorParallelPlan:
     """The split of every weight the adapter declares, over ``size`` devices.
 
     Args:
@@ -23,7 +39,9 @@ def decoder_tp_plan(adapter: DecoderAdapter, model, size: int, expert_parallel: 
         model: the ``DecoderModelConfig`` (sizes of fused parts).
         size: tensor-parallel size.
         expert_parallel: spread the experts over the ``size`` devices (their stacked weights are cut along
-            the expert dimension); without it the routed experts are replicated.
+            the expert dimension).
+        expert_tensor_parallel: split every routed expert's intermediate size over the devices instead
+            (``expert_intermediate_rules``); without either the routed experts are replicated.
     Raises:
         TensorParallelError: a style outside ``STYLES`` and ``FUSED_PARTS``, naming the module.
     """
@@ -32,6 +50,8 @@ def decoder_tp_plan(adapter: DecoderAdapter, model, size: int, expert_parallel: 
     experts = f"{adapter.layers}.*.{adapter.mlp.module}.{adapter.moe.experts}" if adapter.moe else None
     if expert_parallel and size > 1:
         rules.append((module_regex(f"{adapter.text_model}.{experts}"), WeightSplit("colwise", 0)))  # [E/size, ...]
+    elif expert_tensor_parallel and size > 1 and experts is not None:
+        rules += expert_intermediate_rules(adapter, model, f"{adapter.text_model}.{experts}")
     for pattern, style in adapter.tp_plan.items():
         module = f"{adapter.text_model}.{pattern}"
         if experts is not None and pattern.startswith(experts):

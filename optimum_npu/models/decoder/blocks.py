@@ -93,10 +93,11 @@ def self_attention(attn: nn.Module, hidden: torch.Tensor, layout: AttentionLayou
         q, k = q_norm(q), k_norm(k)
     if step.cos is not None:
         q, k = apply_rope(q, k, step.cos, step.sin)
+    sinks = {"sinks": getattr(attn, spec.sinks)} if spec.sinks else {}   # [H], by name (after the fp8 scales)
     if layout.window:
         out = torch.ops.npu.sliding_window_attention(q, k, v, k_cache, v_cache, step.slots, step.positions,
-                                                     layout.window, layout.scale, layout.softcap)
+                                                     layout.window, layout.scale, layout.softcap, **sinks)
     else:
         out = torch.ops.npu.paged_attention(q, k, v, k_cache, v_cache, step.block_table, step.positions,
-                                            layout.scale, layout.partition_len, layout.softcap)
+                                            layout.scale, layout.partition_len, layout.softcap, **sinks)
     return project(getattr(attn, spec.out), out.reshape(batch, seq, -1), linear)   # [B, S, E]

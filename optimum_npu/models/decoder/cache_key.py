@@ -47,5 +47,5 @@ def check_decoder_hit(target: Path, *, hf_model: Any, architecture: str, npu_con
     check_same(stored.get("graphs"), graph_names(npu_config), "graph list")
     arch = lookup_architecture(hf_model.config, "decoder")
     plan = tensor_parallel_plan(hf_model.config, npu_config.tensor_parallel_size, arch.text_model,
-                                npu_config.expert_parallel_size)
+                                npu_config.expert_parallel_size, npu_config.expert_tensor_parallel)
     check_weights(target, stored["graphs"], hf_model, getattr(torch, npu_config.dtype), plan)

@@ -27,7 +27,8 @@ def meta_compile(hf_config: PretrainedConfig, config: NPUDecoderConfig, graph_na
     arch = lookup_architecture(hf_config, "decoder")
     with torch.device("meta"):
         model = AutoModelForCausalLM.from_config(hf_config, dtype=getattr(torch, config.dtype))
-    plan = tensor_parallel_plan(hf_config, config.tensor_parallel_size, arch.text_model, config.expert_parallel_size)
+    plan = tensor_parallel_plan(hf_config, config.tensor_parallel_size, arch.text_model, config.expert_parallel_size,
+                                config.expert_tensor_parallel)
     return run_pipeline(lambda: capture_graphs(model, arch, config, graph_names, progress=False), plan,
                         with_weights=False, quantization=config.quantization)
 

@@ -31,15 +31,16 @@ TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "special_tokens_ma
 INPUT_NAMES = ["input_ids", "positions", "block_table", "slots", "logits_index"]
 
 
-def tensor_parallel_plan(hf_config, size: int, text_model: str | None = None,
-                         expert_parallel_size: int = 1) -> TensorParallelPlan:
+def tensor_parallel_plan(hf_config, size: int, text_model: str | None = None, expert_parallel_size: int = 1,
+                         expert_tensor_parallel: bool = False) -> TensorParallelPlan:
     """The split of the decoder's weights over ``size`` devices, as the architecture's adapter declares it
-    (with ``expert_parallel_size`` = ``size``, the experts spread over them too).
+    (with ``expert_parallel_size`` = ``size``, the experts spread over them too; with ``expert_tensor_parallel``,
+    each expert's intermediate size split over them).
 
     ``text_model`` is accepted for callers of the former signature; the adapter names the text model.
     """
     return decoder_tp_plan(adapter_for(hf_config), DecoderModelConfig.from_hf(hf_config), size,
-                           expert_parallel=expert_parallel_size > 1)
+                           expert_parallel=expert_parallel_size > 1, expert_tensor_parallel=expert_tensor_parallel)
 
 
 def graph_names(config: NPUDecoderConfig) -> list[str]:
@@ -134,7 +135,7 @@ def compile_decoder(
     spec = resolve_spec(config.npu)
     names = graph_names(config)
     plan = tensor_parallel_plan(hf_model.config, config.tensor_parallel_size, arch.text_model,
-                                config.expert_parallel_size)
+                                config.expert_parallel_size, config.expert_tensor_parallel)
     compiled = run_pipeline(lambda: capture_graphs(hf_model, arch, config, names, progress), plan,
                             quantization=config.quantization, given=prequantized.tensors if prequantized else None)
     if compiled.memory.total > spec.dram_bytes:

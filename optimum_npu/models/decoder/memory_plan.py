@@ -77,8 +77,8 @@ def weight_bytes_per_device(model: DecoderModelConfig, config: "NPUDecoderConfig
     head = 0 if model.tie_word_embeddings else -(-model.vocab_size // tp) * model.hidden_size
     if tp > 1 and model.tie_word_embeddings:  # the logits projection reads a vocabulary shard of the table
         head = -(-model.vocab_size // tp) * model.hidden_size
-    return (table + head) * itemsize + quantized_layer_bytes(model, config.quantization, itemsize, tp,
-                                                             config.expert_parallel_size)
+    experts_split = tp if config.expert_tensor_parallel else config.expert_parallel_size  # by expert or by size
+    return (table + head) * itemsize + quantized_layer_bytes(model, config.quantization, itemsize, tp, experts_split)
 
 
 def plan_memory(model: DecoderModelConfig, config: "NPUDecoderConfig") -> dict[str, int]:

@@ -320,6 +320,7 @@ class NPUModelForCausalLM(NPUPreTrainedModel, GenerationMixin):
     def _every_position_logits(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None,
                                **inputs) -> torch.Tensor:
         self._check_inputs(input_ids, attention_mask, "forward()")
+        self._runtime.runner.require_all_logits()  # before any graph (a VLM's visual encoder included) runs
         per_row = self._prefill_prompts(input_ids, attention_mask, all_positions=True, **inputs)
         logits = torch.zeros(*input_ids.shape, per_row[0].shape[-1])                    # [B, S, V]
         for row, values in enumerate(per_row):

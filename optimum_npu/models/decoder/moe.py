@@ -25,6 +25,8 @@ class MoERouting:
     layout: MoE
     top_k: int
     normalize: bool
+    swiglu_alpha: float = 1.0
+    swiglu_limit: float = 0.0   # 0: silu(gate) * up
 
 
 def moe_mlp(layer: nn.Module, spec: MoERouting, linear: str, hidden: torch.Tensor) -> torch.Tensor:
@@ -34,10 +36,23 @@ def moe_mlp(layer: nn.Module, spec: MoERouting, linear: str, hidden: torch.Tenso
     if not hasattr(block, layout.experts):  # a dense layer of a mixed model
         return block(hidden)
     flat = hidden.reshape(-1, hidden.shape[-1])                                           # [T, E]
-    router_logits = nn.functional.linear(flat, getattr(block, layout.router).weight)      # [T, X]
+    router = getattr(block, layout.router)
+    router_logits = nn.functional.linear(flat, router.weight, getattr(router, "bias", None))   # [T, X]
     experts = getattr(block, layout.experts)
-    out = torch.ops.npu.moe(flat, router_logits, experts.gate_up_proj, experts.down_proj, spec.top_k,
-                            spec.normalize, layout.weights_in_input_dtype)                 # [T, E]
+    gate_up, down = experts.gate_up_proj, experts.down_proj                               # [X, 2I, E], [X, E, I]
+    if layout.transposed:                                                                  # stored [X, E, 2I], [X, I, E]
+        gate_up, down = gate_up.transpose(1, 2), down.transpose(1, 2)
+    extras = {}
+    if layout.biases:
+        extras.update(zip(("gate_up_bias", "down_bias"), (getattr(experts, name) for name in layout.biases)))
+    if layout.softmax_after_topk:
+        extras["softmax_after_topk"] = True
+    if layout.interleaved:
+        extras["interleaved"] = True
+    if layout.clamped_swiglu:
+        extras.update(swiglu_alpha=spec.swiglu_alpha, swiglu_limit=spec.swiglu_limit)
+    out = torch.ops.npu.moe(flat, router_logits, gate_up, down, spec.top_k, spec.normalize,
+                            layout.weights_in_input_dtype, **extras)                       # [T, E]
     if layout.shared_expert:
         shared = getattr(block, layout.shared_expert)(flat)                               # [T, E]
         out = out + torch.sigmoid(getattr(block, layout.shared_gate)(flat)) * shared

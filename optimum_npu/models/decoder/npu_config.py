@@ -11,13 +11,15 @@ import dataclasses
 import difflib
 import os
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from optimum_npu.compile.quantization_config import QuantizationConfig
-from optimum_npu.device.buckets import Bucket
 from optimum_npu.device.spec import PRESETS, resolve_spec
 from optimum_npu.models.decoder.quantization import check_quantization, coerce_quantization
-from optimum_npu.models.model_config import DecoderModelConfig
+
+if TYPE_CHECKING:  # the knobs module stays free of torch/Transformers: the CLI reads its fields to build flags
+    from optimum_npu.device.buckets import Bucket
+    from optimum_npu.models.model_config import DecoderModelConfig
 
 SUPPORTED_DTYPES = ("float32", "float16", "bfloat16")
 #: Options that may differ between compile time and load time.
@@ -60,6 +62,20 @@ def expert_parallel_problem(size: int, model: DecoderModelConfig) -> str | None:
     return None
 
 
+def expert_tensor_parallel_problem(enabled: bool, size: int, model: DecoderModelConfig) -> str | None:
+    """Why ``expert_tensor_parallel`` cannot split ``model``'s experts over ``size`` devices (None when it can)."""
+    if not enabled:
+        return None
+    if not model.num_experts:
+        return (f"expert_tensor_parallel=True needs a mixture-of-experts model; {model.architecture} has no experts: "
+                "leave expert_tensor_parallel=False")
+    if model.moe_intermediate_size % size:
+        choices = [d for d in range(1, 65) if model.moe_intermediate_size % d == 0]
+        return (f"expert_tensor_parallel=True with tensor_parallel_size={size} does not divide the experts' "
+                f"{model.moe_intermediate_size} intermediate features; choose tensor_parallel_size in {choices}")
+    return None
+
+
 @dataclass(frozen=True)
 class NPUDecoderConfig:
     """Compile configuration of a decoder-only causal LM.
@@ -74,7 +90,7 @@ class NPUDecoderConfig:
             as successive chunks. Default: min(128, max_seq_len).
         dtype: compute and weight dtype, one of float32/float16/bfloat16. Default: the
             checkpoint's dtype when it is one of those, else float32.
-        npu: target device spec, a preset name or a JSON spec file path.
+        npu: target device spec, a preset name or a JSON spec file path (see examples/custom_npu_spec.json).
         kvcache_block_size: tokens per KV-cache block. Default: ``max_seq_len``.
         kvcache_num_blocks: blocks in the paged KV pool. Default: enough for ``batch_size``
             full sequences, or as many as fit in the device memory left after the weights.
@@ -88,6 +104,9 @@ class NPUDecoderConfig:
         expert_parallel_size: 1, or ``tensor_parallel_size``: the experts of a mixture-of-experts model are
             spread over the group's devices (each holds E / n experts; dispatch and combine are all-to-all
             collectives, docs/moe.md). Must divide the model's experts per layer.
+        expert_tensor_parallel: with ``expert_parallel_size`` 1, split every routed expert's intermediate size
+            over the tensor-parallel group (each device holds 1/n of every expert; an all-reduce follows the
+            experts) instead of replicating the experts on every device. Default False.
         prefill_logits: ``"last"`` (default: the prefill graph returns the next-token logits only) or ``"all"``:
             also compile ``prefill_all_logits``, a prefill graph returning the logits of every position, so
             ``model(input_ids, logits_to_keep=0).logits`` is ``[B, S, V]`` (perplexity, scoring).
@@ -106,15 +125,16 @@ class NPUDecoderConfig:
     batch_size: int = 1
     decoder_batch_sizes: tuple[int, ...] | None = None
     prefill_chunk_size: int | None = None
-    dtype: str | None = None
+    dtype: str | None = field(default=None, metadata={"choices": SUPPORTED_DTYPES})
     npu: str = "atom"
     kvcache_block_size: int | None = None
     kvcache_num_blocks: int | None = None
-    attn_impl: str | None = None
+    attn_impl: str | None = field(default=None, metadata={"choices": ATTN_IMPLS})
     kvcache_partition_len: int | None = None
     tensor_parallel_size: int = 1
     expert_parallel_size: int = 1
-    prefill_logits: str = "last"
+    expert_tensor_parallel: bool = False
+    prefill_logits: str = field(default="last", metadata={"choices": PREFILL_LOGITS})
     quantization: QuantizationConfig | None = None
     device: int | tuple[int, ...] = field(default=0, metadata={"runtime": True})
     enable_prefix_caching: bool = field(default=False, metadata={"runtime": True})
@@ -148,6 +168,12 @@ class NPUDecoderConfig:
                                  f"{self.tensor_parallel_size}: experts are spread over the tensor-parallel group, so "
                                  f"choose expert_parallel_size in [1, {self.tensor_parallel_size}] (raise "
                                  "tensor_parallel_size for more devices)")
+        if not isinstance(self.expert_tensor_parallel, bool):
+            raise NPUConfigError(f"expert_tensor_parallel={self.expert_tensor_parallel!r} must be True or False")
+        if self.expert_tensor_parallel and self.expert_parallel_size > 1:
+            raise NPUConfigError(f"expert_tensor_parallel=True with expert_parallel_size={self.expert_parallel_size}: "
+                                 "the experts are split either by expert (expert_parallel_size) or by intermediate "
+                                 "size (expert_tensor_parallel); set one of them")
         object.__setattr__(self, "quantization", coerce_quantization(self.quantization, NPUConfigError))
         if self.collectives not in COLLECTIVE_BACKENDS:
             raise NPUConfigError(f"collectives={self.collectives!r} is not supported; choose one of "
@@ -238,6 +264,8 @@ class NPUDecoderConfig:
     def buckets(self) -> dict[str, Bucket]:
         """The graphs these knobs compile, by file name: ``prefill`` (batch 1, ``prefill_chunk_size`` tokens)
         and ``decoder_batch_<n>`` (n rows of 1 token) for each entry of ``decoder_batch_sizes``."""
+        from optimum_npu.device.buckets import Bucket
+
         found = {"prefill": Bucket("prefill", "prefill", 1, self.prefill_chunk_size)}
         if self.prefill_logits == "all":
             found[ALL_LOGITS_GRAPH] = Bucket(ALL_LOGITS_GRAPH, "prefill_all", 1, self.prefill_chunk_size)
@@ -275,7 +303,10 @@ class NPUDecoderConfig:
                                      f"choose tensor_parallel_size in {choices}")
         if (problem := expert_parallel_problem(self.expert_parallel_size, model)) is not None:
             raise NPUConfigError(problem)
-        check_quantization(self.quantization, model, tp, spec, NPUConfigError)
+        if (problem := expert_tensor_parallel_problem(self.expert_tensor_parallel, tp, model)) is not None:
+            raise NPUConfigError(problem)
+        check_quantization(self.quantization, model, tp, spec, NPUConfigError,
+                           expert_split=tp if self.expert_tensor_parallel else 1)
         limit = model.max_position_embeddings
         max_seq_len = self.max_seq_len or min(limit, 2048)
         if max_seq_len > limit:

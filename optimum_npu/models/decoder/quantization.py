@@ -5,11 +5,13 @@ and the weight and KV-cache bytes it implies where no graph exists yet (the shap
 
 from __future__ import annotations
 
-from typing import Any, Callable
+from typing import TYPE_CHECKING, Any, Callable
 
 from optimum_npu.compile.quantization_config import QuantizationConfig, QuantizationConfigError
 from optimum_npu.device.spec import PRESETS, NPUSpec
-from optimum_npu.models.model_config import DecoderModelConfig
+
+if TYPE_CHECKING:  # annotations only: importing the knobs must not load Transformers
+    from optimum_npu.models.model_config import DecoderModelConfig
 
 #: Bits per stored weight value of each format.
 WEIGHT_BITS = {"int8": 8, "int4": 4, "fp8": 8}
@@ -26,15 +28,18 @@ def coerce_quantization(value: Any, error: Callable[[str], Exception]) -> Quanti
 
 
 def check_quantization(config: QuantizationConfig | None, model: DecoderModelConfig, tensor_parallel_size: int,
-                       spec: NPUSpec | None, error: Callable[[str], Exception]) -> None:
+                       spec: NPUSpec | None, error: Callable[[str], Exception], expert_split: int = 1) -> None:
     """Refuses, before any capture, a group size that does not divide a layer's input features (per device for
-    the row-parallel layers) and an fp8 format on a spec without an fp8 engine (``spec`` None: not checked)."""
+    the row-parallel layers; ``expert_split``: devices each routed expert's intermediate size is split over) and
+    an fp8 format on a spec without an fp8 engine (``spec`` None: not checked)."""
     if config is None:
         return
     tp = tensor_parallel_size
     layers = {"the q/k/v and gate/up projections (hidden_size)": model.hidden_size,
               "the attention output projection (num_heads x head_dim)": model.num_heads * model.head_dim // tp,
               "the MLP down projection (intermediate_size)": model.intermediate_size // tp}
+    if model.num_experts:
+        layers["the experts' down projection (moe_intermediate_size)"] = model.moe_intermediate_size // expert_split
     try:
         config.check_in_features(layers, tp)
         if spec is not None:
@@ -47,15 +52,15 @@ def weight_bytes(model: DecoderModelConfig, config: QuantizationConfig | None, i
                  ep: int = 1) -> int:
     """Bytes of the transformer layers' weights on one device (everything but the embedding and logits tables):
     quantized values and their scales when ``config`` quantizes weights (norms and biases counted as quantized:
-    a shape estimate). Routed experts are spread over ``ep`` devices, replicated when ``ep`` is 1, and stay in the
-    model's dtype (the quantize pass rewrites linear layers; the experts are read by ``npu.moe``)."""
+    a shape estimate). Routed experts are split over ``ep`` devices (by expert, or by intermediate size under
+    ``expert_tensor_parallel``: the same bytes), replicated when ``ep`` is 1, and quantized like the linears."""
     table = model.vocab_size * model.hidden_size
     routed = model.moe_layers * model.num_experts * 3 * model.hidden_size * model.moe_intermediate_size // ep
-    layers = (model.num_parameters - table * (1 if model.tie_word_embeddings else 2) - routed * ep) // tp
+    layers = (model.num_parameters - table * (1 if model.tie_word_embeddings else 2) - routed * ep) // tp + routed
     if config is None or config.weights is None:
-        return (layers + routed) * itemsize
+        return layers * itemsize
     group = config.group_size if config.grouped else model.hidden_size
-    return layers * WEIGHT_BITS[config.weights] // 8 + layers // group * itemsize + routed * itemsize
+    return layers * WEIGHT_BITS[config.weights] // 8 + layers // group * itemsize
 
 
 def kv_bytes_per_element(config: QuantizationConfig | None, itemsize: int, head_dim: int) -> float:

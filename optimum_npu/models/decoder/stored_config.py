@@ -12,7 +12,7 @@ import dataclasses
 from typing import Any
 
 from optimum_npu.models.decoder.npu_config import (RESOLVED_KNOBS, NPUConfigError, NPUDecoderConfig,
-                                                 expert_parallel_problem)
+                                                 expert_parallel_problem, expert_tensor_parallel_problem)
 from optimum_npu.models.decoder.quantization import check_quantization
 from optimum_npu.models.model_config import FULL, SLIDING, DecoderModelConfig
 
@@ -23,7 +23,8 @@ MAX_DECODER_BATCH_SIZES = 4096
 #: Most decoder layers a model may have (config.json is read before any graph).
 MAX_LAYERS = 4096
 #: Knobs added after artifact format 2 was fixed, read as their default when an artifact predates them.
-LATER_KNOBS = {"quantization": None, "expert_parallel_size": 1, "prefill_logits": "last"}
+LATER_KNOBS = {"quantization": None, "expert_parallel_size": 1, "prefill_logits": "last",
+               "expert_tensor_parallel": False}
 
 #: What every refusal of a stored (artifact) knob ends with.
 STORED_FIX = ("the artifact was modified or was not written by this optimum-npu: re-download it or recompile the "
@@ -104,6 +105,8 @@ def check_stored_config(config: NPUDecoderConfig, model: DecoderModelConfig, ori
             refuse(f"tensor_parallel_size={tp} does not divide the model's {count} {what}")
     if (problem := expert_parallel_problem(config.expert_parallel_size, model)) is not None:
         refuse(problem)
+    if (problem := expert_tensor_parallel_problem(config.expert_tensor_parallel, tp, model)) is not None:
+        refuse(problem)
     limit = model.max_position_embeddings
     if config.max_seq_len > limit:
         refuse(f"max_seq_len={config.max_seq_len} exceeds the model's max_position_embeddings={limit}")
@@ -117,7 +120,8 @@ def check_stored_config(config: NPUDecoderConfig, model: DecoderModelConfig, ori
                                                                             block % partition)):
         refuse(f"kvcache_partition_len={partition} must divide max_seq_len={config.max_seq_len} and be a multiple "
                f"or a divisor of kvcache_block_size={block}")
-    check_quantization(config.quantization, model, tp, None, lambda message: stored_knob_error(origin, message))
+    check_quantization(config.quantization, model, tp, None, lambda message: stored_knob_error(origin, message),
+                       expert_split=tp if config.expert_tensor_parallel else 1)
     if config.kvcache_num_blocks < config.blocks_per_sequence:
         refuse(f"kvcache_num_blocks={config.kvcache_num_blocks} cannot hold one sequence of max_seq_len="
                f"{config.max_seq_len} ({config.blocks_per_sequence} blocks of {block})")

@@ -79,17 +79,21 @@ class StaticDecoder(nn.Module):
         self.layer_block = LAYER_BLOCKS[adapter.block]
         self.mlp = MLPS[adapter.mlp.kind]
         self.mlp_spec = adapter.mlp if adapter.moe is None else MoERouting(
-            adapter.mlp.module, adapter.moe, model_config.experts_per_token, model_config.normalize_topk)
+            adapter.mlp.module, adapter.moe, model_config.experts_per_token, model_config.normalize_topk,
+            model_config.swiglu_alpha, model_config.swiglu_limit)
         self.final_softcap = model_config.final_logit_softcapping
 
     def _rope(self, hidden: torch.Tensor, positions: torch.Tensor) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
-        if self.adapter.positions.kind != "rotary":
+        spec = self.adapter.positions
+        if spec.kind != "rotary":
             return {layer_type: (None, None) for layer_type in set(self.layer_types)}
-        if not self.adapter.positions.per_layer_type:
-            rope = self._parts.positions(hidden, positions)
-            return {layer_type: rope for layer_type in set(self.layer_types)}
         rotary = self._parts.positions
-        return {layer_type: rotary(hidden, positions, layer_type) for layer_type in set(self.layer_types)}
+        if spec.per_layer_type:
+            return {layer_type: rotary(hidden, positions, layer_type) for layer_type in set(self.layer_types)}
+        rope = rotary(hidden, positions)
+        if spec.half_width:                                                # [B, S, D/2] -> [B, S, D]
+            rope = tuple(torch.cat((t, t), dim=-1) for t in rope)
+        return {layer_type: rope for layer_type in set(self.layer_types)}
 
     def _layer(self, i: int, layer: nn.Module, hidden: torch.Tensor, step: StepInputs,
                kv_cache: list[torch.Tensor]) -> torch.Tensor:

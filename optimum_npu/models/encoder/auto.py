@@ -42,3 +42,11 @@ class NPUAutoModelForQuestionAnswering(_NPUAutoEncoder):
 
 class NPUAutoModelForTokenClassification(_NPUAutoEncoder):
     task_class = modeling.NPUModelForTokenClassification
+
+
+class NPUAutoModelForImageClassification(_NPUAutoEncoder):
+    task_class = modeling.NPUModelForImageClassification
+
+
+class NPUAutoModelForCTC(_NPUAutoEncoder):
+    task_class = modeling.NPUModelForCTC

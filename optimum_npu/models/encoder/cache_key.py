@@ -22,6 +22,7 @@ from optimum_npu.hub.cache_verify import check_same, check_stored_documents, che
 
 from optimum_npu.models.encoder.export import artifact_config
 from optimum_npu.models.encoder.files import ENCODER_FILES
+from optimum_npu.models.encoder.tp_plan import encoder_tp_plan
 
 
 def compile_knobs(npu_config: Any, task: str) -> dict[str, Any]:
@@ -49,4 +50,5 @@ def check_encoder_hit(target: Path, *, hf_model: Any, architecture: str, npu_con
     check_stored_documents(target, stored, hf_model=hf_model, architecture=architecture, family="encoder",
                            inputs=inputs, files=ENCODER_FILES)
     check_same(stored.get("graphs"), npu_config.graph_names(), "graph list")
-    check_weights(target, stored["graphs"], hf_model, getattr(torch, npu_config.dtype), TensorParallelPlan(1))
+    plan = encoder_tp_plan(hf_model.config.model_type, npu_config.tensor_parallel_size) or TensorParallelPlan(1)
+    check_weights(target, stored["graphs"], hf_model, getattr(torch, npu_config.dtype), plan)

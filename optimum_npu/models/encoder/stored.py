@@ -13,13 +13,14 @@ from optimum_npu.device.spec import NPUSpec
 from optimum_npu.models.decoder.artifact_files import check_stored_architecture, read_hf_config, stored_spec
 from optimum_npu.models.decoder.npu_config import NPUConfigError
 from optimum_npu.models.decoder.stored_config import short_repr, stored_knob_error
-from optimum_npu.models.encoder.npu_config import RUNTIME_OPTIONS, NPUEncoderConfig
+from optimum_npu.models.encoder.modalities import FEEDS
+from optimum_npu.models.encoder.npu_config import AXES, RUNTIME_OPTIONS, NPUEncoderConfig
 from optimum_npu.models.encoder.tasks import TASKS, EncoderTask, task_of_architecture
 from optimum_npu.schema import NPU_CONFIG_FILE, Graph
 from optimum_npu.untrusted import expect_dict
 
-#: The input lists an encoder graph may take (with or without token types).
-INPUT_LISTS = (("input_ids", "attention_bias", "token_type_ids"), ("input_ids", "attention_bias"))
+#: The length knob of each modality (a vision artifact has no ``seq_lens``, a text one no ``image_sizes``).
+MODALITY_AXES = {"text": "seq_lens", "image": "image_sizes", "audio": "max_samples"}
 
 
 @dataclass(frozen=True)
@@ -53,19 +54,22 @@ def read_stored(root: Path, stored: Any, requested: Any) -> StoredEncoder:
             or list(outputs) != [o for o in task.outputs if o in outputs]:
         raise stored_knob_error(origin, f"outputs={short_repr(outputs)} must be a non-empty ordered subset of "
                                         f"{list(task.outputs)}")
+    input_lists = FEEDS[task.modality].input_lists
     inputs = tuple(stored.get("inputs")) if isinstance(stored.get("inputs"), list) else None
-    if inputs not in INPUT_LISTS:
+    if inputs not in input_lists:
         raise stored_knob_error(origin, f"inputs={short_repr(stored.get('inputs'))} must be one of "
-                                        f"{[list(i) for i in INPUT_LISTS]}")
-    knobs = {key: stored.get(key) for key in NPUEncoderConfig().to_dict()}
+                                        f"{[list(i) for i in input_lists]}")
+    knobs = {key: stored.get(key) for key in [*NPUEncoderConfig().to_dict(), *AXES]}
     try:
         config = NPUEncoderConfig.coerce(knobs)
     except (NPUConfigError, TypeError) as err:
         raise stored_knob_error(origin, short_repr(str(err), 300)) from None
-    config = dataclasses.replace(config, **_runtime_options(knobs, requested))   # the caller's options, checked
-    if config.seq_lens is None or stored.get("graphs") != config.graph_names():
-        raise stored_knob_error(origin, f"graphs={short_repr(stored.get('graphs'))} must be "
-                                        f"{config.graph_names() if config.seq_lens else 'one per bucket'}")
+    config = dataclasses.replace(config, **runtime_options(knobs, requested))   # the caller's options, checked
+    if config.axis != MODALITY_AXES[task.modality]:
+        raise stored_knob_error(origin, f"{MODALITY_AXES[task.modality]} must be set for a {task.modality} "
+                                        f"encoder (and {sorted(set(AXES) - {MODALITY_AXES[task.modality]})} not)")
+    if stored.get("graphs") != config.graph_names():
+        raise stored_knob_error(origin, f"graphs={short_repr(stored.get('graphs'))} must be {config.graph_names()}")
     graphs = {name: read_graph(root, name) for name in config.graph_names()}
     for bucket in config.buckets():
         graph = graphs[bucket.name]
@@ -78,11 +82,12 @@ def read_stored(root: Path, stored: Any, requested: Any) -> StoredEncoder:
                          graphs, config.buckets())
 
 
-def _runtime_options(knobs: dict[str, Any], requested: Any) -> dict[str, Any]:
-    """The runtime options of ``requested``; a compile knob that differs from the stored one is an error."""
+def runtime_options(knobs: dict[str, Any], requested: Any, config_class: type = NPUEncoderConfig) -> dict[str, Any]:
+    """The runtime options of ``requested`` (a dict or a ``config_class``); a compile knob that differs from the
+    stored one (``knobs``) is an error."""
     if requested is None:
         return {}
-    if isinstance(requested, NPUEncoderConfig):
+    if isinstance(requested, config_class):
         requested = {**requested.to_dict(), **requested.runtime()}
     if not isinstance(requested, dict):
         raise NPUConfigError(f"npu_config={short_repr(requested)} at load time must be a dict of runtime options "

@@ -1,7 +1,8 @@
-"""The static-shape forward of an HF encoder, as captured per (batch, tokens) bucket.
+"""The static-shape forward of an HF encoder, as captured per (batch, length) bucket.
 
-``StaticEncoder.forward(input_ids [B, S], attention_bias [B, 1, 1, S], token_type_ids [B, S]?)``
-returns the task's outputs (``EncoderTask.outputs``) as a tuple. The HF model runs as it is
+``StaticEncoder.forward(*graph inputs)`` (text: ``input_ids [B, S], attention_bias [B, 1, 1, S],
+token_type_ids [B, S]?``; images: ``pixel_values [B, C, P, P]``, see ``feeds.py``) returns the task's
+outputs (``EncoderTask.outputs``) as a tuple. The HF model runs as it is
 (its modules and weights, named as in its checkpoint) with two changes made only while it is
 captured, and undone after:
 
@@ -48,19 +49,23 @@ def encoder_attention(module: nn.Module, query: torch.Tensor, key: torch.Tensor,
 AttentionInterface.register(ATTENTION_NAME, encoder_attention)
 
 
-def takes_token_types(hf_model: PreTrainedModel) -> bool:
-    """Whether the model's forward has ``token_type_ids`` (BERT, RoBERTa, XLM-R; not DistilBERT)."""
-    return "token_type_ids" in inspect.signature(hf_model.forward).parameters
-
-
-def input_names(hf_model: PreTrainedModel) -> list[str]:
-    return ["input_ids", "attention_bias"] + (["token_type_ids"] if takes_token_types(hf_model) else [])
+def takes_argument(hf_model: PreTrainedModel, name: str) -> bool:
+    """Whether the model's forward has argument ``name`` (``token_type_ids``: BERT, RoBERTa, XLM-R; not
+    DistilBERT. ``interpolate_pos_encoding``: ViT)."""
+    return name in inspect.signature(hf_model.forward).parameters
 
 
 def attention_bias(attention_mask: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
     """[B, S] 1/0 mask -> [B, 1, 1, S] additive bias (0 on tokens, the dtype's minimum on padding)."""
     bias = (1.0 - attention_mask.to(torch.float32)) * torch.finfo(dtype).min
     return bias.to(dtype)[:, None, None, :]
+
+
+def causal_attention_bias(attention_mask: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+    """[B, S] 1/0 mask -> [B, 1, S, S] additive bias: query i sees key j <= i that is not padding."""
+    width = attention_mask.shape[1]
+    seen = attention_mask.bool()[:, None, None, :] & torch.ones(width, width, dtype=torch.bool).tril()
+    return torch.zeros(seen.shape, dtype=dtype).masked_fill(~seen, torch.finfo(dtype).min)
 
 
 @contextlib.contextmanager
@@ -90,27 +95,27 @@ class StaticEncoder(nn.Module):
     Args:
         hf_model: the HF model (its modules and weights are used as they are).
         outputs: the output fields to return, in order.
+        input_names: the graph inputs, in order.
+        arguments: the HF forward argument of a graph input named otherwise (``attention_bias`` is passed
+            as ``attention_mask``).
+        fixed: constant HF forward arguments (``interpolate_pos_encoding=True``).
     """
 
-    def __init__(self, hf_model: PreTrainedModel, outputs: tuple[str, ...]):
+    def __init__(self, hf_model: PreTrainedModel, outputs: tuple[str, ...], input_names: tuple[str, ...],
+                 arguments: dict[str, str], fixed: dict):
         super().__init__()
         self.model = hf_model
         self.outputs = outputs
-        self.token_types = takes_token_types(hf_model)
+        self.arguments = [arguments.get(name, name) for name in input_names]
+        self.fixed = fixed
 
-    def forward(self, input_ids: torch.Tensor, attention_bias: torch.Tensor,
-                token_type_ids: torch.Tensor | None = None) -> tuple[torch.Tensor, ...]:
-        kwargs = {"token_type_ids": token_type_ids} if self.token_types else {}
-        result = self.model(input_ids=input_ids, attention_mask=attention_bias, return_dict=True, **kwargs)
+    def forward(self, *inputs: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        result = self.model(**dict(zip(self.arguments, inputs)), **self.fixed, return_dict=True)
         return tuple(result[name] for name in self.outputs)
 
-
-def present_outputs(hf_model: PreTrainedModel, wanted: tuple[str, ...]) -> tuple[str, ...]:
-    """The task outputs this model gives (a BERT without pooler gives no ``pooler_output``), from a tiny run."""
-    with capture_attention(hf_model), torch.no_grad():
-        ids = torch.zeros(1, 2, dtype=torch.long)
-        dtype = next(hf_model.parameters()).dtype
-        kwargs = {"token_type_ids": torch.zeros_like(ids)} if takes_token_types(hf_model) else {}
-        result = hf_model(input_ids=ids, attention_mask=attention_bias(torch.ones_like(ids), dtype), return_dict=True,
-                          **kwargs)
-    return tuple(name for name in wanted if result.get(name) is not None)
+    def present(self, example: tuple[torch.Tensor, ...], wanted: tuple[str, ...]) -> tuple[str, ...]:
+        """The task outputs this model gives (a BERT without pooler gives no ``pooler_output``), from a tiny run
+        on ``example`` inputs (under ``capture_attention``)."""
+        with torch.no_grad():
+            result = self.model(**dict(zip(self.arguments, example)), **self.fixed, return_dict=True)
+        return tuple(name for name in wanted if result.get(name) is not None)

@@ -157,7 +157,7 @@ class NPUModelForSeq2SeqLM(NPUPreTrainedModel, GenerationMixin):
         return False  # the caches live on the simulated device, owned by the runtime
 
     def _encode(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None) -> torch.Tensor:
-        return self._runtime.encoder.run(input_ids, attention_mask)["last_hidden_state"]
+        return self._runtime.encoder.run({"input_ids": input_ids, "attention_mask": attention_mask})["last_hidden_state"]
 
     def _cross_mask(self, attention_mask: torch.Tensor | None) -> torch.Tensor | None:
         """The encoder-position mask of the cross-attention (text: the input's attention mask)."""

@@ -22,6 +22,7 @@ from optimum_npu.device.engine import DeviceEngine, state_specs
 from optimum_npu.device.profiler import Profiler
 from optimum_npu.device.sizing import plan_graph_memory
 from optimum_npu.device.buckets import smallest_bucket
+from optimum_npu.models.encoder.feeds import TextFeed
 from optimum_npu.models.encoder.runtime import EncoderCall, EncoderInputError, EncoderRuntime, EncoderStats
 from optimum_npu.models.encoder.tasks import FEATURE_EXTRACTION
 from optimum_npu.models.seq2seq.export import cross_len, encoder_inputs
@@ -82,9 +83,10 @@ class Seq2SeqRuntime:
                                    owner=facts.architecture, registry=registry, profiler=self.profiler,
                                    error=ArtifactError)
         self.cross_len = cross_len(model, config)
+        feed = TextFeed(tuple(encoder_inputs(model)), getattr(torch, config.dtype), model.pad_token_id,
+                        model.vocab_size)
         self.encoder = EncoderRuntime(self.engine, buckets_of_kind(facts.graphs, ENCODER_KIND), FEATURE_EXTRACTION,
-                                      ("last_hidden_state",), tuple(encoder_inputs(model)),
-                                      getattr(torch, config.dtype), model.pad_token_id, model.vocab_size)
+                                      ("last_hidden_state",), feed)
         self.blocks = BlockManager(config.kvcache_num_blocks, config.kvcache_block_size, False,
                                    max_sequences=config.batch_size)
         self.kv_pools = dict(plan_graph_memory(facts.graphs.values()).kv_pools)   # paged, cross (sliding: 0)

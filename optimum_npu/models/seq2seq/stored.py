@@ -13,7 +13,7 @@ from optimum_npu.device.spec import NPUSpec
 from optimum_npu.models.decoder.artifact_files import check_stored_architecture, read_hf_config, stored_spec
 from optimum_npu.models.decoder.npu_config import NPUConfigError
 from optimum_npu.models.decoder.stored_config import short_repr, stored_knob_error
-from optimum_npu.models.encoder.stored import _runtime_options
+from optimum_npu.models.encoder.stored import runtime_options
 from optimum_npu.models.seq2seq.architectures import Seq2SeqModelConfig
 from optimum_npu.models.seq2seq.export import DECODER_INPUTS, PREFILL_EXTRAS, cache_shapes, encoder_inputs
 from optimum_npu.models.seq2seq.npu_config import DECODE_KIND, ENCODER_KIND, NPUSeq2SeqConfig
@@ -47,7 +47,7 @@ def read_stored(root: Path, stored: Any, requested: Any) -> StoredSeq2Seq:
         config = NPUSeq2SeqConfig.coerce(knobs)
     except (NPUConfigError, TypeError, ValueError, AttributeError) as err:
         raise stored_knob_error(origin, short_repr(str(err), 300)) from None
-    config = dataclasses.replace(config, **_runtime_options(knobs, requested))
+    config = dataclasses.replace(config, **runtime_options(knobs, requested, NPUSeq2SeqConfig))
     if config.encoder_seq_lens is None or stored.get("graphs") != config.graph_names():
         raise stored_knob_error(origin, f"graphs={short_repr(stored.get('graphs'))} must be one per bucket of the "
                                         "stored knobs")

@@ -48,7 +48,8 @@ class Candidate:
         return self.tensor_parallel_size * self.replicas
 
     def label(self) -> str:
-        buckets = "pow2" if len(self.decode_buckets) > 1 else f"[{self.decode_buckets[0]}]"
+        buckets = ("pow2" if self.decode_buckets == _pow2(self.batch_size) and len(self.decode_buckets) > 1
+                   else f"[{','.join(map(str, self.decode_buckets))}]")
         return (f"{self.npu} {self.quantization} TP{self.tensor_parallel_size}x{self.replicas} b{self.batch_size} "
                 f"{buckets} L{self.max_seq_len}{' pc' if self.prefix_caching else ''}")
 
@@ -70,23 +71,48 @@ class Deployment:
     memo: dict = field(default_factory=dict, repr=False)   # call costs shared by its replays
 
 
-def bucket_sets(batch_size: int) -> list[tuple[int, ...]]:
-    """Decode bucket sets compared for a batch size: powers of two up to it, and the full batch alone."""
-    pow2 = tuple(sorted({batch_size, *(2**i for i in range(batch_size.bit_length()) if 2**i < batch_size)}))
-    return [pow2] if pow2 == (batch_size,) else [pow2, (batch_size,)]
+def _pow2(batch: int) -> tuple[int, ...]:
+    return tuple(sorted({batch, *(2**i for i in range(batch.bit_length()) if 2**i < batch)}))
+
+
+#: Decode bucket sets by name, as functions of the batch size B (each ends at B; duplicates are dropped).
+BUCKET_SETS = {
+    "pow2": _pow2,                                                         # 1, 2, 4, ..., B: least padding
+    "step8": lambda b: tuple(sorted({*(n for n in (1, 2, 4) if n < b), *range(8, b, 8), b})),  # vLLM-style
+    "top3": lambda b: tuple(sorted({max(1, b // 4), max(1, b // 2), b})),   # B/4, B/2, B
+    "top2": lambda b: tuple(sorted({max(1, b // 2), b})),                   # B/2, B
+    "max": lambda b: (b,),                                                  # B alone: one decode graph
+}
+DEFAULT_BUCKET_SETS = ("pow2", "top2", "max")
+
+
+def bucket_sets(batch_size: int, names=DEFAULT_BUCKET_SETS) -> list[tuple[int, ...]]:
+    """The decode bucket sets compared for a batch size (``BUCKET_SETS`` by name), without duplicates.
+
+    ``step8`` is the shape of vLLM's default CUDA-graph capture sizes (1, 2, 4, then multiples of 8; vLLM's
+    ``VllmConfig`` documentation of ``cudagraph_capture_sizes``), cut at the batch size.
+    """
+    unknown = [name for name in names if name not in BUCKET_SETS]
+    if unknown or not names:
+        raise ValueError(f"--bucket-sets {','.join(names)!r}: unknown set(s) {unknown}; choose from "
+                         f"{sorted(BUCKET_SETS)}, e.g. --bucket-sets {','.join(DEFAULT_BUCKET_SETS)}")
+    return list(dict.fromkeys(BUCKET_SETS[name](batch_size) for name in names))
 
 
 def build_deployments(model, npus: list[str], quantizations: list[str], batch_sizes: list[int],
                       max_seq_lens: list[int], tensor_parallel_sizes: list[int], prefix_caching: list[bool],
-                      longest_request: int, chunk: int = 128) -> list[Deployment]:
-    """Every candidate of the grid with its timings and memory (``fits`` False, with the reason, when pruned)."""
+                      longest_request: int, chunk: int = 128, bucket_set_names=DEFAULT_BUCKET_SETS) -> list[Deployment]:
+    """Every candidate of the grid with its timings and memory (``fits`` False, with the reason, when pruned);
+    ``bucket_set_names``: the decode bucket sets compared (``BUCKET_SETS``)."""
     hf_config = load_hf_config(model)
     arch = lookup_architecture(hf_config, "decoder")
     shape = DecoderModelConfig.from_hf(hf_config)
     given = {resolve_spec(name).name: name for name in npus}   # spec name -> preset or spec file
     specs = [resolve_spec(name) for name in npus]
-    batches = sorted({b for size in batch_sizes for buckets in bucket_sets(size) for b in buckets})
+    batches = sorted({b for size in batch_sizes for buckets in bucket_sets(size, bucket_set_names)
+                      for b in buckets})
     deployments, memos = [], {}
+    captures: dict = {}          # raw captures, shared by the quantizations (extrapolated_plans_for_specs)
     for quantization in quantizations:
         for max_seq_len in max_seq_lens:
             block = min(BLOCK_SIZE, max_seq_len)
@@ -106,12 +132,13 @@ def build_deployments(model, npus: list[str], quantizations: list[str], batch_si
             reference = next((c for c in valid.values() if not isinstance(c, str)), None)
             names = ["prefill", *(f"decoder_batch_{b}" for b in batches)]
             single = dataclasses.replace(reference, tensor_parallel_size=1) if reference else None
-            plans = extrapolated_plans_for_specs(hf_config, arch, single, names, sizes, specs) if reference else {}
+            plans = extrapolated_plans_for_specs(hf_config, arch, single, names, sizes, specs,
+                                                 captures=captures) if reference else {}
             for spec in specs:
                 for tp in tensor_parallel_sizes:
                     config = valid[(spec.name, tp)]
                     for batch in batch_sizes:
-                        for buckets in bucket_sets(batch):
+                        for buckets in bucket_sets(batch, bucket_set_names):
                             for caching in prefix_caching:
                                 candidate = Candidate(spec.name, quantization, tp, batch, buckets, max_seq_len, caching)
                                 memo = memos.setdefault((spec.name, tp, quantization, max_seq_len), {})

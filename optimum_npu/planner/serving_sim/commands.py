@@ -33,6 +33,7 @@ def parse_prices(text: str | None, npus: list[str]) -> dict[str, float]:
 
 
 def cmd_plan_serving(args: argparse.Namespace) -> None:
+    from optimum_npu.planner.serving_sim.candidates import bucket_sets
     from optimum_npu.planner.serving_sim.metrics import parse_slo
     from optimum_npu.planner.serving_sim.plan_serving import plan_serving, write_outputs
     from optimum_npu.planner.serving_sim.report import format_summary
@@ -41,6 +42,7 @@ def cmd_plan_serving(args: argparse.Namespace) -> None:
     npus = _list(args.npu)
     slo = parse_slo(args.slo)                       # bad input raises ValueError naming the field, before any work
     prices = parse_prices(args.price, npus)
+    bucket_sets(1, _list(args.bucket_sets))         # an unknown set name is refused here, before any capture
     workload = load_workload(args.workload, args.requests)
     if args.rate:
         workload = type(workload)(tuple(workload.at_rate(args.rate)), args.rate,
@@ -49,7 +51,8 @@ def cmd_plan_serving(args: argparse.Namespace) -> None:
 
     torch.set_num_threads(1)   # replays are single-threaded Python; a thread pool only slows the small cost evaluations
     result = plan_serving(args.model, workload, slo, npus, _list(args.quantization), args.batch_sizes,
-                          args.max_seq_len, args.tensor_parallel_size, prices=prices)
+                          args.max_seq_len, args.tensor_parallel_size, prices=prices,
+                          bucket_sets=_list(args.bucket_sets))
     print(f"{args.model}: {workload.description}; SLO {args.slo}")
     print(format_summary(result.outcomes))
     if args.out:
@@ -76,6 +79,9 @@ def add_plan_serving_command(commands: argparse._SubParsersAction) -> None:
     parser.add_argument("--batch-sizes", type=_int_list, default=[16, 64], help="batch envelopes (default 16,64)")
     parser.add_argument("--max-seq-len", type=_int_list, help="max_seq_len envelopes (default: the smallest power "
                                                               "of two holding the longest request)")
+    parser.add_argument("--bucket-sets", default="pow2,top2,max",
+                        help="decode bucket sets compared, by name: pow2 (1,2,4,..,B), step8 (1,2,4, then multiples "
+                             "of 8 up to B), top3 (B/4,B/2,B), top2 (B/2,B), max (B alone); default pow2,top2,max")
     parser.add_argument("--tensor-parallel-size", type=_int_list, default=[1, 2, 4, 8],
                         help="tensor-parallel sizes (default 1,2,4,8)")
     parser.add_argument("--requests", type=int, help="requests replayed per probe (default: the workload's count)")

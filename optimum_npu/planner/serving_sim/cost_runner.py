@@ -127,7 +127,7 @@ class CostOnlyRunner:
         count = min(self.chunk, seq.num_uncomputed)
         if count <= 0:
             raise ValueError(f"request {seq.request_id!r} has no token left to prefill")
-        self._record("prefill", "prefill", [start + count], count, 1)
+        self._record("prefill", "prefill", self._keys(start + count), count, 1, lambda: [start + count])
         self.blocks.written(seq, count)
         return True if seq.num_uncomputed == 0 else None
 
@@ -135,9 +135,10 @@ class CostOnlyRunner:
         """Accounts one decode step of ``seqs`` on the smallest decode bucket; returns one empty row each."""
         bucket = self.decode_bucket(len(seqs))
         self.blocks.append(seqs)
-        self._record(bucket.name, "decode", [seq.num_computed + 1 for seq in seqs], len(seqs), bucket.batch)
-        for seq in seqs:
-            self.blocks.written(seq, 1)
+        partition = self.partition_len   # the memo key's keys, summed without building the contexts (module doc)
+        keys = partition * sum(-(-(seq.num_computed + 1) // partition) for seq in seqs) if partition else 0
+        self._record(bucket.name, "decode", keys, len(seqs), bucket.batch, lambda: [s.num_computed + 1 for s in seqs])
+        self.blocks.written_one_each(seqs)
         return [None] * len(seqs)
 
     # ---- internals -----------------------------------------------------------------------------
@@ -145,13 +146,15 @@ class CostOnlyRunner:
         partition = self.partition_len
         return -(-context // partition) * partition if partition else 0
 
-    def _record(self, graph: str, phase: str, contexts: list[int], new_tokens: int, rows: int) -> None:
-        key = (graph, sum(self._keys(c) for c in contexts), new_tokens)
+    def _record(self, graph: str, phase: str, keys: int, new_tokens: int, rows: int, contexts) -> None:
+        """Appends the call's record; ``keys``: keys read (the memo key), ``contexts()``: each row's context,
+        built only when the call's cost is not memoised yet."""
+        key = (graph, keys, new_tokens)
         seconds = self._memo.get(key)
         if seconds is None:
             seconds = self._memo[key] = self.timings[graph].cost.call_seconds(
-                _positions(phase, contexts, new_tokens, rows, self.chunk))[0]
-        self.stats.steps.append(StepRecord(phase, graph, len(contexts) if phase == "decode" else 1, new_tokens,
+                _positions(phase, contexts(), new_tokens, rows, self.chunk))[0]
+        self.stats.steps.append(StepRecord(phase, graph, new_tokens if phase == "decode" else 1, new_tokens,
                                            seconds, 0.0, self.timings[graph].host_seconds))
 
 

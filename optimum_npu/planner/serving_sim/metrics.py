@@ -36,8 +36,7 @@ def percentile(values, q: float) -> float:
     ordered = sorted(values)
     if not ordered:
         return 0.0
-    rank = max(1, math.ceil(q * len(ordered) - 1e-9))
-    return ordered[min(rank, len(ordered)) - 1]
+    return ordered[percentile_rank(q, len(ordered)) - 1]
 
 
 def parse_slo(text: str) -> dict[str, float]:
@@ -64,6 +63,61 @@ def parse_slo(text: str) -> dict[str, float]:
     if not slo:
         raise SLOError(f"--slo is empty: give at least one term NAME=SECONDS with NAME one of {allowed}")
     return slo
+
+
+#: A served request's value of each per-request metric (ITL is per token gap).
+PER_REQUEST = {"ttft": lambda r: r.ttft_s, "tpot": lambda r: r.tpot_s, "e2e": lambda r: r.e2e_s}
+
+
+def percentile_rank(q: float, count: int) -> int:
+    """The 1-based rank ``percentile`` reads among ``count`` sorted values."""
+    return min(max(1, math.ceil(q * count - 1e-9)), count)
+
+
+class SLOWatch:
+    """Decides, while a replay runs, that it cannot meet an SLO any more, so the rest need not be simulated.
+
+    The p-th percentile of ``n`` values exceeds a bound exactly when more than ``n - rank`` of them do
+    (``percentile_rank``). The counts are known before the replay: every served request yields one TTFT, TPOT
+    and E2E value and ``output_tokens - 1`` ITL gaps (a cost-only request always generates its workload's
+    output length), so once a term has more violations than that, the verdict of the whole replay is "misses".
+
+    Args:
+        slo: ``{"ttft_p99": seconds, ...}``.
+        output_tokens: the output length of every request the replay (all replicas together) serves.
+    """
+
+    def __init__(self, slo: dict[str, float], output_tokens: list[int]):
+        counts = {"ttft": len(output_tokens), "tpot": len(output_tokens), "e2e": len(output_tokens),
+                  "itl": sum(n - 1 for n in output_tokens)}
+        self.terms = []
+        for name, bound in slo.items():
+            metric, p = name.split("_")
+            self.terms.append([metric, bound, counts[metric] - percentile_rank(PERCENTILES[p], counts[metric]), 0])
+        self.missed: str | None = None     # the first term found missed
+
+    def missed_by(self, request) -> bool:
+        """Counts ``request``'s values (a ``replay.ServedRequest``); True once some term can no longer be met."""
+        for term in self.terms:
+            metric, bound = term[0], term[1]
+            if metric == "itl":
+                term[3] += sum(1 for gap in request.itl_s if gap > bound)
+            else:
+                term[3] += PER_REQUEST[metric](request) > bound
+            if term[3] > term[2] and self.missed is None:
+                self.missed = f"{metric}: {term[3]} values above {bound:g} s, at most {term[2]} allowed"
+        return self.missed is not None
+
+
+@dataclass(frozen=True)
+class StoppedProbe:
+    """A replay ended early because it could no longer meet the SLO (``SLOWatch``): it misses it."""
+
+    rate: float
+    missed: str
+
+    def meets(self, slo: dict[str, float]) -> bool:
+        return False
 
 
 @dataclass(frozen=True)

@@ -7,7 +7,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from optimum_npu.device.spec import resolve_spec
-from optimum_npu.planner.serving_sim.candidates import QUANTIZATIONS, Deployment, build_deployments
+from optimum_npu.planner.serving_sim.candidates import (DEFAULT_BUCKET_SETS, QUANTIZATIONS, Deployment,
+                                                        build_deployments)
 from optimum_npu.planner.serving_sim.metrics import ServingMetrics
 from optimum_npu.planner.serving_sim.search import Choice, Goodput, cheapest, goodput, simulate
 from optimum_npu.planner.workload import Workload
@@ -38,14 +39,15 @@ def default_max_seq_len(workload: Workload) -> int:
     return max(1024, 2 ** math.ceil(math.log2(workload.max_total_tokens)))
 
 
-def score(deployments: list[Deployment], workload: Workload, slo: dict[str, float]):
+def score(deployments: list[Deployment], workload: Workload, slo: dict[str, float], cache: dict | None = None):
     """Each deployment with its single-replica goodput; those that do not fit get None and are never replayed."""
-    return [(d, goodput(d, workload, slo) if d.fits else None) for d in deployments]
+    return [(d, goodput(d, workload, slo, cache=cache) if d.fits else None) for d in deployments]
 
 
 def plan_serving(model, workload: Workload, slo: dict[str, float], npus: list[str], quantizations=("none",),
                  batch_sizes=(16, 64), max_seq_lens=None, tensor_parallel_sizes=(1, 2, 4, 8),
-                 prefix_caching=None, prices: dict[str, float] | None = None) -> ServingPlan:
+                 prefix_caching=None, prices: dict[str, float] | None = None,
+                 bucket_sets=DEFAULT_BUCKET_SETS) -> ServingPlan:
     """Searches the grid (``candidates.build_deployments``), scores every fitting candidate's single-replica goodput,
     and picks the cheapest deployment per preset (``search.cheapest``).
 
@@ -56,6 +58,7 @@ def plan_serving(model, workload: Workload, slo: dict[str, float], npus: list[st
         npus: preset names or spec files; quantizations: keys of ``candidates.QUANTIZATIONS``.
         prefix_caching: options to compare (default: both when the workload has shared prefixes, else off).
         prices: preset -> price per device-hour (any currency): ranks by cost, else by devices.
+        bucket_sets: names of the decode bucket sets compared (``candidates.BUCKET_SETS``).
     """
     unknown = sorted(set(quantizations) - set(QUANTIZATIONS))
     if unknown:
@@ -64,18 +67,20 @@ def plan_serving(model, workload: Workload, slo: dict[str, float], npus: list[st
     caching = prefix_caching or ([False, True] if workload.has_shared_prefixes else [False])
     lengths = list(max_seq_lens or [default_max_seq_len(workload)])
     deployments = build_deployments(model, list(npus), list(quantizations), list(batch_sizes), lengths,
-                                    list(tensor_parallel_sizes), caching, workload.max_total_tokens)
-    scored = score(deployments, workload, slo)
+                                    list(tensor_parallel_sizes), caching, workload.max_total_tokens,
+                                    bucket_set_names=tuple(bucket_sets))
+    cache: dict = {}       # replays shared by the scoring, the choice and the curves (search.simulate)
+    scored = score(deployments, workload, slo, cache)
     outcomes = {}
     for name, spec in specs.items():
         mine = [(d, g) for d, g in scored if d.candidate.npu == spec.name and g is not None]
-        choice = cheapest(mine, workload, slo, spec.devices_per_node, (prices or {}).get(name))
+        choice = cheapest(mine, workload, slo, spec.devices_per_node, (prices or {}).get(name), cache)
         why = "" if choice else ("no candidate fits in memory" if not mine else
                                  f"no deployment within one {spec.devices_per_node}-device node meets the SLO at "
                                  f"{workload.rate:g} req/s")
         curve = []
         if choice is not None and choice.goodput.rate:
-            curve = [simulate(choice.deployment, workload, choice.goodput.rate * f, choice.replicas)
+            curve = [simulate(choice.deployment, workload, choice.goodput.rate * f, choice.replicas, cache=cache)
                      for f in CURVE_POINTS]
         outcomes[name] = Outcome(choice, why, curve)
     return ServingPlan(str(model), workload, slo, outcomes, scored)

@@ -60,6 +60,7 @@ class ReplayResult:
     steps: int = 0
     prefix_hit_tokens: int = 0
     extra: dict = field(default_factory=dict)
+    stopped: bool = False          # ended by ``stop`` before every request was served
 
 
 def prompt_token_ids() -> "Callable[[int, WorkloadRequest], list[int]]":
@@ -79,7 +80,7 @@ def prompt_token_ids() -> "Callable[[int, WorkloadRequest], list[int]]":
 
 
 def replay(runner, requests: list[WorkloadRequest], max_num_batched_tokens: int | None = None,
-           choose=dummy_choose, token_ids=None) -> ReplayResult:
+           choose=dummy_choose, token_ids=None, stop: Callable[[ServedRequest], bool] | None = None) -> ReplayResult:
     """Serves ``requests`` (sorted by arrival) with a ``Scheduler`` over ``runner`` and returns what each saw.
 
     Args:
@@ -87,6 +88,7 @@ def replay(runner, requests: list[WorkloadRequest], max_num_batched_tokens: int 
         requests: the workload's requests.
         choose: picks each next token (the default appends a dummy token; a real run passes None: greedy).
         token_ids: ``(index, request) -> prompt token ids`` (default ``prompt_token_ids()``).
+        stop: called with every served request; True ends the replay after the current step (``stopped``).
     """
     token_ids = token_ids or prompt_token_ids()
     served: list[ServedRequest] = []
@@ -97,13 +99,16 @@ def replay(runner, requests: list[WorkloadRequest], max_num_batched_tokens: int 
         served.append(ServedRequest(index_of.pop(id(request)), request.arrival_s, request.first_token_s,
                                     request.finished_s, len(times),
                                     tuple(b - a for a, b in zip(times, times[1:])), request.preemptions))
+        if stop is not None and stop(served[-1]):
+            stopped.append(True)
 
     scheduler = Scheduler(runner, max_num_batched_tokens, on_finish=on_finish)
     pending = deque(sorted(enumerate(requests), key=lambda pair: pair[1].arrival_s))
     refused: list[int] = []
+    stopped: list[bool] = []
     usage_sum = usage_peak = 0.0
     steps = 0
-    while pending or scheduler.has_work:
+    while (pending or scheduler.has_work) and not stopped:
         while pending and pending[0][1].arrival_s <= scheduler.clock_s:
             index, item = pending.popleft()
             sampling = SamplingParams(max_new_tokens=item.output_tokens)
@@ -127,4 +132,4 @@ def replay(runner, requests: list[WorkloadRequest], max_num_batched_tokens: int 
     start = min((r.arrival_s for r in requests), default=0.0)
     return ReplayResult(served, refused, scheduler.stats, scheduler.clock_s - start,
                         usage_sum / steps if steps else 0.0, usage_peak, steps,
-                        getattr(runner.stats, "prefix_hit_tokens", 0))
+                        getattr(runner.stats, "prefix_hit_tokens", 0), stopped=bool(stopped))

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field, replace
 
 from optimum_npu.planner.serving_sim.candidates import Deployment
 from optimum_npu.planner.serving_sim.cost_runner import CostOnlyRunner
-from optimum_npu.planner.serving_sim.metrics import ServingMetrics
+from optimum_npu.planner.serving_sim.metrics import ServingMetrics, SLOWatch, StoppedProbe
 from optimum_npu.planner.serving_sim.replay import replay
 from optimum_npu.planner.workload import Workload
 from optimum_npu.runtime.block_manager import BlockManager
@@ -32,10 +32,32 @@ def make_runner(deployment: Deployment) -> CostOnlyRunner:
                           deployment.partition_len, c.npu, deployment.memo)
 
 
-def simulate(deployment: Deployment, workload: Workload, rate: float, replicas: int = 1) -> ServingMetrics:
-    """Replays ``workload`` at ``rate`` requests/s over ``replicas`` copies of the deployment."""
+def simulate(deployment: Deployment, workload: Workload, rate: float, replicas: int = 1,
+             slo: dict[str, float] | None = None, cache: dict | None = None) -> ServingMetrics | StoppedProbe:
+    """Replays ``workload`` at ``rate`` requests/s over ``replicas`` copies of the deployment.
+
+    With ``slo``, only the verdict is wanted: the replay stops as soon as it can no longer meet the SLO
+    (``metrics.SLOWatch``) and returns a ``StoppedProbe``; a replay that meets it runs whole. ``cache``: a dict
+    shared by the calls of one search (same workload), so a replay asked for twice runs once.
+    """
+    candidate = replace(deployment.candidate, replicas=1)
+    whole = (candidate, rate, replicas, None)
+    probe = (candidate, rate, replicas, tuple(sorted(slo.items()))) if slo else whole
+    if cache is not None and (whole in cache or probe in cache):
+        return cache.get(whole) or cache[probe]
     requests = workload.at_rate(rate)
-    return ServingMetrics.of([replay(make_runner(deployment), requests[i::replicas]) for i in range(replicas)], rate)
+    watch = SLOWatch(slo, [r.output_tokens for r in requests]) if slo else None
+    replays = []
+    for i in range(replicas):
+        replays.append(replay(make_runner(deployment), requests[i::replicas], stop=watch and watch.missed_by))
+        if replays[-1].stopped:
+            result = StoppedProbe(rate, watch.missed)
+            break
+    else:
+        result = ServingMetrics.of(replays, rate)
+    if cache is not None:
+        cache[whole if isinstance(result, ServingMetrics) else probe] = result
+    return result
 
 
 @dataclass
@@ -45,12 +67,14 @@ class Goodput:
     rate: float
     at_goodput: ServingMetrics | None
     saturation: ServingMetrics
-    probes: list[ServingMetrics] = field(default_factory=list)
+    probes: list[ServingMetrics | StoppedProbe] = field(default_factory=list)   # a missing probe may have stopped
 
 
-def goodput(deployment: Deployment, workload: Workload, slo: dict[str, float], replicas: int = 1) -> Goodput:
-    """Binary search on the arrival rate for the highest rate meeting ``slo`` (module docstring)."""
-    saturation = simulate(deployment, workload, SATURATION_RATE, replicas)
+def goodput(deployment: Deployment, workload: Workload, slo: dict[str, float], replicas: int = 1,
+            cache: dict | None = None) -> Goodput:
+    """Binary search on the arrival rate for the highest rate meeting ``slo`` (module docstring); ``cache`` as
+    ``simulate``'s."""
+    saturation = simulate(deployment, workload, SATURATION_RATE, replicas, cache=cache)
     result = Goodput(0.0, None, saturation)
     high = saturation.requests_per_s * 1.05
     low = high * LIGHT_LOAD
@@ -58,7 +82,7 @@ def goodput(deployment: Deployment, workload: Workload, slo: dict[str, float], r
         return result
     for iteration in range(ITERATIONS + 1):
         rate = low if iteration == 0 else (low + high) / 2
-        metrics = simulate(deployment, workload, rate, replicas)
+        metrics = simulate(deployment, workload, rate, replicas, slo, cache)
         result.probes.append(metrics)
         if metrics.meets(slo):
             result.rate, result.at_goodput, low = rate, metrics, rate
@@ -85,7 +109,7 @@ class Choice:
 
 
 def cheapest(scored: list[tuple[Deployment, Goodput]], workload: Workload, slo: dict[str, float],
-             devices_per_node: int, price: float | None) -> Choice | None:
+             devices_per_node: int, price: float | None, cache: dict | None = None) -> Choice | None:
     """The cheapest deployment of one preset meeting ``slo`` at ``workload.rate`` (None if none does).
 
     ``scored`` holds each fitting deployment with its single-replica goodput; replicas are estimated as
@@ -107,10 +131,10 @@ def cheapest(scored: list[tuple[Deployment, Goodput]], workload: Workload, slo: 
         for count in (replicas, replicas + 1):
             if count * tp > devices_per_node or (best is not None and count * tp >= best.devices):
                 break
-            metrics = simulate(deployment, workload, workload.rate, count)
+            metrics = simulate(deployment, workload, workload.rate, count, slo, cache)
             if metrics.meets(slo):
                 chosen = replace(deployment, candidate=replace(deployment.candidate, replicas=count))
-                best = Choice(chosen, count, goodput(deployment, workload, slo, count), metrics,
+                best = Choice(chosen, count, goodput(deployment, workload, slo, count, cache), metrics,
                               None if price is None else price * count * tp)
                 break
     return best

@@ -1,0 +1,61 @@
+"""The compile-cache key of a pipeline and its hit check.
+
+The key hashes every component's weights in the compile dtype, every component's config, the tokenizers'
+vocabularies, the scheduler config, the compile knobs, the pipeline kind and the target; a hit is checked
+by its stored knobs and spec, and every graph weight of every component compared to the pipeline's.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import hashlib
+import json
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from optimum_npu.compile.artifact import verify_artifact
+from optimum_npu.compile.tensor_parallel import TensorParallelPlan
+from optimum_npu.device.spec import resolve_spec
+from optimum_npu.hub.cache_key import CacheKey, compute_cache_key
+from optimum_npu.hub.cache_verify import check_same, check_weights
+from optimum_npu.models.diffusion.export import TOKENIZERS
+from optimum_npu.models.diffusion.plan import component_plans
+
+
+def _tokenizer_digest(tokenizer: Any) -> str:
+    vocab = json.dumps(sorted(tokenizer.get_vocab().items()), separators=(",", ":"))
+    return hashlib.sha256(f"{vocab}|{tokenizer.model_max_length}".encode()).hexdigest()
+
+
+def diffusion_cache_key(pipe: Any, kind: str, npu_config: Any, with_vae_encoder: bool) -> CacheKey:
+    """``compute_cache_key`` for a pipeline compile; its ``verify_hit`` is ``check_diffusion_hit``."""
+    plans = component_plans(pipe, npu_config, with_vae_encoder)
+    state = {f"{p.folder}.{k}": v for p in plans for k, v in p.module.state_dict().items()}
+    configs = {p.folder: dict(p.module.config.to_dict() if hasattr(p.module.config, "to_dict") else p.module.config)
+               for p in plans}
+    configs["tokenizers"] = {n: _tokenizer_digest(getattr(pipe, n)) for n in TOKENIZERS if getattr(pipe, n, None)}
+    configs["scheduler"] = dict(pipe.scheduler.config)
+    knobs = {**npu_config.to_dict(), "pipeline": kind, "components": [p.folder for p in plans]}
+    key = compute_cache_key(family="diffusion", architecture=kind, state_dict=state, config=configs,
+                            generation_config=None, npu_config=knobs, npu_spec=resolve_spec(npu_config.npu).to_dict(),
+                            weights_dtype=getattr(torch, npu_config.dtype))
+    check = functools.partial(check_diffusion_hit, plans=plans, kind=kind, npu_config=npu_config)
+    return dataclasses.replace(key, verify_hit=check)
+
+
+def check_diffusion_hit(target: Path, *, plans: list, kind: str, npu_config: Any) -> None:
+    """Raises ``CacheMismatchError`` unless ``target`` is the pipeline compile the key describes."""
+    stored = verify_artifact(Path(target))
+    check_same([stored.get("family"), stored.get("pipeline")], ["diffusion", kind], "pipeline kind")
+    check_same({k: stored.get(k) for k in npu_config.to_dict()}, npu_config.to_dict(), "compile configuration")
+    check_same(stored.get("npu_spec"), resolve_spec(npu_config.npu).to_dict(), "NPU spec")
+    check_same(sorted(stored.get("components", {})), sorted(p.folder for p in plans), "components")
+    dtype = getattr(torch, npu_config.dtype)
+    for plan in plans:
+        folder = Path(target) / plan.folder
+        graphs = json.loads((folder / "npu_config.json").read_text())["graphs"]
+        check_same(graphs, [bucket.name for bucket, _ in plan.buckets], f"{plan.folder} graphs")
+        check_weights(folder, graphs, plan.module, dtype, TensorParallelPlan(1))

@@ -1,0 +1,166 @@
+"""Reading a compiled pipeline (untrusted data) into validated facts, then its components onto their devices.
+
+Every stored knob is checked like user input; the component folders must be exactly those of the stored
+pipeline kind; each folder's kind, HF class, inputs and graph buckets are checked against the knobs; HF
+class, scheduler and tokenizer names are looked up in closed tables (never resolved from file strings);
+every tokenizer file is listed in the manifest before the tokenizer reads its folder.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from optimum_npu.compile.artifact import ArtifactError, read_graph, read_manifest, require_listed
+from optimum_npu.device.spec import NPUSpec
+from optimum_npu.models.decoder.artifact_files import stored_spec
+from optimum_npu.models.decoder.npu_config import NPUConfigError
+from optimum_npu.models.decoder.stored_config import STORED_FIX, short_repr, stored_knob_error
+from optimum_npu.models.diffusion.components import CLASSES, INPUTS
+from optimum_npu.models.diffusion.export import PIPELINE_OPTIONS, TOKENIZERS
+from optimum_npu.models.diffusion.npu_config import NPUDiffusionConfig
+from optimum_npu.schema import NPU_CONFIG_FILE, Graph
+from optimum_npu.untrusted import expect_dict, load_json
+
+#: Component folders of each pipeline kind (the VAE encoder is optional: compiled for img2img/inpaint).
+PIPELINE_COMPONENTS = {
+    "StableDiffusionPipeline": ("text_encoder", "unet", "vae_decoder"),
+    "StableDiffusionXLPipeline": ("text_encoder", "text_encoder_2", "unet", "vae_decoder"),
+    "StableDiffusion3Pipeline": ("text_encoder", "text_encoder_2", "text_encoder_3", "transformer", "vae_decoder"),
+}
+OPTIONAL = ("vae_encoder",)
+
+
+@dataclass(frozen=True)
+class StoredComponent:
+    folder: str
+    kind: str
+    class_name: str
+    config: dict
+    graphs: dict[str, Graph]
+    tensor_parallel_size: int
+
+
+@dataclass(frozen=True)
+class StoredPipeline:
+    """What a verified pipeline artifact holds, every field checked."""
+
+    kind: str
+    config: NPUDiffusionConfig
+    spec: NPUSpec
+    components: dict[str, StoredComponent]
+    tokenizers: tuple[str, ...]
+    scheduler: dict
+    options: dict
+
+
+def read_stored(root: Path, stored: Any, requested: Any) -> StoredPipeline:
+    """Checks the root document, then every component folder; ``requested``: runtime options at load time."""
+    root = Path(root)
+    origin = str(root / NPU_CONFIG_FILE)
+    stored = expect_dict(stored, origin, NPUConfigError)
+    kind = stored.get("pipeline")
+    if stored.get("family") != "diffusion" or kind not in PIPELINE_COMPONENTS:
+        raise stored_knob_error(origin, f"pipeline={short_repr(kind)} must be one of {sorted(PIPELINE_COMPONENTS)}")
+    try:
+        config = NPUDiffusionConfig.coerce({key: stored.get(key) for key in NPUDiffusionConfig().to_dict()})
+    except (NPUConfigError, TypeError) as err:
+        raise stored_knob_error(origin, short_repr(str(err), 300)) from None
+    if config.resolutions is None:
+        raise stored_knob_error(origin, "resolutions must be stored")
+    config = dataclasses.replace(config, **_runtime_options(config, requested))
+    expected = PIPELINE_COMPONENTS[kind]
+    folders = stored.get("components")
+    if not isinstance(folders, dict) or not set(expected) <= set(folders) <= set(expected + OPTIONAL) \
+            or stored.get("submodules") != {f: f for f in folders}:
+        raise stored_knob_error(origin, f"components={short_repr(folders)} must be {list(expected)} (and optionally "
+                                        f"{list(OPTIONAL)}), each in the folder of its name")
+    components = {folder: _component(root, folder, config) for folder in folders}
+    tokenizers = stored.get("tokenizers")
+    allowed = tuple(TOKENIZERS[:sum(1 for f in folders if f.startswith("text_encoder"))])
+    if tokenizers != list(allowed):
+        raise stored_knob_error(origin, f"tokenizers={short_repr(tokenizers)} must be {list(allowed)}")
+    listed = read_manifest(root)
+    for name in allowed:
+        _check_folder_listed(root, name, listed)
+    index = expect_dict(load_json(require_listed(root, "config.json", listed), error=ArtifactError),
+                        f"{root}/config.json", ArtifactError)
+    options = index.get("options", {})
+    if not isinstance(options, dict) or any(k not in PIPELINE_OPTIONS or not isinstance(v, bool)
+                                            for k, v in options.items()):
+        raise stored_knob_error(f"{root}/config.json", f"options={short_repr(options)} must map "
+                                                       f"{list(PIPELINE_OPTIONS)} to booleans")
+    scheduler = expect_dict(load_json(require_listed(root, "scheduler/scheduler_config.json", listed),
+                                      error=ArtifactError), f"{root}/scheduler", ArtifactError)
+    return StoredPipeline(kind, config, stored_spec(stored, origin), components, allowed, scheduler, options)
+
+
+def _component(root: Path, folder: str, config: NPUDiffusionConfig) -> StoredComponent:
+    where = f"{root}/{folder}/{NPU_CONFIG_FILE}"
+    document = expect_dict(load_json(require_listed(root, f"{folder}/{NPU_CONFIG_FILE}"), error=ArtifactError),
+                           where, ArtifactError)
+    kind = "text_encoder" if folder.startswith("text_encoder") else folder
+    class_name = document.get("class_name")
+    if document.get("kind") != kind or class_name not in CLASSES[kind]:
+        raise stored_knob_error(where, f"kind={short_repr(document.get('kind'))} / class_name="
+                                       f"{short_repr(class_name)} must be {kind!r} / one of {list(CLASSES[kind])}")
+    inputs = document.get("inputs")
+    allowed_inputs = [list(INPUTS[kind])] + ([list(INPUTS["unet_sdxl"])] if kind == "unet" else [])
+    if inputs not in allowed_inputs:
+        raise stored_knob_error(where, f"inputs={short_repr(inputs)} must be one of {allowed_inputs}")
+    names = document.get("graphs")
+    if not isinstance(names, list) or not names or len(names) > 4 * 16 * 2:
+        raise stored_knob_error(where, "graphs must be a non-empty list of graph names")
+    size = document.get("tensor_parallel_size")
+    if size != (config.tensor_parallel_size if kind == "transformer" else 1):
+        raise stored_knob_error(where, f"tensor_parallel_size={short_repr(size)} must be "
+                                       f"{config.tensor_parallel_size if kind == 'transformer' else 1}")
+    graphs = {name: read_graph(root / folder, name) for name in names}
+    for graph in graphs.values():
+        _check_bucket(graph, kind, list(inputs), config, where)
+    hf_config = expect_dict(load_json(require_listed(root, f"{folder}/config.json"), error=ArtifactError),
+                            f"{root}/{folder}/config.json", ArtifactError)
+    return StoredComponent(folder, kind, class_name, hf_config, graphs, size)
+
+
+def _check_bucket(graph: Graph, kind: str, inputs: list[str], config: NPUDiffusionConfig, where: str) -> None:
+    attrs = graph.attributes
+    rows = {config.batch_size * (2 if g else 1) for g in config.guidance} if kind in ("unet", "transformer") \
+        else {config.batch_size}
+    image = kind != "text_encoder"
+    fine = (attrs.get("kind") == kind and attrs.get("batch") in rows
+            and [s.name for s in graph.inputs_of_kind("input")] == inputs
+            and all(s.shape[0] == attrs.get("batch") for s in graph.inputs_of_kind("input"))
+            and (not image or [attrs.get("height"), attrs.get("width")] in [list(r) for r in config.resolutions]))
+    if not fine:
+        raise stored_knob_error(where, f"graph {graph.name!r} does not match the stored buckets (kind {kind}, "
+                                       f"batch in {sorted(rows)}, resolutions {[list(r) for r in config.resolutions]})")
+
+
+def _check_folder_listed(root: Path, name: str, listed: dict) -> None:
+    """Every file of a tokenizer folder is in the manifest (the tokenizer reads its whole folder)."""
+    folder = root / name
+    files = sorted(p.relative_to(root).as_posix() for p in folder.rglob("*")) if folder.is_dir() else []
+    unlisted = [f for f in files if f not in listed]
+    if not files or unlisted:
+        raise ArtifactError(f"{folder}: the tokenizer folder is missing or holds files the manifest does not list "
+                            f"({short_repr(unlisted)}); {STORED_FIX}")
+
+
+def _runtime_options(config: NPUDiffusionConfig, requested: Any) -> dict[str, Any]:
+    """The runtime options (``devices``, ``profile``) of ``requested``; a differing compile knob is an error."""
+    if requested is None:
+        return {}
+    if isinstance(requested, NPUDiffusionConfig):
+        requested = {**requested.to_dict(), **requested.runtime()}
+    asked = NPUDiffusionConfig.coerce(requested)   # refuses what is not a config
+    given = set(requested) | {k for entry in requested.values() if isinstance(entry, dict) for k in entry}
+    stored, wanted = config.to_dict(), asked.to_dict()
+    changed = sorted(k for k in stored if k in given and wanted[k] != stored[k])
+    if changed:
+        raise NPUConfigError(f"npu_config {changed} differ from the compiled artifact's knobs; compile knobs cannot "
+                             "change at load time (only each component's 'device' and 'profile' can): recompile "
+                             "with from_pretrained(checkpoint, export=True, npu_config=...)")
+    return asked.runtime()
