@@ -40,6 +40,12 @@ _EXPORTS = {
     "NPUAutoModelForTokenClassification": "optimum_npu.models.encoder.auto",
     "LLM": "optimum_npu.serving",
     "SamplingParams": "optimum_npu.serving",
+    # seq2seq family: T5, BART, Whisper
+    "NPUModelForSeq2SeqLM": "optimum_npu.models.seq2seq",
+    "NPUModelForSpeechSeq2Seq": "optimum_npu.models.seq2seq",
+    "NPUSeq2SeqConfig": "optimum_npu.models.seq2seq",
+    "NPUAutoModelForSeq2SeqLM": "optimum_npu.models.seq2seq.auto",
+    "NPUAutoModelForSpeechSeq2Seq": "optimum_npu.models.seq2seq.auto",
     # diffusion family (Diffusers pipelines)
     "NPUStableDiffusionPipeline": "optimum_npu.models.diffusion.pipelines",
     "NPUStableDiffusionImg2ImgPipeline": "optimum_npu.models.diffusion.pipelines",

@@ -29,7 +29,7 @@ from optimum_npu.models.decoder import NPUModelForCausalLM
 from optimum_npu.models.tiny import build_tokenizer, save_causal_lm
 
 from encoder_fixtures import encoders  # noqa: E402,F401  (session fixture: tiny encoders compiled once)
-from seq2seq_fixtures import seq2seq_models  # noqa: E402,F401  (session fixture: tiny T5 and BART compiled once)
+from seq2seq_fixtures import seq2seq_models, whisper  # noqa: E402,F401  (session: tiny T5, BART, Whisper)
 from vision_fixtures import vision_models  # noqa: E402,F401  (session fixture: tiny ViT / ResNet)
 
 ARCHITECTURES = ["LlamaForCausalLM", "MistralForCausalLM", "Qwen2ForCausalLM", "Qwen3ForCausalLM"]

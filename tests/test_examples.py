@@ -77,6 +77,18 @@ def run_sentence_embeddings(tmp_path: Path, hub) -> None:
     assert (tmp_path / "artifact" / MANIFEST_FILE).is_file() and (tmp_path / "artifact" / "vocab.txt").is_file()
 
 
+# ---- seq2seq family ----
+def run_translation(tmp_path: Path, hub) -> None:
+    result = run_script("translation.py", "--output", str(tmp_path / "artifact"), "--max-new-tokens", "4")
+    assert result.stdout.count("' -> '") == 4 and "encoder_b2_s16" in result.stdout and "beam copies" in result.stdout
+    assert (tmp_path / "artifact" / MANIFEST_FILE).is_file()
+
+
+def run_speech_recognition(tmp_path: Path, hub) -> None:
+    result = run_script("speech_recognition.py")
+    assert "2.5 s of audio ->" in result.stdout and "encoder_b1_s100" in result.stdout
+
+
 def run_text_to_image(tmp_path: Path, hub) -> None:   # diffusion family
     result = run_script("text_to_image.py", "--output", str(tmp_path / "image.png"), "--steps", "2",
                         "--artifact", str(tmp_path / "artifact"))
@@ -96,6 +108,7 @@ def run_image_classification(tmp_path: Path, hub) -> None:
 TINY_RUNS = {"text_generation.py": run_text_generation, "hub_roundtrip.py": run_hub_roundtrip,
              "image_to_text.py": run_image_to_text, "serve_and_query.py": run_serve_and_query,
              "moe_expert_parallel.py": run_moe_expert_parallel, "sentence_embeddings.py": run_sentence_embeddings,
+             "translation.py": run_translation, "speech_recognition.py": run_speech_recognition,
              "text_to_image.py": run_text_to_image,
              "image_classification.py": run_image_classification}
 

@@ -13,6 +13,7 @@ import transformers
 from transformers import AutoTokenizer
 
 from optimum_npu.compile.artifact import ArtifactError
+from optimum_npu import NPUAutoModelForSeq2SeqLM, NPUAutoModelForSpeechSeq2Seq
 from optimum_npu.models.auto import NPUAutoModel
 from optimum_npu.models.decoder.npu_config import NPUConfigError
 from optimum_npu.models.seq2seq.modeling import NPUModelForSeq2SeqLM
@@ -30,7 +31,11 @@ def _generate(model, tokenizer, texts, **kwargs):
                           return_dict_in_generate=True, **kwargs)
 
 
-@pytest.mark.parametrize("architecture", ARCHITECTURES)
+#: Pegasus (a BART-like pre-norm layout) runs in the whole suite; T5 and BART in the quick tier too.
+QUICK = [a if not a.startswith("Pegasus") else pytest.param(a, marks=pytest.mark.slow) for a in ARCHITECTURES]
+
+
+@pytest.mark.parametrize("architecture", QUICK)
 @pytest.mark.parametrize("num_beams", [1, 2])
 @pytest.mark.parametrize("rows", [pytest.param(1, marks=pytest.mark.slow), 3])   # 1 row: also in the bucket test
 def test_generate_matches_eager(seq2seq_models, architecture, num_beams, rows):
@@ -40,7 +45,8 @@ def test_generate_matches_eager(seq2seq_models, architecture, num_beams, rows):
     want = _generate(eager, tokenizer, texts, num_beams=num_beams)
     got = _generate(npu, tokenizer, texts, num_beams=num_beams)
     assert torch.equal(got.sequences, want.sequences)
-    assert len(set(want.sequences.flatten().tolist())) > 4          # a real continuation, not one repeated id
+    # a real continuation, not one repeated id (tiny random Pegasus does repeat one: its logits are still compared)
+    assert len(set(want.sequences.flatten().tolist())) > (2 if architecture.startswith("Pegasus") else 4)
     worst = max((a - b).abs().max().item() for a, b in zip(got.logits, want.logits))
     scale = max(b.abs().max().item() for b in want.logits)         # tiny T5's logits reach ~40 (wide init)
     assert worst < 1e-4 * max(1.0, scale)
@@ -49,7 +55,7 @@ def test_generate_matches_eager(seq2seq_models, architecture, num_beams, rows):
         assert npu.npu_stats.beam_copy_s > 0                           # parents swapped: blocks copied on device
 
 
-@pytest.mark.parametrize("architecture", ARCHITECTURES)
+@pytest.mark.parametrize("architecture", QUICK)
 def test_inputs_land_in_their_encoder_bucket(seq2seq_models, architecture):
     npu, eager, artifact = seq2seq_models[architecture]
     tokenizer = AutoTokenizer.from_pretrained(artifact)
@@ -125,6 +131,11 @@ def test_tampered_artifact_is_refused(seq2seq_models, tmp_path):
 
 def test_auto_class_loads_the_family(seq2seq_models):
     npu, eager, artifact = seq2seq_models["T5ForConditionalGeneration"]
+    with pytest.raises(ValueError, match="load it with NPUModelForSeq2SeqLM"):
+        NPUAutoModelForSpeechSeq2Seq.from_pretrained(artifact)
+    auto = NPUAutoModelForSeq2SeqLM.from_pretrained(artifact)
+    assert type(auto) is NPUModelForSeq2SeqLM
+    auto.release()
     auto = NPUAutoModel.from_pretrained(artifact)
     try:
         assert type(auto) is NPUModelForSeq2SeqLM
@@ -134,7 +145,7 @@ def test_auto_class_loads_the_family(seq2seq_models):
         auto.release()
 
 
-@pytest.mark.parametrize("architecture", ARCHITECTURES)
+@pytest.mark.parametrize("architecture", QUICK)
 def test_sampling_matches_eager_with_the_same_seed(seq2seq_models, architecture):
     npu, eager, artifact = seq2seq_models[architecture]
     tokenizer = AutoTokenizer.from_pretrained(artifact)

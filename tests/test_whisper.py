@@ -7,16 +7,11 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-import transformers
 from transformers import pipeline
 
 from optimum_npu.models.auto import NPUAutoModel
 from optimum_npu.models.seq2seq.speech import NPUModelForSpeechSeq2Seq
-from optimum_npu.models.seq2seq.tiny_whisper import SAMPLING_RATE, build_feature_extractor, build_whisper_tokenizer, \
-    save_whisper
-
-NPU_CONFIG = {"encoder_batch_sizes": [1, 4], "batch_size": 8, "decoder_batch_sizes": [1, 8], "max_seq_len": 32}
-
+from optimum_npu.models.seq2seq.tiny_whisper import SAMPLING_RATE, build_feature_extractor, build_whisper_tokenizer
 
 def _audio(seconds: float, freq: float, seed: int) -> np.ndarray:
     t = np.arange(int(seconds * SAMPLING_RATE)) / SAMPLING_RATE
@@ -25,19 +20,6 @@ def _audio(seconds: float, freq: float, seed: int) -> np.ndarray:
 
 
 CLIPS = [_audio(0.9, 440, 0), _audio(0.5, 300, 1), _audio(0.7, 880, 2)]
-
-
-@pytest.fixture(scope="module")
-def whisper(tmp_path_factory):
-    root = tmp_path_factory.mktemp("whisper")
-    checkpoint = save_whisper(root / "hf")
-    compiled = NPUModelForSpeechSeq2Seq.from_pretrained(checkpoint, export=True, npu_config=NPU_CONFIG,
-                                                        compile_cache=False)
-    compiled.save_pretrained(root / "npu")
-    compiled.release()
-    npu = NPUModelForSpeechSeq2Seq.from_pretrained(root / "npu")
-    yield npu, transformers.WhisperForConditionalGeneration.from_pretrained(checkpoint).eval(), root / "npu"
-    npu.release()
 
 
 def _features(clips):

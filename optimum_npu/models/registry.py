@@ -130,7 +130,8 @@ REGISTRY.update({arch.name: arch for arch in _ENCODER_ARCHITECTURES})
 FAMILY_CLASSES["seq2seq"] = "NPUModelForSeq2SeqLM"
 FAMILY_TITLES["seq2seq"] = "encoder-decoder"
 REGISTRY.update({name: Architecture(name, "seq2seq") for name in (
-    "T5ForConditionalGeneration", "BartForConditionalGeneration", "WhisperForConditionalGeneration")})
+    "T5ForConditionalGeneration", "BartForConditionalGeneration", "WhisperForConditionalGeneration",
+    "PegasusForConditionalGeneration")})
 # ---- vision encoders (models/encoder/: ViT, ResNet image classification) --------------------------------
 REGISTRY.update({name: Architecture(name, "encoder") for name in ("ViTForImageClassification",
                                                                    "ResNetForImageClassification",

@@ -21,6 +21,7 @@ from optimum_npu.serving.async_engine import AsyncEngine
 from optimum_npu.serving.embeddings import EmbeddingEngine, build_embeddings_app
 from optimum_npu.serving.engine_core import EngineCore
 from optimum_npu.serving.loading import load_for_serving
+from optimum_npu.serving.transcriptions import TranscriptionEngine, build_transcriptions_app  # speech-to-text
 from optimum_npu.serving.rerank import RerankEngine, build_rerank_app
 
 logger = logging.getLogger(__name__)
@@ -88,8 +89,12 @@ class NPUServer:
 
     def _engine_and_app(self, tokenizer, name: str):
         """A text generator gets the scheduler's engine thread and the OpenAI app; an encoder, /v1/embeddings
-        (feature extraction) or /v1/rerank (sequence classification)."""
+        (feature extraction) or /v1/rerank (sequence classification); a speech-to-text model,
+        /v1/audio/transcriptions."""
         options = self.options
+        if getattr(self.model, "main_input_name", None) == "input_features":   # speech-to-text (Whisper)
+            engine = TranscriptionEngine(self.model, tokenizer)
+            return engine, build_transcriptions_app(engine, name, options.api_key)
         if not isinstance(self.model, GenerationMixin):
             engine_class, build = ENCODER_ENDPOINTS.get(getattr(self.model, "npu_task", None),
                                                         ENCODER_ENDPOINTS["feature-extraction"])

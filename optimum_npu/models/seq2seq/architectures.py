@@ -5,13 +5,14 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from optimum_npu.models.seq2seq.layers import BART, T5, WHISPER, Seq2SeqLayout
+from optimum_npu.models.seq2seq.layers import BART, PEGASUS, T5, WHISPER, Seq2SeqLayout
 
 #: HF class name -> the decoder layout (``layers.py``).
 LAYOUTS: dict[str, Seq2SeqLayout] = {
     "T5ForConditionalGeneration": T5,
     "BartForConditionalGeneration": BART,
     "WhisperForConditionalGeneration": WHISPER,
+    "PegasusForConditionalGeneration": PEGASUS,
 }
 #: Architectures whose encoder reads audio features (one fixed mel window) rather than token ids.
 AUDIO = ("WhisperForConditionalGeneration",)

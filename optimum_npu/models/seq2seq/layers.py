@@ -1,8 +1,9 @@
 """The decoder layouts of the encoder-decoder architectures, as data plus one layer function each.
 
 T5 (pre-norm RMS, relative position bias shared by every layer, unscaled scores), BART (post-norm,
-learned positions offset by 2, scaled embeddings, final logits bias) and Whisper (pre-norm, learned
-positions, final layer norm). The HF modules are called as they are (weights keep their names);
+learned positions offset by 2, scaled embeddings, final logits bias), Pegasus (pre-norm, sinusoidal position
+table, scaled embeddings, final layer norm and logits bias) and Whisper (pre-norm, learned positions, final
+layer norm). The HF modules are called as they are (weights keep their names);
 only the attentions are replaced by the NPU kernels (``npu.paged_attention`` on the paged pool,
 ``npu.cross_attention`` on the per-slot encoder keys/values).
 """
@@ -49,6 +50,8 @@ T5 = Seq2SeqLayout("t5", "block", "layer.0.SelfAttention", "layer.1.EncDecAttent
                    "final_layer_norm")
 BART = Seq2SeqLayout("bart", "layers", "self_attn", "encoder_attn", "q_proj", "k_proj", "v_proj", "out_proj", "lm_head",
                      position_offset=2)
+PEGASUS = Seq2SeqLayout("pegasus", "layers", "self_attn", "encoder_attn", "q_proj", "k_proj", "v_proj", "out_proj",
+                        "lm_head", "layer_norm")
 WHISPER = Seq2SeqLayout("whisper", "layers", "self_attn", "encoder_attn", "q_proj", "k_proj", "v_proj", "out_proj",
                         "proj_out", "layer_norm")
 
@@ -124,7 +127,7 @@ def whisper_layer(layer: nn.Module, hidden: torch.Tensor, attend_self: Sublayer,
     return hidden + layer.fc2(layer.activation_fn(layer.fc1(layer.final_layer_norm(hidden))))
 
 
-LAYERS = {"t5": t5_layer, "bart": bart_layer, "whisper": whisper_layer}
+LAYERS = {"t5": t5_layer, "bart": bart_layer, "whisper": whisper_layer, "pegasus": whisper_layer}   # both pre-norm
 
 
 def t5_position_bias(decoder: nn.Module, positions: torch.Tensor, context: int) -> torch.Tensor:
@@ -144,6 +147,8 @@ def embed(decoder: nn.Module, layout: Seq2SeqLayout, input_ids: torch.Tensor, po
     hidden = decoder.embed_tokens(input_ids)                                         # BART scales inside
     if layout.kind == "t5":
         return hidden
+    if layout.kind == "pegasus":                                                     # scaled here, not inside
+        hidden = hidden * decoder.embed_scale
     table = decoder.embed_positions.weight
     hidden = hidden + nn.functional.embedding(positions.clamp(min=0) + layout.position_offset, table)
     return decoder.layernorm_embedding(hidden) if layout.kind == "bart" else hidden

@@ -89,17 +89,17 @@ class Seq2SeqRuntime:
                                       ("last_hidden_state",), feed)
         self.blocks = BlockManager(config.kvcache_num_blocks, config.kvcache_block_size, False,
                                    max_sequences=config.batch_size)
+        self.kv_pools = dict(plan_graph_memory(facts.graphs.values()).kv_pools)   # paged, cross (sliding: 0)
         self.runner = StepRunner(self.engine, self.blocks, config.max_seq_len, config.blocks_per_sequence,
                                  self._new_decoder_stats)
         self.batch = BatchSession(self.runner)
-        self.kv_pools = dict(plan_graph_memory(facts.graphs.values()).kv_pools)
         self.stats = self._new_stats()
 
     def _new_decoder_stats(self) -> NPUStats:
         device = self.engine.devices[0]
         return NPUStats(device=device.name, spec=self.facts.spec.name, memory=dict(self.engine.memory),
                         memory_capacity=device.memory.capacity, kv_blocks_total=self.blocks.num_blocks,
-                        kv_pools=dict(getattr(self, "kv_pools", {})))
+                        kv_pools=dict(self.kv_pools))
 
     def _new_stats(self) -> Seq2SeqStats:
         return Seq2SeqStats(EncoderStats(memory=dict(self.engine.memory)), self.runner.stats,

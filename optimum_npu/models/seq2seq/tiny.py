@@ -26,6 +26,11 @@ CONFIGS = {
                                          decoder_ffn_dim=64, max_position_embeddings=128, pad_token_id=0,
                                          eos_token_id=1, bos_token_id=3, decoder_start_token_id=1,
                                          forced_eos_token_id=1, init_std=0.2),
+    "PegasusForConditionalGeneration": dict(model_type="pegasus", d_model=32, encoder_layers=2, decoder_layers=2,
+                                            encoder_attention_heads=4, decoder_attention_heads=4, encoder_ffn_dim=64,
+                                            decoder_ffn_dim=64, max_position_embeddings=128, pad_token_id=0,
+                                            eos_token_id=1, decoder_start_token_id=0, forced_eos_token_id=1,
+                                            init_std=0.2, scale_embedding=True),
 }
 
 
