@@ -28,6 +28,7 @@ from optimum_npu.models.decoder import NPUModelForCausalLM
 from optimum_npu.models.tiny import build_tokenizer, save_causal_lm
 
 from encoder_fixtures import encoders  # noqa: E402,F401  (session fixture: tiny encoders compiled once)
+from moe_fixtures import moe_runs  # noqa: E402,F401  (MoE: session fixture, tiny MoE models compiled once)
 
 ARCHITECTURES = ["LlamaForCausalLM", "MistralForCausalLM", "Qwen2ForCausalLM", "Qwen3ForCausalLM"]
 
