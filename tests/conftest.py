@@ -31,6 +31,7 @@ from optimum_npu.models.tiny import build_tokenizer, save_causal_lm
 from encoder_fixtures import encoders  # noqa: E402,F401  (session fixture: tiny encoders compiled once)
 from seq2seq_fixtures import seq2seq_models, whisper  # noqa: E402,F401  (session: tiny T5, BART, Whisper)
 from vision_fixtures import vision_models  # noqa: E402,F401  (session fixture: tiny ViT / ResNet)
+from moe_fixtures import moe_runs  # noqa: E402,F401  (MoE: session fixture, tiny MoE models compiled once)
 
 ARCHITECTURES = ["LlamaForCausalLM", "MistralForCausalLM", "Qwen2ForCausalLM", "Qwen3ForCausalLM"]
 

@@ -13,11 +13,10 @@ from optimum_npu import NPUModelForCausalLM
 from optimum_npu.device.kernels.moe import moe_kernel
 from optimum_npu.models.tiny import build_causal_lm, build_tokenizer
 from marks import first_fast
-from tests.test_architectures import BATCH_PROMPTS, GREEDY, LONG_PROMPT, assert_same_generation
+from moe_fixtures import MOE_KNOBS
+from tests.test_architectures import GREEDY, LONG_PROMPT, assert_same_generation
 
 GPT_OSS = "GptOssForCausalLM"
-KNOBS = {"max_seq_len": 128, "batch_size": 4, "decoder_batch_sizes": [1, 4], "prefill_chunk_size": 16}
-FLASH = {"attn_impl": "flash_attn", "kvcache_block_size": 16, "kvcache_partition_len": 32}
 
 
 def _block_forward(block, hidden: torch.Tensor, top_k: int, **changes) -> torch.Tensor:
@@ -51,44 +50,22 @@ def test_kernel_matches_the_hf_gpt_oss_block():
             assert (_block_forward(block, hidden, top_k, **change) - expected).abs().max() > 1e-3, change
 
 
-@pytest.fixture(scope="module")
-def tokenizer():
-    return build_tokenizer()
-
-
-@pytest.fixture(scope="module")
-def reference():
-    return build_causal_lm(GPT_OSS, num_key_value_heads=4)
-
-
-def _compiled(reference, knobs: dict):
-    model = NPUModelForCausalLM.from_model(reference, npu_config=KNOBS | knobs)
-    assert model.npu_config.tensor_parallel_size == knobs.get("tensor_parallel_size", 1)
-    return model
-
-
-@pytest.fixture(scope="module")
-def one_device(reference):
-    model = _compiled(reference, FLASH)
-    yield model
-    model.release()
-
-
-@pytest.mark.parametrize("prompts", [[LONG_PROMPT], BATCH_PROMPTS], ids=["batch1", "batch3-left-padded"])
-def test_one_device_with_flash_partitions_matches_eager(one_device, reference, tokenizer, prompts):
-    inputs = tokenizer(prompts, return_tensors="pt", padding=True)
-    assert inputs.attention_mask.sum(-1).max() > 16   # longer than the sliding window
-    assert_same_generation(one_device.generate(**inputs, **GREEDY), reference.generate(**inputs, **GREEDY))
-    memory = one_device.npu_stats.memory
-    assert memory["kv_cache"] > 0
+def test_one_device_with_flash_partitions_matches_eager(moe_runs):
+    """Batch 1 (a prompt longer than the sliding window, three prefill chunks) and the left-padded batch of 3."""
+    run = moe_runs(GPT_OSS)
+    assert_same_generation(run.on_one_device, run.eager)
+    inputs = build_tokenizer()([LONG_PROMPT], return_tensors="pt")
+    assert inputs.input_ids.shape[1] > 2 * 16
+    assert_same_generation(run.one_device.generate(**inputs, **GREEDY), run.reference.generate(**inputs, **GREEDY))
 
 
 @pytest.mark.parametrize("tp, ep", first_fast([(2, 2), (2, 1), (4, 4)], ids=["tp2-ep2", "tp2-ep1", "tp4-ep4"]))
-def test_parallel_layouts_match_eager(reference, tokenizer, tp, ep):
-    model = _compiled(reference, {"tensor_parallel_size": tp, "expert_parallel_size": ep})
+def test_parallel_layouts_match_eager(moe_runs, tp, ep):
+    run = moe_runs(GPT_OSS)
+    model = NPUModelForCausalLM.from_model(run.reference, npu_config=MOE_KNOBS | {"tensor_parallel_size": tp,
+                                                                                  "expert_parallel_size": ep})
     try:
-        inputs = tokenizer(BATCH_PROMPTS, return_tensors="pt", padding=True)
-        assert_same_generation(model.generate(**inputs, **GREEDY), reference.generate(**inputs, **GREEDY))
+        assert_same_generation(model.generate(**run.inputs, **GREEDY), run.eager)
         ops = {node.op for cost in model._runtime.engine.costs.values() for node in cost.index.graph.nodes}
         assert ("npu.moe_dispatch.default" in ops) == (ep > 1)
     finally:

@@ -14,30 +14,23 @@ from optimum_npu.compile.tensor_parallel import cut_shard, weight_cut
 from optimum_npu.models.adapters.moe import MIXTRAL
 from optimum_npu.models.adapters.tp_plan import decoder_tp_plan
 from optimum_npu.models.model_config import DecoderModelConfig
-from optimum_npu.models.tiny import build_causal_lm, build_tokenizer
+from optimum_npu.models.tiny import build_causal_lm
 from marks import first_fast
-from tests.test_architectures import BATCH_PROMPTS, GREEDY, assert_same_generation
+from moe_fixtures import MOE_KNOBS
+from tests.test_architectures import GREEDY, assert_same_generation
 
-KNOBS = {"max_seq_len": 128, "batch_size": 4, "decoder_batch_sizes": [1, 4], "prefill_chunk_size": 16}
 SPLIT = {"tensor_parallel_size": 2, "expert_tensor_parallel": True}
 
 
 @pytest.mark.parametrize("architecture", first_fast(["GptOssForCausalLM", "MixtralForCausalLM",
                                                      "Qwen2MoeForCausalLM"]))
-def test_split_experts_match_one_device_and_eager(architecture, tmp_path):
-    reference = build_causal_lm(architecture, num_key_value_heads=4)
-    inputs = build_tokenizer()(BATCH_PROMPTS, return_tensors="pt", padding=True)
-    expected = reference.generate(**inputs, **GREEDY)
-    one = NPUModelForCausalLM.from_model(reference, npu_config=KNOBS)
+def test_split_experts_match_one_device_and_eager(moe_runs, architecture, tmp_path):
+    run = moe_runs(architecture)
+    model = NPUModelForCausalLM.from_model(run.reference, npu_config=MOE_KNOBS | SPLIT)
     try:
-        on_one_device = one.generate(**inputs, **GREEDY)
-    finally:
-        one.release()
-    model = NPUModelForCausalLM.from_model(reference, npu_config=KNOBS | SPLIT)
-    try:
-        got = model.generate(**inputs, **GREEDY)
-        assert_same_generation(got, expected)
-        assert_same_generation(got, on_one_device)
+        got = model.generate(**run.inputs, **GREEDY)
+        assert_same_generation(got, run.eager)
+        assert_same_generation(got, run.on_one_device)
         graph = model._runtime.engine.costs["decoder_batch_4"].index.graph
         experts = {node.name for node in graph.nodes if node.op == "npu.moe.default"}
         reduced = {node.args[0]["ref"] for node in graph.nodes if node.op == "npu.all_reduce.default"}
@@ -47,7 +40,7 @@ def test_split_experts_match_one_device_and_eager(architecture, tmp_path):
         model.save_pretrained(tmp_path)
     finally:
         model.release()
-    full = reference.state_dict()
+    full = run.reference.state_dict()
     stored = 0
     for rank in range(2):
         with safe_open(str(tmp_path / f"model-tp{rank}-of-2.safetensors"), "pt") as shard:

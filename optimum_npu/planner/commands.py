@@ -63,6 +63,8 @@ def cmd_plan(args: argparse.Namespace) -> None:
                                                         "attn_impl") if knobs_used.get(k) is not None)
     if quantization:
         shown += f", quantization: {QuantizationConfig.from_dict(quantization).label()}"
+    if args.expert_tensor_parallel:
+        shown += ", experts split by intermediate size"
     print(format_table(results, title=f"{args.model} ({results[0].architecture}) on {results[0].npu}: {shown}"))
 
 
