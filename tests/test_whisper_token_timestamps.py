@@ -7,15 +7,18 @@ from __future__ import annotations
 import json
 import shutil
 
+import numpy as np
+
 import pytest
 import torch
-from transformers import GenerationConfig
+from transformers import GenerationConfig, pipeline
 
 from optimum_npu.models.decoder.npu_config import NPUConfigError
 from optimum_npu.models.seq2seq.speech import NPUModelForSpeechSeq2Seq
-from optimum_npu.models.seq2seq.tiny_whisper import SAMPLING_RATE, build_feature_extractor, build_whisper
+from optimum_npu.models.seq2seq.tiny_whisper import (SAMPLING_RATE, build_feature_extractor, build_whisper,
+                                                      build_whisper_tokenizer)
 from tampering import resign
-from test_whisper import CLIPS, _features
+from test_whisper import CLIPS, _audio, _features
 
 #: One encoder batch of 4 and one decode batch of 4: 3 clips greedy, or 2 clips x 2 beams.
 CONFIG = {"encoder_batch_sizes": [4], "batch_size": 4, "decoder_batch_sizes": [4], "max_seq_len": 32}
@@ -54,6 +57,17 @@ def test_token_timestamps_match_eager(timestamped, rows, options):
     assert torch.equal(got["sequences"], want["sequences"])
     assert torch.equal(got["token_timestamps"], want["token_timestamps"])
     assert got["token_timestamps"].max() > 0.2 and len(set(got["token_timestamps"][0].tolist())) > 2
+
+
+@pytest.mark.slow
+def test_asr_pipeline_word_timestamps_match_eager(timestamped):
+    npu, eager, _ = timestamped
+    audio = np.concatenate([_audio(1.2, 440, 3), _audio(1.3, 660, 4)])      # 2.5 s: three 1-s chunks with stride
+    runs = [pipeline("automatic-speech-recognition", model=model, tokenizer=build_whisper_tokenizer(),
+                     feature_extractor=build_feature_extractor())(
+        {"raw": audio.copy(), "sampling_rate": SAMPLING_RATE}, return_timestamps="word", chunk_length_s=1,
+        generate_kwargs={"max_new_tokens": 8, "language": "en", "num_beams": 1}) for model in (eager, npu)]
+    assert runs[0] == runs[1] and runs[1]["chunks"] and runs[1]["chunks"][-1]["timestamp"][1] > 1.0
 
 
 def test_token_timestamps_refusals(timestamped, whisper, tmp_path):

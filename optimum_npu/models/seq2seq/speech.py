@@ -1,6 +1,6 @@
 """``NPUModelForSpeechSeq2Seq``: Whisper compiled into encoder graphs (one per batch bucket of its fixed mel window)
-and the seq2seq decoder graphs, with Whisper's own generate() (language and task tokens, timestamps, long-form)
-and the automatic-speech-recognition pipeline."""
+and the seq2seq decoder graphs, with Whisper's own generate() (language and task tokens, timestamps, token
+timestamps when compiled with ``token_timestamps``, long-form) and the automatic-speech-recognition pipeline."""
 
 from __future__ import annotations
 
