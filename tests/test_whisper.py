@@ -81,7 +81,7 @@ def test_auto_class_and_refusals(whisper):
         assert type(auto) is NPUModelForSpeechSeq2Seq
     finally:
         auto.release()
-    with pytest.raises(ValueError, match="return_token_timestamps"):
+    with pytest.raises(ValueError, match=r"return_token_timestamps.*'token_timestamps': True"):   # compiled without
         npu.generate(_features(CLIPS[:1]), return_token_timestamps=True)
     with pytest.raises(ValueError, match=r"input_features must be \[batch, 16, 100\]"):
         npu.get_encoder()(torch.zeros(1, 16, 80))

@@ -53,6 +53,9 @@ class StepRunner:
         self.all_logits_bucket = every[0] if every else None
         self.chunk = self.prefill_bucket.tokens
         self.stats = new_stats()
+        #: When a list: ``(tokens, active, outputs after the logits)`` of every graph call is appended to it
+        #: (seq2seq: the alignment heads' cross-attention of Whisper's token timestamps).
+        self.extra_outputs: list[tuple[int, int, tuple]] | None = None
 
     def reset_stats(self) -> NPUStats:
         """Starts new stats (they describe one call of the caller: a generate(), a server window...)."""
@@ -177,7 +180,10 @@ class StepRunner:
     def _run(self, bucket: Bucket, inputs: dict[str, torch.Tensor], active: int, tokens: int) -> torch.Tensor:
         phase = "prefill" if bucket.kind == "prefill_all" else bucket.kind     # every-position prefill is prefill
         with record_routing() as routing:
-            logits, call = self.engine.run(bucket.name, inputs, phase, positions=inputs["positions"])
+            outputs, call = self.engine.run(bucket.name, inputs, phase, positions=inputs["positions"])
+        logits, *extra = outputs if isinstance(outputs, tuple) else (outputs,)
+        if self.extra_outputs is not None:
+            self.extra_outputs.append((tokens, active, tuple(extra)))
         self.stats.record(StepRecord(phase, bucket.name, active, tokens, call.seconds, call.attention_seconds,
                                      call.host_seconds, tuple(routing)))
         self.stats.kv_blocks_peak = max(self.stats.kv_blocks_peak, self.blocks.used_blocks)

@@ -73,17 +73,30 @@ class NPUModelForSeq2SeqLM(NPUPreTrainedModel, GenerationMixin):
                 device_registry: DeviceRegistry | None = None):
         hf_config = AutoConfig.from_pretrained(checkpoint)
         arch = lookup_architecture(hf_config, "seq2seq")
+        npu_config, extras = cls._pop_compile_extras(npu_config)
         config = _resolve(hf_config, arch.name, npu_config)
         hf_model = cls.hf_auto_class.from_pretrained(checkpoint, dtype=getattr(torch, config.dtype))
-        return cls._compile_and_load(hf_model, config, checkpoint, compile_cache, device_registry)
+        return cls._compile_and_load(hf_model, config, checkpoint, compile_cache, device_registry,
+                                     cls._alignment_heads_for(hf_model, extras))
 
     @classmethod
     def from_model(cls, hf_model: PreTrainedModel, npu_config: Any = None, tokenizer_dir: str | Path | None = None,
                    compile_cache: Any = None, device_registry: DeviceRegistry | None = None):
         """Compiles an in-memory HF model (``tokenizer_dir``: tokenizer / feature-extractor files to ship)."""
+        npu_config, extras = cls._pop_compile_extras(npu_config)
         config = _resolve(hf_model.config, type(hf_model).__name__, npu_config)
         return cls._compile_and_load(hf_model, config, Path(tokenizer_dir) if tokenizer_dir else None, compile_cache,
-                                     device_registry)
+                                     device_registry, cls._alignment_heads_for(hf_model, extras))
+
+    @classmethod
+    def _pop_compile_extras(cls, npu_config: Any) -> tuple[Any, bool]:
+        """Compile knobs of a subclass that are not ``NPUSeq2SeqConfig`` fields (Whisper: ``token_timestamps``)."""
+        return npu_config, False
+
+    @classmethod
+    def _alignment_heads_for(cls, hf_model: PreTrainedModel, extras: bool) -> tuple:
+        """The (layer, head) pairs whose cross-attention the decoder graphs return (none for text models)."""
+        return ()
 
     @classmethod
     def _compile_and_load(cls, hf_model, config: NPUSeq2SeqConfig, shipped: Path | None, compile_cache=None,
@@ -198,15 +211,33 @@ class NPUModelForSeq2SeqLM(NPUPreTrainedModel, GenerationMixin):
     def prepare_inputs_for_generation(self, input_ids: torch.Tensor, encoder_outputs=None, attention_mask=None,
                                       is_first_iteration: bool = False, **kwargs) -> dict[str, Any]:
         return {"decoder_input_ids": input_ids, "encoder_outputs": encoder_outputs, "attention_mask": attention_mask,
-                "npu_phase": "prefill" if is_first_iteration else "decode"}
+                "npu_phase": "prefill" if is_first_iteration else "decode",
+                "output_attentions": bool(kwargs.get("output_attentions"))}
 
     def forward(self, input_ids: torch.Tensor | None = None, attention_mask: torch.Tensor | None = None,
                 decoder_input_ids: torch.Tensor | None = None, encoder_outputs=None, npu_phase: str = "prefill",
-                **kwargs) -> Seq2SeqLMOutput:
+                output_attentions: bool = False, **kwargs) -> Seq2SeqLMOutput:
         """Prefill (encode when ``encoder_outputs`` is None, then every row's decoder prompt) or one decode step
-        (the last column of ``decoder_input_ids``); returns the next-token logits [B, 1, V] in float32."""
+        (the last column of ``decoder_input_ids``); returns the next-token logits [B, 1, V] in float32
+        (``output_attentions``: and the compiled alignment heads' cross-attention, see ``alignment.py``)."""
         if decoder_input_ids is None:
             raise ValueError("forward() needs decoder_input_ids (generate() passes them)")
+        runner = self._runtime.runner
+        if output_attentions:
+            self._runtime.require_alignment_heads()
+            runner.extra_outputs = []
+        try:
+            output = self._step(input_ids, attention_mask, decoder_input_ids, encoder_outputs, npu_phase, kwargs)
+        finally:
+            records, runner.extra_outputs = runner.extra_outputs, None
+        if output_attentions:
+            prompt = decoder_input_ids.shape[1] if npu_phase == "prefill" else None
+            output["cross_attentions"] = self._runtime.cross_attentions(records, decoder_input_ids.shape[0], prompt)
+            output["decoder_attentions"] = ()   # self-attention weights are not returned by the graphs: no layers
+        return output
+
+    def _step(self, input_ids, attention_mask, decoder_input_ids, encoder_outputs, npu_phase: str,
+              kwargs: dict) -> Seq2SeqLMOutput:
         if npu_phase == "prefill":
             if encoder_outputs is None:
                 encoder_outputs = self._encoder(input_ids if input_ids is not None else kwargs.get(

@@ -25,6 +25,7 @@ from optimum_npu.device.buckets import smallest_bucket
 from optimum_npu.models.encoder.feeds import TextFeed
 from optimum_npu.models.encoder.runtime import EncoderCall, EncoderInputError, EncoderRuntime, EncoderStats
 from optimum_npu.models.encoder.tasks import FEATURE_EXTRACTION
+from optimum_npu.models.seq2seq.alignment import as_cross_attentions, graph_head_order, step_weights
 from optimum_npu.models.seq2seq.export import cross_len, encoder_inputs
 from optimum_npu.models.seq2seq.npu_config import ENCODER_KIND
 from optimum_npu.models.seq2seq.stored import StoredSeq2Seq
@@ -146,6 +147,20 @@ class Seq2SeqRuntime:
                                                         record.total_seconds))
             outputs.append(out[:part.shape[0]])
         return torch.cat(outputs)
+
+    def require_alignment_heads(self) -> None:
+        """Refuses cross-attention requests on graphs compiled without the alignment heads."""
+        if not self.facts.alignment_heads:
+            raise ValueError("cross-attention weights (Whisper's return_token_timestamps=True) need the alignment "
+                             "heads compiled into the decoder graphs, and this artifact has none "
+                             "(alignment_heads=[]); recompile with npu_config={'token_timestamps': True}")
+
+    def cross_attentions(self, records: list, rows: int, prompt_len: int | None) -> tuple[torch.Tensor, ...]:
+        """One step's ``cross_attentions`` (per layer [B, heads, S, L], only the alignment heads filled) from the
+        runner's records of its graph calls."""
+        order = graph_head_order(self.facts.alignment_heads, self.model.num_layers)
+        return as_cross_attentions(step_weights(records, rows, prompt_len), order, self.model.num_layers,
+                                   self.model.heads)
 
     @property
     def engine_dtype(self) -> torch.dtype:

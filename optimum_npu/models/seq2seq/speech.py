@@ -1,6 +1,6 @@
 """``NPUModelForSpeechSeq2Seq``: Whisper compiled into encoder graphs (one per batch bucket of its fixed mel window)
-and the seq2seq decoder graphs, with Whisper's own generate() (language and task tokens, timestamps, long-form)
-and the automatic-speech-recognition pipeline."""
+and the seq2seq decoder graphs, with Whisper's own generate() (language and task tokens, timestamps, token
+timestamps when compiled with ``token_timestamps``, long-form) and the automatic-speech-recognition pipeline."""
 
 from __future__ import annotations
 
@@ -15,6 +15,7 @@ from transformers.models.whisper.generation_whisper import WhisperGenerationMixi
 
 from optimum_npu.hub.card import CardSection
 from optimum_npu.models.hf_compat import register_for_pipeline
+from optimum_npu.models.seq2seq.alignment import compiled_alignment_heads, pop_token_timestamps
 from optimum_npu.models.seq2seq.modeling import ARCHITECTURE_CLASSES, NPUModelForSeq2SeqLM
 from optimum_npu.models.seq2seq.npu_config import RUNTIME_OPTIONS
 
@@ -31,7 +32,7 @@ class _NPUAudioEncoder:
     def forward(self, input_features: torch.Tensor, attention_mask: torch.Tensor | None = None,
                 return_dict: bool = True, output_attentions: bool = False,
                 output_hidden_states: bool = False) -> BaseModelOutput:
-        if output_attentions or output_hidden_states:
+        if output_hidden_states or (output_attentions and not self._owner._token_timestamps_call):
             raise ValueError("output_attentions / output_hidden_states: the compiled encoder returns its last "
                              "hidden state only; leave them out")
         return BaseModelOutput(last_hidden_state=self._owner._runtime.encode_audio(input_features))
@@ -49,6 +50,15 @@ class NPUModelForSpeechSeq2Seq(WhisperGenerationMixin, NPUModelForSeq2SeqLM):
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
         self._encoder = _NPUAudioEncoder(self)
+        self._token_timestamps_call = False
+
+    @classmethod
+    def _pop_compile_extras(cls, npu_config: Any) -> tuple[Any, bool]:
+        return pop_token_timestamps(npu_config)
+
+    @classmethod
+    def _alignment_heads_for(cls, hf_model, extras: bool) -> tuple:
+        return compiled_alignment_heads(hf_model) if extras else ()
 
     @property
     def model(self) -> SimpleNamespace:
@@ -70,13 +80,24 @@ class NPUModelForSpeechSeq2Seq(WhisperGenerationMixin, NPUModelForSeq2SeqLM):
 
     def generate(self, input_features: torch.Tensor | None = None, *args, return_token_timestamps: bool | None = None,
                  **kwargs):
-        """Whisper's ``generate()`` on the compiled graphs; ``return_token_timestamps`` is refused (the decode graphs
-        do not return the alignment heads' cross-attention yet)."""
-        if return_token_timestamps:
-            raise ValueError("return_token_timestamps=True is not supported by the compiled Whisper yet (its decode "
-                             "graphs do not return cross-attention weights); use return_timestamps=True for segment "
-                             "timestamps")
-        return super().generate(input_features, *args, **kwargs)
+        """Whisper's ``generate()`` on the compiled graphs. ``return_token_timestamps=True`` needs an artifact compiled
+        with ``npu_config={"token_timestamps": True}``: its graphs return the alignment heads' cross-attention, given
+        to Whisper's dynamic time warping as ``cross_attentions`` (the other heads are NaN there)."""
+        if not return_token_timestamps:
+            return super().generate(input_features, *args, **kwargs)
+        self._runtime.require_alignment_heads()
+        config = kwargs.get("generation_config") or self.generation_config
+        wanted = [tuple(pair) for pair in getattr(config, "alignment_heads", None) or []]
+        missing = sorted(set(wanted) - set(self._runtime.facts.alignment_heads))
+        if missing:
+            raise ValueError(f"generation_config.alignment_heads asks for heads {missing} but the graphs were compiled "
+                             f"with alignment_heads={[list(p) for p in self._runtime.facts.alignment_heads]}; use "
+                             "those or recompile with npu_config={'token_timestamps': True} after setting them")
+        self._token_timestamps_call = True
+        try:
+            return super().generate(input_features, *args, return_token_timestamps=True, **kwargs)
+        finally:
+            self._token_timestamps_call = False
 
     def _check_request(self, inputs, generation_config, kwargs: dict[str, Any]) -> None:
         if inputs is None and "encoder_outputs" in kwargs:

@@ -64,9 +64,11 @@ def read_stored(root: Path, stored: Any, requested: Any) -> StoredSeq2Seq:
         names = [s.name for s in graph.inputs if s.kind != "weight"]
         shapes_ok = all(tuple(s.shape) == caches[s.name][0] and s.dtype == caches[s.name][1]
                         for s in graph.inputs if s.kind == "kv_cache")
-        if described != bucket.attributes() or names != expected or not shapes_ok:
-            raise stored_knob_error(origin, f"graph {bucket.name!r} does not match the stored bucket, inputs and "
-                                            "cache shapes")
+        outputs_ok = bucket.kind == ENCODER_KIND or len(graph.outputs) == (2 if heads else 1)   # logits, alignment
+        if described != bucket.attributes() or names != expected or not shapes_ok or not outputs_ok:
+            raise stored_knob_error(origin, f"graph {bucket.name!r} does not match the stored bucket, inputs, "
+                                            "cache shapes and outputs (logits, then the alignment heads' weights "
+                                            "when alignment_heads is set)")
     return StoredSeq2Seq(arch.name, model, config, stored_spec(stored, origin), hf_config, graphs, heads)
 
 
