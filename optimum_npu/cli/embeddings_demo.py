@@ -36,7 +36,8 @@ def cmd_embeddings_demo(args: argparse.Namespace) -> None:
     from optimum_npu.models.encoder.embeddings import sentence_embeddings
 
     path = model_path()
-    model = NPUModelForFeatureExtraction.from_pretrained(path, export=True, npu_config={**DEMO_GRID, "npu": args.npu})
+    npu_choice = {"npu": args.npu} if args.npu is not None else {}  # unset --npu: the config's default target
+    model = NPUModelForFeatureExtraction.from_pretrained(path, export=True, npu_config={**DEMO_GRID, **npu_choice})
     target = args.output or Path(tempfile.mkdtemp(prefix="optimum-npu-demo-")) / "minilm-npu"
     model.save_pretrained(target)
     model.release()
