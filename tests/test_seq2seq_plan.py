@@ -57,6 +57,14 @@ def test_cli_refuses_options_a_seq2seq_plan_does_not_take(capsys):
     assert "--tensor-parallel-size 1,2" in error and "--quantization" in error and "leave them out" in error
 
 
+def test_cli_refuses_an_encoder_decoder_it_does_not_compile(tmp_path, capsys):
+    (tmp_path / "config.json").write_text('{"architectures": ["MarianMTModel"], "model_type": "marian", '
+                                          '"is_encoder_decoder": true}')
+    assert main(["plan", str(tmp_path)]) == 2
+    error = capsys.readouterr().err
+    assert "['MarianMTModel'] hold no encoder-decoder model" in error and "WhisperForConditionalGeneration" in error
+
+
 @pytest.mark.slow
 def test_cli_plans_whisper_small_real_shape(capsys):
     """whisper-small (242M parameters): 0.48 GB of bf16 weights, cross-attention slots of 1500 positions."""

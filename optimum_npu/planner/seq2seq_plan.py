@@ -27,21 +27,26 @@ TEXT_DEFAULTS = {"encoder_seq_lens": (128, 512), "encoder_batch_sizes": (1,), "m
 AUDIO_DEFAULTS = {"encoder_batch_sizes": (1,), "max_seq_len": 448, "prefill_chunk_size": 4}
 
 
-def _folder_architectures(model: str) -> list[str]:
+def _folder_config(model: str) -> dict[str, Any]:
     path = Path(model)
     path = path / "config.json" if path.is_dir() else path
     if path.name != "config.json" or not path.is_file():
-        return []
-    architectures = expect_dict(load_json(path), str(path)).get("architectures")
-    return [a for a in architectures if isinstance(a, str)] if isinstance(architectures, list) else []
+        return {}
+    return expect_dict(load_json(path), str(path))
 
 
 def is_seq2seq_model(model: str) -> bool:
-    """Whether ``model`` names a built-in seq2seq shape or a folder / config.json of a compiled seq2seq architecture."""
+    """Whether ``model`` names a built-in seq2seq shape or a folder / config.json of an encoder-decoder model (a
+    compiled architecture, or any with ``is_encoder_decoder``: those are refused with the seq2seq family's list)."""
     from optimum_npu.models.seq2seq.architectures import LAYOUTS
     from optimum_npu.models.seq2seq.real_shapes import PRESETS
 
-    return model in PRESETS or any(a in LAYOUTS for a in _folder_architectures(model))
+    if model in PRESETS:
+        return True
+    config = _folder_config(model)
+    architectures = config.get("architectures")
+    named = [a for a in architectures if isinstance(a, str)] if isinstance(architectures, list) else []
+    return any(a in LAYOUTS for a in named) or config.get("is_encoder_decoder") is True
 
 
 def plan_knobs(audio: bool, knobs: dict[str, Any], max_target_positions: int | None = None) -> dict[str, Any]:
@@ -70,7 +75,7 @@ def seq2seq_plan_table(model: str, npus: tuple[str, ...] = PLAN_TARGETS, knobs: 
             ``WHISPER_OUTPUT_TOKENS``, or what ``max_seq_len`` leaves after the prompt when that is less).
     """
     from optimum_npu.models.registry import lookup_architecture
-    from optimum_npu.models.seq2seq.architectures import AUDIO, Seq2SeqModelConfig
+    from optimum_npu.models.seq2seq.architectures import AUDIO, LAYOUTS, Seq2SeqModelConfig
     from optimum_npu.models.seq2seq.estimate import estimate_seq2seq
     from optimum_npu.models.seq2seq.real_shapes import PRESETS, folder_config, preset_config
 
@@ -78,6 +83,10 @@ def seq2seq_plan_table(model: str, npus: tuple[str, ...] = PLAN_TARGETS, knobs: 
         raise NPUConfigError(f"output_tokens={output_tokens!r} is invalid: give an integer >= 1, e.g. 224")
     hf_config = preset_config(model) if model in PRESETS else folder_config(
         Path(model).parent if Path(model).is_file() else model)
+    named = [a for a in (getattr(hf_config, "architectures", None) or []) if isinstance(a, str)]
+    if not any(a in LAYOUTS for a in named):
+        raise ValueError(f"{model}: architectures {named[:4]} hold no encoder-decoder model optimum-npu plans; "
+                         f"supported: {sorted(LAYOUTS)} (the checkpoint's config.json names one in 'architectures')")
     architecture = lookup_architecture(hf_config, "seq2seq").name
     audio = architecture in AUDIO
     limit = Seq2SeqModelConfig.from_hf(hf_config, architecture).max_target_positions
@@ -99,14 +108,15 @@ def seq2seq_plan_table(model: str, npus: tuple[str, ...] = PLAN_TARGETS, knobs: 
         encoder_ms = " / ".join(f"{s * 1e3:.4g}" for s in estimate.encoder_s.values())
         decode = " / ".join(f"b{b} {s * 1e3:.4g}" for b, s in estimate.decode_s.items())
         row = (f"{estimate.npu:<12}{gb[0]:>9.3f}{gb[1]:>9.3f}{gb[2]:>9.3f}{gb[3]:>8.3f}"
-               f"{estimate.total_bytes / 1e9:>10.3f}{over}  {encoder_ms:<22}{estimate.prefill_s * 1e3:>11.4g}  {decode}")
+               f"{estimate.total_bytes / 1e9:>10.3f}{over}  {encoder_ms:<22}{estimate.prefill_s * 1e3:>11.4g}  "
+               f"{decode}")
         if audio:
             seconds = window_seconds(estimate, output_tokens)
             row += f"  {seconds:.4g} ({seconds / 30:.4g})"
         lines.append(row)
     if audio:
-        lines.append(f"30-s window: one encoder call (batch 1) + the prefill call + {output_tokens - 1} decode steps "
-                     f"at batch 1 ({output_tokens} tokens after the forced prompt); RTF = seconds / 30")
+        lines.append(f"30-s window: one encoder call (batch 1) + the prefill call + {output_tokens - 1} decode "
+                     f"steps at batch 1 ({output_tokens} tokens after the forced prompt); RTF = seconds / 30")
     return "\n".join(lines)
 
 
