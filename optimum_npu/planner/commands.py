@@ -33,15 +33,45 @@ def quantization_knob(args: argparse.Namespace) -> dict | None:
     return knob or None
 
 
+#: ``optimum-npu plan`` options a seq2seq plan takes, and those it refuses (decoder-only or not supported yet).
+SEQ2SEQ_OPTIONS = ("max_seq_len", "batch_size", "decoder_batch_sizes", "prefill_chunk_size", "dtype",
+                   "kvcache_block_size", "kvcache_partition_len")
+SEQ2SEQ_REFUSED = {"json": "--json", "quantization": "--quantization", "kv_cache": "--kv-cache",
+                   "expert_parallel": "--expert-parallel", "expert_tensor_parallel": "--expert-tensor-parallel",
+                   "context_len": "--context-len", "kvcache_num_blocks": "--kvcache-num-blocks",
+                   "attn_impl": "--attn-impl", "group_size": "--group-size"}
+
+
+def seq2seq_knobs(args: argparse.Namespace) -> dict:
+    """The seq2seq compile knobs of the command line; options that do not apply are refused by name."""
+    from optimum_npu.models.decoder.npu_config import NPUConfigError
+
+    given = [flag for key, flag in SEQ2SEQ_REFUSED.items() if getattr(args, key, None)]
+    if args.tensor_parallel_size not in (None, [1]):
+        given.append(f"--tensor-parallel-size {','.join(map(str, args.tensor_parallel_size))}")
+    if given:
+        raise NPUConfigError(f"{', '.join(given)} do(es) not apply to an encoder-decoder plan (one device, no "
+                             "quantization, decode at the longest context); leave them out")
+    return {key: getattr(args, key) for key in SEQ2SEQ_OPTIONS if getattr(args, key) is not None}
+
+
 def cmd_plan(args: argparse.Namespace) -> None:
     from optimum_npu.planner import format_table, plan, to_json
     from optimum_npu.planner.diffusion_plan import PLAN_TARGETS, diffusion_plan_table, is_diffusion_model
 
     if is_diffusion_model(args.model):   # a Diffusers pipeline: seconds per image (plan-image has every option)
         npus = tuple(args.npu.split(",")) if args.npu else PLAN_TARGETS
-        print(diffusion_plan_table(args.model, npus, tensor_parallel_size=args.tensor_parallel_size[0],
+        print(diffusion_plan_table(args.model, npus, tensor_parallel_size=(args.tensor_parallel_size or [1])[0],
                                    dtype=args.dtype or "bfloat16"))
         return
+    # seq2seq planning (T5, BART, Pegasus, Whisper): memory, encoder / decode latency, Whisper's real-time factor
+    from optimum_npu.planner.seq2seq_plan import is_seq2seq_model, seq2seq_plan_table
+
+    if is_seq2seq_model(args.model):
+        print(seq2seq_plan_table(args.model, tuple(args.npu.split(",")) if args.npu else PLAN_TARGETS,
+                                 seq2seq_knobs(args)))
+        return
+    args.tensor_parallel_size = args.tensor_parallel_size or [1, 2, 4, 8]
 
     keys = ("max_seq_len", "batch_size", "decoder_batch_sizes", "prefill_chunk_size", "dtype", "npu",
             "kvcache_block_size", "kvcache_num_blocks", "attn_impl", "kvcache_partition_len")
@@ -83,9 +113,12 @@ def add_plan_command(commands: argparse._SubParsersAction) -> None:
     parser.add_argument("model", help="a config.json path, a model directory, a Hub id, or a built-in shape: "
                                       + ", ".join(sorted(BUILTIN_MODELS)) + "; a Diffusers folder or sd15, sdxl, "
                                       "sd3-medium plans seconds per image (50 steps, guidance; plan-image has "
-                                      "every option)")
-    parser.add_argument("--tensor-parallel-size", type=_int_list, default=[1, 2, 4, 8],
-                        help="configurations to compare, comma separated (default 1,2,4,8)")
+                                      "every option); an encoder-decoder folder or t5-base, t5-large, "
+                                      "bart-large, whisper-small, whisper-large-v3 plans memory, encoder and "
+                                      "decode latency (and Whisper's real-time factor) per target")
+    parser.add_argument("--tensor-parallel-size", type=_int_list,
+                        help="configurations to compare, comma separated (default 1,2,4,8; a pipeline or an "
+                             "encoder-decoder model: 1)")
     parser.add_argument("--prompt-lengths", type=_int_list, default=[128, 1024],
                         help="prompt lengths to estimate the TTFT of (default 128,1024)")
     parser.add_argument("--context-len", type=int,

@@ -90,8 +90,10 @@ def without_functional_dropout() -> Iterator[None]:
 def capture_seq2seq_graphs(hf_model: PreTrainedModel, model: Seq2SeqModelConfig, config: NPUSeq2SeqConfig,
                            alignment_heads: tuple[tuple[int, int], ...] = ()
                            ) -> tuple[dict[str, Graph], dict[str, torch.Tensor]]:
-    """Every graph of ``config``; returns (graphs, weights by checkpoint name)."""
+    """Every graph of ``config``; returns (graphs, weights by checkpoint name). Works on a weightless model on the
+    ``meta`` device too (the example inputs are made on the model's device): the planner's estimates."""
     dtype = getattr(torch, config.dtype)
+    device = next(hf_model.parameters()).device
     caches = list(cache_shapes(model, config))
     with capture_form(hf_model, dtype) as hf, capture_attention(hf), without_functional_dropout():
         encoder = StaticSeq2SeqEncoder(hf, audio=bool(model.audio_frames))
@@ -100,13 +102,16 @@ def capture_seq2seq_graphs(hf_model: PreTrainedModel, model: Seq2SeqModelConfig,
         for bucket in config.buckets():
             if bucket.kind == ENCODER_KIND:
                 names = encoder_inputs(model)
-                module, args, kinds = encoder, _encoder_args(model, dtype, bucket.batch, bucket.tokens), ["input"] * len(names)
+                with torch.device(device):
+                    args = _encoder_args(model, dtype, bucket.batch, bucket.tokens)
+                module, kinds = encoder, ["input"] * len(names)
             else:
                 prefill = bucket.kind != DECODE_KIND
                 names = DECODER_INPUTS + caches + (PREFILL_EXTRAS if prefill else [])
                 kinds = ["input"] * len(DECODER_INPUTS) + ["kv_cache"] * len(caches) + ["input"] * (len(names) - len(
                     DECODER_INPUTS) - len(caches))
-                module, args = decoder, _decoder_args(model, config, bucket.batch, bucket.tokens, prefill)
+                with torch.device(device):
+                    module, args = decoder, _decoder_args(model, config, bucket.batch, bucket.tokens, prefill)
             graph, graph_weights = capture(module, args, bucket.name, names, kinds, WRAPPER_PREFIX,
                                            attributes=bucket.attributes())
             graphs[bucket.name] = graph

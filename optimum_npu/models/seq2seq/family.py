@@ -26,8 +26,9 @@ def _export_config(knobs: dict[str, Any], options: dict[str, Any]) -> dict[str, 
 
 def _plan_config(hf_config: Any) -> Any:
     arch = lookup_architecture(hf_config, "seq2seq")
-    raise ValueError(f"the capacity planner sizes decoder-only language models; {arch.name} is an encoder-decoder "
-                     "model: compile it with NPUModelForSeq2SeqLM and read model.npu_stats.memory")
+    raise ValueError(f"planner.plan sizes decoder-only language models; {arch.name} is an encoder-decoder model: "
+                     "run `optimum-npu plan <folder>` (or planner.seq2seq_plan.seq2seq_plan_table) for its memory, "
+                     "encoder and decode estimates")
 
 
 def _placement(device: int, profile: bool = False, prefix_caching: bool = False) -> dict[str, Any]:
