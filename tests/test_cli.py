@@ -208,3 +208,25 @@ def test_demo_runs_leaves_nothing_behind_and_prints_only_text(tmp_path, monkeypa
     assert "greedy tokens vs eager Transformers on the same model: identical" in out
     assert "removed at the end" in out and list(tmp_path.iterdir()) == []
     assert all(ch.isprintable() or ch == "\n" for ch in out), "non-printable bytes reached the terminal"
+
+
+def test_generate_runtime_options_follow_the_dataclass():
+    """``generate``'s runtime flags are NPUDecoderConfig's runtime fields (help from its docstring): ``--device``
+    takes one id or one id per rank, ``--enable-prefix-caching`` is a switch; unset flags leave the defaults."""
+    import dataclasses
+
+    from optimum_npu.models.decoder.npu_config import NPUDecoderConfig
+
+    generate = build_parser()._subparsers._group_actions[0].choices["generate"]
+    runtime = {f.name for f in dataclasses.fields(NPUDecoderConfig) if f.metadata.get("runtime")}
+    flags = {action.dest for action in generate._actions}
+    assert runtime - {"profile", "collectives"} <= flags and not {"profile", "collectives"} & flags
+    help_text = " ".join(generate.format_help().split())
+    assert "the simulated device id of the first rank (the ranks use consecutive ids), or one id per rank" in help_text
+    assert generate.parse_args(["art", "--device", "3"]).device == 3
+    assert generate.parse_args(["art", "--device", "0,2"]).device == (0, 2)
+    unset = generate.parse_args(["art"])
+    assert unset.device is None and unset.enable_prefix_caching is None
+    assert generate.parse_args(["art", "--enable-prefix-caching"]).enable_prefix_caching is True
+    with pytest.raises(SystemExit):
+        generate.parse_args(["art", "--device", "x"])

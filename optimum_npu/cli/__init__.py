@@ -37,7 +37,6 @@ def build_parser() -> argparse.ArgumentParser:
                                    description="Load a compiled artifact and generate; prints the text and the "
                                                "simulated NPU figures (TTFT, decode time, graphs used, memory).")
     generate.add_argument("model", help="compiled artifact directory")
-    generate.add_argument("--device", type=int, default=0, help="simulated device id to run on (default 0)")
     add_generation_options(generate)
     generate.set_defaults(func=cmd_generate)
 
@@ -48,7 +47,6 @@ def build_parser() -> argparse.ArgumentParser:
     profile.add_argument("model", help="compiled artifact directory")
     profile.add_argument("--out", type=Path, default=Path("npu_trace.json"),
                          help="trace file to write (default npu_trace.json); open it in https://ui.perfetto.dev")
-    profile.add_argument("--device", type=int, default=0, help="simulated device id to run on (default 0)")
     add_generation_options(profile)
     profile.set_defaults(func=cmd_profile)
 

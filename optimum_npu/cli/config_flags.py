@@ -14,6 +14,14 @@ import re
 from typing import Any, Callable
 
 
+def device_ids(text: str) -> int | tuple[int, ...]:
+    """``"3"`` -> 3 (the first of consecutive devices); ``"0,2"`` -> (0, 2) (one device per rank)."""
+    ids = int_list(text)
+    if not ids:
+        raise argparse.ArgumentTypeError(f"expected a device id like 0, or one id per rank like 0,1, got {text!r}")
+    return ids[0] if len(ids) == 1 else tuple(ids)
+
+
 def int_list(text: str) -> list[int]:
     try:
         return [int(part) for part in text.split(",") if part.strip()]
@@ -24,6 +32,7 @@ def int_list(text: str) -> list[int]:
 #: Annotation (as written in the dataclass) -> how its flag's value is parsed.
 ARG_TYPES: dict[str, Callable[[str], Any]] = {
     "bool": bool, "int": int, "int | None": int, "str": str, "str | None": str, "tuple[int, ...] | None": int_list,
+    "int | tuple[int, ...]": device_ids,
 }
 _ARGS_ENTRY = re.compile(r"^(\s+)(\w+): (.*)$")
 
@@ -46,26 +55,28 @@ def docstring_args(cls: type) -> dict[str, str]:
     return entries
 
 
-def config_fields(cls: type, skip: tuple[str, ...] = ()) -> list[dataclasses.Field]:
-    """The compile-time fields of ``cls`` (not ``metadata["runtime"]``) except ``skip``."""
-    return [f for f in dataclasses.fields(cls) if not f.metadata.get("runtime") and f.name not in skip]
+def config_fields(cls: type, skip: tuple[str, ...] = (), runtime: bool = False) -> list[dataclasses.Field]:
+    """The compile-time fields of ``cls`` (``runtime``: its ``metadata["runtime"]`` fields instead) except ``skip``."""
+    return [f for f in dataclasses.fields(cls) if bool(f.metadata.get("runtime")) == runtime and f.name not in skip]
 
 
-def add_config_flags(group: argparse._ActionsContainer, cls: type, skip: tuple[str, ...] = ()) -> list[str]:
-    """Adds ``--<field-name>`` for each compile-time field of ``cls``; returns the field names.
+def add_config_flags(group: argparse._ActionsContainer, cls: type, skip: tuple[str, ...] = (),
+                     runtime: bool = False) -> list[str]:
+    """Adds ``--<field-name>`` for each compile-time field of ``cls`` (``runtime``: each runtime option);
+    returns the field names.
 
     Every flag defaults to None (unset: the dataclass default or the value derived from the model applies);
     ``metadata["choices"]`` of a field become the flag's choices.
     """
     docs = docstring_args(cls)
     names = []
-    for field in config_fields(cls, skip):
+    for field in config_fields(cls, skip, runtime):
         parse = ARG_TYPES.get(str(field.type))
         if parse is None or field.name not in docs:
             missing = "no parser for its annotation (add one to ARG_TYPES)" if parse is None else \
                 "no 'Args:' entry in the class docstring (its help text)"
             raise TypeError(f"{cls.__name__}.{field.name}: {missing}")
-        help_text = docs[field.name].replace("``", "")
+        help_text = docs[field.name].replace("``", "").removeprefix("runtime option: ")
         if field.default not in (None, dataclasses.MISSING) and "default" not in help_text.lower():
             help_text += f" (default {field.default})"
         options: dict[str, Any] = {"help": help_text.replace("%", "%%"), "default": None}

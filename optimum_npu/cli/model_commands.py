@@ -39,13 +39,18 @@ def _npu_config_from_args(args: argparse.Namespace) -> dict:
 
 
 def add_generation_options(parser: argparse.ArgumentParser) -> None:
+    from optimum_npu.cli.config_flags import add_config_flags
+    from optimum_npu.models.decoder.npu_config import NPUDecoderConfig
+
+    # the runtime options of NPUDecoderConfig, generated from the dataclass; ``profile`` is the profile command,
+    # ``collectives="torch.distributed"`` needs one process per rank (torchrun, docs/reference.md)
+    add_config_flags(parser.add_argument_group("runtime options (see NPUDecoderConfig)"), NPUDecoderConfig,
+                     skip=("profile", "collectives"), runtime=True)
     group = parser.add_argument_group("generation")
     group.add_argument("--prompt", action="append", help="a prompt; repeat for a batch (default: 'Hello')")
     group.add_argument("--prompt-file", type=Path, help="a text file of prompts, one per line (added to --prompt)")
     group.add_argument("--chat", action="store_true", help="wrap each prompt as a user message in the tokenizer's "
                                                            "chat template")
-    group.add_argument("--enable-prefix-caching", action="store_true",
-                       help="runtime option: reuse cached prompt blocks across the prompts (decoder-only models)")
     group.add_argument("--max-new-tokens", type=int, default=32, help="tokens to generate per prompt (default 32)")
     group.add_argument("--do-sample", action="store_true", help="sample instead of greedy decoding")
     group.add_argument("--temperature", type=float, help="sampling temperature")
@@ -166,7 +171,8 @@ def _load_for_run(args: argparse.Namespace, profile: bool = False):
                          "cannot be encoded: pass --tokenizer DIR_OR_HUB_ID (e.g. the source checkpoint), or "
                          "recompile with the tokenizer shipped (export from a checkpoint folder that has one, or "
                          "from_model(..., tokenizer_dir=...))")
-    placement = family.placement(args.device, profile, args.enable_prefix_caching)
+    device = 0 if args.device is None else args.device
+    placement = family.placement(device, profile, bool(args.enable_prefix_caching))
     model = family.model_class.from_pretrained(path, npu_config=placement)
     return model, AutoTokenizer.from_pretrained(source, padding_side="left")
 

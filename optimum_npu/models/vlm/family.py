@@ -35,7 +35,7 @@ VLM = Family(
     cache_key=vlm_cache_key,
     export_config=_export_config,
     placement=lambda device, profile=False, prefix_caching=False: {
-        "device_map": {"language_model": device, "visual": [device]},
+        "device_map": {"language_model": device, "visual": [device if isinstance(device, int) else device[0]]},
         "language_model": {"profile": profile, "enable_prefix_caching": prefix_caching}},
     plan_config=_plan_config,
     summary=lambda model: graph_summary([*model.npu_graphs,
