@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-import dataclasses
 import os
 from dataclasses import dataclass, field
 from typing import Any
 
 from optimum_npu.models.decoder.npu_config import NPUConfigError
 from optimum_npu.models.decoder.stored_config import short_repr
+from optimum_npu.models.knobs import coerce_knobs
 from optimum_npu.models.encoder.npu_config import NPUEncoderConfig
 
 #: Runtime options: chosen at load time, not stored as compile knobs.
@@ -65,19 +65,8 @@ class NPUCLIPConfig:
     @classmethod
     def coerce(cls, value: Any) -> "NPUCLIPConfig":
         """An ``NPUCLIPConfig`` from itself, a dict of its fields or None (defaults)."""
-        if value is None:
-            return cls()
-        if isinstance(value, cls):
-            return value
-        if not isinstance(value, dict):
-            raise NPUConfigError(f"npu_config={short_repr(value)} is invalid: pass an NPUCLIPConfig or a dict such as "
-                                 "{'text': {'seq_lens': [16, 77]}, 'vision': {'image_sizes': [224]}}")
-        known = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(value) - known)
-        if unknown:
-            raise NPUConfigError(f"npu_config has unknown CLIP knobs {short_repr(unknown)}; the knobs are "
-                                 f"{sorted(known)} (bucket knobs go in 'text' / 'vision')")
-        return cls(**value)
+        return coerce_knobs(cls, value, "CLIP", "{'text': {'seq_lens': [16, 77]}, 'vision': {'image_sizes': [224]}}",
+                            " (bucket knobs go in 'text' / 'vision')")
 
     def to_dict(self) -> dict[str, Any]:
         """The compile knobs (runtime options left out), JSON-ready."""

@@ -36,8 +36,8 @@ def _placement(device: int, profile: bool = False, prefix_caching: bool = False)
 
 
 def _plan_config(hf_config: Any) -> Any:
-    raise ValueError("the capacity planner sizes language models; for a Diffusers pipeline read pipe.npu_stats "
-                     "after a call (simulated seconds per component and memory per device)")
+    raise ValueError("planner.plan sizes language models; for a Diffusers pipeline run `optimum-npu plan <folder>` "
+                     "(or planner.diffusion_plan.diffusion_plan_table): seconds per image and memory per device")
 
 
 def _summary(pipe: Any) -> str:

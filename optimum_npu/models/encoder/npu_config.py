@@ -8,13 +8,14 @@ of them is set once resolved against the model.
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field
 from typing import Any
 
 from optimum_npu.device.buckets import Bucket
 from optimum_npu.device.spec import PRESETS
 from optimum_npu.models.decoder.npu_config import SUPPORTED_DTYPES, NPUConfigError
 from optimum_npu.models.decoder.stored_config import short_repr
+from optimum_npu.models.knobs import check_device_and_profile, coerce_knobs
 
 #: Bucket kind of every text encoder graph (``Graph.attributes["kind"]``).
 ENCODER_KIND = "encoder"
@@ -98,27 +99,12 @@ class NPUEncoderConfig:
                 or not 1 <= self.tensor_parallel_size <= MAX_TENSOR_PARALLEL:
             raise NPUConfigError(f"tensor_parallel_size={short_repr(self.tensor_parallel_size)} is invalid: give the "
                                  f"devices one text encoder is split across, 1 to {MAX_TENSOR_PARALLEL}")
-        if not isinstance(self.device, int) or isinstance(self.device, bool) or self.device < 0:
-            raise NPUConfigError(f"device={short_repr(self.device)} is invalid: give a device id >= 0")
-        if not isinstance(self.profile, bool):
-            raise NPUConfigError(f"profile={short_repr(self.profile)} is invalid: use True or False")
+        check_device_and_profile(self.device, self.profile)
 
     @classmethod
     def coerce(cls, value: Any) -> "NPUEncoderConfig":
         """An ``NPUEncoderConfig`` from itself, a dict of its fields or None (defaults)."""
-        if value is None:
-            return cls()
-        if isinstance(value, cls):
-            return value
-        if not isinstance(value, dict):
-            raise NPUConfigError(f"npu_config={short_repr(value)} is invalid: pass an NPUEncoderConfig or a dict "
-                                 "such as {'seq_lens': [64, 128, 512], 'batch_sizes': [1, 8, 32]}")
-        known = {f.name for f in fields(cls)}
-        unknown = sorted(set(value) - known)
-        if unknown:
-            raise NPUConfigError(f"npu_config has unknown encoder knobs {short_repr(unknown)}; the knobs are "
-                                 f"{sorted(known)}")
-        return cls(**value)
+        return coerce_knobs(cls, value, "encoder", "{'seq_lens': [64, 128, 512], 'batch_sizes': [1, 8, 32]}")
 
     @property
     def axis(self) -> str | None:

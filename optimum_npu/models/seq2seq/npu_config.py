@@ -11,6 +11,7 @@ from optimum_npu.device.buckets import Bucket
 from optimum_npu.device.spec import PRESETS
 from optimum_npu.models.decoder.npu_config import SUPPORTED_DTYPES, NPUConfigError
 from optimum_npu.models.decoder.stored_config import short_repr
+from optimum_npu.models.knobs import check_device_and_profile, coerce_knobs
 from optimum_npu.models.encoder.npu_config import _sizes
 
 #: Bucket kinds: the encoder grid, the decoder prompt chunk (with the cross-KV write), one-token decode steps.
@@ -92,27 +93,12 @@ class NPUSeq2SeqConfig:
         if self.tensor_parallel_size != 1:
             raise NPUConfigError(f"tensor_parallel_size={short_repr(self.tensor_parallel_size)} is not supported for "
                                  "encoder-decoder models yet: they compile for one device; use tensor_parallel_size=1")
-        if not isinstance(self.device, int) or isinstance(self.device, bool) or self.device < 0:
-            raise NPUConfigError(f"device={short_repr(self.device)} is invalid: give a device id >= 0")
-        if not isinstance(self.profile, bool):
-            raise NPUConfigError(f"profile={short_repr(self.profile)} is invalid: use True or False")
+        check_device_and_profile(self.device, self.profile)
 
     @classmethod
     def coerce(cls, value: Any) -> "NPUSeq2SeqConfig":
         """An ``NPUSeq2SeqConfig`` from itself, a dict of its fields or None (defaults)."""
-        if value is None:
-            return cls()
-        if isinstance(value, cls):
-            return value
-        if not isinstance(value, dict):
-            raise NPUConfigError(f"npu_config={short_repr(value)} is invalid: pass an NPUSeq2SeqConfig or a dict "
-                                 "such as {'encoder_seq_lens': [32, 128], 'max_seq_len': 64}")
-        known = {f.name for f in fields(cls)}
-        unknown = sorted(set(value) - known)
-        if unknown:
-            raise NPUConfigError(f"npu_config has unknown seq2seq knobs {short_repr(unknown)}; the knobs are "
-                                 f"{sorted(known)}")
-        return cls(**value)
+        return coerce_knobs(cls, value, "seq2seq", "{'encoder_seq_lens': [32, 128], 'max_seq_len': 64}")
 
     def resolve(self, max_positions: int | None, fixed_encoder_len: int | None = None,
                 max_target_positions: int | None = None) -> "NPUSeq2SeqConfig":
