@@ -12,6 +12,9 @@ tensor-parallel group runs (the same graph on each rank: only the weights differ
 - the logits projection, found by the weight names the plan gives (``lm_head.weight``, or the
   embedding table it is tied to; an encoder's plan names none), keeps 1/N of the vocabulary (padded up to a multiple of N with
   zero rows, sliced off after gathering), followed by an ``npu.all_gather``;
+- convolutions split the same way by their weight's dimensions (output channels: dim 0, input channels:
+  dim 1), a row-parallel one followed by an ``npu.all_reduce``; a group norm whose weight is split
+  normalises each rank's channels in groups/N groups (whole groups per rank, refused otherwise);
 - everything else (embeddings, norms, position tables) is replicated;
 - with ``expert_parallel`` the plan cuts the stacked expert weights along the expert dimension and each
   ``npu.moe`` node becomes dispatch / local experts / combine collectives (``compile/expert_parallel.py``).
@@ -41,8 +44,12 @@ from optimum_npu.device.kernels import MOE, QUANTIZED_LINEAR
 from optimum_npu.schema import ALL_GATHER, ALL_REDUCE, Graph, Node, TensorSpec
 
 LINEAR = "aten.linear.default"
-#: Linear ops and the position of their bias argument (a quantized linear reads weight and scale first).
-_BIAS_POSITION = {LINEAR: 2, QUANTIZED_LINEAR: 3}
+#: Convolutions (input, weight [C_out, C_in / groups, k...], bias, stride, padding, dilation, groups).
+CONVOLUTIONS = ("aten.conv1d.default", "aten.conv2d.default")
+GROUP_NORM = "aten.group_norm.default"   # (input, num_groups, weight, bias, eps, cudnn_enabled)
+#: Ops whose weight may be split and the position of their bias argument (a quantized linear reads weight and
+#: scale first); a convolution's weight splits by the same dimensions as a linear's.
+_BIAS_POSITION = {LINEAR: 2, QUANTIZED_LINEAR: 3, **{conv: 2 for conv in CONVOLUTIONS}}
 #: Ops through which a weight may reach a linear (a ``Conv1D`` weight [in, out] is transposed) or the experts.
 _WEIGHT_VIEWS = WEIGHT_VIEWS
 #: The split styles a plan may hold; anything else is refused.
@@ -143,7 +150,8 @@ def _ref(value) -> str | None:
 
 
 def _linear_weights(graph: Graph) -> list[tuple[Node, str | None, str | None]]:
-    """(linear node, weight input name, bias input name), a weight read through a transpose included."""
+    """(linear or convolution node, weight input name, bias input name), a weight read through a transpose
+    included."""
     inputs = {spec.name for spec in graph.inputs}
     views = {node.name: _ref(node.args[0]) for node in graph.nodes if node.op in _WEIGHT_VIEWS}
     found = []
@@ -254,14 +262,20 @@ def shard_graph(graph: Graph, plan: TensorParallelPlan) -> Graph:
         return graph
     layout, head, head_input = _split_layout(graph, plan)
     cuts = {item.spec.name: item.cut.style for item in layout}
-    rowwise = {node.name for node, weight, _ in _linear_weights(graph) if cuts.get(weight) == "rowwise"}
+    products = _linear_weights(graph)
+    _refuse_grouped_convolutions(products, cuts)
+    rowwise = {node.name for node, weight, _ in products if cuts.get(weight) == "rowwise"}
     rowwise |= row_parallel_experts(graph, cuts)
+    sources = {item.spec.name: item.full_source for item in layout}
     renamed: dict[str, str] = {}
     nodes: list[Node] = []
     for node in graph.nodes:
         args = _rename(node.args, renamed)
         if node is head:
             args = [args[0], {"ref": head_input}, *args[2:]]
+        if node.op == GROUP_NORM and cuts.get(_ref(node.args[2])) == "colwise":   # each rank: its channels' groups
+            args[1] = _divide(node.args[1], f"groups of the group norm reading {sources[_ref(node.args[2])]} (whole "
+                              "groups per device)", plan)
         if node.op == MOE and plan.expert_parallel:
             experts = experts_per_layer(graph, node)
             nodes += expert_parallel_nodes(dataclasses.replace(node, args=args), plan.size, experts)
@@ -284,6 +298,15 @@ def shard_graph(graph: Graph, plan: TensorParallelPlan) -> Graph:
                     {**graph.attributes, "tensor_parallel_size": plan.size})
     sharded.validate()
     return propagate_shapes(sharded)
+
+
+def _refuse_grouped_convolutions(products: list[tuple[Node, str | None, str | None]], cuts: dict[str, str]) -> None:
+    """A grouped (depthwise) convolution mixes no channels across groups; splitting its weight is not supported."""
+    for node, weight, _ in products:
+        groups = node.args[6] if len(node.args) > 6 else node.kwargs.get("groups", 1)
+        if node.op in CONVOLUTIONS and groups != 1 and cuts.get(weight) in ("colwise", "rowwise"):
+            raise TensorParallelError(f"convolution {node.name} has groups={groups} and a split weight {weight}; only "
+                                      "convolutions with groups=1 are split: replicate it in the tensor-parallel plan")
 
 
 def _rename(value, renamed: dict[str, str]):

@@ -22,6 +22,7 @@ from optimum_npu.device.spec import resolve_spec
 from optimum_npu.hub.cache_key import CacheKey, compute_cache_key
 from optimum_npu.hub.cache_verify import check_same, check_weights
 from optimum_npu.models.diffusion.export import TOKENIZERS
+from optimum_npu.models.diffusion.parallel import component_split
 from optimum_npu.models.diffusion.plan import component_plans
 
 
@@ -58,4 +59,5 @@ def check_diffusion_hit(target: Path, *, plans: list, kind: str, npu_config: Any
         folder = Path(target) / plan.folder
         graphs = json.loads((folder / "npu_config.json").read_text())["graphs"]
         check_same(graphs, [bucket.name for bucket, _ in plan.buckets], f"{plan.folder} graphs")
-        check_weights(folder, graphs, plan.module, dtype, TensorParallelPlan(1))
+        split = component_split(plan.kind, plan.module, plan.tensor_parallel_size) or TensorParallelPlan(1)
+        check_weights(folder, graphs, plan.module, dtype, split)

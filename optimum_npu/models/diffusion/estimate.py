@@ -22,7 +22,7 @@ from optimum_npu.device.spec import NPUSpec, resolve_spec
 from optimum_npu.models.diffusion.export import capture_component
 from optimum_npu.models.diffusion.npu_config import NPUDiffusionConfig
 from optimum_npu.models.diffusion.plan import ComponentPlan, component_plans
-from optimum_npu.models.diffusion.sd3_parallel import sd3_tensor_parallel_plan
+from optimum_npu.models.diffusion.parallel import component_split
 from optimum_npu.schema import Graph
 
 
@@ -79,7 +79,7 @@ def capture_weightless(plans: list[ComponentPlan], dtype: str) -> dict[str, Comp
     for plan in plans:
         size = plan.tensor_parallel_size
         captured[plan.folder] = run_pipeline(lambda p=plan: capture_component(p, getattr(torch, dtype)),
-                                             sd3_tensor_parallel_plan(size) if size > 1 else None, with_weights=False)
+                                             component_split(plan.kind, plan.module, size), with_weights=False)
     return captured
 
 

@@ -13,7 +13,6 @@ Layout::
 
 from __future__ import annotations
 
-import contextlib
 import json
 from pathlib import Path
 from typing import Any
@@ -29,7 +28,7 @@ from optimum_npu.models.diffusion.capture_mode import capture_mode
 from optimum_npu.models.diffusion.components import WRAPPER_PREFIX, WRAPPERS
 from optimum_npu.models.diffusion.npu_config import NPUDiffusionConfig
 from optimum_npu.models.diffusion.plan import ComponentPlan, component_plans
-from optimum_npu.models.diffusion.sd3_parallel import head_split_attention, sd3_tensor_parallel_plan
+from optimum_npu.models.diffusion.parallel import capture_attention, component_split
 from optimum_npu.schema import ARTIFACT_FORMAT_VERSION, GRAPH_DIR, NPU_CONFIG_FILE, Graph, weights_file
 from optimum_npu.version import __version__
 
@@ -42,7 +41,7 @@ PIPELINE_OPTIONS = ("requires_safety_checker", "force_zeros_for_empty_prompt", "
 def capture_component(plan: ComponentPlan, dtype: torch.dtype) -> tuple[dict[str, Graph], dict[str, torch.Tensor]]:
     """One graph per bucket of ``plan``; returns (graphs, weights by checkpoint name)."""
     graphs, weights = {}, {}
-    with capture_form(plan.module, dtype) as module, capture_mode(module), _attention_for(plan.kind, module):
+    with capture_form(plan.module, dtype) as module, capture_mode(module), capture_attention(plan.kind, module):
         wrapper = WRAPPERS[plan.kind](module)
         for bucket, shapes in plan.buckets:
             graph, graph_weights = capture(wrapper, plan.example_args(shapes, dtype), bucket.name, list(plan.inputs),
@@ -53,16 +52,10 @@ def capture_component(plan: ComponentPlan, dtype: torch.dtype) -> tuple[dict[str
     return graphs, weights
 
 
-def _attention_for(kind: str, module):
-    """The SD3 transformer is captured with a head-count-free joint attention (``sd3_parallel``)."""
-    return head_split_attention(module) if kind == "transformer" else contextlib.nullcontext()
-
-
 def _write_component(root: Path, plan: ComponentPlan, dtype: torch.dtype) -> list[str]:
     folder = root / plan.folder
     size = plan.tensor_parallel_size
-    compiled = run_pipeline(lambda: capture_component(plan, dtype), sd3_tensor_parallel_plan(size) if size > 1
-                            else None)
+    compiled = run_pipeline(lambda: capture_component(plan, dtype), component_split(plan.kind, plan.module, size))
     (folder / GRAPH_DIR).mkdir(parents=True)
     for name, graph in compiled.graphs.items():
         graph_path(folder, name).write_text(graph.to_json())

@@ -2,12 +2,14 @@
 
 One dict configures a whole pipeline, in the shape the peers use (a nested entry per component)::
 
-    {"unet": {"resolutions": [[1024, 1024], [768, 1344]], "batch_size": 2, "guidance": [True], "device": 1},
+    {"unet": {"resolutions": [[1024, 1024], [768, 1344]], "batch_size": 2, "guidance": [True], "device": [1, 2],
+              "tensor_parallel_size": 2},
      "text_encoder": {"device": 0}, "vae": {"device": 3}, "dtype": "float32", "npu": "atom"}
 
-``resolutions``, ``batch_size`` and ``guidance`` belong to the denoiser (``unet`` or ``transformer``): the
-VAE is compiled at the same resolutions and batch, the text encoders at the same batch. They may also be
-given at the top level. ``device`` (and ``profile``) are runtime options, chosen again at load time.
+``resolutions``, ``batch_size``, ``guidance`` and ``tensor_parallel_size`` belong to the denoiser (``unet`` or
+``transformer``): the VAE is compiled at the same resolutions and batch, the text encoders at the same batch.
+They may also be given at the top level. ``device`` (and ``profile``) are runtime options, chosen again at
+load time; a split denoiser takes one device per rank.
 """
 
 from __future__ import annotations
@@ -73,7 +75,8 @@ class NPUDiffusionConfig:
             the denoiser's own ``sample_size`` times the VAE scale factor.
         batch_size: images per call (prompts x ``num_images_per_prompt``); fewer run padded, more are refused.
         guidance: which classifier-free-guidance modes are compiled (True doubles the denoiser batch).
-        tensor_parallel_size: devices the denoiser is split across (the SD3 transformer; a UNet runs on one).
+        tensor_parallel_size: devices the denoiser (UNet or SD3 transformer) is split across; it must divide the
+            UNet's group-norm groups and attention heads (``unet_parallel``), the transformer's heads.
         dtype: compute and weight dtype (float32, float16, bfloat16).
         npu: target device spec, a preset name or a JSON spec file path.
         devices: runtime option: the simulated device of each component (default 0 for every one); the denoiser

@@ -17,9 +17,9 @@ from typing import Any
 import torch
 
 from optimum_npu.device.buckets import Bucket
-from optimum_npu.models.decoder.npu_config import NPUConfigError
 from optimum_npu.models.diffusion.components import INPUTS, ImageBucket
 from optimum_npu.models.diffusion.npu_config import NPUDiffusionConfig
+from optimum_npu.models.diffusion.unet_parallel import check_unet_split
 
 #: Text-encoder attributes of a pipeline, in order, and the tokenizer each uses.
 TEXT_ENCODERS = (("text_encoder", "tokenizer"), ("text_encoder_2", "tokenizer_2"), ("text_encoder_3", "tokenizer_3"))
@@ -122,10 +122,8 @@ def _denoiser_plan(pipe: Any, name: str, denoiser: Any, config: NPUDiffusionConf
                 shapes.append((rows, denoiser.config.pooled_projection_dim))
             bucket = ImageBucket(f"{name}_b{rows}_h{height}_w{width}", name, rows, height, width, latent[2] * latent[3])
             buckets.append((bucket, tuple(shapes)))
-    if config.tensor_parallel_size > 1 and name == "unet":
-        raise NPUConfigError(f"tensor_parallel_size={config.tensor_parallel_size} is not supported for a UNet (its "
-                             "convolutions are not split across devices); use 1 and place components on different "
-                             "devices, or split an SD3 transformer")
+    if name == "unet":   # refused before capture when the groups / heads do not divide (``unet_parallel``)
+        check_unet_split(denoiser, config.tensor_parallel_size)
     return ComponentPlan(name, name, denoiser, inputs, tuple(buckets), config.tensor_parallel_size)
 
 

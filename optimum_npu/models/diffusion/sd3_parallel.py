@@ -10,18 +10,16 @@ patch embedding) is replicated.
 
 Diffusers' joint attention processor reshapes with the module's head count, which a rank no longer has
 (it holds 1/N of the heads); ``HeadSplitJointAttention`` computes the same attention but reshapes by
-sequence length and head size, so the captured graph is right for any number of heads per rank.
+sequence length and head size (``head_split``), so the captured graph is right for any number of heads per rank.
 """
 
 from __future__ import annotations
-
-import contextlib
-from typing import Iterator
 
 import torch
 import torch.nn.functional as F
 
 from optimum_npu.compile.tensor_parallel import TensorParallelPlan, WeightSplit, module_regex
+from optimum_npu.models.diffusion.head_split import merge_heads, split_heads, swapped_attention
 
 COLUMN = ("attn.to_q", "attn.to_k", "attn.to_v", "attn.add_q_proj", "attn.add_k_proj", "attn.add_v_proj",
           "ff.net.0.proj", "ff_context.net.0.proj")
@@ -35,30 +33,23 @@ def sd3_tensor_parallel_plan(size: int) -> TensorParallelPlan:
     return TensorParallelPlan(size, tuple(rules), logits=("proj_out.weight",))
 
 
-def _heads(tensor: torch.Tensor, head_dim: int) -> torch.Tensor:
-    """[B, S, heads * head_dim] -> [B, heads, S, head_dim] (heads inferred)."""
-    batch, seq, _ = tensor.shape
-    return tensor.view(batch, seq, -1, head_dim).transpose(1, 2)
-
-
 class HeadSplitJointAttention:
     """SD3's joint attention (image and text tokens attend together), reshaped by head size only."""
 
     def __call__(self, attn, hidden_states, encoder_hidden_states=None, attention_mask=None, *args, **kwargs):
         head_dim = attn.to_q.out_features // attn.heads
         image_tokens = hidden_states.shape[1]
-        query, key, value = (_heads(proj(hidden_states), head_dim) for proj in (attn.to_q, attn.to_k, attn.to_v))
+        query, key, value = (split_heads(proj(hidden_states), head_dim) for proj in (attn.to_q, attn.to_k, attn.to_v))
         if attn.norm_q is not None:
             query, key = attn.norm_q(query), attn.norm_k(key)
         if encoder_hidden_states is not None:
-            text = [_heads(proj(encoder_hidden_states), head_dim)
+            text = [split_heads(proj(encoder_hidden_states), head_dim)
                     for proj in (attn.add_q_proj, attn.add_k_proj, attn.add_v_proj)]
             if attn.norm_added_q is not None:
                 text[0], text[1] = attn.norm_added_q(text[0]), attn.norm_added_k(text[1])
             query, key, value = (torch.cat([a, b], dim=2) for a, b in zip((query, key, value), text))
         out = F.scaled_dot_product_attention(query, key, value, dropout_p=0.0, is_causal=False)   # [B, H, S, D]
-        batch, _, seq, _ = out.shape
-        out = out.transpose(1, 2).reshape(batch, seq, -1).to(query.dtype)
+        out = merge_heads(out).to(query.dtype)
         if encoder_hidden_states is None:
             return attn.to_out[0](out)
         image, text_out = out[:, :image_tokens], out[:, image_tokens:]
@@ -67,12 +58,6 @@ class HeadSplitJointAttention:
         return attn.to_out[0](image), text_out
 
 
-@contextlib.contextmanager
-def head_split_attention(transformer) -> Iterator[None]:
+def head_split_attention(transformer):
     """``transformer`` with ``HeadSplitJointAttention`` in every attention while captured; restored after."""
-    previous = dict(transformer.attn_processors)
-    try:
-        transformer.set_attn_processor(HeadSplitJointAttention())
-        yield
-    finally:
-        transformer.set_attn_processor(previous)
+    return swapped_attention(transformer, HeadSplitJointAttention())

@@ -20,7 +20,7 @@ from optimum_npu.models.decoder.npu_config import NPUConfigError
 from optimum_npu.models.decoder.stored_config import STORED_FIX, short_repr, stored_knob_error
 from optimum_npu.models.diffusion.components import CLASSES, INPUTS
 from optimum_npu.models.diffusion.export import PIPELINE_OPTIONS, TOKENIZERS
-from optimum_npu.models.diffusion.npu_config import NPUDiffusionConfig
+from optimum_npu.models.diffusion.npu_config import DENOISERS, NPUDiffusionConfig
 from optimum_npu.schema import NPU_CONFIG_FILE, Graph
 from optimum_npu.untrusted import expect_dict, load_json
 
@@ -114,9 +114,9 @@ def _component(root: Path, folder: str, config: NPUDiffusionConfig) -> StoredCom
     if not isinstance(names, list) or not names or len(names) > 4 * 16 * 2:
         raise stored_knob_error(where, "graphs must be a non-empty list of graph names")
     size = document.get("tensor_parallel_size")
-    if size != (config.tensor_parallel_size if kind == "transformer" else 1):
-        raise stored_knob_error(where, f"tensor_parallel_size={short_repr(size)} must be "
-                                       f"{config.tensor_parallel_size if kind == 'transformer' else 1}")
+    split = config.tensor_parallel_size if kind in DENOISERS else 1   # only the denoiser is split
+    if size != split:
+        raise stored_knob_error(where, f"tensor_parallel_size={short_repr(size)} must be {split}")
     graphs = {name: read_graph(root / folder, name) for name in names}
     for graph in graphs.values():
         _check_bucket(graph, kind, list(inputs), config, where)
