@@ -3,14 +3,18 @@ pipeline whose UNet runs on two devices giving the one-device images (fp32, fixe
 
 from __future__ import annotations
 
+import shutil
+
 import numpy as np
 import pytest
 import torch
 from diffusers.models.attention import BasicTransformerBlock
 from diffusers.models.resnet import ResnetBlock2D
+from safetensors.torch import load_file, save_file
 from torch import nn
 
 from optimum_npu import NPUStableDiffusionPipeline, NPUStableDiffusionXLPipeline
+from optimum_npu.compile.artifact import write_manifest
 from optimum_npu.compile.capture import capture
 from optimum_npu.compile.pipeline import run_pipeline
 from optimum_npu.compile.tensor_parallel import (TensorParallelError, TensorParallelPlan, WeightSplit, module_regex,
@@ -19,11 +23,16 @@ from optimum_npu.device.device import DeviceRegistry
 from optimum_npu.device.engine import DeviceEngine
 from optimum_npu.device.spec import PRESETS
 from optimum_npu.device.timeline import DEVICE_HDMA
+from optimum_npu.hub.cache_verify import CacheMismatchError
 from optimum_npu.models.decoder.npu_config import NPUConfigError
+from optimum_npu.models.diffusion.cache_key import diffusion_cache_key
+from optimum_npu.models.diffusion.npu_config import NPUDiffusionConfig
 from optimum_npu.models.diffusion.tiny import build_sd_pipeline, build_sdxl_pipeline
 from optimum_npu.models.diffusion.unet_parallel import unet_tensor_parallel_plan
 from optimum_npu.schema import ALL_REDUCE
 
+TP2 = {"unet": {"resolutions": [[32, 32]], "batch_size": 2, "guidance": [True], "tensor_parallel_size": 2,
+               "device": [1, 2]}}
 CALL = dict(prompt=["a red cat", "a blue dog"], height=32, width=32, num_inference_steps=2, guidance_scale=5.0,
             output_type="np")
 
@@ -91,17 +100,16 @@ def eager():
 
 @pytest.fixture(scope="module")
 def runs(eager, tmp_path_factory):
-    """{tp: (images, npu_stats, profiler)}: TP 1 compiled in memory; TP 2 saved, reloaded on devices 1, 2 and
-    profiled."""
+    """{tp: (images, npu_stats, profiler)} and the TP 2 artifact ("root"): TP 1 compiled in memory; TP 2 saved,
+    reloaded on devices 1, 2 and profiled."""
     registry, results = DeviceRegistry(), {}
-    config = {"unet": {"resolutions": [[32, 32]], "batch_size": 2, "guidance": [True]}}
+    config = {"unet": {key: TP2["unet"][key] for key in ("resolutions", "batch_size", "guidance")}}
     pipe = NPUStableDiffusionPipeline.from_pipeline(eager, config, compile_cache=False, device_registry=registry)
     pipe.set_progress_bar_config(disable=True)
     results[1] = (pipe(generator=torch.Generator().manual_seed(0), **CALL).images, pipe.npu_stats, None)
     pipe.release()
-    root = tmp_path_factory.mktemp("unet_tp") / "tp2"
-    config["unet"] |= {"tensor_parallel_size": 2, "device": [1, 2]}
-    compiled = NPUStableDiffusionPipeline.from_pipeline(eager, config, compile_cache=False, device_registry=registry)
+    root = results["root"] = tmp_path_factory.mktemp("unet_tp") / "tp2"
+    compiled = NPUStableDiffusionPipeline.from_pipeline(eager, TP2, compile_cache=False, device_registry=registry)
     compiled.save_pretrained(root)
     compiled.release()
     pipe = NPUStableDiffusionPipeline.from_pretrained(root, device_registry=registry, npu_config={
@@ -152,6 +160,20 @@ def test_unet_weights_per_device_halve_the_split_part(eager, runs):
     assert one[0]["unet"]["weights"] > 2 * replicated                 # most of the UNet is split
     assert two[1]["unet"]["weights"] == two[2]["unet"]["weights"] == replicated + split_per_rank
     assert one[0]["unet"]["weights"] - two[1]["unet"]["weights"] > 0.4 * one[0]["unet"]["weights"]
+
+
+def test_compile_cache_hit_check_compares_every_rank_shard(eager, runs, tmp_path):
+    entry = shutil.copytree(runs["root"], tmp_path / "entry")
+    config = NPUDiffusionConfig.coerce(TP2).resolve((32, 32), 8)
+    key = diffusion_cache_key(eager, NPUStableDiffusionPipeline.pipeline_kind, config, False)
+    key.verify_hit(entry)   # the stored shards are the cuts of the pipeline's weights
+    shard = entry / "unet" / "model-tp1-of-2.safetensors"
+    weights = load_file(shard)
+    weights["down_blocks.0.resnets.0.conv2.weight"] += 1   # a poisoned shard, re-signed
+    save_file(weights, shard)
+    write_manifest(entry)
+    with pytest.raises(CacheMismatchError, match="conv2.weight"):
+        key.verify_hit(entry)
 
 
 def test_tp_size_that_does_not_divide_the_groups_is_refused_before_compiling(eager):

@@ -75,6 +75,6 @@ def add_image_commands(commands: argparse._SubParsersAction) -> None:
     plan.add_argument("--steps", type=int, default=50)
     plan.add_argument("--batch-size", type=int, default=1, help="images per call")
     plan.add_argument("--no-guidance", dest="guidance", action="store_false", help="guidance_scale <= 1")
-    plan.add_argument("--tensor-parallel-size", type=int, default=1, help="devices the SD3 transformer is split on")
+    plan.add_argument("--tensor-parallel-size", type=int, default=1, help="devices the denoiser (UNet or SD3 transformer) is split on")
     plan.add_argument("--dtype", default="bfloat16")
     plan.set_defaults(func=cmd_plan_image)
