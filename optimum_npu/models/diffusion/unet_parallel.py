@@ -29,7 +29,7 @@ from diffusers.models.attention import BasicTransformerBlock
 from diffusers.models.resnet import ResnetBlock2D
 from torch import nn
 
-from optimum_npu.compile.tensor_parallel import TensorParallelPlan, WeightSplit, module_regex
+from optimum_npu.compile.tensor_parallel import TensorParallelError, TensorParallelPlan, WeightSplit, module_regex
 from optimum_npu.models.decoder.npu_config import NPUConfigError
 from optimum_npu.models.diffusion.head_split import HeadSplitAttention, swapped_attention
 
@@ -71,9 +71,15 @@ def _split_modules(unet) -> dict[str, WeightSplit]:
     rules: dict[str, WeightSplit] = {}
     for name, module in unet.named_modules():
         if type(module) is ResnetBlock2D:
-            rules.update(_resnet_rules(_wildcard(name), module))
+            found = _resnet_rules(_wildcard(name), module)
         elif isinstance(module, BasicTransformerBlock):
-            rules.update(_transformer_block_rules(_wildcard(name), module))
+            found = _transformer_block_rules(_wildcard(name), module)
+        else:
+            continue
+        for pattern, split in found.items():
+            if rules.setdefault(pattern, split) != split:
+                raise TensorParallelError(f"the UNet's modules {pattern} differ in size within one level ({split} vs "
+                                          f"{rules[pattern]}); this UNet cannot be split (use tensor_parallel_size=1)")
     return rules
 
 
