@@ -162,6 +162,26 @@ def test_unet_weights_per_device_halve_the_split_part(eager, runs):
     assert one[0]["unet"]["weights"] - two[1]["unet"]["weights"] > 0.4 * one[0]["unet"]["weights"]
 
 
+@pytest.mark.slow   # a second (meta) capture of the pipeline
+def test_weightless_estimate_under_tp2_equals_the_simulated_call(eager, runs):
+    """The planner path (meta capture, same split) charges the same all-reduces as the run."""
+    from optimum_npu.models.diffusion.estimate import estimate_pipeline
+    from optimum_npu.models.diffusion.real_shapes import weightless_pipeline
+    from transformers import CLIPTextModel
+
+    stand_in = weightless_pipeline({"text_encoder": (CLIPTextModel, eager.text_encoder.config.to_dict()),
+                                    "unet": dict(eager.unet.config), "vae": dict(eager.vae.config)})
+    stand_in.tokenizer = eager.tokenizer
+    config = NPUDiffusionConfig.coerce(TP2).resolve((32, 32), 8)
+    (estimate,) = estimate_pipeline(stand_in, config, steps=CALL["num_inference_steps"])
+    stats = runs[2][1]
+    assert estimate.seconds_by_component == pytest.approx(stats.seconds_by_component, rel=1e-9)
+    assert estimate.components["unet"].devices == 2
+    assert estimate.components["unet"].memory["weights"] == stats.memory[1]["unet"]["weights"]
+    # a tiny UNet is latency bound: its 20 all-reduces per step cost more than the halved arithmetic saves
+    assert estimate.seconds_by_component["unet"] > 2 * runs[1][1].seconds_by_component["unet"]
+
+
 def test_compile_cache_hit_check_compares_every_rank_shard(eager, runs, tmp_path):
     entry = shutil.copytree(runs["root"], tmp_path / "entry")
     config = NPUDiffusionConfig.coerce(TP2).resolve((32, 32), 8)
