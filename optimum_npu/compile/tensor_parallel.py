@@ -22,7 +22,9 @@ row-parallel layer is replicated).
 
 The graph itself is rank-agnostic: the decoder writes its views with per-head sizes and ``-1``,
 so after the weight shapes change ``propagate_shapes`` gives every node its per-rank shape.
-``shard_weights`` cuts each rank's tensors to match (``cut_shard``, also used to verify caches).
+``shard_weights`` cuts each rank's tensors to match (``cut_shard``, also used to verify caches), from the union of
+the weights an artifact's graphs bind (an encoder-decoder's encoder and decoder graphs bind different ones; the plan's
+``logits_free_kinds`` names the graphs without a logits projection, ``replicated_states`` the caches without heads).
 """
 
 from __future__ import annotations
