@@ -31,20 +31,16 @@ from optimum_npu.device.cross_attention_cost import CROSS_ATTENTION, cross_atten
 from optimum_npu.device.dense_attention_cost import DENSE_ATTENTION, dense_attention_cost, segment_attention_cost
 from optimum_npu.device.ops import (ATTENTION_OPS, COLLECTIVE_OPS, FREE_OPS, GATHER_OPS, GEMV_MAX_ROWS,
                                     MATMUL_OPS, GraphIndex, argument, is_host_op, nbytes, short_name)
-from optimum_npu.device.kernels import MOE, MOE_EXPERTS, QUANTIZED_LINEAR, SEGMENT_ATTENTION
+from optimum_npu.device.kernels import MOE, MOE_EXPERTS, SEGMENT_ATTENTION
 from optimum_npu.device.moe_cost import moe_cost
 from optimum_npu.device.paged_attention_cost import (SLIDING_WINDOW_ATTENTION, attention_extent, attention_tile_bytes,
                                                      paged_attention_cost)
-from optimum_npu.device.quant_cost import dequant_flops, quantized_precision
+from optimum_npu.device.matmul_cost import matmul_cost
 from optimum_npu.device.spec import NPUSpec
 from optimum_npu.device.timeline import (CATEGORIES, DEQUANTIZE, DEVICE_HDMA, DEVICE_SYNC, EXTERNAL_HDMA, HOST,
                                          NEURAL_DMA,
                                          NEURAL_ENGINE, TimelineEvent)
 from optimum_npu.schema import Graph, Node
-
-#: The matmul operand whose last dimension is the reduction (schema argument names).
-_MATMUL_LEFT = {"aten.linear.default": "input", "aten.addmm.default": "mat1", "aten.mm.default": "self",
-                "aten.matmul.default": "self", "aten.bmm.default": "self", QUANTIZED_LINEAR: "input"}
 
 #: Distinct call extents remembered per graph (a bound on memory; each is a few hundred events).
 MAX_CACHED_CALLS = 4096
@@ -184,17 +180,9 @@ class GraphCostModel:
             return OpCost(*cross_attention_cost(node, self._arg_shape))
         if node.op in (MOE, MOE_EXPERTS):  # the experts the batch is expected to activate (moe_cost)
             return OpCost(*moe_cost(node, self._arg_shape))
-        if node.op in MATMUL_OPS:
-            reduce_dim = self._arg_shape(node, _MATMUL_LEFT.get(node.op, "self"))[0][-1]
-            kind = "gemv" if math.prod(out_shape[:-1]) <= GEMV_MAX_ROWS else "gemm"
-            flops = 2.0 * math.prod(out_shape) * reduce_dim
+        if node.op in MATMUL_OPS:   # linear / mm / bmm and the quantized linear (matmul_cost)
             moved = sum(nbytes(s, d) for s, d in args) + out_bytes
-            if node.op == QUANTIZED_LINEAR:
-                weight_shape, weight_dtype = self._arg_shape(node, "weight")
-                precision, dequantised = quantized_precision(weight_dtype, self.spec, self.dtype)
-                extra = dequant_flops(weight_shape, weight_dtype) if dequantised else 0.0
-                return OpCost(flops, moved, kind, precision, extra)
-            return OpCost(flops, moved, kind)
+            return OpCost(*matmul_cost(node, self._arg_shape, moved, self.spec, self.dtype))
         if node.op in GATHER_OPS:
             return OpCost(0.0, 2.0 * out_bytes, "elementwise")
         return OpCost(float(math.prod(out_shape)), sum(nbytes(s, d) for s, d in args) + out_bytes, "elementwise")
