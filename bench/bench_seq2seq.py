@@ -37,16 +37,18 @@ def timed(fn, repeats: int):
     return best, out
 
 
-def cases(work: Path, npu: str):
+def cases(work: Path, npu: str, knobs: dict | None = None):
+    """(name, compiled model, eager model, generate() inputs) of tiny T5, BART and Whisper; ``knobs``: more compile
+    knobs (``bench_seq2seq_tp.py``: ``tensor_parallel_size``)."""
     config = {"encoder_seq_lens": [16, 32], "encoder_batch_sizes": [1, 4], "max_seq_len": 64, "batch_size": 8,
-              "decoder_batch_sizes": [1, 4, 8], "prefill_chunk_size": 1, "npu": npu}
+              "decoder_batch_sizes": [1, 4, 8], "prefill_chunk_size": 1, "npu": npu, **(knobs or {})}
     for arch in ("T5ForConditionalGeneration", "BartForConditionalGeneration"):
-        checkpoint = save_seq2seq(arch, work / arch)
+        checkpoint = work / arch if (work / arch).is_dir() else save_seq2seq(arch, work / arch)
         tokenizer = AutoTokenizer.from_pretrained(checkpoint)
         yield (arch, NPUModelForSeq2SeqLM.from_pretrained(checkpoint, export=True, npu_config=config),
                getattr(transformers, arch).from_pretrained(checkpoint).eval(),
                dict(tokenizer(TEXTS, return_tensors="pt", padding=True)))
-    checkpoint = save_whisper(work / "whisper")
+    checkpoint = work / "whisper" if (work / "whisper").is_dir() else save_whisper(work / "whisper")
     t = np.arange(int(0.9 * SAMPLING_RATE)) / SAMPLING_RATE
     clips = [(0.5 * np.sin(2 * np.pi * f * t)).astype(np.float32) for f in (440, 300, 880)]
     features = build_feature_extractor()(clips, sampling_rate=SAMPLING_RATE, return_tensors="pt").input_features

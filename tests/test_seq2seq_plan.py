@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import json
 import re
 
 import pytest
@@ -75,3 +76,23 @@ def test_cli_plans_whisper_small_real_shape(capsys):
     assert cross_kv == pytest.approx(12 * 2 * 1500 * 768 * 2 / 1e9, abs=1e-3)   # layers x K/V x positions x d x bf16
     assert self_kv == pytest.approx(12 * 2 * 448 * 768 * 2 / 1e9, abs=1e-3)
 
+
+
+@pytest.mark.slow
+def test_cli_plans_a_split_model_as_json(tmp_path, capsys):
+    """``--json`` gives the table's figures per target; ``--tensor-parallel-size 2`` halves each device's
+    self-attention pool and the split weights, and adds the all-reduces to the decode step."""
+    from optimum_npu.models.seq2seq.tiny import build_seq2seq
+
+    build_seq2seq("T5ForConditionalGeneration").config.save_pretrained(tmp_path)
+    records = {}
+    for size in (1, 2):
+        assert main(["plan", str(tmp_path), "--json", "--npu", "atom", "--tensor-parallel-size", str(size),
+                     "--max-seq-len", "32"]) == 0
+        (records[size],) = json.loads(capsys.readouterr().out)
+    one, two = records[1], records[2]
+    assert two["tensor_parallel_size"] == 2 and one["npu"] == two["npu"] == "atom"
+    assert two["memory_bytes"]["self_attn_kv"] * 2 == one["memory_bytes"]["self_attn_kv"]
+    assert two["memory_bytes"]["weights"] < one["memory_bytes"]["weights"]
+    assert two["decode_s_per_token"]["1"] > one["decode_s_per_token"]["1"]   # tiny model: link latency dominates
+    assert one["total_bytes"] == sum(one["memory_bytes"].values()) and one["fits"]

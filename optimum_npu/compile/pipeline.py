@@ -116,10 +116,9 @@ def device_passes(captured: Captured, plan: TensorParallelPlan | None, with_weig
     size = plan.size if plan is not None else 1
     graphs = {name: shard_graph(graph, plan) if size > 1 else graph for name, graph in captured.graphs.items()}
     rank_weights: list[dict[str, torch.Tensor]] = []
-    if with_weights:  # every graph binds the same weights; the one binding the most holds them all
-        first = max(captured.graphs.values(), key=lambda g: len(g.inputs_of_kind("weight")))
-        rank_weights = [shard_weights(first, captured.weights, plan, rank) if size > 1 else captured.weights
-                        for rank in range(size)]
+    if with_weights:  # the union of what the graphs bind (encoder and decoder graphs bind different ones)
+        rank_weights = [shard_weights(captured.graphs.values(), captured.weights, plan, rank) if size > 1
+                        else captured.weights for rank in range(size)]
     graphs = {name: graph if graph is captured.graphs[name] else _propagated(graph) for name, graph in graphs.items()}
     return Compiled(graphs, rank_weights, captured.fusion, plan_graph_memory(graphs.values()), size)
 

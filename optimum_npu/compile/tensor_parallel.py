@@ -25,7 +25,9 @@ row-parallel layer is replicated).
 
 The graph itself is rank-agnostic: the decoder writes its views with per-head sizes and ``-1``,
 so after the weight shapes change ``propagate_shapes`` gives every node its per-rank shape.
-``shard_weights`` cuts each rank's tensors to match (``cut_shard``, also used to verify caches).
+``shard_weights`` cuts each rank's tensors to match (``cut_shard``, also used to verify caches), from the union of
+the weights an artifact's graphs bind (an encoder-decoder's encoder and decoder graphs bind different ones; the plan's
+``logits_free_kinds`` names the graphs without a logits projection, ``replicated_states`` the caches without heads).
 """
 
 from __future__ import annotations
@@ -33,6 +35,7 @@ from __future__ import annotations
 import dataclasses
 import re
 from dataclasses import dataclass
+from typing import Iterable
 
 import torch
 
@@ -95,12 +98,18 @@ class TensorParallelPlan:
             embeddings the table may carry the embedding's name).
         expert_parallel: the experts are spread over the group (``expert_parallel_size`` = ``size``); the
             rules then cut the stacked expert weights along their first (expert) dimension.
+        logits_free_kinds: bucket kinds (``Graph.attributes["kind"]``) whose graphs have no logits projection
+            (an encoder-decoder's encoder graphs); every other graph must have exactly one.
+        replicated_states: device state inputs (``kv_cache`` kind) without a head dimension, kept whole on every
+            rank (an encoder-decoder's per-slot encoder mask); the others are split by heads (dimension 1).
     """
 
     size: int
     rules: tuple[tuple[str, WeightSplit], ...] = ()
     logits: tuple[str, ...] = ("lm_head.weight",)
     expert_parallel: bool = False
+    logits_free_kinds: tuple[str, ...] = ()
+    replicated_states: tuple[str, ...] = ()
 
     @classmethod
     def from_hf(cls, size: int, hf_plan: dict[str, str], prefix: str = "model.",
@@ -167,7 +176,7 @@ def _linear_weights(graph: Graph) -> list[tuple[Node, str | None, str | None]]:
 def _logits_linear(graph: Graph, plan: TensorParallelPlan) -> tuple[Node | None, str | None, str | None]:
     """The linear reading the plan's logits weight: the projection to the vocabulary (none when the plan names no
     logits weight: an encoder's heads are replicated)."""
-    if not plan.logits:
+    if not plan.logits or graph.attributes.get("kind") in plan.logits_free_kinds:
         return None, None, None
     sources = {spec.name: spec.source for spec in graph.inputs}
     heads = [item for item in _linear_weights(graph) if sources.get(item[1]) in plan.logits]
@@ -234,7 +243,7 @@ def _split_layout(graph: Graph, plan: TensorParallelPlan):
     for spec in specs:
         full_source = spec.source.removesuffix(":vocab_shard") if spec.source else spec.source
         if spec.kind == "kv_cache":
-            cut = Cut("kv_cache", 1)
+            cut = Cut("replicate") if spec.name in plan.replicated_states else Cut("kv_cache", 1)
         elif spec.name in (head_input, head_bias):
             cut = Cut("vocab", 0)
         elif spec.kind == "weight":
@@ -319,16 +328,29 @@ def _rename(value, renamed: dict[str, str]):
     return value
 
 
-def shard_weights(graph: Graph, weights: dict[str, torch.Tensor], plan: TensorParallelPlan,
+def shard_weights(graphs: Graph | Iterable[Graph], weights: dict[str, torch.Tensor], plan: TensorParallelPlan,
                   rank: int) -> dict[str, torch.Tensor]:
-    """Rank ``rank``'s tensors for ``shard_graph(graph, plan)``, cut from the one-device ``weights``."""
+    """Rank ``rank``'s tensors for ``shard_graph(graph, plan)`` of every graph, cut from the one-device ``weights``.
+
+    The graphs of one artifact may bind different weights (an encoder-decoder's encoder and decoder graphs): the
+    rank's tensors are the union of what they bind, each cut once. A weight two graphs would cut differently is
+    refused (``TensorParallelError``): the ranks store one tensor per weight.
+    """
     if plan.size == 1:
         return weights
-    layout, _, _ = _split_layout(graph, plan)
+    layouts = {}
+    for graph in [graphs] if isinstance(graphs, Graph) else graphs:
+        for item in _split_layout(graph, plan)[0]:
+            if item.spec.kind != "weight":
+                continue
+            seen = layouts.setdefault(item.spec.source, (graph.name, item))
+            if (seen[1].cut, seen[1].spec.shape) != (item.cut, item.spec.shape):
+                raise TensorParallelError(
+                    f"weight {item.spec.source} is cut as {seen[1].cut.style} {list(seen[1].spec.shape)} for graph "
+                    f"{seen[0]!r} but as {item.cut.style} {list(item.spec.shape)} for graph {graph.name!r}; the "
+                    "tensor-parallel plan must split a weight the same way wherever it is used")
     shards: dict[str, torch.Tensor] = {}
-    for item in layout:
-        if item.spec.kind != "weight":
-            continue
+    for _, item in layouts.values():
         cut = item.cut
         part = item.spec.shape[cut.dim] if len(item.spec.shape) > cut.dim else 0  # scalars are replicated
         shards[item.spec.source] = cut_shard(weights[item.full_source], cut.style, cut.dim, part, rank, plan.size,

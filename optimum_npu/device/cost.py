@@ -24,24 +24,23 @@ import torch
 
 from optimum_npu.device.calibration import (HOST_FLOPS, efficiency, keeps_attention_scores_on_chip,
                                             prefill_attention_compute)
+from optimum_npu.device.collective_cost import collective_seconds
 from optimum_npu.device.conv_cost import CONV_OPS, conv_flops
 from optimum_npu.device.fusion import find_groups, group_traffic
-from optimum_npu.device.dense_attention_cost import DENSE_ATTENTION, dense_attention_cost
-from optimum_npu.device.ops import (ALL_REDUCE, ATTENTION_OPS, COLLECTIVE_OPS, FREE_OPS, GATHER_OPS, GEMV_MAX_ROWS,
+from optimum_npu.device.cross_attention_cost import CROSS_ATTENTION, cross_attention_cost
+from optimum_npu.device.dense_attention_cost import DENSE_ATTENTION, dense_attention_cost, segment_attention_cost
+from optimum_npu.device.ops import (ATTENTION_OPS, COLLECTIVE_OPS, FREE_OPS, GATHER_OPS, GEMV_MAX_ROWS,
                                     MATMUL_OPS, GraphIndex, argument, is_host_op, nbytes, short_name)
-from optimum_npu.device.kernels import CROSS_ATTENTION, MOE, MOE_EXPERTS, QUANTIZED_LINEAR, SEGMENT_ATTENTION
-from optimum_npu.device.moe_cost import all_to_all_seconds, moe_cost, output_bytes
-from optimum_npu.device.quant_cost import dequant_flops, quantized_precision
+from optimum_npu.device.kernels import MOE, MOE_EXPERTS, SEGMENT_ATTENTION
+from optimum_npu.device.moe_cost import moe_cost
+from optimum_npu.device.paged_attention_cost import (SLIDING_WINDOW_ATTENTION, attention_extent, attention_tile_bytes,
+                                                     paged_attention_cost)
+from optimum_npu.device.matmul_cost import matmul_cost
 from optimum_npu.device.spec import NPUSpec
 from optimum_npu.device.timeline import (CATEGORIES, DEQUANTIZE, DEVICE_HDMA, DEVICE_SYNC, EXTERNAL_HDMA, HOST,
                                          NEURAL_DMA,
                                          NEURAL_ENGINE, TimelineEvent)
-from optimum_npu.schema import ALL_TO_ALL, MOE_DISPATCH, Graph, Node, dtype_from_name
-
-SLIDING_WINDOW_ATTENTION = "npu.sliding_window_attention.default"
-#: The matmul operand whose last dimension is the reduction (schema argument names).
-_MATMUL_LEFT = {"aten.linear.default": "input", "aten.addmm.default": "mat1", "aten.mm.default": "self",
-                "aten.matmul.default": "self", "aten.bmm.default": "self", QUANTIZED_LINEAR: "input"}
+from optimum_npu.schema import Graph, Node
 
 #: Distinct call extents remembered per graph (a bound on memory; each is a few hundred events).
 MAX_CACHED_CALLS = 4096
@@ -86,24 +85,6 @@ def _has_tensor(node: Node, name: str) -> bool:
 def roofline_seconds(cost: OpCost, spec: NPUSpec, dtype: str) -> float:
     """``max(flops / (peak * compute factor), bytes / (bandwidth * bandwidth factor))`` for the op class."""
     return max(_compute_memory(cost, spec, dtype))
-
-
-def collective_seconds(node: Node, spec: NPUSpec) -> tuple[float, float]:
-    """(transfer, sync) seconds of a collective over ``group_size`` devices, from its output shape.
-
-    Ring all-reduce: ``2(n-1)/n * bytes / link_bandwidth`` + ``2(n-1) * link_latency``;
-    all-gather: ``(n-1)/n * bytes_out / link_bandwidth`` + ``(n-1) * link_latency``;
-    all-to-all (expert-parallel dispatch and combine): see ``moe_cost.all_to_all_seconds``.
-    """
-    n = argument(node, "group_size", 1)
-    if node.op in (ALL_TO_ALL, MOE_DISPATCH):
-        return all_to_all_seconds(output_bytes(node), n, spec.link_bandwidth, spec.link_latency_s) if n > 1 else (
-            0.0, 0.0)
-    if n <= 1 or "shape" not in node.meta:
-        return 0.0, 0.0
-    size = nbytes(node.meta["shape"], node.meta["dtype"])
-    steps = 2 * (n - 1) if node.op == ALL_REDUCE else n - 1
-    return steps / n * size / spec.link_bandwidth, steps * spec.link_latency_s
 
 
 @dataclass(frozen=True)
@@ -181,9 +162,6 @@ class GraphCostModel:
         """(shape, dtype) of the tensor a node takes as its schema argument ``name``."""
         return self._shapes[argument(node, name)["ref"]]
 
-    def _cache_shape(self, node: Node) -> tuple[list[int], str]:
-        return self._arg_shape(node, "k_ring" if node.op == SLIDING_WINDOW_ATTENTION else "k_cache")
-
     def op_cost(self, node: Node) -> OpCost:
         """FLOPs, DRAM bytes and op class of one (non-attention) op run on its own."""
         if node.op in FREE_OPS or "shape" not in node.meta or self.index.is_free(node):
@@ -191,34 +169,20 @@ class GraphCostModel:
         out_shape, out_dtype = node.meta["shape"], node.meta["dtype"]
         out_bytes = nbytes(out_shape, out_dtype)
         args = self._arg_shapes(node)
-        if node.op == SEGMENT_ATTENTION:  # flash-style: the score tiles stay on chip
-            (heads, seq, head_dim), q_dtype = self._arg_shape(node, "query")
-            return OpCost(4.0 * heads * seq * seq * head_dim, 4 * nbytes([heads, seq, head_dim], q_dtype), "attention")
+        if node.op == SEGMENT_ATTENTION:  # flash-style: the score tiles stay on chip (dense_attention_cost)
+            return OpCost(*segment_attention_cost(node, self._arg_shape))
         if node.op in CONV_OPS:   # 1-D and 2-D convolutions: an implicit GEMM (conv_cost)
             flops = conv_flops(out_shape, self._arg_shape(node, "weight")[0])
             return OpCost(flops, sum(nbytes(s, d) for s, d in args) + out_bytes, "gemm")
         if node.op == DENSE_ATTENTION:  # non-causal attention over a static bucket (image models)
             return OpCost(*dense_attention_cost(node, self._arg_shape, _has_tensor))
-        if node.op == CROSS_ATTENTION:  # the rows' encoder keys/values (written first at prefill) and the queries
-            (batch, seq, heads, head_dim), q_dtype = self._arg_shape(node, "query")
-            (_, _, enc_len, _), cache_dtype = self._arg_shape(node, "k_cache")
-            kv_bytes = 2 * nbytes([batch, heads, enc_len, head_dim], cache_dtype)
-            written = kv_bytes if argument(node, "key") is not None else 0
-            return OpCost(4.0 * batch * heads * seq * enc_len * head_dim,
-                          kv_bytes + written + 2 * nbytes([batch, seq, heads, head_dim], q_dtype), "attention")
+        if node.op == CROSS_ATTENTION:  # the rows' encoder keys/values and the queries (cross_attention_cost)
+            return OpCost(*cross_attention_cost(node, self._arg_shape))
         if node.op in (MOE, MOE_EXPERTS):  # the experts the batch is expected to activate (moe_cost)
             return OpCost(*moe_cost(node, self._arg_shape))
-        if node.op in MATMUL_OPS:
-            reduce_dim = self._arg_shape(node, _MATMUL_LEFT.get(node.op, "self"))[0][-1]
-            kind = "gemv" if math.prod(out_shape[:-1]) <= GEMV_MAX_ROWS else "gemm"
-            flops = 2.0 * math.prod(out_shape) * reduce_dim
+        if node.op in MATMUL_OPS:   # linear / mm / bmm and the quantized linear (matmul_cost)
             moved = sum(nbytes(s, d) for s, d in args) + out_bytes
-            if node.op == QUANTIZED_LINEAR:
-                weight_shape, weight_dtype = self._arg_shape(node, "weight")
-                precision, dequantised = quantized_precision(weight_dtype, self.spec, self.dtype)
-                extra = dequant_flops(weight_shape, weight_dtype) if dequantised else 0.0
-                return OpCost(flops, moved, kind, precision, extra)
-            return OpCost(flops, moved, kind)
+            return OpCost(*matmul_cost(node, self._arg_shape, moved, self.spec, self.dtype))
         if node.op in GATHER_OPS:
             return OpCost(0.0, 2.0 * out_bytes, "elementwise")
         return OpCost(float(math.prod(out_shape)), sum(nbytes(s, d) for s, d in args) + out_bytes, "elementwise")
@@ -230,55 +194,18 @@ class GraphCostModel:
         extent cost exactly the same."""
         if not self.attention_nodes:
             return 0, ()
-        new_tokens = int((positions >= 0).sum())
-        if not self._partitions:
-            return new_tokens, ()
-        context = (positions.max(dim=1).values + 1).tolist()                          # 0 for padding rows
-        return new_tokens, tuple(sum(-(-ctx // p) * p for ctx in context) for p in self._partitions)
+        return attention_extent(positions, self._partitions)
 
     def attention_cost(self, node: Node, positions: torch.Tensor, fused: bool = True) -> OpCost:
-        """Cost of one attention call given the query positions [B, S] (-1 = padding).
-
-        The static-shape kernels compute every row of the graph, padding included. Eager
-        paged attention reads the whole static cache (``blocks_per_seq x block_size`` keys);
-        flash attention reads ``ceil(context / partition) x partition`` keys per sequence;
-        the sliding-window kernel reads its ring plus the new tokens. Unfused, the score
-        matrix [B, H, S, keys] is written, read by the softmax, written and read again.
-        """
+        """Cost of one attention call given the query positions [B, S] (-1 = padding): see
+        ``paged_attention_cost`` (the static-shape kernels compute every row of the graph, padding included)."""
         return self._attention_cost(node, self.call_extent(positions), fused)
 
     def _attention_cost(self, node: Node, extent: tuple[int, tuple[int, ...]], fused: bool) -> OpCost:
-        q_shape, q_dtype = self._arg_shape(node, "query")
-        cache_shape, cache_dtype = self._cache_shape(node)
-        batch, seq, heads, head_dim = q_shape
-        kv_heads = cache_shape[1]
-        new_tokens, partition_keys = extent
-        if node.op == SLIDING_WINDOW_ATTENTION:
-            keys = (cache_shape[2] + seq) * batch
-        else:
-            partition = argument(node, "partition_len", 0)
-            if partition:
-                keys = partition_keys[self._partitions.index(partition)]
-            else:
-                keys = self._arg_shape(node, "block_table")[0][1] * cache_shape[2] * batch
-        itemsize = dtype_from_name(cache_dtype).itemsize
-        flops = 4.0 * heads * head_dim * seq * keys
-        kv_bytes = (keys + new_tokens) * 2 * kv_heads * head_dim * itemsize
-        if argument(node, "k_scale") is not None:  # fp8 cache: a float32 scale per cached token and head
-            kv_bytes += (keys + new_tokens) * 2 * kv_heads * 4
-        scores = 0 if fused else 4 * heads * seq * keys * dtype_from_name(q_dtype).itemsize
-        return OpCost(flops, kv_bytes + 2 * nbytes(q_shape, q_dtype) + scores, "attention")
+        return OpCost(*paged_attention_cost(node, self._arg_shape, extent, self._partitions, fused))
 
     def _attention_tile_bytes(self, node: Node) -> int:
-        """SRAM a flash kernel needs: one head's scores for the graph's queries against one key tile."""
-        q_shape, q_dtype = self._arg_shape(node, "query")
-        cache_shape, _ = self._cache_shape(node)
-        if node.op == SLIDING_WINDOW_ATTENTION:
-            keys = cache_shape[2] + q_shape[1]
-        else:
-            partition = argument(node, "partition_len", 0)
-            keys = partition or self._arg_shape(node, "block_table")[0][1] * cache_shape[2]
-        return q_shape[1] * keys * dtype_from_name(q_dtype).itemsize
+        return attention_tile_bytes(node, self._arg_shape)
 
     # ---- units --------------------------------------------------------------------------------
     def _op_unit(self, node: Node) -> _Unit | None:

@@ -12,7 +12,7 @@ from optimum_npu.device.kernels import DENSE_ATTENTION
 from optimum_npu.device.ops import nbytes
 from optimum_npu.schema import Node
 
-__all__ = ["DENSE_ATTENTION", "dense_attention_cost"]
+__all__ = ["DENSE_ATTENTION", "dense_attention_cost", "segment_attention_cost"]
 
 ArgShape = Callable[[Node, str], tuple[list[int], str]]
 
@@ -31,3 +31,13 @@ def dense_attention_cost(node: Node, arg_shape: ArgShape,
         moved += nbytes(*arg_shape(node, "mask"))
     moved += nbytes(node.meta["shape"], node.meta["dtype"])
     return 4.0 * batch * heads * seq * keys * head_dim, float(moved), "attention"
+
+
+def segment_attention_cost(node: Node, arg_shape: ArgShape) -> tuple[float, float, str]:
+    """(FLOPs, DRAM bytes, op class) of an ``npu.segment_attention`` node (packed variable-length segments).
+
+    Flash-style like dense attention: ``4 * H * S * S * D`` FLOPs over the packed sequence, the score
+    tiles on chip; DRAM moves q, k, v and the output (four [H, S, D] tensors).
+    """
+    (heads, seq, head_dim), q_dtype = arg_shape(node, "query")           # query [H, S, D]
+    return 4.0 * heads * seq * seq * head_dim, 4 * nbytes([heads, seq, head_dim], q_dtype), "attention"

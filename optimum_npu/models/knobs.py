@@ -37,3 +37,17 @@ def check_device_and_profile(device: Any, profile: Any) -> None:
         raise NPUConfigError(f"device={short_repr(device)} is invalid: give a device id >= 0")
     if not isinstance(profile, bool):
         raise NPUConfigError(f"profile={short_repr(profile)} is invalid: use True or False")
+
+
+# seq2seq tensor parallelism: a runtime ``device`` per rank
+def check_rank_devices(device: Any, size: int, profile: Any) -> None:
+    """``device``: the id of rank 0 (rank r on ``device + r``) or a tuple of one distinct id per rank (each >= 0);
+    ``profile``: a bool."""
+    ids = device if isinstance(device, tuple) else (device,)
+    if not ids or any(not isinstance(i, int) or isinstance(i, bool) or i < 0 for i in ids):
+        raise NPUConfigError(f"device={short_repr(device)} is invalid: give a device id >= 0 or a list of "
+                             f"{size} distinct ids, one per tensor-parallel rank")
+    if isinstance(device, tuple) and (len(set(ids)) != len(ids) or len(ids) != size):
+        raise NPUConfigError(f"device={list(device)} must list {size} distinct ids for tensor_parallel_size={size} "
+                             "(one per rank)")
+    check_device_and_profile(ids[0], profile)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import json
 
 from optimum_npu.compile.quantization_config import QuantizationConfig
 
@@ -36,7 +37,7 @@ def quantization_knob(args: argparse.Namespace) -> dict | None:
 #: ``optimum-npu plan`` options a seq2seq plan takes, and those it refuses (decoder-only or not supported yet).
 SEQ2SEQ_OPTIONS = ("max_seq_len", "batch_size", "decoder_batch_sizes", "prefill_chunk_size", "dtype",
                    "kvcache_block_size", "kvcache_partition_len")
-SEQ2SEQ_REFUSED = {"json": "--json", "quantization": "--quantization", "kv_cache": "--kv-cache",
+SEQ2SEQ_REFUSED = {"quantization": "--quantization", "kv_cache": "--kv-cache",
                    "expert_parallel": "--expert-parallel", "expert_tensor_parallel": "--expert-tensor-parallel",
                    "context_len": "--context-len", "kvcache_num_blocks": "--kvcache-num-blocks",
                    "attn_impl": "--attn-impl", "group_size": "--group-size"}
@@ -47,12 +48,14 @@ def seq2seq_knobs(args: argparse.Namespace) -> dict:
     from optimum_npu.models.decoder.npu_config import NPUConfigError
 
     given = [flag for key, flag in SEQ2SEQ_REFUSED.items() if getattr(args, key, None)]
-    if args.tensor_parallel_size not in (None, [1]):
-        given.append(f"--tensor-parallel-size {','.join(map(str, args.tensor_parallel_size))}")
+    sizes = args.tensor_parallel_size or [1]
+    if len(sizes) > 1:   # one split per plan (each size is its own capture)
+        given.append(f"--tensor-parallel-size {','.join(map(str, sizes))} (give one size)")
     if given:
-        raise NPUConfigError(f"{', '.join(given)} do(es) not apply to an encoder-decoder plan (one device, no "
-                             "quantization, decode at the longest context); leave them out")
-    return {key: getattr(args, key) for key in SEQ2SEQ_OPTIONS if getattr(args, key) is not None}
+        raise NPUConfigError(f"{', '.join(given)} do(es) not apply to an encoder-decoder plan (one tensor-parallel "
+                             "size, no quantization, decode at the longest context); leave them out")
+    knobs = {key: getattr(args, key) for key in SEQ2SEQ_OPTIONS if getattr(args, key) is not None}
+    return {**knobs, "tensor_parallel_size": sizes[0]}
 
 
 def cmd_plan(args: argparse.Namespace) -> None:
@@ -65,11 +68,14 @@ def cmd_plan(args: argparse.Namespace) -> None:
                                    dtype=args.dtype or "bfloat16"))
         return
     # seq2seq planning (T5, BART, Pegasus, Whisper): memory, encoder / decode latency, Whisper's real-time factor
-    from optimum_npu.planner.seq2seq_plan import is_seq2seq_model, seq2seq_plan_table
+    from optimum_npu.planner.seq2seq_plan import is_seq2seq_model, seq2seq_plan_records, seq2seq_plan_table
 
     if is_seq2seq_model(args.model):
-        print(seq2seq_plan_table(args.model, tuple(args.npu.split(",")) if args.npu else PLAN_TARGETS,
-                                 seq2seq_knobs(args)))
+        targets = tuple(args.npu.split(",")) if args.npu else PLAN_TARGETS
+        if args.json:
+            print(json.dumps(seq2seq_plan_records(args.model, targets, seq2seq_knobs(args)), indent=1))
+        else:
+            print(seq2seq_plan_table(args.model, targets, seq2seq_knobs(args)))
         return
     args.tensor_parallel_size = args.tensor_parallel_size or [1, 2, 4, 8]
 

@@ -3,8 +3,9 @@
 ``optimum-npu plan t5-base`` (or whisper-small, a checkpoint folder with an encoder-decoder ``config.json``, ...)
 prints ``seq2seq_plan_table``: per target, the memory one device holds (weights, the paged self-attention KV pool,
 the cross-attention slots, workspace), each encoder bucket's latency, the prefill call, the decode time per token,
-and for Whisper the simulated time to transcribe one 30-second window. The estimate is the seq2seq family's
-(``models/seq2seq/estimate.py``).
+and for Whisper the simulated time to transcribe one 30-second window; ``--json`` prints ``seq2seq_plan_records``
+(the same figures, one object per target) and ``--tensor-parallel-size N`` splits the model over N devices (figures
+per device, collectives included). The estimate is the seq2seq family's (``models/seq2seq/estimate.py``).
 """
 
 from __future__ import annotations
@@ -61,19 +62,9 @@ def plan_knobs(audio: bool, knobs: dict[str, Any], max_target_positions: int | N
     return merged
 
 
-def seq2seq_plan_table(model: str, npus: tuple[str, ...] = PLAN_TARGETS, knobs: dict[str, Any] | None = None,
-                       output_tokens: int | None = None) -> str:
-    """The plan of ``model`` (a built-in shape or a folder) on each target, as a table (no weights are read).
-
-    Args:
-        model: ``t5-base``, ``t5-large``, ``bart-large``, ``whisper-small``, ``whisper-large-v3``, or a folder /
-            ``config.json`` of a T5, BART, Pegasus or Whisper checkpoint.
-        npus: the targets (presets or JSON spec files).
-        knobs: ``NPUSeq2SeqConfig`` fields over the plan's defaults (``TEXT_DEFAULTS`` / ``AUDIO_DEFAULTS``,
-            bfloat16, batch 1).
-        output_tokens: Whisper: tokens generated after the forced prompt for one 30-s window (default
-            ``WHISPER_OUTPUT_TOKENS``, or what ``max_seq_len`` leaves after the prompt when that is less).
-    """
+def _plan(model: str, npus: tuple[str, ...], knobs: dict[str, Any] | None, output_tokens: int | None):
+    """(architecture, audio, resolved config, estimates, Whisper output tokens) of ``seq2seq_plan_table``'s
+    arguments."""
     from optimum_npu.models.registry import lookup_architecture
     from optimum_npu.models.seq2seq.architectures import AUDIO, LAYOUTS, Seq2SeqModelConfig
     from optimum_npu.models.seq2seq.estimate import estimate_seq2seq
@@ -96,10 +87,28 @@ def seq2seq_plan_table(model: str, npus: tuple[str, ...] = PLAN_TARGETS, knobs: 
     if audio and output_tokens > room:
         raise NPUConfigError(f"output_tokens={output_tokens} does not fit max_seq_len={config.max_seq_len} after the "
                              f"{config.prefill_chunk_size} prompt tokens; use fewer tokens")
+    return architecture, audio, config, estimates, output_tokens
+
+
+def seq2seq_plan_table(model: str, npus: tuple[str, ...] = PLAN_TARGETS, knobs: dict[str, Any] | None = None,
+                       output_tokens: int | None = None) -> str:
+    """The plan of ``model`` (a built-in shape or a folder) on each target, as a table (no weights are read).
+
+    Args:
+        model: ``t5-base``, ``t5-large``, ``bart-large``, ``whisper-small``, ``whisper-large-v3``, or a folder /
+            ``config.json`` of a T5, BART, Pegasus or Whisper checkpoint.
+        npus: the targets (presets or JSON spec files).
+        knobs: ``NPUSeq2SeqConfig`` fields over the plan's defaults (``TEXT_DEFAULTS`` / ``AUDIO_DEFAULTS``,
+            bfloat16, batch 1); ``tensor_parallel_size`` splits the model (figures per device).
+        output_tokens: Whisper: tokens generated after the forced prompt for one 30-s window (default
+            ``WHISPER_OUTPUT_TOKENS``, or what ``max_seq_len`` leaves after the prompt when that is less).
+    """
+    architecture, audio, config, estimates, output_tokens = _plan(model, npus, knobs, output_tokens)
     encoder = "one 30-s mel window" if audio else f"encoder buckets {list(config.encoder_seq_lens)} tokens"
     lines = [f"{model} ({architecture}), {config.dtype}, {encoder} x batch {list(config.encoder_batch_sizes)}, "
              f"max_seq_len {config.max_seq_len}, batch_size {config.batch_size}, prefill chunk "
-             f"{config.prefill_chunk_size} (weightless estimate, one device; decode at the longest context)",
+             f"{config.prefill_chunk_size} (weightless estimate, per device at tensor_parallel_size "
+             f"{config.tensor_parallel_size}; decode at the longest context)",
              f"{'npu':<12}{'weights':>9}{'self KV':>9}{'cross KV':>9}{'work':>8}{'total GB':>10}  "
              f"{'encoder ms':<22}{'prefill ms':>11}  decode ms/token" + ("  30-s window s (RTF)" if audio else "")]
     for estimate in estimates:
@@ -118,6 +127,26 @@ def seq2seq_plan_table(model: str, npus: tuple[str, ...] = PLAN_TARGETS, knobs: 
         lines.append(f"30-s window: one encoder call (batch 1) + the prefill call + {output_tokens - 1} decode "
                      f"steps at batch 1 ({output_tokens} tokens after the forced prompt); RTF = seconds / 30")
     return "\n".join(lines)
+
+
+def seq2seq_plan_records(model: str, npus: tuple[str, ...] = PLAN_TARGETS, knobs: dict[str, Any] | None = None,
+                         output_tokens: int | None = None) -> list[dict[str, Any]]:
+    """``seq2seq_plan_table``'s figures as JSON-ready records, one per target (bytes per device, seconds)."""
+    architecture, audio, config, estimates, output_tokens = _plan(model, npus, knobs, output_tokens)
+    records = []
+    for estimate in estimates:
+        record = {"model": model, "architecture": architecture, "npu": estimate.npu, "dtype": config.dtype,
+                  "tensor_parallel_size": config.tensor_parallel_size, "batch_size": config.batch_size,
+                  "max_seq_len": config.max_seq_len, "memory_bytes": dict(estimate.memory),
+                  "total_bytes": estimate.total_bytes, "capacity_bytes": estimate.capacity_bytes,
+                  "fits": estimate.total_bytes <= estimate.capacity_bytes, "encoder_s": dict(estimate.encoder_s),
+                  "prefill_s": estimate.prefill_s,
+                  "decode_s_per_token": {str(batch): s for batch, s in estimate.decode_s.items()}}
+        if audio:
+            seconds = window_seconds(estimate, output_tokens)
+            record.update(output_tokens=output_tokens, window_s=seconds, real_time_factor=seconds / 30)
+        records.append(record)
+    return records
 
 
 def window_seconds(estimate: Any, output_tokens: int) -> float:

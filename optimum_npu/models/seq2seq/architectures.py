@@ -31,6 +31,7 @@ class Seq2SeqModelConfig:
         audio_frames: Whisper: mel frames of the fixed window (2 x encoder positions); None for text.
         num_mel_bins: Whisper's feature channels.
         pad_token_id: the id padded encoder tokens get.
+        encoder_heads: the encoder's attention heads (0: as many as the decoder's).
     """
 
     architecture: str
@@ -44,6 +45,7 @@ class Seq2SeqModelConfig:
     audio_frames: int | None
     num_mel_bins: int | None
     pad_token_id: int
+    encoder_heads: int = 0
 
     @property
     def layout(self) -> Seq2SeqLayout:
@@ -61,9 +63,10 @@ class Seq2SeqModelConfig:
                              f"{sorted(LAYOUTS)}")
         if architecture == "T5ForConditionalGeneration":
             heads, layers, hidden = config.num_heads, config.num_decoder_layers, config.d_model
-            head_dim, source, target = config.d_kv, None, None
+            head_dim, source, target, encoder_heads = config.d_kv, None, None, config.num_heads
         else:
             heads, layers, hidden = config.decoder_attention_heads, config.decoder_layers, config.d_model
+            encoder_heads = config.encoder_attention_heads
             head_dim = hidden // heads
             if architecture in AUDIO:
                 source, target = config.max_source_positions, config.max_target_positions
@@ -72,4 +75,5 @@ class Seq2SeqModelConfig:
         audio = architecture in AUDIO
         pad = config.pad_token_id if isinstance(config.pad_token_id, int) and config.pad_token_id >= 0 else 0
         return cls(architecture, int(layers), int(heads), int(head_dim), int(hidden), int(config.vocab_size),
-                   source, target, 2 * source if audio else None, config.num_mel_bins if audio else None, pad)
+                   source, target, 2 * source if audio else None, config.num_mel_bins if audio else None, pad,
+                   int(encoder_heads))

@@ -15,7 +15,9 @@ from optimum_npu.compile.tensor_parallel import TensorParallelPlan
 from optimum_npu.device.spec import resolve_spec
 from optimum_npu.hub.cache_key import CacheKey, compute_cache_key
 from optimum_npu.hub.cache_verify import check_same, check_stored_documents, check_weights
+from optimum_npu.models.seq2seq.architectures import Seq2SeqModelConfig
 from optimum_npu.models.seq2seq.export import SHIPPED_FILES
+from optimum_npu.models.seq2seq.tp_plan import seq2seq_tp_plan
 
 
 def compile_knobs(npu_config: Any, alignment_heads: tuple) -> dict[str, Any]:
@@ -44,4 +46,6 @@ def check_seq2seq_hit(target: Path, *, hf_model: Any, architecture: str, npu_con
     check_stored_documents(target, stored, hf_model=hf_model, architecture=architecture, family="seq2seq",
                            inputs=inputs, files=SHIPPED_FILES)
     check_same(stored.get("graphs"), npu_config.graph_names(), "graph list")
-    check_weights(target, stored["graphs"], hf_model, getattr(torch, npu_config.dtype), TensorParallelPlan(1))
+    model = Seq2SeqModelConfig.from_hf(hf_model.config, architecture)
+    plan = seq2seq_tp_plan(model, npu_config.tensor_parallel_size) or TensorParallelPlan(1)
+    check_weights(target, stored["graphs"], hf_model, getattr(torch, npu_config.dtype), plan)

@@ -24,11 +24,13 @@ from optimum_npu.models.seq2seq.architectures import Seq2SeqModelConfig
 from optimum_npu.models.seq2seq.export import capture_seq2seq_graphs
 from optimum_npu.models.seq2seq.npu_config import NPUSeq2SeqConfig
 from optimum_npu.models.seq2seq.real_shapes import meta_model
+from optimum_npu.models.seq2seq.tp_plan import seq2seq_tp_plan
 
 
 @dataclass(frozen=True)
 class Seq2SeqEstimate:
-    """One target: bytes one device holds by category, and simulated seconds per graph call.
+    """One target: bytes one device holds by category (one tensor-parallel rank), and simulated seconds per graph
+    call.
 
     Attributes:
         memory: ``weights``, ``self_attn_kv`` (the paged pool), ``cross_kv`` (one slot per row), ``workspace``.
@@ -62,7 +64,8 @@ def meta_capture(hf_config: PretrainedConfig, config: NPUSeq2SeqConfig) -> tuple
     architecture = lookup_architecture(hf_config, "seq2seq").name
     shape = Seq2SeqModelConfig.from_hf(hf_config, architecture)
     model = meta_model(hf_config, architecture, config.dtype)
-    return shape, run_pipeline(lambda: capture_seq2seq_graphs(model, shape, config), None, with_weights=False)
+    plan = seq2seq_tp_plan(shape, config.tensor_parallel_size)   # refuses a size that does not divide the heads
+    return shape, run_pipeline(lambda: capture_seq2seq_graphs(model, shape, config), plan, with_weights=False)
 
 
 def cost_seq2seq(compiled: Compiled, config: NPUSeq2SeqConfig, spec: NPUSpec) -> Seq2SeqEstimate:

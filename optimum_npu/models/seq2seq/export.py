@@ -21,12 +21,14 @@ from optimum_npu.compile.capture import capture, capture_form
 from optimum_npu.compile.pipeline import run_pipeline
 from optimum_npu.compile.weights import save_weights
 from optimum_npu.device.spec import resolve_spec
+from optimum_npu.models.decoder.npu_config import NPUConfigError
 from optimum_npu.models.encoder.wrapper import capture_attention
 from optimum_npu.models.seq2seq.architectures import Seq2SeqModelConfig
 from optimum_npu.models.seq2seq.npu_config import DECODE_KIND, ENCODER_KIND, NPUSeq2SeqConfig
+from optimum_npu.models.seq2seq.tp_plan import REPLICATED_STATES, seq2seq_tp_plan
 from optimum_npu.models.seq2seq.wrapper import (WRAPPER_PREFIX, StaticSeq2SeqDecoder, StaticSeq2SeqEncoder,
-                                                cache_names)
-from optimum_npu.schema import ARTIFACT_FORMAT_VERSION, GRAPH_DIR, NPU_CONFIG_FILE, WEIGHTS_FILE, Graph
+                                                cache_names, heads_without_counts)
+from optimum_npu.schema import ARTIFACT_FORMAT_VERSION, GRAPH_DIR, NPU_CONFIG_FILE, Graph, weights_file
 from optimum_npu.version import __version__
 
 #: Tokenizer and feature-extractor files shipped with an artifact when present.
@@ -46,13 +48,16 @@ def encoder_inputs(model: Seq2SeqModelConfig) -> list[str]:
     return ["input_features"] if model.audio_frames else ["input_ids", "attention_bias"]
 
 
-def cache_shapes(model: Seq2SeqModelConfig, config: NPUSeq2SeqConfig) -> dict[str, tuple[tuple[int, ...], str]]:
-    """Name -> (shape, dtype) of every device cache (``wrapper.cache_names`` order)."""
-    pool = (config.kvcache_num_blocks, model.heads, config.kvcache_block_size, model.head_dim)
-    cross = (config.batch_size, model.heads, cross_len(model, config), model.head_dim)
+def cache_shapes(model: Seq2SeqModelConfig, config: NPUSeq2SeqConfig,
+                 per_rank: bool = False) -> dict[str, tuple[tuple[int, ...], str]]:
+    """Name -> (shape, dtype) of every device cache (``wrapper.cache_names`` order); ``per_rank``: as one
+    tensor-parallel rank holds them (1/N of the heads; the encoder mask whole)."""
+    heads = model.heads // config.tensor_parallel_size if per_rank else model.heads
+    pool = (config.kvcache_num_blocks, heads, config.kvcache_block_size, model.head_dim)
+    cross = (config.batch_size, heads, cross_len(model, config), model.head_dim)
     shapes = {}
     for name in cache_names(model.num_layers):
-        shapes[name] = ((config.batch_size, cross[2]), "float32") if name == "cross_mask" else (
+        shapes[name] = ((config.batch_size, cross[2]), "float32") if name in REPLICATED_STATES else (
             (pool if "cache" in name else cross), config.dtype)
     return shapes
 
@@ -95,7 +100,8 @@ def capture_seq2seq_graphs(hf_model: PreTrainedModel, model: Seq2SeqModelConfig,
     dtype = getattr(torch, config.dtype)
     device = next(hf_model.parameters()).device
     caches = list(cache_shapes(model, config))
-    with capture_form(hf_model, dtype) as hf, capture_attention(hf), without_functional_dropout():
+    with capture_form(hf_model, dtype) as hf, capture_attention(hf), without_functional_dropout(), \
+            heads_without_counts(hf):
         encoder = StaticSeq2SeqEncoder(hf, audio=bool(model.audio_frames))
         decoder = StaticSeq2SeqDecoder(hf, model.layout, config.kvcache_partition_len, alignment_heads)
         graphs, weights = {}, {}
@@ -125,13 +131,20 @@ def compile_seq2seq(hf_model: PreTrainedModel, architecture: str, config: NPUSeq
     ``alignment_heads``: (layer, head) pairs whose cross-attention the decode graphs also return (Whisper's
     token timestamps)."""
     model = Seq2SeqModelConfig.from_hf(hf_model.config, architecture)
+    size = config.tensor_parallel_size
+    if alignment_heads and size > 1:
+        raise NPUConfigError(f"token_timestamps=True with tensor_parallel_size={size}: the alignment heads' "
+                             "cross-attention is exported from one device only; use tensor_parallel_size=1 for "
+                             "token timestamps")
+    plan = seq2seq_tp_plan(model, size)
 
     def fill(root: Path) -> None:
-        compiled = run_pipeline(lambda: capture_seq2seq_graphs(hf_model, model, config, alignment_heads), None)
+        compiled = run_pipeline(lambda: capture_seq2seq_graphs(hf_model, model, config, alignment_heads), plan)
         (root / GRAPH_DIR).mkdir(parents=True)
         for name, graph in compiled.graphs.items():
             graph_path(root, name).write_text(graph.to_json())
-        save_weights(root / WEIGHTS_FILE, compiled.rank_weights[0])
+        for rank, shard in enumerate(compiled.rank_weights):
+            save_weights(root / weights_file(rank, size), shard)
         hf_model.config.save_pretrained(root)
         generation = hf_model.generation_config or GenerationConfig.from_model_config(hf_model.config)
         generation.save_pretrained(root)

@@ -28,6 +28,7 @@ from optimum_npu.models.seq2seq.export import compile_seq2seq
 from optimum_npu.models.seq2seq.npu_config import RUNTIME_OPTIONS, NPUSeq2SeqConfig
 from optimum_npu.models.seq2seq.runtime import Seq2SeqRuntime, Seq2SeqStats
 from optimum_npu.models.seq2seq.stored import read_stored
+from optimum_npu.models.seq2seq.tp_plan import check_heads_divide
 
 
 class _NPUEncoder:
@@ -272,8 +273,10 @@ class _DeviceCache:
 
 def _resolve(hf_config, architecture: str, npu_config: Any) -> NPUSeq2SeqConfig:
     model = Seq2SeqModelConfig.from_hf(hf_config, architecture)
-    return NPUSeq2SeqConfig.coerce(npu_config).resolve(model.max_source_positions, model.audio_frames,
-                                                       model.max_target_positions)
+    config = NPUSeq2SeqConfig.coerce(npu_config).resolve(model.max_source_positions, model.audio_frames,
+                                                         model.max_target_positions)
+    check_heads_divide(model, config.tensor_parallel_size)
+    return config
 
 
 register_for_pipeline(NPUModelForSeq2SeqLM, MODEL_FOR_SEQ_TO_SEQ_CAUSAL_LM_MAPPING_NAMES)

@@ -11,7 +11,7 @@ from optimum_npu.device.buckets import Bucket
 from optimum_npu.device.spec import PRESETS
 from optimum_npu.models.decoder.npu_config import SUPPORTED_DTYPES, NPUConfigError
 from optimum_npu.models.decoder.stored_config import short_repr
-from optimum_npu.models.knobs import check_device_and_profile, coerce_knobs
+from optimum_npu.models.knobs import check_rank_devices, coerce_knobs
 from optimum_npu.models.encoder.npu_config import _sizes
 
 #: Bucket kinds: the encoder grid, the decoder prompt chunk (with the cross-KV write), one-token decode steps.
@@ -20,6 +20,8 @@ ENCODER_KIND, PREFILL_KIND, DECODE_KIND = "encoder", "prefill", "decode"
 RUNTIME_OPTIONS = ("device", "profile")
 #: Largest decoder length / rows a stored artifact may claim (bounds untrusted knobs before allocation).
 MAX_DECODER_LEN, MAX_ROWS = 1 << 16, 1024
+#: Most devices one encoder-decoder model is split across (``tensor_parallel_size``, see ``tp_plan.py``).
+MAX_TENSOR_PARALLEL = 64
 
 
 def _positive(name: str, value: Any, example: str) -> None:
@@ -42,8 +44,12 @@ class NPUSeq2SeqConfig:
         prefill_chunk_size: tokens of the decoder-prompt graph (T5/BART: 1 start token; Whisper: 4 forced ones).
         kvcache_block_size: tokens per block of the paged self-attention KV pool.
         kvcache_partition_len: flash-attention partition of decoder self-attention (0: eager).
-        dtype, npu, tensor_parallel_size: as for decoders (seq2seq models compile for one device).
-        device, profile: runtime options.
+        dtype, npu: as for decoders.
+        tensor_parallel_size: devices the model is split across (attention heads of the encoder and decoder, their
+            feed-forward columns, the logits vocabulary, the self-attention pool and cross-attention slots by heads;
+            ``tp_plan.py``); it must divide the attention heads.
+        device: runtime option: the simulated device of rank 0 (rank r on ``device + r``) or one id per rank.
+        profile: runtime option: record every op on its device's track.
     """
 
     encoder_seq_lens: tuple[int, ...] | None = None
@@ -57,7 +63,7 @@ class NPUSeq2SeqConfig:
     dtype: str = "float32"
     npu: str = "atom"
     tensor_parallel_size: int = 1
-    device: int = field(default=0, metadata={"runtime": True})
+    device: int | tuple[int, ...] = field(default=0, metadata={"runtime": True})
     profile: bool = field(default=False, metadata={"runtime": True})
 
     def __post_init__(self):
@@ -90,10 +96,13 @@ class NPUSeq2SeqConfig:
                                  "the path of a JSON spec file")
         if self.dtype not in SUPPORTED_DTYPES:
             raise NPUConfigError(f"dtype={short_repr(self.dtype)} is invalid: use one of {list(SUPPORTED_DTYPES)}")
-        if self.tensor_parallel_size != 1:
-            raise NPUConfigError(f"tensor_parallel_size={short_repr(self.tensor_parallel_size)} is not supported for "
-                                 "encoder-decoder models yet: they compile for one device; use tensor_parallel_size=1")
-        check_device_and_profile(self.device, self.profile)
+        size = self.tensor_parallel_size
+        if not isinstance(size, int) or isinstance(size, bool) or not 1 <= size <= MAX_TENSOR_PARALLEL:
+            raise NPUConfigError(f"tensor_parallel_size={short_repr(size)} is invalid: give the devices the model is "
+                                 f"split across, 1 to {MAX_TENSOR_PARALLEL}, dividing its attention heads")
+        if isinstance(self.device, list):
+            object.__setattr__(self, "device", tuple(self.device))
+        check_rank_devices(self.device, size, self.profile)
 
     @classmethod
     def coerce(cls, value: Any) -> "NPUSeq2SeqConfig":
@@ -119,6 +128,13 @@ class NPUSeq2SeqConfig:
             raise NPUConfigError(f"max_seq_len={self.max_seq_len} exceeds the decoder's {max_target_positions} "
                                  f"positions; use max_seq_len <= {max_target_positions}")
         return NPUSeq2SeqConfig(**{**self.to_dict(), **self.runtime(), "encoder_seq_lens": seq_lens})
+
+    @property
+    def device_ids(self) -> list[int]:
+        """The simulated device of each tensor-parallel rank."""
+        if isinstance(self.device, tuple):
+            return list(self.device)
+        return [self.device + rank for rank in range(self.tensor_parallel_size)]
 
     @property
     def blocks_per_sequence(self) -> int:

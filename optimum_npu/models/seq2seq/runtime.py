@@ -21,31 +21,41 @@ from optimum_npu.device.device import DeviceRegistry
 from optimum_npu.device.engine import DeviceEngine, state_specs
 from optimum_npu.device.profiler import Profiler
 from optimum_npu.device.sizing import plan_graph_memory
-from optimum_npu.device.buckets import smallest_bucket
 from optimum_npu.models.encoder.feeds import TextFeed
-from optimum_npu.models.encoder.runtime import EncoderCall, EncoderInputError, EncoderRuntime, EncoderStats
+from optimum_npu.models.encoder.runtime import EncoderRuntime, EncoderStats
 from optimum_npu.models.encoder.tasks import FEATURE_EXTRACTION
 from optimum_npu.models.seq2seq.alignment import as_cross_attentions, graph_head_order, step_weights
 from optimum_npu.models.seq2seq.export import cross_len, encoder_inputs
+from optimum_npu.models.seq2seq.mel_feed import MelWindowFeed
 from optimum_npu.models.seq2seq.npu_config import ENCODER_KIND
 from optimum_npu.models.seq2seq.stored import StoredSeq2Seq
 from optimum_npu.runtime.block_manager import BlockManager
 from optimum_npu.runtime.runner import StepRunner
 from optimum_npu.runtime.session import BatchSession
 from optimum_npu.runtime.stats import NPUStats
-from optimum_npu.schema import WEIGHTS_FILE
+from optimum_npu.schema import weights_file
 
 
 @dataclass
 class Seq2SeqStats:
     """Simulated figures of the last ``generate()``: the encoder calls, the decoder (``prefill`` = each row's
-    cross-attention keys/values written + its first token; ``decode`` = one step of every row), beam copies."""
+    cross-attention keys/values written + its first token; ``decode`` = one step of every row), beam copies.
+    ``memory`` and ``kv_pools`` are one device's (each tensor-parallel rank holds as much); ``collective_s`` is the
+    all-reduce / all-gather part of the calls' time (0 on one device), from each graph's ``collective_seconds``."""
 
     encoder: EncoderStats
     decoder: NPUStats
     beam_copy_s: float = 0.0
     memory: dict[str, int] = field(default_factory=dict)
     kv_pools: dict[str, int] = field(default_factory=dict)
+    graph_collective_s: dict[str, float] = field(default_factory=dict)
+
+    @property
+    def collective_s(self) -> float:
+        """Seconds spent in collectives (Device HDMA + Device Sync) by the encoder, prefill and decode calls."""
+        per_graph = self.graph_collective_s
+        return (sum(per_graph.get(call.bucket.name, 0.0) for call in self.encoder.calls)
+                + sum(per_graph.get(step.graph, 0.0) for step in self.decoder.steps))
 
     @property
     def encoder_s(self) -> float:
@@ -68,7 +78,8 @@ class Seq2SeqStats:
         return (f"encoder {self.encoder_s * 1e3:.3f} ms ({len(self.encoder.calls)} calls, padding waste "
                 f"{self.encoder.padding_waste:.1%}), cross-KV + prompt {self.cross_kv_s * 1e3:.3f} ms, decode "
                 f"{self.decode_s_per_token * 1e3:.3f} ms/step x {self.decoder.decode_steps}, beam copies "
-                f"{self.beam_copy_s * 1e3:.3f} ms; memory {self.memory}")
+                f"{self.beam_copy_s * 1e3:.3f} ms, collectives {self.collective_s * 1e3:.3f} ms; memory per device "
+                f"{self.memory}")
 
 
 class Seq2SeqRuntime:
@@ -78,14 +89,16 @@ class Seq2SeqRuntime:
         config, model = facts.config, facts.model
         self.config, self.model, self.facts = config, model, facts
         self.profiler = Profiler() if config.profile else None
-        self.engine = DeviceEngine(facts.graphs, facts.spec, [config.device], config.dtype,
-                                   weights=lambda rank: load_weights(Path(root) / WEIGHTS_FILE),
-                                   weight_bytes=lambda rank: stored_weight_bytes(Path(root) / WEIGHTS_FILE),
+        size = config.tensor_parallel_size
+        self.engine = DeviceEngine(facts.graphs, facts.spec, config.device_ids, config.dtype,
+                                   weights=lambda rank: load_weights(Path(root) / weights_file(rank, size)),
+                                   weight_bytes=lambda rank: stored_weight_bytes(Path(root) / weights_file(rank, size)),
                                    owner=facts.architecture, registry=registry, profiler=self.profiler,
                                    error=ArtifactError)
         self.cross_len = cross_len(model, config)
-        feed = TextFeed(tuple(encoder_inputs(model)), getattr(torch, config.dtype), model.pad_token_id,
-                        model.vocab_size)
+        dtype = getattr(torch, config.dtype)
+        feed = MelWindowFeed(model.num_mel_bins, config.encoder_seq_lens[0], dtype) if model.audio_frames else \
+            TextFeed(tuple(encoder_inputs(model)), dtype, model.pad_token_id, model.vocab_size)
         self.encoder = EncoderRuntime(self.engine, buckets_of_kind(facts.graphs, ENCODER_KIND), FEATURE_EXTRACTION,
                                       ("last_hidden_state",), feed)
         self.blocks = BlockManager(config.kvcache_num_blocks, config.kvcache_block_size, False,
@@ -103,8 +116,10 @@ class Seq2SeqRuntime:
                         kv_pools=dict(self.kv_pools))
 
     def _new_stats(self) -> Seq2SeqStats:
+        collectives = {name: cost.collective_seconds for name, cost in self.engine.costs.items()}
         return Seq2SeqStats(EncoderStats(memory=dict(self.engine.memory)), self.runner.stats,
-                            memory=dict(self.engine.memory), kv_pools=dict(self.kv_pools))
+                            memory=dict(self.engine.memory), kv_pools=dict(self.kv_pools),
+                            graph_collective_s=collectives)
 
     def start_call(self) -> Seq2SeqStats:
         """New stats for one generate() (the decoder's are renewed by ``BatchSession.start``)."""
@@ -129,24 +144,9 @@ class Seq2SeqRuntime:
 
     def encode_audio(self, features: torch.Tensor) -> torch.Tensor:
         """Whisper: log-mel windows [B, mels, frames] -> encoder output [B, frames / 2, E], on the smallest encoder
-        batch bucket (rows beyond the largest run in several calls; padded rows are discarded)."""
-        frames, mels = self.config.encoder_seq_lens[0], self.model.num_mel_bins
-        if not isinstance(features, torch.Tensor) or features.dim() != 3 or tuple(features.shape[1:]) != (mels, frames):
-            raise EncoderInputError(f"input_features must be [batch, {mels}, {frames}] (the feature extractor's "
-                                    f"padded window), got {list(getattr(features, 'shape', []))}; use the model's "
-                                    "feature extractor (WhisperFeatureExtractor) with return_tensors='pt'")
-        largest = max(bucket.batch for bucket in self.encoder.buckets)
-        outputs = []
-        for start in range(0, features.shape[0], largest):
-            part = features[start:start + largest]
-            bucket = smallest_bucket(self.encoder.buckets, part.shape[0], frames)
-            padded = part.new_zeros(bucket.batch, mels, frames, dtype=self.engine_dtype)
-            padded[:part.shape[0]] = part
-            out, record = self.engine.run(bucket.name, {"input_features": padded}, "encoder")
-            self.encoder.stats.calls.append(EncoderCall(bucket, part.shape[0], part.shape[0] * frames,
-                                                        record.total_seconds))
-            outputs.append(out[:part.shape[0]])
-        return torch.cat(outputs)
+        batch bucket (the encoder family's ``EncoderRuntime`` with the ``MelWindowFeed``: rows beyond the largest
+        bucket run in several calls, padded rows are discarded)."""
+        return self.encoder.run({"input_features": features})["last_hidden_state"]
 
     def require_alignment_heads(self) -> None:
         """Refuses cross-attention requests on graphs compiled without the alignment heads."""

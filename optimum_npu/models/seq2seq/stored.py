@@ -53,7 +53,7 @@ def read_stored(root: Path, stored: Any, requested: Any) -> StoredSeq2Seq:
                                         "stored knobs")
     heads = _alignment_heads(stored.get("alignment_heads"), model, origin)
     graphs = {name: read_graph(root, name) for name in config.graph_names()}
-    caches = cache_shapes(model, config)
+    caches = cache_shapes(model, config, per_rank=True)
     for bucket in config.buckets():
         graph = graphs[bucket.name]
         described = {key: graph.attributes.get(key) for key in BUCKET_KEYS}

@@ -14,10 +14,16 @@
 
 from __future__ import annotations
 
+import contextlib
+import functools
+from typing import Iterator
+
 import torch
 from torch import nn
 from transformers import PreTrainedModel
+from transformers.models.whisper.modeling_whisper import WhisperAttention
 
+from optimum_npu.models.encoder.wrapper import encoder_attention
 from optimum_npu.models.seq2seq.layers import (LAYERS, DecoderStep, Seq2SeqLayout, cross_attention, embed,
                                                module_at, self_attention, t5_position_bias)
 
@@ -38,6 +44,35 @@ class StaticSeq2SeqEncoder(nn.Module):
         if self.audio:
             return encoder(input_features=features, return_dict=True).last_hidden_state
         return encoder(input_ids=features, attention_mask=attention_bias, return_dict=True).last_hidden_state
+
+
+def _whisper_encoder_attention(module: WhisperAttention, hidden_states: torch.Tensor,
+                               attention_mask: torch.Tensor | None = None, **kwargs) -> tuple[torch.Tensor, None]:
+    """Whisper's encoder self-attention with keys/values viewed ``[B, S, -1, D]`` like its queries (HF views them
+    ``[B, -1, heads, D]``); the same arithmetic. hidden [B, S, E] -> ([B, S, E], None)."""
+    if kwargs.get("key_value_states") is not None or kwargs.get("past_key_values") is not None:
+        raise ValueError("the capture of Whisper's encoder attention takes its self-attention only")
+    shape = (*hidden_states.shape[:-1], -1, module.head_dim)
+    query = (module.q_proj(hidden_states) * module.scaling).view(shape).transpose(1, 2).contiguous()   # [B, H, S, D]
+    key = module.k_proj(hidden_states).view(shape).transpose(1, 2).contiguous()
+    value = module.v_proj(hidden_states).view(shape).transpose(1, 2).contiguous()
+    out, _ = encoder_attention(module, query, key, value, attention_mask, scaling=1.0)           # [B, S, H, D]
+    return module.out_proj(out.reshape(*hidden_states.shape[:-1], -1).contiguous()), None
+
+
+@contextlib.contextmanager
+def heads_without_counts(hf_model: PreTrainedModel) -> Iterator[None]:
+    """While captured, every attention of the graphs views heads with ``-1`` (Whisper's encoder writes its head count
+    into the key/value views; ``_whisper_encoder_attention`` does not), so a graph holds no head count and the
+    tensor-parallel pass can give each rank its heads. The decoder's attentions are the NPU kernels already."""
+    patched = [module for module in hf_model.modules() if isinstance(module, WhisperAttention)]
+    try:
+        for module in patched:
+            module.forward = functools.partial(_whisper_encoder_attention, module)
+        yield
+    finally:
+        for module in patched:
+            del module.forward
 
 
 def cache_names(num_layers: int) -> list[str]:
