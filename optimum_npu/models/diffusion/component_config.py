@@ -2,9 +2,9 @@
 
 | family | config | knobs |
 |---|---|---|
-| ``diffusion_unet``, ``diffusion_transformer`` | ``DenoiserConfig`` | ``resolutions``, ``batch_size``, ``guidance``, ``tensor_parallel_size`` (+ derived ``vae_scale_factor``, ``text_tokens``, ``text_embeds_dim``) |
-| ``diffusion_vae`` | ``VAEConfig`` | ``resolutions``, ``batch_size``, ``parts`` (``decoder`` and/or ``encoder``) |
-| ``diffusion_text_encoder`` | ``TextEncoderConfig`` | ``batch_size``, ``max_length`` |
+| ``diffusion_unet``, ``diffusion_transformer`` | ``NPUDenoiserConfig`` | ``resolutions``, ``batch_size``, ``guidance``, ``tensor_parallel_size`` (+ derived ``vae_scale_factor``, ``text_tokens``, ``text_embeds_dim``) |
+| ``diffusion_vae`` | ``NPUVAEConfig`` | ``resolutions``, ``batch_size``, ``parts`` (``decoder`` and/or ``encoder``) |
+| ``diffusion_text_encoder`` | ``NPUTextEncoderConfig`` | ``batch_size``, ``max_length`` |
 
 Every config also has ``dtype`` and ``npu``, and the runtime options ``device`` (an id, or one per rank for a
 split denoiser) and ``profile``. A component compiled alone takes its config as ``npu_config``; inside a
@@ -31,7 +31,7 @@ MAX_BATCH = 64
 MAX_TOKENS = 4096
 #: Most devices one denoiser is split across.
 MAX_TENSOR_PARALLEL = 64
-#: The VAE halves a ``VAEConfig`` may compile, and the graph kind of each.
+#: The VAE halves a ``NPUVAEConfig`` may compile, and the graph kind of each.
 VAE_PARTS = {"decoder": "vae_decoder", "encoder": "vae_encoder"}
 
 
@@ -84,8 +84,9 @@ def check_multiples(resolutions: tuple[tuple[int, int], ...], multiple: int, why
     """Every resolution a multiple of ``multiple`` pixels (``why``: what sets the multiple)."""
     bad = [list(r) for r in resolutions if r[0] % multiple or r[1] % multiple]
     if bad:
+        rounded = [[-(-h // multiple) * multiple, -(-w // multiple) * multiple] for h, w in bad]
         raise NPUConfigError(f"resolutions {bad} are not multiples of {multiple} pixels ({why}); use multiples of "
-                             f"{multiple}, e.g. {[[-(-r[0] // multiple) * multiple, -(-r[1] // multiple) * multiple] for r in bad]}")
+                             f"{multiple}, e.g. {rounded}")
 
 
 def is_device_ids(value: Any) -> bool:
@@ -191,7 +192,7 @@ class ComponentConfig:
 
 
 @dataclass(frozen=True)
-class DenoiserConfig(ComponentConfig):
+class NPUDenoiserConfig(ComponentConfig):
     """Compile knobs of a UNet or SD3 transformer.
 
     Args:
@@ -240,7 +241,7 @@ class DenoiserConfig(ComponentConfig):
 
 
 @dataclass(frozen=True)
-class VAEConfig(ComponentConfig):
+class NPUVAEConfig(ComponentConfig):
     """Compile knobs of an AutoencoderKL.
 
     Args:
@@ -267,7 +268,7 @@ class VAEConfig(ComponentConfig):
 
 
 @dataclass(frozen=True)
-class TextEncoderConfig(ComponentConfig):
+class NPUTextEncoderConfig(ComponentConfig):
     """Compile knobs of a CLIP or T5 text encoder.
 
     Args:

@@ -5,7 +5,7 @@
 | ``NPUUNet2DConditionModel`` | ``diffusion_unet`` | UNet2DConditionModel | ``unet(sample, t, encoder_hidden_states=..., added_cond_kwargs=...)`` |
 | ``NPUSD3Transformer2DModel`` | ``diffusion_transformer`` | SD3Transformer2DModel | ``transformer(hidden_states=..., timestep=..., ...)`` |
 | ``NPUAutoencoderKL`` | ``diffusion_vae`` | AutoencoderKL | ``vae.decode(z)``, ``vae.encode(x)`` |
-| ``NPUCLIPTextModel``, ``NPUCLIPTextModelWithProjection``, ``NPUT5EncoderModel`` (any: ``NPUDiffusionTextEncoder``) | ``diffusion_text_encoder`` | the Transformers class of the name | ``text_encoder(input_ids)`` |
+| ``NPUDiffusionCLIPTextModel``, ``NPUDiffusionCLIPTextModelWithProjection``, ``NPUT5EncoderModel`` (any: ``NPUDiffusionTextEncoder``) | ``diffusion_text_encoder`` | the Transformers class of the name | ``text_encoder(input_ids)`` |
 
 ``from_pretrained(folder, export=True, npu_config=...)`` compiles a Diffusers / Transformers component
 folder (``npu_config``: the family's config class, ``component_config.py``); ``from_pretrained(folder)``
@@ -45,6 +45,7 @@ from optimum_npu.models.diffusion.export import compile_component
 from optimum_npu.models.diffusion.modules import NPUAutoencoder, NPUComponent, NPUDenoiser, NPUTextEncoder
 from optimum_npu.models.diffusion.stats import DiffusionStats
 from optimum_npu.models.diffusion.stored_component import COMPONENT_CONFIGS, read_component
+from optimum_npu.models.registry import FAMILY_CLASSES
 from optimum_npu.schema import weights_file
 from optimum_npu.untrusted import expect_dict, load_json
 
@@ -116,9 +117,10 @@ class NPUComponentModel:
     @classmethod
     def _load(cls, root: Path, npu_config: Any, registry: DeviceRegistry | None):
         verify_artifact(Path(root))
-        stored = read_component(Path(root), cls.family_name, npu_config, f"{cls.__name__} npu_config")
-        if stored.class_name not in cls.hf_classes:
-            raise ValueError(f"{root} holds a compiled {stored.class_name}; load it with the NPU class of that name")
+        stored = read_component(Path(root), None, npu_config, f"{cls.__name__} npu_config")
+        if stored.family != cls.family_name or stored.class_name not in cls.hf_classes:
+            raise ValueError(f"{root} holds a compiled {stored.class_name}, which {cls.__name__} does not load; load "
+                             f"it with {FAMILY_CLASSES[stored.family]} (or NPUAutoModel)")
         profiler = Profiler() if stored.config.profile else None
         component = build_component(Path(root), stored, stored.spec, stored.config.device_ids(), cls.kind,
                                     DiffusionStats(), registry, profiler)
@@ -135,6 +137,11 @@ class NPUComponentModel:
         return self._stats
 
     @property
+    def npu_config(self) -> Any:
+        """The compiled config (its family's config class), with the runtime options it was loaded with."""
+        return self._npu_config
+
+    @property
     def npu_profile(self) -> Profiler:
         if getattr(self, "_npu_profiler", None) is None:
             raise ValueError("profiling is off for this component; load it with npu_config={'profile': True}")
@@ -144,27 +151,32 @@ class NPUComponentModel:
     def artifact_dir(self) -> Path:
         return self._npu_artifact
 
+    @property
+    def npu_graphs(self) -> list[str]:
+        """The compiled bucket graphs."""
+        return list(self._engine.graphs)
+
     def save_pretrained(self, save_directory: str | os.PathLike, **unused) -> None:
         """Copies the compiled component (only the files its manifest lists) atomically to ``save_directory``."""
         copy_artifact(self._npu_artifact, Path(save_directory))
 
 
 class NPUUNet2DConditionModel(NPUComponentModel, NPUDenoiser):
-    """A compiled UNet2DConditionModel (SD 1.x/2.x, SDXL); config: ``DenoiserConfig``."""
+    """A compiled UNet2DConditionModel (SD 1.x/2.x, SDXL); config: ``NPUDenoiserConfig``."""
 
     family_name, kind, hf_classes = "diffusion_unet", "unet", CLASSES["unet"]
     output_class = UNet2DConditionOutput
 
 
 class NPUSD3Transformer2DModel(NPUComponentModel, NPUDenoiser):
-    """A compiled SD3Transformer2DModel; config: ``DenoiserConfig`` (``tensor_parallel_size`` splits it)."""
+    """A compiled SD3Transformer2DModel; config: ``NPUDenoiserConfig`` (``tensor_parallel_size`` splits it)."""
 
     family_name, kind, hf_classes = "diffusion_transformer", "transformer", CLASSES["transformer"]
     output_class = Transformer2DModelOutput
 
 
 class NPUAutoencoderKL(NPUComponentModel, NPUAutoencoder):
-    """A compiled AutoencoderKL; config: ``VAEConfig`` (``parts``: the decoder, the encoder or both)."""
+    """A compiled AutoencoderKL; config: ``NPUVAEConfig`` (``parts``: the decoder, the encoder or both)."""
 
     family_name, kind, hf_classes = "diffusion_vae", "vae", CLASSES["vae_decoder"]
     outputs = {"decoder": DecoderOutput, "encoder": AutoencoderKLOutput, "distribution": DiagonalGaussianDistribution}
@@ -176,19 +188,25 @@ class NPUAutoencoderKL(NPUComponentModel, NPUAutoencoder):
         vae = cls(component if "vae_decoder" in kinds else None,
                   encoder if encoder is not None else component if "vae_encoder" in kinds else None,
                   FrozenDict(hf_config))
-        vae._npu_artifact, vae._npu_profiler = component._npu_artifact, component._npu_profiler
+        vae._npu_artifact, vae._npu_profiler, vae._npu_config = (component._npu_artifact, component._npu_profiler,
+                                                                  component._npu_config)
         return vae
+
+    @property
+    def npu_graphs(self) -> list[str]:
+        parts = {id(p): p for p in (self.decoder_part, self.encoder_part) if p is not None}.values()
+        return [name for part in parts for name in part._engine.graphs]
 
 
 class NPUDiffusionTextEncoder(NPUComponentModel, NPUTextEncoder):
     """Any compiled text encoder of a pipeline (loads as the class of its stored HF class); config:
-    ``TextEncoderConfig``."""
+    ``NPUTextEncoderConfig``."""
 
     family_name, kind = "diffusion_text_encoder", "text_encoder"
     hf_classes = CLASSES["text_encoder"]
 
 
-class NPUCLIPTextModel(NPUDiffusionTextEncoder):
+class NPUDiffusionCLIPTextModel(NPUDiffusionTextEncoder):
     """A compiled CLIPTextModel (SD, SDXL's first encoder): last hidden state and pooled output."""
 
     hf_classes, config_class = ("CLIPTextModel",), transformers.CLIPTextConfig
@@ -197,7 +215,7 @@ class NPUCLIPTextModel(NPUDiffusionTextEncoder):
         return BaseModelOutputWithPooling(last_hidden_state=first, pooler_output=second, hidden_states=hidden)
 
 
-class NPUCLIPTextModelWithProjection(NPUDiffusionTextEncoder):
+class NPUDiffusionCLIPTextModelWithProjection(NPUDiffusionTextEncoder):
     """A compiled CLIPTextModelWithProjection (SDXL's second encoder, SD3's CLIP encoders)."""
 
     hf_classes, config_class = ("CLIPTextModelWithProjection",), transformers.CLIPTextConfig
@@ -216,8 +234,8 @@ class NPUT5EncoderModel(NPUDiffusionTextEncoder):
 
 
 #: The class of each stored text-encoder HF class and of each denoiser kind (closed tables).
-TEXT_ENCODERS = {cls.hf_classes[0]: cls for cls in (NPUCLIPTextModel, NPUCLIPTextModelWithProjection,
-                                                    NPUT5EncoderModel)}
+TEXT_ENCODERS = {cls.hf_classes[0]: cls for cls in (
+    NPUDiffusionCLIPTextModel, NPUDiffusionCLIPTextModelWithProjection, NPUT5EncoderModel)}
 DENOISERS = {"unet": NPUUNet2DConditionModel, "transformer": NPUSD3Transformer2DModel}
 
 
@@ -242,5 +260,5 @@ def build_component(root: Path, stored: Any, spec: Any, devices: list[int], name
         component = NPUComponent(name, engine, FrozenDict(stored.hf_config), dtype, stats, devices[0])
     for device in devices:
         stats.memory.setdefault(device, {})[name] = dict(engine.memory)
-    component._npu_artifact, component._npu_profiler = Path(root), profiler
+    component._npu_artifact, component._npu_profiler, component._npu_config = Path(root), profiler, stored.config
     return component

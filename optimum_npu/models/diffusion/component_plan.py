@@ -15,8 +15,8 @@ import torch
 
 from optimum_npu.device.buckets import Bucket
 from optimum_npu.models.decoder.npu_config import NPUConfigError
-from optimum_npu.models.diffusion.component_config import (VAE_PARTS, ComponentConfig, DenoiserConfig,
-                                                           TextEncoderConfig, VAEConfig, check_multiples)
+from optimum_npu.models.diffusion.component_config import (VAE_PARTS, ComponentConfig, NPUDenoiserConfig,
+                                                           NPUTextEncoderConfig, NPUVAEConfig, check_multiples)
 from optimum_npu.models.diffusion.components import INPUTS, ImageBucket
 
 #: Tokens T5 is compiled for in SD3 (its pipeline's ``max_sequence_length`` default), and CLIP's.
@@ -82,16 +82,16 @@ def resolve(kind: str, module: Any, config: ComponentConfig) -> ComponentConfig:
 
 def plans(folder: str, kind: str, module: Any, config: ComponentConfig) -> list[ComponentPlan]:
     """The plans of one component folder (``config`` resolved): one, or one per VAE part."""
-    if isinstance(config, TextEncoderConfig):
+    if isinstance(config, NPUTextEncoderConfig):
         batch, tokens = config.batch_size, config.max_length
         bucket = Bucket(f"text_b{batch}_s{tokens}", "text_encoder", batch, tokens)
         return [ComponentPlan(folder, "text_encoder", module, INPUTS["text_encoder"], ((bucket, ((batch, tokens),)),))]
-    if isinstance(config, VAEConfig):
+    if isinstance(config, NPUVAEConfig):
         return [_vae_plan(folder, VAE_PARTS[part], module, config) for part in config.parts]
     return [_denoiser_plan(folder, kind, module, config)]
 
 
-def _vae_plan(folder: str, kind: str, vae: Any, config: VAEConfig) -> ComponentPlan:
+def _vae_plan(folder: str, kind: str, vae: Any, config: NPUVAEConfig) -> ComponentPlan:
     batch, scale = config.batch_size, 2 ** (len(vae.config.block_out_channels) - 1)
     buckets = []
     for height, width in config.resolutions:
@@ -102,7 +102,7 @@ def _vae_plan(folder: str, kind: str, vae: Any, config: VAEConfig) -> ComponentP
     return ComponentPlan(folder, kind, vae, INPUTS[kind], tuple(buckets))
 
 
-def _denoiser_plan(folder: str, kind: str, denoiser: Any, config: DenoiserConfig) -> ComponentPlan:
+def _denoiser_plan(folder: str, kind: str, denoiser: Any, config: NPUDenoiserConfig) -> ComponentPlan:
     sdxl = is_sdxl(kind, denoiser)
     inputs = INPUTS["unet_sdxl" if sdxl else kind]
     context = denoiser.config.cross_attention_dim if kind == "unet" else denoiser.config.joint_attention_dim

@@ -22,9 +22,9 @@ from typing import Any
 from optimum_npu.models.decoder.npu_config import NPUConfigError
 from optimum_npu.models.decoder.stored_config import short_repr
 from optimum_npu.models.diffusion.component_config import (MAX_BATCH, MAX_TENSOR_PARALLEL, ComponentConfig,
-                                                           DenoiserConfig, TextEncoderConfig, VAEConfig, check_count,
-                                                           check_guidance, check_multiples, check_resolutions,
-                                                           check_target, is_device_ids)
+                                                           NPUDenoiserConfig, NPUTextEncoderConfig, NPUVAEConfig,
+                                                           check_count, check_guidance, check_multiples,
+                                                           check_resolutions, check_target, is_device_ids)
 
 #: Knobs that belong to the denoiser's entry (or the top level).
 BUCKET_KNOBS = ("resolutions", "batch_size", "guidance", "tensor_parallel_size")
@@ -32,9 +32,9 @@ BUCKET_KNOBS = ("resolutions", "batch_size", "guidance", "tensor_parallel_size")
 COMPONENT_NAMES = ("text_encoder", "text_encoder_2", "text_encoder_3", "unet", "transformer", "vae")
 DENOISERS = ("unet", "transformer")
 #: The config class each nested entry is parsed into (its ``pipeline_knobs`` are what the entry takes).
-ENTRY_CONFIGS = {"text_encoder": TextEncoderConfig, "text_encoder_2": TextEncoderConfig,
-                 "text_encoder_3": TextEncoderConfig, "unet": DenoiserConfig, "transformer": DenoiserConfig,
-                 "vae": VAEConfig}
+ENTRY_CONFIGS = {"text_encoder": NPUTextEncoderConfig, "text_encoder_2": NPUTextEncoderConfig,
+                 "text_encoder_3": NPUTextEncoderConfig, "unet": NPUDenoiserConfig, "transformer": NPUDenoiserConfig,
+                 "vae": NPUVAEConfig}
 
 
 @dataclass(frozen=True)

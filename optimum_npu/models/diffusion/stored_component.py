@@ -16,16 +16,16 @@ from optimum_npu.device.spec import NPUSpec
 from optimum_npu.models.decoder.artifact_files import stored_spec
 from optimum_npu.models.decoder.npu_config import NPUConfigError
 from optimum_npu.models.decoder.stored_config import short_repr, stored_knob_error
-from optimum_npu.models.diffusion.component_config import (VAE_PARTS, ComponentConfig, DenoiserConfig,
-                                                           TextEncoderConfig, VAEConfig)
+from optimum_npu.models.diffusion.component_config import (VAE_PARTS, ComponentConfig, NPUDenoiserConfig,
+                                                           NPUTextEncoderConfig, NPUVAEConfig)
 from optimum_npu.models.diffusion.components import CLASSES, INPUTS
 from optimum_npu.schema import NPU_CONFIG_FILE, Graph
 from optimum_npu.untrusted import expect_dict, load_json
 
 #: The config class of each component family (closed table of the names an artifact may store).
 COMPONENT_CONFIGS: dict[str, type[ComponentConfig]] = {
-    "diffusion_text_encoder": TextEncoderConfig, "diffusion_unet": DenoiserConfig,
-    "diffusion_transformer": DenoiserConfig, "diffusion_vae": VAEConfig}
+    "diffusion_text_encoder": NPUTextEncoderConfig, "diffusion_unet": NPUDenoiserConfig,
+    "diffusion_transformer": NPUDenoiserConfig, "diffusion_vae": NPUVAEConfig}
 #: Knobs an artifact must store resolved (never None) when its config has them.
 RESOLVED = ("resolutions", "max_length", "vae_scale_factor", "text_tokens")
 #: Most graphs one component folder may list.
@@ -34,7 +34,7 @@ MAX_GRAPHS = 4 * 16 * 2
 
 def graph_kinds(family: str, config: ComponentConfig) -> tuple[str, ...]:
     """The graph kinds a component of ``family`` compiled with ``config`` holds."""
-    if isinstance(config, VAEConfig):
+    if isinstance(config, NPUVAEConfig):
         return tuple(VAE_PARTS[part] for part in config.parts)
     return (family.removeprefix("diffusion_"),)
 
@@ -117,7 +117,7 @@ def _check_bucket(graph: Graph, inputs: dict[str, list[str]], config: ComponentC
     resolutions = [list(r) for r in getattr(config, "resolutions", None) or ()]
     fine = (kind in inputs and attrs.get("batch") in rows and [s.name for s in specs] == inputs[kind]
             and all(s.shape[0] == attrs.get("batch") for s in specs)
-            and (list(specs[0].shape[1:]) == [config.max_length] if isinstance(config, TextEncoderConfig)
+            and (list(specs[0].shape[1:]) == [config.max_length] if isinstance(config, NPUTextEncoderConfig)
                  else [attrs.get("height"), attrs.get("width")] in resolutions))
     if not fine:
         raise stored_knob_error(where, f"graph {graph.name!r} does not match the stored buckets (kinds "

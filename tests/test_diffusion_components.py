@@ -1,0 +1,147 @@
+"""Diffusers components as registry families: each compiled, saved and loaded alone with its own config class,
+and a compiled pipeline's component folder loaded alone. Outputs equal the eager Diffusers module within 1e-4
+while every Diffusers / Transformers forward is booby-trapped."""
+
+from __future__ import annotations
+
+import json
+import shutil
+
+import pytest
+import torch
+
+from optimum_npu import (NPUAutoencoderKL, NPUDiffusionCLIPTextModel, NPUT5EncoderModel, NPUUNet2DConditionModel,
+                         NPUVAEConfig)
+from optimum_npu.compile.artifact import write_manifest
+from optimum_npu.models.auto import NPUAutoModel
+from optimum_npu.models.decoder.npu_config import NPUConfigError
+from optimum_npu.models.diffusion.component_models import NPUComponentModel
+from optimum_npu.models.diffusion.npu_config import NPUDiffusionConfig
+from optimum_npu.models.families import FAMILIES
+
+
+def _unet_inputs(rows: int, height: int, width: int, tokens: int = 16, context: int = 32):
+    generator = torch.Generator().manual_seed(0)
+    return (torch.randn(rows, 4, height // 2, width // 2, generator=generator), torch.tensor(7.0),
+            torch.randn(rows, tokens, context, generator=generator))
+
+
+def test_component_entries_are_families_with_their_config_classes():
+    entries = {name: FAMILIES[name] for name in ("diffusion_unet", "diffusion_transformer", "diffusion_vae",
+                                                 "diffusion_text_encoder")}
+    for name, family in entries.items():
+        assert issubclass(family.model_class, NPUComponentModel) and family.model_class.family_name == name
+        assert family.placement(3, True) == {"device": 3, "profile": True}
+        family.config_class.coerce(family.export_config({"batch_size": 2}, {}))   # a valid config of its class
+    assert entries["diffusion_vae"].config_class is NPUVAEConfig
+    assert "tensor_parallel_size" in entries["diffusion_unet"].config_class.knobs()
+    assert "tensor_parallel_size" not in entries["diffusion_text_encoder"].config_class.knobs()
+
+
+@pytest.mark.parametrize("npu_config,match", [
+    ({"unet": {"batch_size": 0}}, r"npu_config\['unet'\]: batch_size=0 is invalid: give the images per call"),
+    ({"vae": {"batch_size": 2}}, r"npu_config\['vae'\] has unknown knobs \['batch_size'\]; a vae entry takes "
+                                 r"\['device'\]"),
+    ({"text_encoder": {"device": -1}}, r"npu_config\['text_encoder'\]: device=-1 is invalid"),
+    ({"transformer": {"guidance": "yes"}}, r"npu_config\['transformer'\]: guidance='yes' is invalid"),
+])
+def test_nested_entry_errors_name_the_component_and_knob(npu_config, match):
+    with pytest.raises(NPUConfigError, match=match):
+        NPUDiffusionConfig.coerce(npu_config)
+
+
+def test_component_config_errors_name_the_class_and_knob(sd_pipeline):
+    _, eager, _ = sd_pipeline
+    with pytest.raises(NPUConfigError, match=r"NPUAutoencoderKL npu_config: parts=\['middle'\] is invalid: give "
+                                             r"\['decoder'\]"):
+        NPUAutoencoderKL.from_model(eager.vae, {"parts": ["middle"]}, compile_cache=False)
+    with pytest.raises(NPUConfigError, match=r"NPUDiffusionCLIPTextModel npu_config has unknown knobs \['max_lenght'\]; a "
+                                             r"NPUTextEncoderConfig takes .*'max_length'"):
+        NPUDiffusionCLIPTextModel.from_model(eager.text_encoder, {"max_lenght": 8}, compile_cache=False)
+    with pytest.raises(ValueError, match=r"NPUT5EncoderModel compiles \['T5EncoderModel'\], not CLIPTextModel"):
+        NPUT5EncoderModel.from_model(eager.text_encoder, compile_cache=False)
+
+
+def test_pipeline_unet_folder_loads_alone_and_equals_the_pipeline_component(sd_pipeline, booby_trapped):
+    npu, eager, root = sd_pipeline
+    unet = NPUUNet2DConditionModel.from_pretrained(root / "unet")
+    try:
+        assert unet.npu_config.resolutions == ((32, 32), (32, 48)) and unet.npu_config.guidance == (True, False)
+        sample, timestep, context = _unet_inputs(4, 32, 48)
+        alone = unet(sample, timestep, encoder_hidden_states=context).sample
+        inside = npu.unet(sample, timestep, encoder_hidden_states=context).sample
+        assert torch.equal(alone, inside) and alone.abs().max() > 0
+        assert [c.graph for c in unet.npu_stats.calls] == ["unet_b4_h32_w48"]
+    finally:
+        unet.release()
+    auto = NPUAutoModel.from_pretrained(root / "vae_decoder")   # the family comes from the folder's document
+    try:
+        assert type(auto) is NPUAutoencoderKL and auto.npu_graphs == ["vae_decoder_b2_h32_w32", "vae_decoder_b2_h32_w48"]
+        with pytest.raises(ValueError, match="encoder is not compiled"):
+            auto.encode(torch.zeros(2, 3, 32, 32))
+    finally:
+        auto.release()
+
+
+def test_unet_alone_compiles_saves_loads_and_equals_eager(sd_pipeline, tmp_path, monkeypatch):
+    _, eager, _ = sd_pipeline
+    sample, timestep, context = _unet_inputs(2, 32, 32)
+    with torch.no_grad():
+        reference = eager.unet(sample, timestep, encoder_hidden_states=context).sample
+    checkpoint = tmp_path / "unet-hf"
+    eager.unet.save_pretrained(checkpoint)
+    compiled = NPUUNet2DConditionModel.from_pretrained(checkpoint, export=True, compile_cache=False, npu_config={
+        "resolutions": [[32, 32]], "batch_size": 2, "guidance": [False], "vae_scale_factor": 2, "text_tokens": 16})
+    compiled.save_pretrained(tmp_path / "unet-npu")
+    compiled.release()
+    monkeypatch.setattr(type(eager.unet), "forward", lambda *a, **k: (_ for _ in ()).throw(AssertionError("ran")))
+    unet = NPUUNet2DConditionModel.from_pretrained(tmp_path / "unet-npu", npu_config={"device": 1})
+    try:
+        out = unet(sample, timestep, encoder_hidden_states=context, return_dict=False)[0]
+        assert (out - reference).abs().max() < 1e-4 and reference.abs().max() > 0
+        assert set(unet.npu_stats.memory) == {1} and unet.npu_stats.seconds > 0
+        with pytest.raises(NPUConfigError, match=r"\['batch_size'\] differ from the compiled artifact"):
+            NPUUNet2DConditionModel.from_pretrained(tmp_path / "unet-npu", npu_config={"batch_size": 4})
+        with pytest.raises(ValueError, match="holds a compiled UNet2DConditionModel, which NPUAutoencoderKL does not "
+                                             "load; load it with NPUUNet2DConditionModel"):
+            NPUAutoencoderKL.from_pretrained(tmp_path / "unet-npu")
+    finally:
+        unet.release()
+
+
+def test_vae_and_text_encoder_alone_equal_eager(sd_pipeline, request):
+    _, eager, _ = sd_pipeline
+    generator = torch.Generator().manual_seed(1)
+    latents, image = torch.randn(1, 4, 16, 16, generator=generator), torch.randn(1, 3, 32, 32, generator=generator)
+    ids = torch.randint(2, 54, (2, 16), generator=generator)
+    with torch.no_grad():
+        references = (eager.vae.decode(latents).sample, eager.vae.encode(image).latent_dist.parameters,
+                      eager.text_encoder(ids, output_hidden_states=True).hidden_states[-2])
+    vae = NPUAutoencoderKL.from_model(eager.vae, {"resolutions": [[32, 32]], "parts": ["decoder", "encoder"]},
+                                      compile_cache=False)
+    text = NPUDiffusionCLIPTextModel.from_model(eager.text_encoder, {"batch_size": 2}, compile_cache=False)
+    request.getfixturevalue("booby_trapped")
+    try:
+        outputs = (vae.decode(latents).sample, vae.encode(image).latent_dist.parameters,
+                   text(ids, output_hidden_states=True).hidden_states[-2])
+        for out, reference in zip(outputs, references):
+            assert (out - reference).abs().max() < 1e-4 and reference.abs().max() > 0
+        assert text.npu_config.max_length == 16 and sorted(vae.npu_graphs) == ["vae_decoder_b1_h32_w32",
+                                                                               "vae_encoder_b1_h32_w32"]
+    finally:
+        vae.release()
+        text.release()
+
+
+def test_tampered_component_family_is_refused(sd_pipeline, tmp_path):
+    """A re-signed component document naming another family: the family is a closed table, checked first."""
+    _, _, root = sd_pipeline
+    copy = tmp_path / "unet"
+    shutil.copytree(root / "unet", copy)
+    document = json.loads((copy / "npu_config.json").read_text())
+    document["family"] = "os.system"
+    (copy / "npu_config.json").write_text(json.dumps(document))
+    (copy / "npu_manifest.json").unlink()
+    write_manifest(copy)
+    with pytest.raises(NPUConfigError, match=r"family=.os.system. must be one of \[.diffusion_text_encoder., "):
+        NPUUNet2DConditionModel.from_pretrained(copy)
