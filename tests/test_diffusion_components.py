@@ -7,17 +7,22 @@ from __future__ import annotations
 import json
 import shutil
 
+import numpy as np
 import pytest
 import torch
 
-from optimum_npu import (NPUAutoencoderKL, NPUDiffusionCLIPTextModel, NPUT5EncoderModel, NPUUNet2DConditionModel,
-                         NPUVAEConfig)
+from optimum_npu import (NPUAutoencoderKL, NPUDiffusionCLIPTextModel, NPUStableDiffusionPipeline, NPUT5EncoderModel,
+                         NPUUNet2DConditionModel, NPUVAEConfig)
 from optimum_npu.compile.artifact import write_manifest
 from optimum_npu.models.auto import NPUAutoModel
 from optimum_npu.models.decoder.npu_config import NPUConfigError
 from optimum_npu.models.diffusion.component_models import NPUComponentModel
 from optimum_npu.models.diffusion.npu_config import NPUDiffusionConfig
 from optimum_npu.models.families import FAMILIES
+
+
+#: The tiny pipeline's UNet alone: its VAE's scale (2) and tokenizer length (16) given, unguided batch 2.
+UNET_CONFIG = {"resolutions": [[32, 32]], "batch_size": 2, "guidance": [False], "vae_scale_factor": 2, "text_tokens": 16}
 
 
 def _unet_inputs(rows: int, height: int, width: int, tokens: int = 16, context: int = 32):
@@ -83,30 +88,61 @@ def test_pipeline_unet_folder_loads_alone_and_equals_the_pipeline_component(sd_p
         auto.release()
 
 
-def test_unet_alone_compiles_saves_loads_and_equals_eager(sd_pipeline, tmp_path, monkeypatch):
+@pytest.fixture(scope="module")
+def unet_alone(sd_pipeline, tmp_path_factory):
+    """(the session pipeline's UNet compiled alone from its Diffusers folder, saved and reloaded on npu:1; the
+    eager pipeline saved as a Diffusers folder)."""
     _, eager, _ = sd_pipeline
+    root = tmp_path_factory.mktemp("unet-alone")
+    eager.save_pretrained(root / "sd")
+    compiled = NPUUNet2DConditionModel.from_pretrained(root / "sd" / "unet", export=True, compile_cache=False,
+                                                       npu_config=UNET_CONFIG)
+    compiled.save_pretrained(root / "unet-npu")
+    compiled.release()
+    unet = NPUUNet2DConditionModel.from_pretrained(root / "unet-npu", npu_config={"device": 1})
+    yield unet, root
+    unet.release()
+
+
+def test_unet_alone_compiles_saves_loads_and_equals_eager(sd_pipeline, unet_alone, monkeypatch):
+    _, eager, _ = sd_pipeline
+    unet, root = unet_alone
     sample, timestep, context = _unet_inputs(2, 32, 32)
     with torch.no_grad():
         reference = eager.unet(sample, timestep, encoder_hidden_states=context).sample
-    checkpoint = tmp_path / "unet-hf"
-    eager.unet.save_pretrained(checkpoint)
-    compiled = NPUUNet2DConditionModel.from_pretrained(checkpoint, export=True, compile_cache=False, npu_config={
-        "resolutions": [[32, 32]], "batch_size": 2, "guidance": [False], "vae_scale_factor": 2, "text_tokens": 16})
-    compiled.save_pretrained(tmp_path / "unet-npu")
-    compiled.release()
     monkeypatch.setattr(type(eager.unet), "forward", lambda *a, **k: (_ for _ in ()).throw(AssertionError("ran")))
-    unet = NPUUNet2DConditionModel.from_pretrained(tmp_path / "unet-npu", npu_config={"device": 1})
+    out = unet(sample, timestep, encoder_hidden_states=context, return_dict=False)[0]
+    assert (out - reference).abs().max() < 1e-4 and reference.abs().max() > 0
+    assert set(unet.npu_stats.memory) == {1} and unet.npu_stats.seconds > 0
+    assert unet.npu_graphs == ["unet_b2_h32_w32"]
+    with pytest.raises(NPUConfigError, match=r"\['batch_size'\] differ from the compiled artifact"):
+        NPUUNet2DConditionModel.from_pretrained(root / "unet-npu", npu_config={"batch_size": 4})
+    with pytest.raises(ValueError, match="holds a compiled UNet2DConditionModel, which NPUAutoencoderKL does not "
+                                         "load; load it with NPUUNet2DConditionModel"):
+        NPUAutoencoderKL.from_pretrained(root / "unet-npu")
+
+
+def test_pipeline_assembled_around_a_unet_compiled_alone(sd_pipeline, unet_alone):
+    """The compiled UNet's folder is copied into the pipeline (not recompiled); the images equal eager's."""
+    _, eager, _ = sd_pipeline
+    unet, root = unet_alone
+    with pytest.raises(NPUConfigError, match=r"the compiled unet does not fit this pipeline: its knobs "
+                                             r"\{'batch_size': 2\} must be \{'batch_size': 1\}"):
+        NPUStableDiffusionPipeline.from_pretrained(root / "sd", export=True, unet=unet, npu_config={"batch_size": 1})
+    pipe = NPUStableDiffusionPipeline.from_pretrained(root / "sd", export=True, unet=unet, compile_cache=False)
+    pipe.set_progress_bar_config(disable=True)
     try:
-        out = unet(sample, timestep, encoder_hidden_states=context, return_dict=False)[0]
-        assert (out - reference).abs().max() < 1e-4 and reference.abs().max() > 0
-        assert set(unet.npu_stats.memory) == {1} and unet.npu_stats.seconds > 0
-        with pytest.raises(NPUConfigError, match=r"\['batch_size'\] differ from the compiled artifact"):
-            NPUUNet2DConditionModel.from_pretrained(tmp_path / "unet-npu", npu_config={"batch_size": 4})
-        with pytest.raises(ValueError, match="holds a compiled UNet2DConditionModel, which NPUAutoencoderKL does not "
-                                             "load; load it with NPUUNet2DConditionModel"):
-            NPUAutoencoderKL.from_pretrained(tmp_path / "unet-npu")
+        assert pipe.npu_config.batch_size == 2 and pipe.npu_config.guidance == (False,)
+        manifest = json.loads((pipe.artifact_dir / "npu_manifest.json").read_text())["files"]
+        assert manifest["unet/model.safetensors"] == json.loads(
+            (root / "unet-npu" / "npu_manifest.json").read_text())["files"]["model.safetensors"]
+        call = {"prompt": ["a red cat", "a blue dog"], "num_inference_steps": 2, "output_type": "np",
+                "guidance_scale": 1.0, "height": 32, "width": 32}
+        reference = eager(generator=torch.Generator().manual_seed(0), **call).images
+        images = pipe(generator=torch.Generator().manual_seed(0), **call).images
+        assert np.abs(images - reference).max() < 1e-4 and np.std(reference) > 1e-3
     finally:
-        unet.release()
+        pipe.release()
 
 
 def test_vae_and_text_encoder_alone_equal_eager(sd_pipeline, request):

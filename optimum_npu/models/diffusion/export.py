@@ -23,7 +23,7 @@ from typing import Any
 
 import torch
 
-from optimum_npu.compile.artifact import graph_path, write_atomically, write_manifest
+from optimum_npu.compile.artifact import copy_listed, graph_path, read_manifest, write_atomically, write_manifest
 from optimum_npu.compile.capture import capture, capture_form
 from optimum_npu.compile.pipeline import run_pipeline
 from optimum_npu.compile.weights import save_weights
@@ -104,15 +104,20 @@ def compile_component(module: Any, kind: str, config: ComponentConfig, target: P
 
 
 def compile_pipeline(pipe: Any, pipeline_name: str, config: NPUDiffusionConfig, with_vae_encoder: bool,
-                     target: Path) -> Path:
-    """Writes the artifact of the eager pipeline ``pipe`` atomically to ``target`` (``config`` resolved)."""
+                     target: Path, precompiled: dict[str, Path] | None = None) -> Path:
+    """Writes the artifact of the eager pipeline ``pipe`` atomically to ``target`` (``config`` resolved);
+    ``precompiled``: component folders compiled alone (already checked), copied instead of compiled."""
+    precompiled = precompiled or {}
     dtype = getattr(torch, config.dtype)
     folders = folder_plans(pipe, config, with_vae_encoder)
     plans = [plan for _, folder in folders.values() for plan in folder]
 
     def fill(root: Path) -> None:
         for folder, (folder_config, members) in folders.items():
-            write_component(root / folder, members, folder_config, dtype, own_manifest=True)
+            if folder in precompiled:
+                copy_listed(precompiled[folder], root / folder, read_manifest(precompiled[folder]))
+            else:
+                write_component(root / folder, members, folder_config, dtype, own_manifest=True)
         for name in TOKENIZERS:
             if getattr(pipe, name, None) is not None:
                 getattr(pipe, name).save_pretrained(root / name)
