@@ -1,8 +1,8 @@
 """Diffusers pipelines compiled per component: parity with eager Diffusers, bucket refusals, artifact round trip.
 
 One tiny Stable Diffusion pipeline (Diffusers' fast-test sizes, a CLIP tokenizer built in code) is compiled
-once per module at two resolutions, batch 2, with and without classifier-free guidance, saved and reloaded;
-every test runs the reloaded artifact.
+once per session (`tests/diffusion_fixtures.py`) at two resolutions, batch 2, with and without classifier-free
+guidance, saved and reloaded; every test runs the reloaded artifact.
 """
 
 from __future__ import annotations

@@ -20,9 +20,12 @@ from optimum_npu.models.diffusion.component_models import NPUComponentModel
 from optimum_npu.models.diffusion.npu_config import NPUDiffusionConfig
 from optimum_npu.models.families import FAMILIES
 
+from hub_fixtures import hub, hub_server  # noqa: E402,F401  (fixtures: a local Hub for the push test)
+
 
 #: The tiny pipeline's UNet alone: its VAE's scale (2) and tokenizer length (16) given, unguided batch 2.
-UNET_CONFIG = {"resolutions": [[32, 32]], "batch_size": 2, "guidance": [False], "vae_scale_factor": 2, "text_tokens": 16}
+UNET_CONFIG = {"resolutions": [[32, 32]], "batch_size": 2, "guidance": [False], "vae_scale_factor": 2,
+               "text_tokens": 16}
 
 
 def _unet_inputs(rows: int, height: int, width: int, tokens: int = 16, context: int = 32):
@@ -60,7 +63,8 @@ def test_component_config_errors_name_the_class_and_knob(sd_pipeline):
     with pytest.raises(NPUConfigError, match=r"NPUAutoencoderKL npu_config: parts=\['middle'\] is invalid: give "
                                              r"\['decoder'\]"):
         NPUAutoencoderKL.from_model(eager.vae, {"parts": ["middle"]}, compile_cache=False)
-    with pytest.raises(NPUConfigError, match=r"NPUDiffusionCLIPTextModel npu_config has unknown knobs \['max_lenght'\]; a "
+    with pytest.raises(NPUConfigError, match=r"NPUDiffusionCLIPTextModel npu_config has unknown knobs "
+                                             r"\['max_lenght'\]; a "
                                              r"NPUTextEncoderConfig takes .*'max_length'"):
         NPUDiffusionCLIPTextModel.from_model(eager.text_encoder, {"max_lenght": 8}, compile_cache=False)
     with pytest.raises(ValueError, match=r"NPUT5EncoderModel compiles \['T5EncoderModel'\], not CLIPTextModel"):
@@ -81,7 +85,8 @@ def test_pipeline_unet_folder_loads_alone_and_equals_the_pipeline_component(sd_p
         unet.release()
     auto = NPUAutoModel.from_pretrained(root / "vae_decoder")   # the family comes from the folder's document
     try:
-        assert type(auto) is NPUAutoencoderKL and auto.npu_graphs == ["vae_decoder_b2_h32_w32", "vae_decoder_b2_h32_w48"]
+        assert type(auto) is NPUAutoencoderKL
+        assert auto.npu_graphs == ["vae_decoder_b2_h32_w32", "vae_decoder_b2_h32_w48"]
         with pytest.raises(ValueError, match="encoder is not compiled"):
             auto.encode(torch.zeros(2, 3, 32, 32))
     finally:
@@ -181,3 +186,42 @@ def test_tampered_component_family_is_refused(sd_pipeline, tmp_path):
     write_manifest(copy)
     with pytest.raises(NPUConfigError, match=r"family=.os.system. must be one of \[.diffusion_text_encoder., "):
         NPUUNet2DConditionModel.from_pretrained(copy)
+
+
+@pytest.mark.slow
+def test_cli_exports_a_unet_folder_and_the_second_export_is_a_verified_cache_hit(unet_alone, tmp_path, capsys):
+    from optimum_npu.cli import main
+
+    _, root = unet_alone
+    command = ["export", str(root / "sd" / "unet"), "", "--pipeline-config", json.dumps(UNET_CONFIG)]
+    assert main(command[:2] + [str(tmp_path / "first")] + command[3:]) == 0
+    assert "compiled 1 graphs (unet_b2_h32_w32)" in capsys.readouterr().out
+    assert main(command[:2] + [str(tmp_path / "second")] + command[3:]) == 0
+    assert "reused the compiled artifact from the compile cache" in capsys.readouterr().out
+    unet = NPUAutoModel.from_pretrained(tmp_path / "second")
+    try:
+        assert type(unet) is NPUUNet2DConditionModel and unet.npu_config.text_tokens == 16
+    finally:
+        unet.release()
+
+
+@pytest.mark.slow
+def test_push_and_pull_a_component_with_its_card(unet_alone, hub, tmp_path):
+    from huggingface_hub import ModelCard
+
+    from hub_fixtures import new_repo_id
+    from hub_server import TOKEN
+
+    unet, _ = unet_alone
+    repo = new_repo_id("unet")
+    unet.push_to_hub(repo, token=TOKEN, private=True)
+    card = ModelCard.load(repo, token=TOKEN).text
+    assert "NPUUNet2DConditionModel.from_pretrained" in card and "`unet` | `unet_b2_h32_w32`" in card
+    pulled = NPUAutoModel.from_pretrained(repo, token=TOKEN, cache_dir=tmp_path / "pull")
+    try:
+        sample, timestep, context = _unet_inputs(2, 32, 32)
+        assert type(pulled) is NPUUNet2DConditionModel
+        assert torch.equal(pulled(sample, timestep, encoder_hidden_states=context).sample,
+                           unet(sample, timestep, encoder_hidden_states=context).sample)
+    finally:
+        pulled.release()

@@ -11,29 +11,15 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from optimum_npu.models.decoder.npu_config import NPUConfigError
 from optimum_npu.models.diffusion.component_models import (NPUAutoencoderKL, NPUComponentModel,
                                                            NPUDiffusionTextEncoder, NPUSD3Transformer2DModel,
                                                            NPUUNet2DConditionModel)
 from optimum_npu.models.diffusion.export import compile_component
 from optimum_npu.models.diffusion.cache_key import component_cache_key
-from optimum_npu.models.diffusion.npu_config import config_from_json
+from optimum_npu.models.diffusion.npu_config import diffusers_export_config
 from optimum_npu.models.diffusion.stored_component import COMPONENT_CONFIGS
 from optimum_npu.models.family import Family, graph_summary
 from optimum_npu.untrusted import load_json
-
-
-def _export_config(flat: tuple[str, ...]):
-    """``--pipeline-config`` (JSON: the component's own knobs) plus the flat knobs the component has."""
-    def export_config(knobs: dict[str, Any], options: dict[str, Any]) -> dict[str, Any]:
-        given = sorted(k for k in knobs if k not in flat and knobs[k] is not None)
-        if given or options.get("visual_buckets"):
-            flags = ["--" + k.replace("_", "-") for k in flat]
-            raise NPUConfigError(f"{given or ['visual_buckets']} apply to language models; this is a Diffusers "
-                                 f"component: its knobs are --pipeline-config (JSON: its own config) and {flags}")
-        given_flat = {k: knobs[k] for k in flat if knobs.get(k) is not None}
-        return {**given_flat, **config_from_json(options.get("pipeline_config"))}
-    return export_config
 
 
 def _placement(device: int, profile: bool = False, prefix_caching: bool = False) -> dict[str, Any]:
@@ -65,7 +51,7 @@ def _entry(model_class: type[NPUComponentModel], flat: tuple[str, ...], recogniz
         config_class=COMPONENT_CONFIGS[model_class.family_name],
         graph_builder=compile_component,
         cache_key=component_cache_key,
-        export_config=_export_config(flat),
+        export_config=diffusers_export_config("component", flat),
         placement=_placement,
         plan_config=_plan_config,
         summary=lambda model: graph_summary(list(model.npu_graphs)),

@@ -36,6 +36,7 @@ from optimum_npu.compile.weights import load_weights, stored_weight_bytes
 from optimum_npu.device.device import DeviceRegistry
 from optimum_npu.device.engine import DeviceEngine
 from optimum_npu.device.profiler import Profiler
+from optimum_npu.hub.card import CardSection
 from optimum_npu.hub.cached_compile import compile_with_cache
 from optimum_npu.models.base import HUB_KWARGS, resolve_checkpoint
 from optimum_npu.models.diffusion.cache_key import component_cache_key
@@ -43,6 +44,7 @@ from optimum_npu.models.diffusion.component_plan import resolve
 from optimum_npu.models.diffusion.components import CLASSES
 from optimum_npu.models.diffusion.export import compile_component
 from optimum_npu.models.diffusion.modules import NPUAutoencoder, NPUComponent, NPUDenoiser, NPUTextEncoder
+from optimum_npu.models.diffusion.push import push_compiled
 from optimum_npu.models.diffusion.stats import DiffusionStats
 from optimum_npu.models.diffusion.stored_component import COMPONENT_CONFIGS, read_component
 from optimum_npu.models.registry import FAMILY_CLASSES
@@ -159,6 +161,24 @@ class NPUComponentModel:
     def save_pretrained(self, save_directory: str | os.PathLike, **unused) -> None:
         """Copies the compiled component (only the files its manifest lists) atomically to ``save_directory``."""
         copy_artifact(self._npu_artifact, Path(save_directory))
+
+    def push_to_hub(self, repo_id: str, **options: Any) -> Any:
+        """Uploads the compiled component (its listed files) with a model card naming its class and buckets.
+
+        Args are those of the pipelines' ``push_to_hub`` (``token``, ``private``, ``revision``,
+        ``commit_message``, ``commit_description``, ``base_model``, ``model_card``)."""
+        parts = {id(p): p for p in (self, getattr(self, "decoder_part", None), getattr(self, "encoder_part", None))
+                 if isinstance(p, NPUComponent)}
+        return push_compiled(self._npu_artifact, repo_id, self.card_section(repo_id), list(parts.values()),
+                             **options)
+
+    @classmethod
+    def card_section(cls, repo_id: str) -> CardSection:
+        """The model card's usage part: load with this class."""
+        usage = (f"## Use\n\n```python\nfrom optimum_npu import {cls.__name__}\n\n"
+                 f'{cls.kind} = {cls.__name__}.from_pretrained("{repo_id}")   # verified against npu_manifest.json\n'
+                 f"print({cls.kind}.npu_config, {cls.kind}.npu_stats)\n```")
+        return CardSection("text-to-image", usage, ("device", "profile"))
 
 
 class NPUUNet2DConditionModel(NPUComponentModel, NPUDenoiser):

@@ -159,3 +159,17 @@ def config_from_json(text: str | None) -> dict[str, Any]:
         raise NPUConfigError("--pipeline-config must be a JSON object such as "
                              '\'{"unet": {"resolutions": [[512, 512]], "batch_size": 1}}\'')
     return value
+
+
+def diffusers_export_config(what: str, flat: tuple[str, ...]):
+    """The ``export_config`` hook of a Diffusers family entry (``what``: pipeline or component): the JSON of
+    ``--pipeline-config`` (its ``npu_config``) over the flat knobs ``flat`` it takes; other knobs are refused."""
+    def export_config(knobs: dict[str, Any], options: dict[str, Any]) -> dict[str, Any]:
+        given = sorted(k for k in knobs if k not in flat and knobs[k] is not None)
+        if given or options.get("visual_buckets"):
+            flags = ", ".join("--" + k.replace("_", "-") for k in flat)
+            raise NPUConfigError(f"{given or ['visual_buckets']} apply to language models; this is a Diffusers "
+                                 f"{what}: its knobs are --pipeline-config (JSON: its npu_config) and {flags}")
+        chosen = {k: knobs[k] for k in flat if knobs.get(k) is not None}
+        return {**chosen, **config_from_json(options.get("pipeline_config"))}   # the JSON's knobs win
+    return export_config

@@ -21,9 +21,8 @@ import torch
 from optimum_npu.compile.artifact import copy_artifact, verify_artifact
 from optimum_npu.device.device import DeviceRegistry
 from optimum_npu.device.profiler import Profiler
-from optimum_npu.hub.card import CardSection, build_model_card
+from optimum_npu.hub.card import CardSection
 from optimum_npu.hub.cached_compile import compile_with_cache
-from optimum_npu.hub.push import check_push, upload_artifact
 from optimum_npu.models.base import HUB_KWARGS, resolve_checkpoint
 from optimum_npu.models.diffusion.assemble import (check_precompiled, compiled_components, precompiled_folders,
                                                    with_denoiser_knobs)
@@ -34,6 +33,7 @@ from optimum_npu.models.diffusion.export import compile_pipeline
 from optimum_npu.models.diffusion.load import load_pipeline
 from optimum_npu.models.diffusion.npu_config import COMPONENT_NAMES, NPUDiffusionConfig
 from optimum_npu.models.diffusion.plan import default_resolution, folder_configs, latent_multiple
+from optimum_npu.models.diffusion.push import push_compiled
 from optimum_npu.models.diffusion.stats import DiffusionStats
 from optimum_npu.models.diffusion.stored import read_stored
 
@@ -168,14 +168,9 @@ class NPUDiffusionMixin:
         Args are those of the model classes' ``push_to_hub``; the card's figures are the memory per component
         this pipeline reserved. Returns the ``huggingface_hub.CommitInfo`` of the upload commit.
         """
-        verified = check_push(self._npu_artifact, repo_id)
-        card = None
-        if model_card:
-            card = str(build_model_card(self._npu_artifact, self.card_section(repo_id), repo_id=repo_id,
-                                        base_model=base_model)) + "\n" + self._buckets_section()
-        return upload_artifact(self._npu_artifact, repo_id, card_text=card, token=token, private=private,
-                               revision=revision, commit_message=commit_message,
-                               commit_description=commit_description, verified=verified)
+        return push_compiled(self._npu_artifact, repo_id, self.card_section(repo_id), self._npu_loaded.components,
+                             token=token, private=private, revision=revision, commit_message=commit_message,
+                             commit_description=commit_description, base_model=base_model, model_card=model_card)
 
     @classmethod
     def card_section(cls, repo_id: str) -> CardSection:
@@ -186,12 +181,6 @@ class NPUDiffusionMixin:
                  "print(pipe.npu_stats)   # simulated time per component and per denoising step, memory per "
                  "device\n```")
         return CardSection("text-to-image", usage, ("devices", "profile"))
-
-    def _buckets_section(self) -> str:
-        rows = [f"| `{c.npu_name}` | {', '.join(f'`{g}`' for g in c._engine.graphs)} | "
-                f"{sum(c._engine.memory.values()) / 2**20:.1f} MiB |" for c in self._npu_loaded.components]
-        return ("## Components and buckets\n\n| component | bucket graphs | device memory |\n|---|---|---|\n"
-                + "\n".join(rows) + "\n")
 
     def release(self) -> None:
         """Frees every component's memory on its simulated device."""

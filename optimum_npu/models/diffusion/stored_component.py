@@ -71,7 +71,9 @@ def read_component(root: Path, family: str | None = None, requested: Any = None,
     stored_family = document.get("family")
     allowed = [family] if family else sorted(COMPONENT_CONFIGS)
     if stored_family not in allowed:
-        raise stored_knob_error(where, f"family={short_repr(stored_family)} must be one of {allowed}")
+        hint = " (a compiled pipeline: load one of its component folders, e.g. its 'unet' folder)" \
+            if stored_family == "diffusion" else ""
+        raise stored_knob_error(where, f"family={short_repr(stored_family)} must be one of {allowed}{hint}")
     config_class = COMPONENT_CONFIGS[stored_family]
     knobs = list(config_class().to_dict())
     try:
