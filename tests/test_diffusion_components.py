@@ -225,3 +225,36 @@ def test_push_and_pull_a_component_with_its_card(unet_alone, hub, tmp_path):
                            unet(sample, timestep, encoder_hidden_states=context).sample)
     finally:
         pulled.release()
+
+
+@pytest.mark.slow
+def test_sdxl_unet_sd3_transformer_and_t5_alone_equal_eager():
+    from optimum_npu import NPUSD3Transformer2DModel
+    from optimum_npu.models.diffusion.tiny import build_sd3_pipeline, build_sdxl_pipeline
+
+    generator = torch.Generator().manual_seed(2)
+    unet, sd3 = build_sdxl_pipeline().unet, build_sd3_pipeline()
+    sdxl_inputs = (torch.randn(1, 4, 16, 16, generator=generator), torch.tensor(3.0))
+    sdxl_kwargs = {"encoder_hidden_states": torch.randn(1, 16, unet.config.cross_attention_dim, generator=generator),
+                   "added_cond_kwargs": {"text_embeds": torch.randn(1, 32, generator=generator),   # 80 - 6 x 8
+                                         "time_ids": torch.randn(1, 6, generator=generator)}}
+    transformer = sd3.transformer.config
+    sd3_kwargs = {"hidden_states": torch.randn(1, transformer.in_channels, 16, 16, generator=generator),
+                  "timestep": torch.tensor([3.0]), "pooled_projections": torch.randn(
+                      1, transformer.pooled_projection_dim, generator=generator),
+                  "encoder_hidden_states": torch.randn(1, 16 + 256, transformer.joint_attention_dim,
+                                                       generator=generator)}
+    ids = torch.randint(0, 50, (1, 8), generator=generator)
+    cases = [(NPUUNet2DConditionModel, unet, {"text_tokens": 16}, lambda m: m(*sdxl_inputs, **sdxl_kwargs).sample),
+             (NPUSD3Transformer2DModel, sd3.transformer, {"text_tokens": 16 + 256}, lambda m: m(**sd3_kwargs).sample),
+             (NPUT5EncoderModel, sd3.text_encoder_3, {"max_length": 8}, lambda m: m(ids).last_hidden_state)]
+    for npu_class, module, knobs, call in cases:
+        with torch.no_grad():
+            reference = call(module)
+        image = {"resolutions": [[32, 32]], "guidance": [False], "vae_scale_factor": 2} if "text_tokens" in knobs \
+            else {}
+        compiled = npu_class.from_model(module, {**image, **knobs}, compile_cache=False)
+        try:
+            assert (call(compiled) - reference).abs().max() < 1e-4 and reference.abs().max() > 0, npu_class.__name__
+        finally:
+            compiled.release()
