@@ -58,11 +58,12 @@ def denoiser_downsampling(kind: str, module: Any) -> int:
 
 
 def resolve(kind: str, module: Any, config: ComponentConfig) -> ComponentConfig:
-    """``config`` with every default filled from the module's own config, resolutions checked."""
-    if kind == "text_encoder":
+    """``config`` with every default filled from the module's own config, resolutions checked (``kind``: the
+    denoiser's, ``unet`` or ``transformer``; the others are told apart by their config class)."""
+    if isinstance(config, NPUTextEncoderConfig):
         tokens = T5_TOKENS if type(module).__name__ == "T5EncoderModel" else module.config.max_position_embeddings
         return replace(config, max_length=config.max_length or tokens)
-    if kind.startswith("vae"):
+    if isinstance(config, NPUVAEConfig):
         side = module.config.sample_size
         resolutions = config.resolutions or ((side, side),)
         check_multiples(resolutions, 2 ** (len(module.config.block_out_channels) - 1), "the VAE's downsampling")
