@@ -13,7 +13,7 @@ import torch
 
 from optimum_npu import (NPUAutoencoderKL, NPUDiffusionCLIPTextModel, NPUStableDiffusionPipeline, NPUT5EncoderModel,
                          NPUUNet2DConditionModel, NPUVAEConfig)
-from optimum_npu.compile.artifact import write_manifest
+from optimum_npu.compile.artifact import ArtifactError, write_manifest
 from optimum_npu.models.auto import NPUAutoModel
 from optimum_npu.models.decoder.npu_config import NPUConfigError
 from optimum_npu.models.diffusion.component_models import NPUComponentModel
@@ -258,3 +258,18 @@ def test_sdxl_unet_sd3_transformer_and_t5_alone_equal_eager():
             assert (call(compiled) - reference).abs().max() < 1e-4 and reference.abs().max() > 0, npu_class.__name__
         finally:
             compiled.release()
+
+
+def test_component_manifest_must_agree_with_the_pipeline_manifest(sd_pipeline, tmp_path):
+    """A file added to a component folder and listed in its own manifest only (the pipeline's re-signed around
+    it) is refused: the pipeline's manifest vouches for every file a component folder's reader may read."""
+    _, _, root = sd_pipeline
+    copy = tmp_path / "copy"
+    shutil.copytree(root, copy)
+    manifest = json.loads((copy / "unet" / "npu_manifest.json").read_text())
+    manifest["files"]["config.json"]["sha256"] = "0" * 64
+    (copy / "unet" / "npu_manifest.json").write_text(json.dumps(manifest))
+    (copy / "npu_manifest.json").unlink()
+    write_manifest(copy)
+    with pytest.raises(ArtifactError, match=r"unet: \['config.json'\] listed in its manifest are not the files"):
+        NPUStableDiffusionPipeline.from_pretrained(copy)

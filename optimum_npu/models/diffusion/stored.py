@@ -69,12 +69,12 @@ def read_stored(root: Path, stored: Any, requested: Any) -> StoredPipeline:
             or stored.get("submodules") != {f: f for f in folders}:
         raise stored_knob_error(origin, f"components={short_repr(folders)} must be {list(expected)} (and optionally "
                                         f"{list(OPTIONAL)}), each in the folder of its name")
-    components = {folder: _component(root, folder, config) for folder in folders}
+    listed = read_manifest(root)
+    components = {folder: _component(root, folder, config, listed) for folder in folders}
     tokenizers = stored.get("tokenizers")
     allowed = tuple(TOKENIZERS[:sum(1 for f in folders if f.startswith("text_encoder"))])
     if tokenizers != list(allowed):
         raise stored_knob_error(origin, f"tokenizers={short_repr(tokenizers)} must be {list(allowed)}")
-    listed = read_manifest(root)
     for name in allowed:
         _check_folder_listed(root, name, listed)
     index = expect_dict(load_json(require_listed(root, "config.json", listed), error=ArtifactError),
@@ -89,8 +89,14 @@ def read_stored(root: Path, stored: Any, requested: Any) -> StoredPipeline:
     return StoredPipeline(kind, config, stored_spec(stored, origin), components, allowed, scheduler, options)
 
 
-def _component(root: Path, folder: str, config: NPUDiffusionConfig) -> StoredComponent:
-    """A component folder of the pipeline: of the family of its name, compiled with the pipeline's knobs."""
+def _component(root: Path, folder: str, config: NPUDiffusionConfig, listed: dict) -> StoredComponent:
+    """A component folder of the pipeline: of the family of its name, compiled with the pipeline's knobs; every
+    file its own manifest lists is listed, with the same digest, in the pipeline's (verified) manifest."""
+    own = read_manifest(root / folder)
+    unverified = sorted(rel for rel, entry in own.items() if listed.get(f"{folder}/{rel}") != entry)
+    if unverified:
+        raise ArtifactError(f"{root}/{folder}: {short_repr(unverified)} listed in its manifest are not the files the "
+                            f"pipeline's manifest lists; {STORED_FIX}")
     kind = "text_encoder" if folder.startswith("text_encoder") else folder
     stored = read_component(root / folder, KIND_FAMILY[kind])
     expected = config.component_config(folder)
