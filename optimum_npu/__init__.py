@@ -69,6 +69,12 @@ _EXPORTS = {
     "NPUCLIPVisionModel": "optimum_npu.models.encoder.modeling",
     "NPUModelForCTC": "optimum_npu.models.encoder.modeling",
     "NPUAutoModelForCTC": "optimum_npu.models.encoder.auto",
+    # Diffusers components compiled alone (models/diffusion/component_models.py) and their configs
+    **{name: "optimum_npu.models.diffusion.component_models" for name in (
+        "NPUUNet2DConditionModel", "NPUSD3Transformer2DModel", "NPUAutoencoderKL", "NPUDiffusionTextEncoder",
+        "NPUDiffusionCLIPTextModel", "NPUDiffusionCLIPTextModelWithProjection", "NPUT5EncoderModel")},
+    **{name: "optimum_npu.models.diffusion.component_config" for name in (
+        "NPUDenoiserConfig", "NPUVAEConfig", "NPUTextEncoderConfig")},
 }
 
 __all__ = [*_EXPORTS, "__version__"]

@@ -32,6 +32,7 @@ from encoder_fixtures import encoders  # noqa: E402,F401  (session fixture: tiny
 from seq2seq_fixtures import seq2seq_models, whisper  # noqa: E402,F401  (session: tiny T5, BART, Whisper)
 from vision_fixtures import vision_models  # noqa: E402,F401  (session fixture: tiny ViT / ResNet)
 from moe_fixtures import moe_runs  # noqa: E402,F401  (MoE: session fixture, tiny MoE models compiled once)
+from diffusion_fixtures import booby_trapped, sd_pipeline  # noqa: E402,F401  (diffusion: the tiny SD pipeline compiled once)
 
 ARCHITECTURES = ["LlamaForCausalLM", "MistralForCausalLM", "Qwen2ForCausalLM", "Qwen3ForCausalLM"]
 

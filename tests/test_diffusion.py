@@ -1,8 +1,8 @@
 """Diffusers pipelines compiled per component: parity with eager Diffusers, bucket refusals, artifact round trip.
 
 One tiny Stable Diffusion pipeline (Diffusers' fast-test sizes, a CLIP tokenizer built in code) is compiled
-once per module at two resolutions, batch 2, with and without classifier-free guidance, saved and reloaded;
-every test runs the reloaded artifact.
+once per session (`tests/diffusion_fixtures.py`) at two resolutions, batch 2, with and without classifier-free
+guidance, saved and reloaded; every test runs the reloaded artifact.
 """
 
 from __future__ import annotations
@@ -13,8 +13,7 @@ import shutil
 import numpy as np
 import pytest
 import torch
-from diffusers import AutoencoderKL, UNet2DConditionModel
-from transformers import CLIPTextModel, CLIPTextModelWithProjection
+from transformers import CLIPTextModel
 
 from optimum_npu import (NPUAutoPipelineForImage2Image, NPUAutoPipelineForText2Image, NPUStableDiffusionPipeline)
 from optimum_npu.compile.artifact import ArtifactError
@@ -22,37 +21,14 @@ from optimum_npu.models.decoder.npu_config import NPUConfigError
 from optimum_npu.models.diffusion.call_check import NotCompiledError
 from optimum_npu.models.diffusion.tiny import build_sd_pipeline
 
-RESOLUTIONS = [[32, 32], [32, 48]]
-CONFIG = {"unet": {"resolutions": RESOLUTIONS, "batch_size": 2, "guidance": [True, False]}}
 PROMPTS = ["a red cat", "a blue dog"]
 STEPS = 2
 
 
 @pytest.fixture(scope="module")
-def sd(tmp_path_factory):
-    """(reloaded NPU pipeline, eager pipeline, artifact dir)."""
-    eager = build_sd_pipeline()
-    eager.set_progress_bar_config(disable=True)
-    compiled = NPUStableDiffusionPipeline.from_pipeline(eager, CONFIG, compile_cache=False)
-    root = tmp_path_factory.mktemp("sd") / "npu"
-    compiled.save_pretrained(root)
-    compiled.release()
-    npu = NPUStableDiffusionPipeline.from_pretrained(root)
-    npu.set_progress_bar_config(disable=True)
-    yield npu, eager, root
-    npu.release()
-
-
-@pytest.fixture
-def booby_trapped(monkeypatch):
-    """Every Diffusers / Transformers module forward of the pipeline raises: the graphs must be what runs."""
-    def trap(*args, **kwargs):
-        raise AssertionError("an HF module's forward ran")
-
-    for cls in (UNet2DConditionModel, AutoencoderKL, CLIPTextModel, CLIPTextModelWithProjection):
-        monkeypatch.setattr(cls, "forward", trap)
-    monkeypatch.setattr(AutoencoderKL, "decode", trap)
-    monkeypatch.setattr(AutoencoderKL, "encode", trap)
+def sd(sd_pipeline):
+    """(reloaded NPU pipeline, eager pipeline, artifact dir): the session's tiny SD pipeline."""
+    return sd_pipeline
 
 
 def _images(pipe, **kwargs):

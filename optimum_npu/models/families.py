@@ -9,6 +9,7 @@ from typing import Any
 
 from optimum_npu.models.clip.family import CLIP
 from optimum_npu.models.decoder.family import DECODER
+from optimum_npu.models.diffusion.component_family import COMPONENT_FAMILIES
 from optimum_npu.models.diffusion.family import DIFFUSION
 from optimum_npu.models.encoder.family import ENCODER
 from optimum_npu.models.family import Family
@@ -17,6 +18,8 @@ from optimum_npu.models.seq2seq.family import SEQ2SEQ
 from optimum_npu.models.vlm.family import VLM
 
 FAMILIES: dict[str, Family] = {family.name: family for family in (DECODER, VLM, ENCODER, CLIP, DIFFUSION, SEQ2SEQ)}
+# ---- Diffusers components (models/diffusion/component_family.py): each compiled, saved and loaded alone -------
+FAMILIES.update({family.name: family for family in COMPONENT_FAMILIES})
 
 
 def family_named(name: object, origin: str = "npu_config.json") -> Family:

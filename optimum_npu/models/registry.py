@@ -147,3 +147,8 @@ FAMILY_CLASSES["diffusion"] = "NPUAutoPipelineForText2Image"
 FAMILY_TITLES["diffusion"] = "Diffusers pipeline"
 # ---- mixture of experts (models/adapters/moe.py): gpt-oss ------------------------------------------------
 REGISTRY["GptOssForCausalLM"] = Architecture("GptOssForCausalLM", "decoder", GPT_OSS)
+# ---- Diffusers components (models/diffusion/component_family.py): one family per component kind -------------
+FAMILY_CLASSES.update({"diffusion_unet": "NPUUNet2DConditionModel", "diffusion_transformer": "NPUSD3Transformer2DModel",
+                       "diffusion_vae": "NPUAutoencoderKL", "diffusion_text_encoder": "NPUDiffusionTextEncoder"})
+FAMILY_TITLES.update({"diffusion_unet": "Diffusers UNet", "diffusion_transformer": "Diffusers SD3 transformer",
+                      "diffusion_vae": "Diffusers VAE", "diffusion_text_encoder": "Diffusers pipeline text encoder"})

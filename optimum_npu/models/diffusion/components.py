@@ -32,6 +32,9 @@ CLASSES = {
     "vae_decoder": ("AutoencoderKL",),
     "vae_encoder": ("AutoencoderKL",),
 }
+#: The component family (registry name) that compiles each graph kind; the VAE's halves are one family.
+KIND_FAMILY = {"text_encoder": "diffusion_text_encoder", "unet": "diffusion_unet",
+               "transformer": "diffusion_transformer", "vae_decoder": "diffusion_vae", "vae_encoder": "diffusion_vae"}
 #: Graph inputs of each kind, in order (SDXL's UNet adds ``text_embeds`` and ``time_ids``).
 INPUTS = {
     "text_encoder": ("input_ids",),

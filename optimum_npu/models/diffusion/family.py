@@ -4,28 +4,16 @@ from __future__ import annotations
 
 from typing import Any
 
-from optimum_npu.models.decoder.npu_config import NPUConfigError
 from optimum_npu.models.diffusion.auto import NPUDiffusionPipeline, is_diffusers_folder
 from optimum_npu.models.diffusion.cache_key import diffusion_cache_key
 from optimum_npu.models.diffusion.export import compile_pipeline
-from optimum_npu.models.diffusion.npu_config import NPUDiffusionConfig, config_from_json
+from optimum_npu.models.diffusion.npu_config import NPUDiffusionConfig, diffusers_export_config
 from optimum_npu.models.family import Family
 
 
-#: Flat command-line knobs a pipeline takes (the rest are language-model knobs).
-_FLAT = ("dtype", "npu", "batch_size", "tensor_parallel_size")
-
-
-def _export_config(knobs: dict[str, Any], options: dict[str, Any]) -> dict[str, Any]:
-    """``--pipeline-config`` (JSON: the nested ``npu_config``) plus the flat ``--dtype``, ``--npu``,
-    ``--batch-size`` (images per call) and ``--tensor-parallel-size`` (the SD3 transformer)."""
-    given = sorted(k for k in knobs if k not in _FLAT and knobs[k] is not None)
-    if given or options.get("visual_buckets"):
-        raise NPUConfigError(f"{given or ['visual_buckets']} apply to language models; this is a Diffusers pipeline: "
-                             "its knobs are --pipeline-config (JSON), --dtype, --npu, --batch-size and "
-                             "--tensor-parallel-size")
-    flat = {k: knobs[k] for k in _FLAT if knobs.get(k) is not None}
-    return {**flat, **config_from_json(options.get("pipeline_config"))}   # the JSON's knobs win over defaults
+#: Flat command-line knobs a pipeline takes (the rest are language-model knobs): ``--batch-size`` is images per
+#: call, ``--tensor-parallel-size`` splits the denoiser; ``--pipeline-config`` is the nested ``npu_config``.
+_export_config = diffusers_export_config("pipeline", ("dtype", "npu", "batch_size", "tensor_parallel_size"))
 
 
 def _placement(device: int, profile: bool = False, prefix_caching: bool = False) -> dict[str, Any]:

@@ -58,7 +58,7 @@ class NPUComponent(nn.Module):
     def run_graph(self, inputs: dict[str, torch.Tensor]) -> tuple[torch.Tensor, ...]:
         """Runs the graph that takes ``inputs`` (same non-batch shapes, batch >= rows); outputs cut to the rows."""
         rows = next(iter(inputs.values())).shape[0]
-        graph = next((g for g in self._graphs if all(
+        graph = next((g for g in self._graphs if {s.name for s in g.inputs_of_kind("input")} == set(inputs) and all(
             tuple(s.shape[1:]) == tuple(inputs[s.name].shape[1:]) and s.shape[0] >= rows
             for s in g.inputs_of_kind("input"))), None)
         if graph is None:
@@ -83,11 +83,7 @@ class NPUComponent(nn.Module):
 
 
 class NPUTextEncoder(NPUComponent):
-    """A CLIP or T5 text encoder: ``forward(input_ids)`` returns the HF model's output class."""
-
-    def __init__(self, *args, output_class: type, class_name: str, **kwargs):
-        super().__init__(*args, **kwargs)
-        self._output_class, self.class_name = output_class, class_name
+    """A CLIP or T5 text encoder: ``forward(input_ids)`` returns the HF model's output (``text_output``)."""
 
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None,
                 output_hidden_states: bool | None = None, return_dict: bool | None = None, **unused):
@@ -97,21 +93,23 @@ class NPUTextEncoder(NPUComponent):
         first, second, penultimate = self.run_graph({"input_ids": input_ids})
         layers = self.config.num_hidden_layers if hasattr(self.config, "num_hidden_layers") else self.config.num_layers
         hidden = (None,) * (layers - 1) + (penultimate, None)   # the penultimate layer is what pipelines read
-        if self.class_name == "CLIPTextModelWithProjection":
-            output = self._output_class(text_embeds=first, last_hidden_state=second, hidden_states=hidden)
-        elif self.class_name == "CLIPTextModel":
-            output = self._output_class(last_hidden_state=first, pooler_output=second, hidden_states=hidden)
-        else:
-            output = self._output_class(last_hidden_state=first, hidden_states=hidden)
+        output = self.text_output(first, second, hidden)
         return output if return_dict is not False else output.to_tuple()
+
+    def text_output(self, first: torch.Tensor, second: torch.Tensor, hidden: tuple) -> Any:
+        """The HF output object of the graph's two outputs (in the model's own order) and hidden states."""
+        raise NotImplementedError(f"{type(self).__name__} does not say which output class it returns")
 
 
 class NPUDenoiser(NPUComponent):
     """A UNet or SD3 transformer: the pipeline's denoiser call, one graph call per denoising step."""
 
-    def __init__(self, *args, output_class: type, **kwargs):
+    #: The graph kind (``unet`` or ``transformer``) and the HF output class of the replaced module.
+    kind: str
+    output_class: type
+
+    def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
-        self._output_class = output_class
         features = self.config.get("projection_class_embeddings_input_dim")
         if features:   # SDXL checks its time ids against the size of the UNet's added-embedding input
             self.add_embedding = SimpleNamespace(linear_1=SimpleNamespace(in_features=features))
@@ -126,7 +124,7 @@ class NPUDenoiser(NPUComponent):
         latents = sample if sample is not None else hidden_states
         rows = latents.shape[0]
         timestep = torch.as_tensor(timestep, dtype=torch.float32).reshape(-1).expand(rows)
-        if self.npu_name == "transformer":
+        if self.kind == "transformer":
             inputs = {"hidden_states": latents, "timestep": timestep, "encoder_hidden_states": encoder_hidden_states,
                       "pooled_projections": pooled_projections}
         else:
@@ -134,37 +132,48 @@ class NPUDenoiser(NPUComponent):
             if added_cond_kwargs:
                 inputs.update(text_embeds=added_cond_kwargs["text_embeds"], time_ids=added_cond_kwargs["time_ids"])
         (noise,) = self.run_graph(inputs)
-        return self._output_class(sample=noise) if return_dict else (noise,)
+        return self.output_class(sample=noise) if return_dict else (noise,)
 
 
 class NPUAutoencoder(nn.Module):
-    """The VAE: ``decode`` on the compiled decoder, ``encode`` on the compiled encoder (when compiled)."""
+    """The VAE: ``decode`` on the compiled decoder, ``encode`` on the compiled encoder (each when compiled; a VAE
+    compiled alone may hold both in one component)."""
 
-    def __init__(self, decoder: NPUComponent, encoder: NPUComponent | None, config: Any, outputs: dict[str, type]):
+    #: The HF output classes of ``decode`` / ``encode`` and the latent distribution.
+    outputs: dict[str, type]
+
+    def __init__(self, decoder: NPUComponent | None, encoder: NPUComponent | None, config: Any):
         super().__init__()
-        self.decoder_part, self.encoder_part, self.config, self._outputs = decoder, encoder, config, outputs
+        self.decoder_part, self.encoder_part, self.config = decoder, encoder, config
+
+    @property
+    def _stats(self) -> DiffusionStats:
+        return (self.decoder_part or self.encoder_part)._stats
 
     @property
     def dtype(self) -> torch.dtype:
-        return self.decoder_part.dtype
+        return (self.decoder_part or self.encoder_part).dtype
 
     @property
     def device(self) -> torch.device:
         return torch.device("cpu")
 
     def decode(self, z: torch.Tensor, return_dict: bool = True, generator=None):
+        if self.decoder_part is None:
+            raise ComponentInputError("this VAE's decoder is not compiled; compile it with parts=['decoder', "
+                                      "'encoder']")
         (image,) = self.decoder_part.run_graph({"latents": z})
-        return self._outputs["decoder"](sample=image) if return_dict else (image,)
+        return self.outputs["decoder"](sample=image) if return_dict else (image,)
 
     def encode(self, x: torch.Tensor, return_dict: bool = True):
         if self.encoder_part is None:
-            raise ComponentInputError("this pipeline's VAE encoder is not compiled (text-to-image artifacts leave it "
-                                      "out); compile the image-to-image or inpainting pipeline class instead")
+            raise ComponentInputError("this VAE's encoder is not compiled (text-to-image artifacts leave it out); "
+                                      "compile the image-to-image or inpainting pipeline class instead, or a VAE "
+                                      "alone with parts=['decoder', 'encoder']")
         (moments,) = self.encoder_part.run_graph({"image": x})
-        posterior = self._outputs["distribution"](moments)
-        return self._outputs["encoder"](latent_dist=posterior) if return_dict else (posterior,)
+        posterior = self.outputs["distribution"](moments)
+        return self.outputs["encoder"](latent_dist=posterior) if return_dict else (posterior,)
 
     def release(self) -> None:
-        for part in (self.decoder_part, self.encoder_part):
-            if part is not None:
-                part.release()
+        for part in {id(p): p for p in (self.decoder_part, self.encoder_part) if p is not None}.values():
+            part.release()

@@ -9,61 +9,34 @@ One dict configures a whole pipeline, in the shape the peers use (a nested entry
 ``resolutions``, ``batch_size``, ``guidance`` and ``tensor_parallel_size`` belong to the denoiser (``unet`` or
 ``transformer``): the VAE is compiled at the same resolutions and batch, the text encoders at the same batch.
 They may also be given at the top level. ``device`` (and ``profile``) are runtime options, chosen again at
-load time; a split denoiser takes one device per rank.
+load time; a split denoiser takes one device per rank. Each entry is checked by its component's config class
+(``component_config.py``) and each component folder is compiled with the config ``component_config(folder)``
+gives, the same class that compiles it alone.
 """
 
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 from dataclasses import dataclass, field, replace
 from typing import Any
 
-from optimum_npu.device.spec import PRESETS
-from optimum_npu.models.decoder.npu_config import SUPPORTED_DTYPES, NPUConfigError
+from optimum_npu.models.decoder.npu_config import NPUConfigError
 from optimum_npu.models.decoder.stored_config import short_repr
+from optimum_npu.models.diffusion.component_config import (MAX_BATCH, MAX_TENSOR_PARALLEL, ComponentConfig,
+                                                           NPUDenoiserConfig, NPUTextEncoderConfig, NPUVAEConfig,
+                                                           check_count, check_guidance, check_multiples,
+                                                           check_resolutions, check_target, is_device_ids)
 
-#: Most resolutions (each one graph per guidance mode for the denoiser, one for each VAE part).
-MAX_RESOLUTIONS = 16
-#: Largest side in pixels a bucket may have, and the largest images-per-call batch.
-MAX_SIDE = 8192
-MAX_BATCH = 64
 #: Knobs that belong to the denoiser's entry (or the top level).
 BUCKET_KNOBS = ("resolutions", "batch_size", "guidance", "tensor_parallel_size")
-#: Most devices one denoiser is split across.
-MAX_TENSOR_PARALLEL = 64
 #: Pipeline components a config may place (the VAE's two halves share the ``vae`` entry).
 COMPONENT_NAMES = ("text_encoder", "text_encoder_2", "text_encoder_3", "unet", "transformer", "vae")
 DENOISERS = ("unet", "transformer")
-
-
-def _resolutions(value: Any) -> tuple[tuple[int, int], ...]:
-    example = "resolutions=[[512, 512], [768, 512]] (height, width)"
-    if not isinstance(value, (list, tuple)) or not value or len(value) > MAX_RESOLUTIONS:
-        raise NPUConfigError(f"resolutions={short_repr(value)} is invalid: give 1 to {MAX_RESOLUTIONS} "
-                             f"[height, width] pairs, e.g. {example}")
-    pairs = []
-    for pair in value:
-        if not isinstance(pair, (list, tuple)) or len(pair) != 2 or any(
-                not isinstance(v, int) or isinstance(v, bool) or not 8 <= v <= MAX_SIDE for v in pair):
-            raise NPUConfigError(f"resolutions holds {short_repr(pair)}: each entry must be [height, width] in "
-                                 f"pixels, integers in [8, {MAX_SIDE}], e.g. {example}")
-        pairs.append((pair[0], pair[1]))
-    if len(set(pairs)) != len(pairs):
-        raise NPUConfigError(f"resolutions={short_repr(value)} lists a resolution twice; list each once")
-    return tuple(pairs)
-
-
-def _guidance(value: Any) -> tuple[bool, ...]:
-    if isinstance(value, bool):
-        value = [value]
-    if not isinstance(value, (list, tuple)) or not value or len(set(value)) != len(value) or any(
-            not isinstance(v, bool) for v in value):
-        raise NPUConfigError(f"guidance={short_repr(value)} is invalid: give [True] (classifier-free guidance, "
-                             "guidance_scale > 1: the denoiser runs twice the batch), [False] (guidance_scale <= 1) "
-                             "or [True, False] (both, one denoiser graph each)")
-    return tuple(sorted(value, reverse=True))
+#: The config class each nested entry is parsed into (its ``pipeline_knobs`` are what the entry takes).
+ENTRY_CONFIGS = {"text_encoder": NPUTextEncoderConfig, "text_encoder_2": NPUTextEncoderConfig,
+                 "text_encoder_3": NPUTextEncoderConfig, "unet": NPUDenoiserConfig, "transformer": NPUDenoiserConfig,
+                 "vae": NPUVAEConfig}
 
 
 @dataclass(frozen=True)
@@ -95,25 +68,14 @@ class NPUDiffusionConfig:
 
     def __post_init__(self):
         if self.resolutions is not None:
-            object.__setattr__(self, "resolutions", _resolutions(self.resolutions))
-        object.__setattr__(self, "guidance", _guidance(self.guidance))
-        if not isinstance(self.batch_size, int) or isinstance(self.batch_size, bool) or not \
-                1 <= self.batch_size <= MAX_BATCH:
-            raise NPUConfigError(f"batch_size={short_repr(self.batch_size)} is invalid: give the images per call, an "
-                                 f"integer in [1, {MAX_BATCH}]")
-        if isinstance(self.npu, os.PathLike):
-            object.__setattr__(self, "npu", os.fspath(self.npu))
-        if not isinstance(self.npu, str):
-            raise NPUConfigError(f"npu={short_repr(self.npu)} is invalid: give a preset name {sorted(PRESETS)} or "
-                                 "the path of a JSON spec file")
-        if self.dtype not in SUPPORTED_DTYPES:
-            raise NPUConfigError(f"dtype={short_repr(self.dtype)} is invalid: use one of {list(SUPPORTED_DTYPES)}")
-        size = self.tensor_parallel_size
-        if not isinstance(size, int) or isinstance(size, bool) or not 1 <= size <= MAX_TENSOR_PARALLEL:
-            raise NPUConfigError(f"tensor_parallel_size={short_repr(size)} is invalid: give the devices the "
-                                 f"denoiser is split across, an integer in [1, {MAX_TENSOR_PARALLEL}]")
+            object.__setattr__(self, "resolutions", check_resolutions(self.resolutions))
+        object.__setattr__(self, "guidance", check_guidance(self.guidance))
+        check_count("batch_size", self.batch_size, MAX_BATCH, "the images per call")
+        object.__setattr__(self, "npu", check_target(self.dtype, self.npu))
+        check_count("tensor_parallel_size", self.tensor_parallel_size, MAX_TENSOR_PARALLEL,
+                    "the devices the denoiser is split across")
         if not isinstance(self.devices, dict) or any(
-                name not in COMPONENT_NAMES or not _device_ids(d) for name, d in self.devices.items()):
+                name not in COMPONENT_NAMES or not is_device_ids(d) for name, d in self.devices.items()):
             raise NPUConfigError(f"devices={short_repr(self.devices)} is invalid: map components "
                                  f"{list(COMPONENT_NAMES)} to device ids >= 0 (a list for a split denoiser), e.g. "
                                  "{'transformer': [1, 2], 'vae': 0}")
@@ -147,21 +109,17 @@ class NPUDiffusionConfig:
     def resolve(self, default_resolution: tuple[int, int], scale: int) -> "NPUDiffusionConfig":
         """Fills the default resolution and checks each against the latent grid (multiples of ``scale``)."""
         resolutions = self.resolutions or (default_resolution,)
-        bad = [list(r) for r in resolutions if r[0] % scale or r[1] % scale]
-        if bad:
-            raise NPUConfigError(f"resolutions {bad} are not multiples of {scale} pixels (the VAE scale factor times "
-                                 f"the denoiser's downsampling); use multiples of {scale}, e.g. "
-                                 f"{[[-(-r[0] // scale) * scale, -(-r[1] // scale) * scale] for r in bad]}")
+        check_multiples(resolutions, scale, "the VAE scale factor times the denoiser's downsampling")
         return replace(self, resolutions=resolutions)
 
-    def device_ids(self, component: str, ranks: int = 1) -> list[int]:
-        """The devices a component runs on, one per rank (the VAE's halves: ``vae``); checked against ``ranks``."""
-        given = self.devices.get(component, list(range(ranks)) if ranks > 1 else 0)
-        ids = [given] if isinstance(given, int) else list(given)
-        if len(ids) != ranks or len(set(ids)) != len(ids):
-            raise NPUConfigError(f"devices[{component!r}]={short_repr(given)} must list {ranks} distinct device ids "
-                                 f"(the component is compiled for {ranks} device{'s' if ranks > 1 else ''})")
-        return ids
+    def component_config(self, folder: str) -> ComponentConfig:
+        """The config of one component folder (``unet``, ``vae_decoder``...): the knobs its config class shares
+        with this one (same names), the component's device; the derived knobs are filled by ``plan.py``."""
+        entry = "vae" if folder.startswith("vae") else folder
+        config_class = ENTRY_CONFIGS[entry]
+        shared = {name: getattr(self, name) for name in config_class.knobs() if name in self.__dataclass_fields__}
+        parts = {"parts": (folder.removeprefix("vae_"),)} if entry == "vae" else {}
+        return config_class(**shared, **parts, device=self.devices.get(entry))
 
     def to_dict(self) -> dict[str, Any]:
         """The compile knobs (runtime options left out), JSON-ready."""
@@ -174,24 +132,21 @@ class NPUDiffusionConfig:
 
 
 def _component_entry(name: str, entry: Any, devices: dict[str, int]) -> dict[str, Any]:
-    """A component's nested entry: its ``device`` goes to ``devices``, the denoiser's bucket knobs up a level."""
+    """A component's nested entry, parsed by its config class: ``device`` goes to ``devices``, the denoiser's
+    bucket knobs up a level (the other components follow them)."""
+    config_class = ENTRY_CONFIGS[name]
     if not isinstance(entry, dict):
         raise NPUConfigError(f"npu_config[{name!r}]={short_repr(entry)} is invalid: give a dict such as "
                              "{'device': 0}")
-    allowed = {"device"} | (set(BUCKET_KNOBS) if name in DENOISERS else set())
-    unknown = sorted(set(entry) - allowed)
+    unknown = sorted(set(entry) - set(config_class.pipeline_knobs))
     if unknown:
         raise NPUConfigError(f"npu_config[{name!r}] has unknown knobs {unknown}; a {name} entry takes "
-                             f"{sorted(allowed)} (only the denoiser is split across devices)")
+                             f"{sorted(config_class.pipeline_knobs)} (only the denoiser has bucket knobs and is split "
+                             "across devices; the others follow its resolutions and batch)")
+    config_class.coerce(entry, f"npu_config[{name!r}]")   # each knob checked by the component's own class
     if "device" in entry:
         devices[name] = entry["device"]
     return {key: entry[key] for key in BUCKET_KNOBS if key in entry}
-
-
-def _device_ids(value: Any) -> bool:
-    """A device id >= 0, or a non-empty list of them."""
-    values = value if isinstance(value, list) and value else [value]
-    return all(isinstance(v, int) and not isinstance(v, bool) and v >= 0 for v in values)
 
 
 def config_from_json(text: str | None) -> dict[str, Any]:
@@ -207,3 +162,17 @@ def config_from_json(text: str | None) -> dict[str, Any]:
         raise NPUConfigError("--pipeline-config must be a JSON object such as "
                              '\'{"unet": {"resolutions": [[512, 512]], "batch_size": 1}}\'')
     return value
+
+
+def diffusers_export_config(what: str, flat: tuple[str, ...]):
+    """The ``export_config`` hook of a Diffusers family entry (``what``: pipeline or component): the JSON of
+    ``--pipeline-config`` (its ``npu_config``) over the flat knobs ``flat`` it takes; other knobs are refused."""
+    def export_config(knobs: dict[str, Any], options: dict[str, Any]) -> dict[str, Any]:
+        given = sorted(k for k in knobs if k not in flat and knobs[k] is not None)
+        if given or options.get("visual_buckets"):
+            flags = ", ".join("--" + k.replace("_", "-") for k in flat)
+            raise NPUConfigError(f"{given or ['visual_buckets']} apply to language models; this is a Diffusers "
+                                 f"{what}: its knobs are --pipeline-config (JSON: its npu_config) and {flags}")
+        chosen = {k: knobs[k] for k in flat if knobs.get(k) is not None}
+        return {**chosen, **config_from_json(options.get("pipeline_config"))}   # the JSON's knobs win
+    return export_config

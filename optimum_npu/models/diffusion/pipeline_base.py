@@ -21,16 +21,19 @@ import torch
 from optimum_npu.compile.artifact import copy_artifact, verify_artifact
 from optimum_npu.device.device import DeviceRegistry
 from optimum_npu.device.profiler import Profiler
-from optimum_npu.hub.card import CardSection, build_model_card
+from optimum_npu.hub.card import CardSection
 from optimum_npu.hub.cached_compile import compile_with_cache
-from optimum_npu.hub.push import check_push, upload_artifact
 from optimum_npu.models.base import HUB_KWARGS, resolve_checkpoint
+from optimum_npu.models.diffusion.assemble import (check_precompiled, compiled_components, precompiled_folders,
+                                                   with_denoiser_knobs)
 from optimum_npu.models.diffusion.cache_key import diffusion_cache_key
+from optimum_npu.models.diffusion.component_models import NPUComponentModel
 from optimum_npu.models.diffusion.call_check import check_call
 from optimum_npu.models.diffusion.export import compile_pipeline
 from optimum_npu.models.diffusion.load import load_pipeline
-from optimum_npu.models.diffusion.npu_config import NPUDiffusionConfig
-from optimum_npu.models.diffusion.plan import default_resolution, latent_multiple
+from optimum_npu.models.diffusion.npu_config import COMPONENT_NAMES, NPUDiffusionConfig
+from optimum_npu.models.diffusion.plan import default_resolution, folder_configs, latent_multiple
+from optimum_npu.models.diffusion.push import push_compiled
 from optimum_npu.models.diffusion.stats import DiffusionStats
 from optimum_npu.models.diffusion.stored import read_stored
 
@@ -61,30 +64,46 @@ class NPUDiffusionMixin:
                 options (each component's ``device``, ``profile``) when loading.
             compile_cache: as for the model classes (None: on unless ``OPTIMUM_NPU_DISABLE_CACHE=1``).
             device_registry: the simulated node the components are loaded on.
-            kwargs: Hub download options (``revision``, ``token``...).
+            kwargs: Hub download options (``revision``, ``token``...), and with ``export=True`` compiled
+                components to use instead of compiling them (``unet=NPUUNet2DConditionModel.from_pretrained(...)``).
         """
+        components = {name: kwargs.pop(name) for name in COMPONENT_NAMES if name in kwargs}
         unknown = sorted(set(kwargs) - set(HUB_KWARGS))
         if unknown:
             raise TypeError(f"from_pretrained() got unexpected arguments {unknown}; it takes export, npu_config, "
-                            f"compile_cache, device_registry and the Hub options {list(HUB_KWARGS)}")
+                            f"compile_cache, device_registry, compiled components {list(COMPONENT_NAMES)} and the "
+                            f"Hub options {list(HUB_KWARGS)}")
+        wrong = sorted(name for name, part in components.items() if not isinstance(part, NPUComponentModel))
+        if wrong or (components and not export):
+            raise TypeError(f"{wrong or sorted(components)}: a pipeline takes compiled components (e.g. "
+                            "unet=NPUUNet2DConditionModel.from_pretrained(...)) only with export=True")
         path = resolve_checkpoint(model_id, kwargs)
         if not export:
             return cls._load(path, npu_config, device_registry)
         parts = {name: None for name in UNUSED_PARTS if name in inspect.signature(cls.eager_class).parameters}
-        eager = cls.eager_class.from_pretrained(path, **parts)
+        eager = cls.eager_class.from_pretrained(path, **parts, **{name: None for name in components})
+        for name, component in components.items():   # Diffusers does not load these; the compiled ones stand in
+            setattr(eager, name, component)
         return cls.from_pipeline(eager, npu_config, compile_cache, device_registry)
 
     @classmethod
     def from_pipeline(cls, pipe: Any, npu_config: Any = None, compile_cache: Any = None,
                       device_registry: DeviceRegistry | None = None):
-        """Compiles an in-memory Diffusers pipeline (of this kind) and loads the result on the devices."""
+        """Compiles an in-memory Diffusers pipeline (of this kind) and loads the result on the devices.
+
+        Modules of ``pipe`` that are compiled components (``NPUUNet2DConditionModel``...) are copied into the
+        artifact, not compiled (``assemble.py``); the compile cache is then not used (its key covers eager
+        weights only)."""
+        components = compiled_components(pipe)
+        npu_config = with_denoiser_knobs(npu_config, components)
         config = NPUDiffusionConfig.coerce(npu_config).resolve(default_resolution(pipe), latent_multiple(pipe))
+        encoder = cls.needs_vae_encoder
+        precompiled = check_precompiled(precompiled_folders(components), folder_configs(pipe, config, encoder))
         tmp = tempfile.TemporaryDirectory(prefix="optimum-npu-pipeline-")
         target = Path(tmp.name) / "artifact"
-        encoder = cls.needs_vae_encoder
         compile_with_cache(target, lambda: diffusion_cache_key(pipe, cls.pipeline_kind, config, encoder),
-                           lambda path: compile_pipeline(pipe, cls.pipeline_kind, config, encoder, path),
-                           compile_cache)
+                           lambda path: compile_pipeline(pipe, cls.pipeline_kind, config, encoder, path, precompiled),
+                           False if precompiled else compile_cache)
         loaded = cls._load(target, config.runtime(), device_registry)
         loaded._npu_tmp = tmp
         return loaded
@@ -149,14 +168,9 @@ class NPUDiffusionMixin:
         Args are those of the model classes' ``push_to_hub``; the card's figures are the memory per component
         this pipeline reserved. Returns the ``huggingface_hub.CommitInfo`` of the upload commit.
         """
-        verified = check_push(self._npu_artifact, repo_id)
-        card = None
-        if model_card:
-            card = str(build_model_card(self._npu_artifact, self.card_section(repo_id), repo_id=repo_id,
-                                        base_model=base_model)) + "\n" + self._buckets_section()
-        return upload_artifact(self._npu_artifact, repo_id, card_text=card, token=token, private=private,
-                               revision=revision, commit_message=commit_message,
-                               commit_description=commit_description, verified=verified)
+        return push_compiled(self._npu_artifact, repo_id, self.card_section(repo_id), self._npu_loaded.components,
+                             token=token, private=private, revision=revision, commit_message=commit_message,
+                             commit_description=commit_description, base_model=base_model, model_card=model_card)
 
     @classmethod
     def card_section(cls, repo_id: str) -> CardSection:
@@ -167,12 +181,6 @@ class NPUDiffusionMixin:
                  "print(pipe.npu_stats)   # simulated time per component and per denoising step, memory per "
                  "device\n```")
         return CardSection("text-to-image", usage, ("devices", "profile"))
-
-    def _buckets_section(self) -> str:
-        rows = [f"| `{c.npu_name}` | {', '.join(f'`{g}`' for g in c._engine.graphs)} | "
-                f"{sum(c._engine.memory.values()) / 2**20:.1f} MiB |" for c in self._npu_loaded.components]
-        return ("## Components and buckets\n\n| component | bucket graphs | device memory |\n|---|---|---|\n"
-                + "\n".join(rows) + "\n")
 
     def release(self) -> None:
         """Frees every component's memory on its simulated device."""

@@ -1,7 +1,8 @@
 """Reading a compiled pipeline (untrusted data) into validated facts, then its components onto their devices.
 
 Every stored knob is checked like user input; the component folders must be exactly those of the stored
-pipeline kind; each folder's kind, HF class, inputs and graph buckets are checked against the knobs; HF
+pipeline kind; each folder is read as its component family's artifact (``stored_component.py``: family,
+HF class, inputs and graph buckets checked against its own config) and its config must be the pipeline's; HF
 class, scheduler and tokenizer names are looked up in closed tables (never resolved from file strings);
 every tokenizer file is listed in the manifest before the tokenizer reads its folder.
 """
@@ -13,15 +14,16 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from optimum_npu.compile.artifact import ArtifactError, read_graph, read_manifest, require_listed
+from optimum_npu.compile.artifact import ArtifactError, read_manifest, require_listed
 from optimum_npu.device.spec import NPUSpec
 from optimum_npu.models.decoder.artifact_files import stored_spec
 from optimum_npu.models.decoder.npu_config import NPUConfigError
 from optimum_npu.models.decoder.stored_config import STORED_FIX, short_repr, stored_knob_error
-from optimum_npu.models.diffusion.components import CLASSES, INPUTS
+from optimum_npu.models.diffusion.components import KIND_FAMILY
 from optimum_npu.models.diffusion.export import PIPELINE_OPTIONS, TOKENIZERS
-from optimum_npu.models.diffusion.npu_config import DENOISERS, NPUDiffusionConfig
-from optimum_npu.schema import NPU_CONFIG_FILE, Graph
+from optimum_npu.models.diffusion.npu_config import NPUDiffusionConfig
+from optimum_npu.models.diffusion.stored_component import StoredComponent, read_component
+from optimum_npu.schema import NPU_CONFIG_FILE
 from optimum_npu.untrusted import expect_dict, load_json
 
 #: Component folders of each pipeline kind (the VAE encoder is optional: compiled for img2img/inpaint).
@@ -31,16 +33,6 @@ PIPELINE_COMPONENTS = {
     "StableDiffusion3Pipeline": ("text_encoder", "text_encoder_2", "text_encoder_3", "transformer", "vae_decoder"),
 }
 OPTIONAL = ("vae_encoder",)
-
-
-@dataclass(frozen=True)
-class StoredComponent:
-    folder: str
-    kind: str
-    class_name: str
-    config: dict
-    graphs: dict[str, Graph]
-    tensor_parallel_size: int
 
 
 @dataclass(frozen=True)
@@ -77,12 +69,12 @@ def read_stored(root: Path, stored: Any, requested: Any) -> StoredPipeline:
             or stored.get("submodules") != {f: f for f in folders}:
         raise stored_knob_error(origin, f"components={short_repr(folders)} must be {list(expected)} (and optionally "
                                         f"{list(OPTIONAL)}), each in the folder of its name")
-    components = {folder: _component(root, folder, config) for folder in folders}
+    listed = read_manifest(root)
+    components = {folder: _component(root, folder, config, listed) for folder in folders}
     tokenizers = stored.get("tokenizers")
     allowed = tuple(TOKENIZERS[:sum(1 for f in folders if f.startswith("text_encoder"))])
     if tokenizers != list(allowed):
         raise stored_knob_error(origin, f"tokenizers={short_repr(tokenizers)} must be {list(allowed)}")
-    listed = read_manifest(root)
     for name in allowed:
         _check_folder_listed(root, name, listed)
     index = expect_dict(load_json(require_listed(root, "config.json", listed), error=ArtifactError),
@@ -97,46 +89,23 @@ def read_stored(root: Path, stored: Any, requested: Any) -> StoredPipeline:
     return StoredPipeline(kind, config, stored_spec(stored, origin), components, allowed, scheduler, options)
 
 
-def _component(root: Path, folder: str, config: NPUDiffusionConfig) -> StoredComponent:
-    where = f"{root}/{folder}/{NPU_CONFIG_FILE}"
-    document = expect_dict(load_json(require_listed(root, f"{folder}/{NPU_CONFIG_FILE}"), error=ArtifactError),
-                           where, ArtifactError)
+def _component(root: Path, folder: str, config: NPUDiffusionConfig, listed: dict) -> StoredComponent:
+    """A component folder of the pipeline: of the family of its name, compiled with the pipeline's knobs; every
+    file its own manifest lists is listed, with the same digest, in the pipeline's (verified) manifest."""
+    own = read_manifest(root / folder)
+    unverified = sorted(rel for rel, entry in own.items() if listed.get(f"{folder}/{rel}") != entry)
+    if unverified:
+        raise ArtifactError(f"{root}/{folder}: {short_repr(unverified)} listed in its manifest are not the files the "
+                            f"pipeline's manifest lists; {STORED_FIX}")
     kind = "text_encoder" if folder.startswith("text_encoder") else folder
-    class_name = document.get("class_name")
-    if document.get("kind") != kind or class_name not in CLASSES[kind]:
-        raise stored_knob_error(where, f"kind={short_repr(document.get('kind'))} / class_name="
-                                       f"{short_repr(class_name)} must be {kind!r} / one of {list(CLASSES[kind])}")
-    inputs = document.get("inputs")
-    allowed_inputs = [list(INPUTS[kind])] + ([list(INPUTS["unet_sdxl"])] if kind == "unet" else [])
-    if inputs not in allowed_inputs:
-        raise stored_knob_error(where, f"inputs={short_repr(inputs)} must be one of {allowed_inputs}")
-    names = document.get("graphs")
-    if not isinstance(names, list) or not names or len(names) > 4 * 16 * 2:
-        raise stored_knob_error(where, "graphs must be a non-empty list of graph names")
-    size = document.get("tensor_parallel_size")
-    split = config.tensor_parallel_size if kind in DENOISERS else 1   # only the denoiser is split
-    if size != split:
-        raise stored_knob_error(where, f"tensor_parallel_size={short_repr(size)} must be {split}")
-    graphs = {name: read_graph(root / folder, name) for name in names}
-    for graph in graphs.values():
-        _check_bucket(graph, kind, list(inputs), config, where)
-    hf_config = expect_dict(load_json(require_listed(root, f"{folder}/config.json"), error=ArtifactError),
-                            f"{root}/{folder}/config.json", ArtifactError)
-    return StoredComponent(folder, kind, class_name, hf_config, graphs, size)
-
-
-def _check_bucket(graph: Graph, kind: str, inputs: list[str], config: NPUDiffusionConfig, where: str) -> None:
-    attrs = graph.attributes
-    rows = {config.batch_size * (2 if g else 1) for g in config.guidance} if kind in ("unet", "transformer") \
-        else {config.batch_size}
-    image = kind != "text_encoder"
-    fine = (attrs.get("kind") == kind and attrs.get("batch") in rows
-            and [s.name for s in graph.inputs_of_kind("input")] == inputs
-            and all(s.shape[0] == attrs.get("batch") for s in graph.inputs_of_kind("input"))
-            and (not image or [attrs.get("height"), attrs.get("width")] in [list(r) for r in config.resolutions]))
-    if not fine:
-        raise stored_knob_error(where, f"graph {graph.name!r} does not match the stored buckets (kind {kind}, "
-                                       f"batch in {sorted(rows)}, resolutions {[list(r) for r in config.resolutions]})")
+    stored = read_component(root / folder, KIND_FAMILY[kind])
+    expected = config.component_config(folder)
+    shared = {k: v for k, v in expected.to_dict().items() if k not in expected.derived_knobs}
+    found = {k: stored.config.to_dict()[k] for k in shared}
+    if found != shared:
+        raise stored_knob_error(f"{root}/{folder}/{NPU_CONFIG_FILE}", f"the component's knobs {short_repr(found, 300)} "
+                                f"must be the pipeline's {short_repr(shared, 300)}")
+    return stored
 
 
 def _check_folder_listed(root: Path, name: str, listed: dict) -> None:
