@@ -9,10 +9,9 @@ import torch
 import torch.nn.functional as F
 
 from optimum_npu.device import engine as engine_module
-from optimum_npu.device.engine import real_prefix, skips_padding
 from optimum_npu.device.kernels import linear
 from optimum_npu.device.kernels.linear import linear_kernel
-from optimum_npu.device.kernels.real_rows import real_rows
+from optimum_npu.device.kernels.real_rows import real_prefix, real_rows, skips_padding
 from optimum_npu.schema import Graph, Node, TensorSpec
 
 PROMPTS = ["hello there", "the simulated device runs graphs", "a"]

@@ -22,13 +22,13 @@ from optimum_npu.device.cost import GraphCostModel
 from optimum_npu.device.device import DeviceRegistry, NPUDevice, get_device
 from optimum_npu.device.executor import Program
 from optimum_npu.device.sizing import plan_graph_memory
-from optimum_npu.device.kernels import KERNELS, MOE, MOE_EXPERTS
-from optimum_npu.device.kernels.real_rows import real_rows
+from optimum_npu.device.kernels import KERNELS
 from optimum_npu.device.memory import check_host_allocation
 from optimum_npu.device.profiler import Profiler
+from optimum_npu.device.kernels.real_rows import real_prefix, real_rows, skips_padding
 from optimum_npu.device.segments import SegmentedProgram
 from optimum_npu.device.spec import NPUSpec
-from optimum_npu.schema import ALL_TO_ALL, MOE_DISPATCH, Graph, TensorSpec, dtype_from_name
+from optimum_npu.schema import Graph, TensorSpec, dtype_from_name
 
 #: Input kind of the device-resident state the graphs of one engine share (allocated once per rank).
 STATE_KIND = "kv_cache"
@@ -245,26 +245,6 @@ class DeviceEngine:
     def release(self) -> None:
         """Frees the engine's memory on every device (idempotent)."""
         self._finalizer()
-
-
-#: Ops through which padding rows reach what the caller reads (routing statistics, expert dispatch).
-_PADDING_OBSERVERS = {MOE, MOE_EXPERTS, MOE_DISPATCH, ALL_TO_ALL}
-
-
-def skips_padding(graph: Graph) -> bool:
-    """Whether a call of ``graph`` may leave its padding rows uncomputed (``kernels/real_rows.py``): one output
-    (the logits, read at real rows only) and no op whose statistics count the padding rows."""
-    return len(graph.outputs) == 1 and not any(node.op in _PADDING_OBSERVERS for node in graph.nodes)
-
-
-def real_prefix(positions: torch.Tensor) -> int | None:
-    """The number of real tokens of ``positions`` [B, S] (-1 = padding) when they are the first ones in row-major
-    order and padding follows them; None otherwise (no padding, or padding between real tokens)."""
-    real = (positions >= 0).flatten()
-    count = int(real.sum())
-    if count == real.numel() or not bool(real[:count].all()):
-        return None
-    return count
 
 
 def _release(handles: list[tuple[NPUDevice, list[int]]]) -> None:

@@ -15,6 +15,14 @@ from __future__ import annotations
 from contextlib import contextmanager
 from contextvars import ContextVar
 
+import torch
+
+from optimum_npu.schema import ALL_TO_ALL, MOE_DISPATCH, Graph
+
+#: Ops through which padding rows reach what the caller reads (routing statistics, expert dispatch): the MoE
+#: kernels (``kernels/__init__``'s MOE and MOE_EXPERTS) and expert-parallel collectives.
+_PADDING_OBSERVERS = {"npu.moe.default", "npu.moe_experts.default", MOE_DISPATCH, ALL_TO_ALL}
+
 _EXTENT: ContextVar[tuple[tuple[int, ...], int] | None] = ContextVar("npu_real_rows", default=None)
 
 
@@ -36,3 +44,19 @@ def real_row_count(leading: tuple[int, ...]) -> int | None:
     if extent is None or tuple(leading) != extent[0]:
         return None
     return extent[1]
+
+
+def skips_padding(graph: Graph) -> bool:
+    """Whether a call of ``graph`` may leave its padding rows uncomputed (``real_rows``): one output
+    (the logits, read at real rows only) and no op whose statistics count the padding rows."""
+    return len(graph.outputs) == 1 and not any(node.op in _PADDING_OBSERVERS for node in graph.nodes)
+
+
+def real_prefix(positions: torch.Tensor) -> int | None:
+    """The number of real tokens of ``positions`` [B, S] (-1 = padding) when they are the first ones in row-major
+    order and padding follows them; None otherwise (no padding, or padding between real tokens)."""
+    real = (positions >= 0).flatten()
+    count = int(real.sum())
+    if count == real.numel() or not bool(real[:count].all()):
+        return None
+    return count
