@@ -62,7 +62,8 @@ def test_program_computes_the_module(mlp_graph):
     x = torch.randn(8, 32)
     tensors = [weights[s.source] if s.kind == "weight" else x for s in graph.inputs]
     reloaded = Graph.from_json(graph.to_json())
-    torch.testing.assert_close(Program(reloaded)(*tensors), module(x), rtol=0, atol=0)
+    # atol 1e-5 (issue 19): the device's linear kernel is weight-stationary for a few rows, another summation order
+    torch.testing.assert_close(Program(reloaded)(*tensors), module(x), rtol=0, atol=1e-5)
 
 
 def test_disallowed_operator_is_refused(mlp_graph):
@@ -133,7 +134,8 @@ def test_engine_runs_a_bucket_with_one_call_record(mlp_graph):
         assert device.memory.by_category("mlp")["weights"] == sum(t.nbytes for t in weights.values())
         x = torch.randn(8, 32)
         out, call = engine.run("mlp", {"x": x}, "test")
-        torch.testing.assert_close(out, module(x), rtol=0, atol=0)
+        # atol 1e-5 (issue 19): the device's linear kernel is weight-stationary for a few rows, another summation order
+        torch.testing.assert_close(out, module(x), rtol=0, atol=1e-5)
         assert call.host_bytes == x.nbytes + out.nbytes and call.seconds == engine.costs["mlp"].static_seconds
         assert device.clock_s == pytest.approx(call.total_seconds) and call.total_seconds > 0
         assert sum(call.categories.values()) == pytest.approx(call.total_seconds)

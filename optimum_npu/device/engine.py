@@ -25,6 +25,7 @@ from optimum_npu.device.sizing import plan_graph_memory
 from optimum_npu.device.kernels import KERNELS
 from optimum_npu.device.memory import check_host_allocation
 from optimum_npu.device.profiler import Profiler
+from optimum_npu.device.kernels.real_rows import real_prefix, real_rows, skips_padding
 from optimum_npu.device.segments import SegmentedProgram
 from optimum_npu.device.spec import NPUSpec
 from optimum_npu.schema import Graph, TensorSpec, dtype_from_name
@@ -140,6 +141,7 @@ class DeviceEngine:
         self.spec = spec
         self.profiler = profiler
         self.costs = {name: GraphCostModel(graph, spec, dtype) for name, graph in graphs.items()}
+        self.skips_padding = {name: skips_padding(graph) for name, graph in graphs.items()}
         plan = plan_graph_memory(graphs.values())  # the compiler's memory plan, from the graphs read
         workspace = plan.workspace
         buffers = plan.collective_buffers if size > 1 else 0
@@ -201,7 +203,12 @@ class DeviceEngine:
         Returns:
             ``(outputs, CallRecord)``: the first rank's output (a tuple when the graph has several).
         """
-        outputs = self.execute(name, inputs)
+        count = real_prefix(positions) if positions is not None and self.skips_padding[name] else None
+        if count is None:
+            outputs = self.execute(name, inputs)
+        else:
+            with real_rows(tuple(positions.shape), count):   # host time only: the cost is the whole grid's
+                outputs = self.execute(name, inputs)
         tensors = outputs if isinstance(outputs, tuple) else (outputs,)
         in_bytes = sum(t.nbytes for t in inputs.values())
         out_bytes = sum(t.nbytes for t in tensors)

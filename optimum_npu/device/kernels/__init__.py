@@ -6,6 +6,7 @@ compiled graph; the device runs the same implementation.
 
 from optimum_npu.device.kernels import collectives  # noqa: F401  (registers npu.all_reduce / npu.all_gather)
 from optimum_npu.device.kernels.dense_attention import dense_attention_kernel
+from optimum_npu.device.kernels.linear import linear_kernel
 from optimum_npu.device.kernels.cross_attention import cross_attention_kernel
 from optimum_npu.device.kernels.batch_norm import inference_batch_norm
 from optimum_npu.device.kernels.moe import moe_experts_kernel, moe_kernel
@@ -15,7 +16,8 @@ from optimum_npu.device.kernels.segment_attention import segment_attention_kerne
 from optimum_npu.device.kernels.sliding_window_attention import sliding_window_attention_kernel
 from optimum_npu.schema import ALL_GATHER, ALL_REDUCE, ALL_TO_ALL, MOE_DISPATCH
 
-#: Direct implementations the executor calls, bypassing the dispatcher (same arithmetic).
+#: Direct implementations the executor calls, bypassing the dispatcher (same arithmetic, but for the linear
+#: kernel's weight-stationary order: rounding differences of ~1e-6 in fp32).
 KERNELS = {
     "npu.paged_attention.default": paged_attention_kernel,
     "npu.sliding_window_attention.default": sliding_window_attention_kernel,
@@ -28,6 +30,8 @@ KERNELS = {
     "npu.cross_attention.default": cross_attention_kernel,
     # vision encoders: batch norm with the running statistics only (never training mode)
     "aten.batch_norm.default": inference_batch_norm,
+    # host speed (issue 19): weight-stationary fp32 linears for the few rows of a decode step
+    "aten.linear.default": linear_kernel,
 }
 #: Kernels whose cost depends on the run-time context (costed per call by the cost model).
 ATTENTION_OPS = ("npu.paged_attention.default", "npu.sliding_window_attention.default")
