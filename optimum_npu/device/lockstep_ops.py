@@ -1,0 +1,312 @@
+"""Lockstep rules: how each node of a rank graph runs over rank-stacked values (see ``lockstep``).
+
+A stacked value is ``[N, *rank_shape]``; slice r is rank r's value. ``translate`` emits the
+steps of one node and returns the slot of its value. Nodes whose operands are all shared run
+as they are (their value is the same on every rank). Otherwise the node's rule either maps
+it to the same operator with the rank dimension accounted for (broadcast, shifted dimension
+arguments, prepended sizes) or to an operator that does the N ranks' work at once:
+
+- linear, column-parallel (shared input, stacked weight [N, out, in]): one linear over the
+  weight viewed [N * out, in] (the ranks' shards, concatenated), its features split back per rank;
+  row-parallel (stacked input): one batched matmul;
+- paged / sliding-window attention: the ranks fold into the batch ([N * B, ...]) and their
+  stacked caches into one pool ([N * rows, ...]), rank r's block or slot indices offset by r * rows;
+- all-reduce: rank 0's operand plus the others', in rank order (as ``InProcessGroup``); all-gather:
+  the ranks' operands concatenated in rank order. Both give shared values.
+
+Anything else with a stacked operand (expert-parallel collectives, quantized linears, convolutions,
+multi-output ops) raises ``LockstepUnsupported``: the engine runs that graph rank by rank.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+import torch
+import torch.nn.functional as F
+
+from optimum_npu.device.lockstep_steps import Arguments, Ref
+from optimum_npu.schema import ALL_GATHER, ALL_REDUCE, Node
+
+if TYPE_CHECKING:
+    from optimum_npu.device.lockstep import LockstepProgram
+
+#: Element-wise ops (broadcasting): the rank dimension leads every stacked operand.
+POINTWISE = {
+    "aten.add.Tensor", "aten.sub.Tensor", "aten.mul.Tensor", "aten.div.Tensor", "aten.neg.default",
+    "aten.rsqrt.default", "aten.pow.Tensor_Scalar", "aten.relu.default", "aten.sigmoid.default",
+    "aten.silu.default", "aten.gelu.default", "aten.tanh.default", "aten.sin.default", "aten.cos.default",
+    "aten.exp.default", "aten.log.default", "aten.abs.default", "aten.clamp.default", "aten.min.other",
+    "aten.where.self", "aten.where.ScalarOther", "aten.ne.Scalar", "aten.eq.Scalar", "aten.gt.Scalar",
+    "aten.ge.Scalar", "aten.lt.Scalar", "aten.le.Tensor", "aten.to.dtype", "aten.to.device",
+    "aten.to.dtype_layout", "aten._to_copy.default", "aten.type_as.default", "aten.alias.default",
+    "aten.contiguous.default", "aten.zeros_like.default", "aten.full_like.default", "aten.add_.Tensor",
+    "aten.copy_.default",
+    # ops over the trailing dimensions only (a shared weight / normalized shape / padding)
+    "aten.layer_norm.default", "aten.pad.default",
+}
+#: Ops whose ``self`` is written in place: it must be stacked when anything is.
+IN_PLACE = {"aten.add_.Tensor", "aten.copy_.default"}
+#: Dimension arguments (name, default) of single-output ops that otherwise act per slice.
+DIM_ARGS = {
+    "aten.cat.default": (("dim", 0),), "aten.concat.default": (("dim", 0),), "aten.stack.default": (("dim", 0),),
+    "aten.slice.Tensor": (("dim", 0),), "aten.select.int": (("dim", None),),
+    "aten.unsqueeze.default": (("dim", None),), "aten.squeeze.dim": (("dim", None),),
+    "aten.softmax.int": (("dim", None),), "aten.cumsum.default": (("dim", None),),
+    "aten.transpose.int": (("dim0", None), ("dim1", None)), "aten.mean.dim": (("dim", None),),
+    "aten.sum.dim_IntList": (("dim", None),), "aten.flatten.using_ints": (("start_dim", 0), ("end_dim", -1)),
+}
+#: Ops taking a list of tensors (shared members are broadcast over the ranks first).
+LIST_OPS = {"aten.cat.default", "aten.concat.default", "aten.stack.default"}
+#: Size-list arguments: the rank dimension is prepended (views become reshapes: a stacked value may be strided).
+SIZE_ARGS = {"aten.view.default": "size", "aten.reshape.default": "shape", "aten.expand.default": "size"}
+ATTENTION = {  # kernel -> (batch-leading args, pool args, pool-index args)
+    "npu.paged_attention.default": (("query", "key", "value", "position_bias"),
+                                    ("k_cache", "v_cache", "k_scale", "v_scale"), ("block_table",)),
+    "npu.sliding_window_attention.default": (("query", "key", "value"),
+                                             ("k_ring", "v_ring", "k_scale", "v_scale"), ("slots",)),
+}
+
+
+def translate(b: LockstepProgram, node: Node, a: Arguments) -> int:
+    """Emits ``node``'s steps; returns the slot holding its value."""
+    refs = a.tensors()
+    if node.op in (ALL_REDUCE, ALL_GATHER):
+        return _collective(b, node, a)
+    if not any(b.stacked[r] for r in refs):
+        return b.emit(b.op(), a.args, a.kwargs, stacked=False, ndim=b.out_ndim())
+    if node.op in ATTENTION:
+        return _attention(b, node, a)
+    if any(b.source[r] for r in refs):
+        raise b.refuse("a device-resident state tensor is read outside an attention kernel")
+    if node.op == "aten.linear.default":
+        return _linear(b, a)
+    if node.op in POINTWISE:
+        return _pointwise(b, node, a)
+    if node.op in DIM_ARGS or node.op in SIZE_ARGS or node.op == "aten.permute.default":
+        return _shaped(b, node, a)
+    if node.op == "aten.matmul.default":
+        return _matmul(b, a)
+    if node.op == "aten.index.Tensor":
+        return _index(b, a)
+    if node.op == "aten.embedding.default":
+        return _embedding(b, a)
+    raise b.refuse("no lockstep rule for this operator with per-rank operands")
+
+
+def _stacked(b: LockstepProgram, ref) -> bool:
+    return type(ref) is Ref and b.stacked[ref]
+
+
+def _align(b: LockstepProgram, ref: Ref, ndim: int) -> Ref:
+    """A stacked value [N, *s] viewed [N, 1, ..., *s] with ``ndim`` dims after N (right-aligned broadcasting)."""
+    have = b.ndims[ref]
+    if have is None:
+        raise b.refuse("a per-rank operand has no static shape")
+    if have == ndim:
+        return ref
+    return b.emit(_insert_dims, [ref, ndim - have], stacked=True, ndim=ndim)
+
+
+def _broadcast(b: LockstepProgram, ref: Ref) -> Ref:
+    """A shared value repeated over the ranks (a view)."""
+    return b.emit(_expanded, [ref, b.size], stacked=True, ndim=b.ndims[ref])
+
+
+def _pointwise(b: LockstepProgram, node: Node, a: Arguments) -> int:
+    ndim = b.out_ndim()
+    if ndim is None:
+        raise b.refuse("the output has no static shape")
+    if node.op in IN_PLACE and not _stacked(b, a.args[0]):
+        raise b.refuse("an in-place op would write per-rank values into a shared tensor")
+    if node.op == "aten.layer_norm.default" and (_stacked(b, a.get("weight")) or _stacked(b, a.get("bias"))):
+        raise b.refuse("a per-rank normalisation weight")
+    a.args = [_align(b, x, ndim) if _stacked(b, x) else x for x in a.args]
+    a.kwargs = {k: _align(b, x, ndim) if _stacked(b, x) else x for k, x in a.kwargs.items()}
+    return b.emit(b.op(), a.args, a.kwargs, stacked=True, ndim=ndim)
+
+
+def _shift(dim):
+    """A per-rank dimension index (or list of them) as an index of the stacked value; None when not static."""
+    if isinstance(dim, list):
+        shifted = [_shift(d) for d in dim]
+        return None if None in shifted else shifted
+    if type(dim) is not int:
+        return None
+    return dim + 1 if dim >= 0 else dim
+
+
+def _shaped(b: LockstepProgram, node: Node, a: Arguments) -> int:
+    op = b.op()
+    ndim = b.out_ndim()
+    if node.op in LIST_OPS:
+        a.set("tensors", [x if _stacked(b, x) else _broadcast(b, x) for x in a.get("tensors")])
+    first = a.get("tensors")[0] if node.op in LIST_OPS else a.args[0]
+    for name, default in DIM_ARGS.get(node.op, ()):
+        dim = _shift(a.get(name, default))
+        if dim is None:
+            raise b.refuse(f"argument {name!r} is not a static dimension")
+        a.set(name, dim)
+    if node.op == "aten.permute.default":
+        rank_ndim = b.ndims[first]
+        if rank_ndim is None:
+            raise b.refuse("a per-rank operand has no static shape")
+        a.set("dims", [0] + [d % rank_ndim + 1 for d in a.get("dims")])
+    if node.op in SIZE_ARGS:
+        size = a.get(SIZE_ARGS[node.op])
+        if ndim is None or not all(isinstance(d, int) for d in size):
+            raise b.refuse("the size is not static")
+        if node.op == "aten.expand.default":
+            a.args[0] = _align(b, first, ndim)
+            a.set("size", [-1, *size])
+        else:
+            op = b.op("aten.reshape.default")
+            a = _Plain([first, [b.size, *size]])
+    return b.emit(op, a.args, a.kwargs, stacked=True, ndim=ndim)
+
+
+class _Plain:
+    """Positional arguments built by a rule."""
+
+    def __init__(self, args: list):
+        self.args, self.kwargs = args, {}
+
+
+def _linear(b: LockstepProgram, a: Arguments) -> int:
+    x, weight, bias = a.get("input"), a.get("weight"), a.get("bias")
+    ndim = b.out_ndim()
+    if not _stacked(b, weight):
+        if _stacked(b, bias):
+            raise b.refuse("a per-rank bias on a shared weight")
+        return b.emit(b.op(), a.args, a.kwargs, stacked=True, ndim=ndim)   # stacked input, shared weight
+    if bias is not None and not _stacked(b, bias):
+        raise b.refuse("a shared bias on a per-rank weight")
+    if _stacked(b, x):
+        return b.emit(_row_linear, [x, weight, bias], stacked=True, ndim=ndim)
+    return b.emit(_column_linear, [x, weight, bias], stacked=True, ndim=ndim)
+
+
+def _matmul(b: LockstepProgram, a: Arguments) -> int:
+    ndim = b.out_ndim()
+    operands = [a.get("self"), a.get("other")]
+    if ndim is None or any(type(x) is Ref and (b.ndims[x] or 0) < 2 for x in operands):
+        raise b.refuse("matmul of vectors or of operands without static shapes")
+    operands = [_align(b, x, ndim) if _stacked(b, x) else x for x in operands]
+    return b.emit(b.op(), operands, stacked=True, ndim=ndim)
+
+
+def _index(b: LockstepProgram, a: Arguments) -> int:
+    source, indices = a.get("self"), list(a.get("indices"))
+    given = [i for i, x in enumerate(indices) if x is not None]
+    if not _stacked(b, source) or any(_stacked(b, x) for x in indices) or \
+            (given and given[-1] - given[0] + 1 != len(given)):
+        raise b.refuse("indexing with per-rank or non-adjacent indices")
+    return b.emit(b.op(), [source, [None, *indices]], stacked=True, ndim=b.out_ndim())
+
+
+def _embedding(b: LockstepProgram, a: Arguments) -> int:
+    weight, indices = a.get("weight"), a.get("indices")
+    if _stacked(b, weight) and not _stacked(b, indices):
+        return b.emit(b.op("aten.index.Tensor"), [weight, [None, indices]], stacked=True, ndim=b.out_ndim())
+    if not _stacked(b, weight):
+        return b.emit(b.op(), a.args, a.kwargs, stacked=True, ndim=b.out_ndim())
+    raise b.refuse("an embedding of per-rank indices into a per-rank table")
+
+
+def _collective(b: LockstepProgram, node: Node, a: Arguments) -> int:
+    x = a.get("x")
+    if a.get("group_size") != b.size:
+        raise b.refuse(f"a collective over {a.get('group_size')} devices in a group of {b.size}")
+    if not _stacked(b, x):
+        x = _broadcast(b, x)
+    if node.op == ALL_REDUCE:
+        return b.emit(_sum_over_ranks, [x], stacked=False, ndim=b.out_ndim())
+    return b.emit(_cat_over_ranks, [x, a.get("dim")], stacked=False, ndim=b.out_ndim())
+
+
+def _attention(b: LockstepProgram, node: Node, a: Arguments) -> int:
+    batch_args, pool_args, index_args = ATTENTION[node.op]
+    rows = {b.pools.get(b.source[x]) for x in (a.get(name) for name in pool_args) if x is not None}
+    if any(a.get(name) is not None and not b.source[a.get(name)] for name in pool_args) or len(rows) != 1 \
+            or None in rows:
+        raise b.refuse("the attention's caches are not the ranks' stacked state")
+    if _stacked(b, a.get("positions")) or any(_stacked(b, a.get(n)) for n in index_args) or \
+            _stacked(b, a.get("sinks")):
+        raise b.refuse("per-rank positions, cache indices or attention sinks")
+    (pool_rows,) = rows
+    for name in batch_args:
+        if a.get(name) is not None:
+            a.set(name, _folded(b, a.get(name), "batch", _fold_batch if b.stacked[a.get(name)] else _repeat_rows))
+    for name in pool_args:
+        if a.get(name) is not None:
+            a.set(name, _folded(b, a.get(name), "pool", _fold_batch))
+    for name in index_args:
+        a.set(name, _folded(b, a.get(name), ("index", pool_rows), _offset_indices, pool_rows))
+    a.set("positions", _folded(b, a.get("positions"), "rows", _repeat_rows))
+    out = b.emit(b.op(), a.args, a.kwargs, stacked=False, ndim=b.out_ndim())
+    return b.emit(_unfold, [out, b.size], stacked=True, ndim=b.out_ndim())
+
+
+def _folded(b: LockstepProgram, ref: Ref, kind, fn, *extra) -> Ref:
+    """``fn(value, N, *extra)``, emitted once per value and kind (every layer shares the call's indices)."""
+    key = (int(ref), kind)
+    if key not in b.folded:
+        b.folded[key] = b.emit(fn, [ref, b.size, *extra], stacked=False, ndim=b.ndims[ref])
+    return b.folded[key]
+
+
+# ---- the run-time functions the steps call --------------------------------------------------------
+def _insert_dims(x: torch.Tensor, count: int) -> torch.Tensor:
+    return x[(slice(None),) + (None,) * count]
+
+
+def _expanded(x: torch.Tensor, n: int) -> torch.Tensor:
+    return x.expand(n, *x.shape)
+
+
+def _column_linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
+    """x [..., in] shared; weight [N, out, in]; bias [N, out] -> [N, ..., out]: one linear over the shards."""
+    n, out, inner = weight.shape
+    y = F.linear(x, weight.view(n * out, inner), None if bias is None else bias.view(n * out))   # [..., N*out]
+    return y.view(*y.shape[:-1], n, out).movedim(-2, 0)
+
+
+def _row_linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
+    """x [N, ..., in]; weight [N, out, in]; bias [N, out] -> [N, ..., out]: one batched matmul."""
+    n, out, inner = weight.shape
+    rows = x.reshape(n, -1, inner)                                                       # [N, M, in]
+    y = torch.bmm(rows, weight.transpose(1, 2)) if bias is None else \
+        torch.baddbmm(bias.unsqueeze(1), rows, weight.transpose(1, 2))                  # [N, M, out]
+    return y.view(*x.shape[:-1], out)
+
+
+def _sum_over_ranks(x: torch.Tensor) -> torch.Tensor:
+    """x [N, ...] -> rank 0's value plus every other rank's, in rank order (``InProcessGroup``'s all-reduce)."""
+    total = x[0].clone()
+    for rank in range(1, x.shape[0]):
+        total += x[rank]
+    return total
+
+
+def _cat_over_ranks(x: torch.Tensor, dim: int) -> torch.Tensor:
+    return torch.cat(x.unbind(0), dim=dim)
+
+
+def _fold_batch(x: torch.Tensor, n: int) -> torch.Tensor:
+    """[N, B, ...] -> [N * B, ...] (a view for the contiguous caches)."""
+    return x.reshape(n * x.shape[1], *x.shape[2:])
+
+
+def _repeat_rows(x: torch.Tensor, n: int) -> torch.Tensor:
+    """A shared [B, ...] value as every rank's rows [N * B, ...]."""
+    return x.repeat(n, *([1] * (x.dim() - 1)))
+
+
+def _offset_indices(index: torch.Tensor, n: int, rows: int) -> torch.Tensor:
+    """Cache rows [B, ...] -> [N * B, ...], rank r's entries offset by r * rows (its part of the folded pool)."""
+    offsets = torch.arange(n, dtype=index.dtype).view(n, *([1] * index.dim())) * rows
+    return (index.unsqueeze(0) + offsets).reshape(n * index.shape[0], *index.shape[1:])
+
+
+def _unfold(x: torch.Tensor, n: int) -> torch.Tensor:
+    return x.view(n, x.shape[0] // n, *x.shape[1:])
