@@ -40,27 +40,25 @@ class LockstepProgram:
     Args:
         graph: the rank graph (the same on every rank).
         stacked: names of the inputs held stacked (sharded weights, state); every other input is shared.
-        pools: for each stacked state input, its rows per rank (cache blocks, ring slots): the attention
-            kernels index them, and folding the ranks into one pool offsets rank r's indices by r * rows.
+        state: the state inputs (KV caches), held [rows, N, ...] (``RankStack``): only attention kernels read them.
         size: the number of ranks.
         kernels: operator overrides by name (the device's kernels).
     Raises:
         LockstepUnsupported: a node has no rule for its stacked operands.
     """
 
-    def __init__(self, graph: Graph, stacked: set[str], pools: dict[str, int], size: int,
+    def __init__(self, graph: Graph, stacked: set[str], state: set[str], size: int,
                  kernels: dict[str, Callable] | None = None):
-        self.graph, self.size, self.pools = graph, size, pools
+        self.graph, self.size = graph, size
         self.kernels = KERNELS if kernels is None else kernels
         self.dtypes = value_dtypes(graph)
         self.slot_of: dict[str, int] = {}
         self.stacked: list[bool] = []
         self.ndims: list[int | None] = []
-        self.source: list[str] = []          # the graph input a slot views (state aliasing), or ""
+        self.source: list[str] = []          # the state input a slot is, or ""
         self.steps: list[Call] = []
-        self.folded: dict[tuple, int] = {}   # per-call derived values (folded indices, pools), built once each
         for spec in graph.inputs:
-            self.new_slot(spec.name in stacked, len(spec.shape), spec.name if spec.name in pools else "")
+            self.new_slot(spec.name in stacked, len(spec.shape), spec.name if spec.name in state else "")
             self.slot_of[spec.name] = len(self.stacked) - 1
         self.num_inputs = len(self.stacked)
         outputs = set(graph.outputs)

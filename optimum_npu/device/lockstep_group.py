@@ -1,9 +1,11 @@
 """The in-process ranks of a tensor-parallel engine, stacked once at load so a graph can run for all of them
 at once (``LockstepProgram``).
 
-``RankStack`` holds each tensor the ranks have by the same name as one ``[N, *shape]`` tensor and
-hands every rank views of its slice: a rank's KV caches are slice r of one zero-initialised
-tensor, its weights slice r of a buffer each rank's shard is copied into as it loads. The
+``RankStack`` holds each tensor the ranks have by the same name as one tensor and hands every
+rank views of its slice: a rank's weights are slice r of a ``[N, *shape]`` buffer each rank's
+shard is copied into as it loads; its KV caches are slice r along dimension 1 of one
+zero-initialised ``[rows, N, *rest]`` tensor per cache (rows: cache blocks or ring slots), so that
+the ranks' caches read as one cache with N times the heads (the lockstep attention call). The
 per-rank path reads those views, so both paths share the same bytes, and each rank's memory is
 still reserved and accounted on its own device. A weight that is bit-identical on every rank
 (replicated: embeddings, norms) runs once, as a shared value.
@@ -41,7 +43,7 @@ class RankStack:
 
     def __init__(self, size: int, state: dict[str, TensorSpec]):
         self.size = size
-        self.state = {name: torch.zeros((size, *spec.shape), dtype=dtype_from_name(spec.dtype))
+        self.state = {name: torch.zeros((spec.shape[0], size, *spec.shape[1:]), dtype=dtype_from_name(spec.dtype))
                       for name, spec in state.items()}
         self.weights: dict[str, torch.Tensor] = {}
         self.unstacked: set[str] = set()   # names some rank lacks or holds in another shape / dtype
@@ -49,7 +51,7 @@ class RankStack:
 
     def rank_state(self, rank: int) -> dict[str, torch.Tensor]:
         """Rank ``rank``'s state tensors: views of its slices."""
-        return {name: tensor[rank] for name, tensor in self.state.items()}
+        return {name: tensor[:, rank] for name, tensor in self.state.items()}
 
     def add_weights(self, rank: int, weights: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         """Copies rank ``rank``'s weights into the stack (ranks in order from 0); returns the views it should use
@@ -81,15 +83,15 @@ class RankStack:
         self.shared = {name for name, stack in self.weights.items() if name not in self.unstacked
                        and all(torch.equal(stack[0], stack[r]) for r in range(1, self.size))}
 
-    def binding(self, graph: Graph) -> tuple[list, set[str], dict[str, int]]:
+    def binding(self, graph: Graph) -> tuple[list, set[str], set[str]]:
         """For ``graph``: per input, the stacked (or shared) tensor, or its name when the caller gives it; the
-        names of the stacked inputs; and each state input's rows per rank."""
-        binding, stacked, pools = [], set(), {}
+        names of the stacked inputs; and those of the state inputs."""
+        binding, stacked, state = [], set(), set()
         for spec in graph.inputs:
             if spec.name in self.state:
                 binding.append(self.state[spec.name])
                 stacked.add(spec.name)
-                pools[spec.name] = spec.shape[0]
+                state.add(spec.name)
             elif spec.kind == "weight":
                 if spec.source in self.unstacked or spec.source not in self.weights:
                     raise LockstepUnsupported(f"graph {graph.name!r}: the ranks hold weight {spec.source!r} in "
@@ -101,7 +103,7 @@ class RankStack:
                     stacked.add(spec.name)
             else:
                 binding.append(spec.name)
-        return binding, stacked, pools
+        return binding, stacked, state
 
 
 class LockstepGroup:
@@ -114,8 +116,8 @@ class LockstepGroup:
         self.refused: dict[str, str] = {}
         for name, graph in graphs.items():
             try:
-                binding, stacked, pools = stack.binding(graph)
-                self.programs[name] = LockstepProgram(graph, stacked, pools, stack.size, kernels)
+                binding, stacked, state = stack.binding(graph)
+                self.programs[name] = LockstepProgram(graph, stacked, state, stack.size, kernels)
                 self.bindings[name] = binding
             except LockstepUnsupported as err:
                 self.refused[name] = str(err)

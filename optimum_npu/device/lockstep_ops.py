@@ -9,8 +9,8 @@ arguments, prepended sizes) or to an operator that does the N ranks' work at onc
 - linear, column-parallel (shared input, stacked weight [N, out, in]): one linear over the
   weight viewed [N * out, in] (the ranks' shards, concatenated), its features split back per rank;
   row-parallel (stacked input): one batched matmul;
-- paged / sliding-window attention: the ranks fold into the batch ([N * B, ...]) and their
-  stacked caches into one pool ([N * rows, ...]), rank r's block or slot indices offset by r * rows;
+- paged / sliding-window attention: one call with the ranks folded into the heads (rank r's heads
+  are heads r * H_r ... of the call) over the ranks' caches viewed as one cache with N times the heads;
 - all-reduce: rank 0's operand plus the others', in rank order (as ``InProcessGroup``); all-gather:
   the ranks' operands concatenated in rank order. Both give shared values.
 
@@ -20,13 +20,13 @@ multi-output ops) raises ``LockstepUnsupported``: the engine runs that graph ran
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Callable
 
 import torch
-import torch.nn.functional as F
 
 from optimum_npu.device.lockstep_steps import Arguments, Ref
 from optimum_npu.schema import ALL_GATHER, ALL_REDUCE, Node
+from optimum_npu.schema_ops import ALLOWED_OPS
 
 if TYPE_CHECKING:
     from optimum_npu.device.lockstep import LockstepProgram
@@ -60,11 +60,19 @@ DIM_ARGS = {
 LIST_OPS = {"aten.cat.default", "aten.concat.default", "aten.stack.default"}
 #: Size-list arguments: the rank dimension is prepended (views become reshapes: a stacked value may be strided).
 SIZE_ARGS = {"aten.view.default": "size", "aten.reshape.default": "shape", "aten.expand.default": "size"}
-ATTENTION = {  # kernel -> (batch-leading args, pool args, pool-index args)
-    "npu.paged_attention.default": (("query", "key", "value", "position_bias"),
-                                    ("k_cache", "v_cache", "k_scale", "v_scale"), ("block_table",)),
-    "npu.sliding_window_attention.default": (("query", "key", "value"),
-                                             ("k_ring", "v_ring", "k_scale", "v_scale"), ("slots",)),
+#: Rows (tokens x batch) up to which a row-parallel linear runs weight-stationary (W @ xᵀ): a rank's shard has
+#: 1/N of the input features, and the CPU BLAS streams such a narrow [out, in/N] matrix far slower as x @ Wᵀ
+#: (measured on the 76M benchmark model's shards at one row, cold weights: 2.5x the time of W @ xᵀ, which is as fast
+#: as the one-device product). Rounding differs from F.linear's by about 1e-6 relative (fp32; others keep bmm).
+STATIONARY_ROWS = 8
+#: Attention kernels -> (per-rank head dimension of each head-split argument, cache arguments). The ranks fold
+#: into the heads: rank r's heads become heads r * H_r ... (r + 1) * H_r - 1 of one call over the ranks' caches,
+#: which ``RankStack`` lays out [rows, N, heads_r, ...] so that the fold is a view; indices are shared.
+ATTENTION = {
+    "npu.paged_attention.default": ({"query": 2, "key": 2, "value": 2, "position_bias": 1, "sinks": 0},
+                                    ("k_cache", "v_cache", "k_scale", "v_scale")),
+    "npu.sliding_window_attention.default": ({"query": 2, "key": 2, "value": 2, "sinks": 0},
+                                             ("k_ring", "v_ring", "k_scale", "v_scale")),
 }
 
 
@@ -179,11 +187,9 @@ def _linear(b: LockstepProgram, a: Arguments) -> int:
         if _stacked(b, bias):
             raise b.refuse("a per-rank bias on a shared weight")
         return b.emit(b.op(), a.args, a.kwargs, stacked=True, ndim=ndim)   # stacked input, shared weight
-    if bias is not None and not _stacked(b, bias):
-        raise b.refuse("a shared bias on a per-rank weight")
     if _stacked(b, x):
         return b.emit(_row_linear, [x, weight, bias], stacked=True, ndim=ndim)
-    return b.emit(_column_linear, [x, weight, bias], stacked=True, ndim=ndim)
+    return b.emit(_column_linear, [b.op(), x, weight, bias], stacked=True, ndim=ndim)
 
 
 def _matmul(b: LockstepProgram, a: Arguments) -> int:
@@ -225,34 +231,21 @@ def _collective(b: LockstepProgram, node: Node, a: Arguments) -> int:
 
 
 def _attention(b: LockstepProgram, node: Node, a: Arguments) -> int:
-    batch_args, pool_args, index_args = ATTENTION[node.op]
-    rows = {b.pools.get(b.source[x]) for x in (a.get(name) for name in pool_args) if x is not None}
-    if any(a.get(name) is not None and not b.source[a.get(name)] for name in pool_args) or len(rows) != 1 \
-            or None in rows:
-        raise b.refuse("the attention's caches are not the ranks' stacked state")
-    if _stacked(b, a.get("positions")) or any(_stacked(b, a.get(n)) for n in index_args) or \
-            _stacked(b, a.get("sinks")):
-        raise b.refuse("per-rank positions, cache indices or attention sinks")
-    (pool_rows,) = rows
-    for name in batch_args:
-        if a.get(name) is not None:
-            a.set(name, _folded(b, a.get(name), "batch", _fold_batch if b.stacked[a.get(name)] else _repeat_rows))
-    for name in pool_args:
-        if a.get(name) is not None:
-            a.set(name, _folded(b, a.get(name), "pool", _fold_batch))
-    for name in index_args:
-        a.set(name, _folded(b, a.get(name), ("index", pool_rows), _offset_indices, pool_rows))
-    a.set("positions", _folded(b, a.get("positions"), "rows", _repeat_rows))
+    head_args, cache_args = ATTENTION[node.op]
+    caches = [a.get(name) for name in cache_args]
+    if any(x is not None and not b.source[x] for x in caches) or \
+            any(_stacked(b, a.get(name)) for name in ALLOWED_OPS[node.op] if name not in (*head_args, *cache_args)):
+        raise b.refuse("the caches are not the ranks' state, or positions / cache indices differ per rank")
+    for name, dim in head_args.items():
+        x = a.get(name)
+        if x is not None:
+            a.set(name, b.emit(_fold_heads, [x if _stacked(b, x) else _broadcast(b, x), dim], stacked=False,
+                               ndim=b.ndims[x]))
+    for name, x in zip(cache_args, caches):
+        if x is not None:
+            a.set(name, b.emit(_fold_cache, [x], stacked=False, ndim=b.ndims[x]))
     out = b.emit(b.op(), a.args, a.kwargs, stacked=False, ndim=b.out_ndim())
-    return b.emit(_unfold, [out, b.size], stacked=True, ndim=b.out_ndim())
-
-
-def _folded(b: LockstepProgram, ref: Ref, kind, fn, *extra) -> Ref:
-    """``fn(value, N, *extra)``, emitted once per value and kind (every layer shares the call's indices)."""
-    key = (int(ref), kind)
-    if key not in b.folded:
-        b.folded[key] = b.emit(fn, [ref, b.size, *extra], stacked=False, ndim=b.ndims[ref])
-    return b.folded[key]
+    return b.emit(_unfold_heads, [out, b.size], stacked=True, ndim=b.out_ndim())
 
 
 # ---- the run-time functions the steps call --------------------------------------------------------
@@ -264,27 +257,38 @@ def _expanded(x: torch.Tensor, n: int) -> torch.Tensor:
     return x.expand(n, *x.shape)
 
 
-def _column_linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
-    """x [..., in] shared; weight [N, out, in]; bias [N, out] -> [N, ..., out]: one linear over the shards."""
+def _column_linear(linear: Callable, x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
+    """x [..., in] shared; weight [N, out, in]; bias [N, out] or [out] -> [N, ..., out]: one ``linear`` (the device's
+    kernel) over the shards, concatenated."""
     n, out, inner = weight.shape
-    y = F.linear(x, weight.view(n * out, inner), None if bias is None else bias.view(n * out))   # [..., N*out]
+    if bias is not None:   # [N, out], or one bias every rank holds alike [out]
+        bias = bias.reshape(n * out) if bias.dim() == 2 else bias.repeat(n)
+    y = linear(x, weight.view(n * out, inner), bias)                                            # [..., N*out]
     return y.view(*y.shape[:-1], n, out).movedim(-2, 0)
 
 
 def _row_linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
-    """x [N, ..., in]; weight [N, out, in]; bias [N, out] -> [N, ..., out]: one batched matmul."""
+    """x [N, ..., in]; weight [N, out, in]; bias [N, out] or [out] -> [N, ..., out]: one batched matmul, weight-
+    stationary (W @ xᵀ) for the few rows of a decode step in fp32."""
     n, out, inner = weight.shape
     rows = x.reshape(n, -1, inner)                                                       # [N, M, in]
-    y = torch.bmm(rows, weight.transpose(1, 2)) if bias is None else \
-        torch.baddbmm(bias.unsqueeze(1), rows, weight.transpose(1, 2))                  # [N, M, out]
-    return y.view(*x.shape[:-1], out)
+    if rows.shape[1] <= STATIONARY_ROWS and x.dtype == torch.float32:
+        y = torch.matmul(weight, rows.transpose(1, 2)).transpose(1, 2)                  # [N, M, out]
+        if bias is not None:
+            y = y + bias.unsqueeze(-2)
+    elif bias is None:
+        y = torch.bmm(rows, weight.transpose(1, 2))
+    else:
+        y = torch.baddbmm(bias.unsqueeze(-2), rows, weight.transpose(1, 2))
+    return y.reshape(*x.shape[:-1], out)
 
 
 def _sum_over_ranks(x: torch.Tensor) -> torch.Tensor:
     """x [N, ...] -> rank 0's value plus every other rank's, in rank order (``InProcessGroup``'s all-reduce)."""
-    total = x[0].clone()
-    for rank in range(1, x.shape[0]):
-        total += x[rank]
+    parts = x.unbind(0)
+    total = parts[0] + parts[1]
+    for part in parts[2:]:
+        total += part
     return total
 
 
@@ -292,21 +296,16 @@ def _cat_over_ranks(x: torch.Tensor, dim: int) -> torch.Tensor:
     return torch.cat(x.unbind(0), dim=dim)
 
 
-def _fold_batch(x: torch.Tensor, n: int) -> torch.Tensor:
-    """[N, B, ...] -> [N * B, ...] (a view for the contiguous caches)."""
-    return x.reshape(n * x.shape[1], *x.shape[2:])
+def _fold_heads(x: torch.Tensor, dim: int) -> torch.Tensor:
+    """[N, ..., heads_r (at per-rank ``dim``), ...] -> [..., N * heads_r, ...], rank-major heads."""
+    return x.movedim(0, dim).flatten(dim, dim + 1)
 
 
-def _repeat_rows(x: torch.Tensor, n: int) -> torch.Tensor:
-    """A shared [B, ...] value as every rank's rows [N * B, ...]."""
-    return x.repeat(n, *([1] * (x.dim() - 1)))
+def _fold_cache(cache: torch.Tensor) -> torch.Tensor:
+    """The ranks' caches [rows, N, heads_r, ...] as one cache [rows, N * heads_r, ...] (a view)."""
+    return cache.flatten(1, 2)
 
 
-def _offset_indices(index: torch.Tensor, n: int, rows: int) -> torch.Tensor:
-    """Cache rows [B, ...] -> [N * B, ...], rank r's entries offset by r * rows (its part of the folded pool)."""
-    offsets = torch.arange(n, dtype=index.dtype).view(n, *([1] * index.dim())) * rows
-    return (index.unsqueeze(0) + offsets).reshape(n * index.shape[0], *index.shape[1:])
-
-
-def _unfold(x: torch.Tensor, n: int) -> torch.Tensor:
-    return x.view(n, x.shape[0] // n, *x.shape[1:])
+def _unfold_heads(x: torch.Tensor, n: int) -> torch.Tensor:
+    """[B, S, N * H_r, D] -> [N, B, S, H_r, D] (a view)."""
+    return x.unflatten(2, (n, x.shape[2] // n)).movedim(2, 0)
