@@ -261,6 +261,8 @@ def _column_linear(linear: Callable, x: torch.Tensor, weight: torch.Tensor, bias
     """x [..., in] shared; weight [N, out, in]; bias [N, out] or [out] -> [N, ..., out]: one ``linear`` (the device's
     kernel) over the shards, concatenated."""
     n, out, inner = weight.shape
+    if not weight.is_contiguous():    # read through a transpose (GPT-2's Conv1D [in, out]): a batched product
+        return _row_linear(x.expand(n, *x.shape), weight, bias)
     if bias is not None:   # [N, out], or one bias every rank holds alike [out]
         bias = bias.reshape(n * out) if bias.dim() == 2 else bias.repeat(n)
     y = linear(x, weight.view(n * out, inner), bias)                                            # [..., N*out]
