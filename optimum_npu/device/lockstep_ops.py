@@ -60,11 +60,13 @@ DIM_ARGS = {
 LIST_OPS = {"aten.cat.default", "aten.concat.default", "aten.stack.default"}
 #: Size-list arguments: the rank dimension is prepended (views become reshapes: a stacked value may be strided).
 SIZE_ARGS = {"aten.view.default": "size", "aten.reshape.default": "shape", "aten.expand.default": "size"}
-#: Rows (tokens x batch) up to which a row-parallel linear runs weight-stationary (W @ xᵀ): a rank's shard has
-#: 1/N of the input features, and the CPU BLAS streams such a narrow [out, in/N] matrix far slower as x @ Wᵀ
-#: (measured on the 76M benchmark model's shards at one row, cold weights: 2.5x the time of W @ xᵀ, which is as fast
-#: as the one-device product). Rounding differs from F.linear's by about 1e-6 relative (fp32; others keep bmm).
+#: A row-parallel linear runs weight-stationary (W @ xᵀ) for one row, and for up to ``STATIONARY_ROWS`` rows when
+#: its shard is narrower than ``STATIONARY_MAX_INNER`` input features: a rank's shard has 1/N of the input features,
+#: and the CPU BLAS streams such a narrow [out, in/N] matrix slower as x @ Wᵀ. Measured (MKL, one thread, 24 cold
+#: [768, in/N] shards, W @ xᵀ time / bmm time): 0.47-0.53 at one row for in/N = 192-512, 0.83 for 1024; at 4 rows
+#: 0.61-0.75 for 192-512 but 1.39 for 1024. Rounding differs from F.linear's by about 1e-6 relative (fp32 only).
 STATIONARY_ROWS = 8
+STATIONARY_MAX_INNER = 1024
 #: Attention kernels -> (per-rank head dimension of each head-split argument, cache arguments). The ranks fold
 #: into the heads: rank r's heads become heads r * H_r ... (r + 1) * H_r - 1 of one call over the ranks' caches,
 #: which ``RankStack`` lays out [rows, N, heads_r, ...] so that the fold is a view; indices are shared.
@@ -274,7 +276,8 @@ def _row_linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None
     stationary (W @ xᵀ) for the few rows of a decode step in fp32."""
     n, out, inner = weight.shape
     rows = x.reshape(n, -1, inner)                                                       # [N, M, in]
-    if rows.shape[1] <= STATIONARY_ROWS and x.dtype == torch.float32:
+    count = rows.shape[1]
+    if x.dtype == torch.float32 and (count == 1 or count <= STATIONARY_ROWS and inner < STATIONARY_MAX_INNER):
         y = torch.matmul(weight, rows.transpose(1, 2)).transpose(1, 2)                  # [N, M, out]
         if bias is not None:
             y = y + bias.unsqueeze(-2)
