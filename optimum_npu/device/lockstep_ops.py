@@ -20,10 +20,10 @@ multi-output ops) raises ``LockstepUnsupported``: the engine runs that graph ran
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Callable
+from typing import TYPE_CHECKING
 
-import torch
-
+from optimum_npu.device.lockstep_kernels import (cat_over_ranks, column_linear, expanded, fold_cache, fold_heads,
+                                                 insert_dims, row_linear, sum_over_ranks, unfold_heads)
 from optimum_npu.device.lockstep_steps import Arguments, Ref
 from optimum_npu.schema import ALL_GATHER, ALL_REDUCE, Node
 from optimum_npu.schema_ops import ALLOWED_OPS
@@ -60,13 +60,6 @@ DIM_ARGS = {
 LIST_OPS = {"aten.cat.default", "aten.concat.default", "aten.stack.default"}
 #: Size-list arguments: the rank dimension is prepended (views become reshapes: a stacked value may be strided).
 SIZE_ARGS = {"aten.view.default": "size", "aten.reshape.default": "shape", "aten.expand.default": "size"}
-#: A row-parallel linear runs weight-stationary (W @ xᵀ) for one row, and for up to ``STATIONARY_ROWS`` rows when
-#: its shard is narrower than ``STATIONARY_MAX_INNER`` input features: a rank's shard has 1/N of the input features,
-#: and the CPU BLAS streams such a narrow [out, in/N] matrix slower as x @ Wᵀ. Measured (MKL, one thread, 24 cold
-#: [768, in/N] shards, W @ xᵀ time / bmm time): 0.47-0.53 at one row for in/N = 192-512, 0.83 for 1024; at 4 rows
-#: 0.61-0.75 for 192-512 but 1.39 for 1024. Rounding differs from F.linear's by about 1e-6 relative (fp32 only).
-STATIONARY_ROWS = 8
-STATIONARY_MAX_INNER = 1024
 #: Attention kernels -> (per-rank head dimension of each head-split argument, cache arguments). The ranks fold
 #: into the heads: rank r's heads become heads r * H_r ... (r + 1) * H_r - 1 of one call over the ranks' caches,
 #: which ``RankStack`` lays out [rows, N, heads_r, ...] so that the fold is a view; indices are shared.
@@ -115,19 +108,19 @@ def _align(b: LockstepProgram, ref: Ref, ndim: int) -> Ref:
         raise b.refuse("a per-rank operand has no static shape")
     if have == ndim:
         return ref
-    return b.emit(_insert_dims, [ref, ndim - have], stacked=True, ndim=ndim)
+    return b.emit(insert_dims, [ref, ndim - have], stacked=True, ndim=ndim)
 
 
 def _broadcast(b: LockstepProgram, ref: Ref) -> Ref:
     """A shared value repeated over the ranks (a view)."""
-    return b.emit(_expanded, [ref, b.size], stacked=True, ndim=b.ndims[ref])
+    return b.emit(expanded, [ref, b.size], stacked=True, ndim=b.ndims[ref])
 
 
 def _pointwise(b: LockstepProgram, node: Node, a: Arguments) -> int:
     ndim = b.out_ndim()
     if ndim is None:
         raise b.refuse("the output has no static shape")
-    if node.op in IN_PLACE and not _stacked(b, a.args[0]):
+    if node.op in IN_PLACE and not _stacked(b, a.get("self")):
         raise b.refuse("an in-place op would write per-rank values into a shared tensor")
     if node.op == "aten.layer_norm.default" and (_stacked(b, a.get("weight")) or _stacked(b, a.get("bias"))):
         raise b.refuse("a per-rank normalisation weight")
@@ -147,11 +140,10 @@ def _shift(dim):
 
 
 def _shaped(b: LockstepProgram, node: Node, a: Arguments) -> int:
-    op = b.op()
     ndim = b.out_ndim()
     if node.op in LIST_OPS:
         a.set("tensors", [x if _stacked(b, x) else _broadcast(b, x) for x in a.get("tensors")])
-    first = a.get("tensors")[0] if node.op in LIST_OPS else a.args[0]
+    first = a.get("tensors")[0] if node.op in LIST_OPS else a.get("self")
     for name, default in DIM_ARGS.get(node.op, ()):
         dim = _shift(a.get(name, default))
         if dim is None:
@@ -166,20 +158,11 @@ def _shaped(b: LockstepProgram, node: Node, a: Arguments) -> int:
         size = a.get(SIZE_ARGS[node.op])
         if ndim is None or not all(isinstance(d, int) for d in size):
             raise b.refuse("the size is not static")
-        if node.op == "aten.expand.default":
-            a.args[0] = _align(b, first, ndim)
-            a.set("size", [-1, *size])
-        else:
-            op = b.op("aten.reshape.default")
-            a = _Plain([first, [b.size, *size]])
-    return b.emit(op, a.args, a.kwargs, stacked=True, ndim=ndim)
-
-
-class _Plain:
-    """Positional arguments built by a rule."""
-
-    def __init__(self, args: list):
-        self.args, self.kwargs = args, {}
+        if node.op != "aten.expand.default":
+            return b.emit(b.op("aten.reshape.default"), [first, [b.size, *size]], stacked=True, ndim=ndim)
+        a.set("self", _align(b, first, ndim))
+        a.set("size", [-1, *size])
+    return b.emit(b.op(), a.args, a.kwargs, stacked=True, ndim=ndim)
 
 
 def _linear(b: LockstepProgram, a: Arguments) -> int:
@@ -190,8 +173,8 @@ def _linear(b: LockstepProgram, a: Arguments) -> int:
             raise b.refuse("a per-rank bias on a shared weight")
         return b.emit(b.op(), a.args, a.kwargs, stacked=True, ndim=ndim)   # stacked input, shared weight
     if _stacked(b, x):
-        return b.emit(_row_linear, [x, weight, bias], stacked=True, ndim=ndim)
-    return b.emit(_column_linear, [b.op(), x, weight, bias], stacked=True, ndim=ndim)
+        return b.emit(row_linear, [x, weight, bias], stacked=True, ndim=ndim)
+    return b.emit(column_linear, [b.op(), x, weight, bias], stacked=True, ndim=ndim)
 
 
 def _matmul(b: LockstepProgram, a: Arguments) -> int:
@@ -228,8 +211,8 @@ def _collective(b: LockstepProgram, node: Node, a: Arguments) -> int:
     if not _stacked(b, x):
         x = _broadcast(b, x)
     if node.op == ALL_REDUCE:
-        return b.emit(_sum_over_ranks, [x], stacked=False, ndim=b.out_ndim())
-    return b.emit(_cat_over_ranks, [x, a.get("dim")], stacked=False, ndim=b.out_ndim())
+        return b.emit(sum_over_ranks, [x], stacked=False, ndim=b.out_ndim())
+    return b.emit(cat_over_ranks, [x, a.get("dim")], stacked=False, ndim=b.out_ndim())
 
 
 def _attention(b: LockstepProgram, node: Node, a: Arguments) -> int:
@@ -241,76 +224,10 @@ def _attention(b: LockstepProgram, node: Node, a: Arguments) -> int:
     for name, dim in head_args.items():
         x = a.get(name)
         if x is not None:
-            a.set(name, b.emit(_fold_heads, [x if _stacked(b, x) else _broadcast(b, x), dim], stacked=False,
+            a.set(name, b.emit(fold_heads, [x if _stacked(b, x) else _broadcast(b, x), dim], stacked=False,
                                ndim=b.ndims[x]))
     for name, x in zip(cache_args, caches):
         if x is not None:
-            a.set(name, b.emit(_fold_cache, [x], stacked=False, ndim=b.ndims[x]))
+            a.set(name, b.emit(fold_cache, [x], stacked=False, ndim=b.ndims[x]))
     out = b.emit(b.op(), a.args, a.kwargs, stacked=False, ndim=b.out_ndim())
-    return b.emit(_unfold_heads, [out, b.size], stacked=True, ndim=b.out_ndim())
-
-
-# ---- the run-time functions the steps call --------------------------------------------------------
-def _insert_dims(x: torch.Tensor, count: int) -> torch.Tensor:
-    return x[(slice(None),) + (None,) * count]
-
-
-def _expanded(x: torch.Tensor, n: int) -> torch.Tensor:
-    return x.expand(n, *x.shape)
-
-
-def _column_linear(linear: Callable, x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
-    """x [..., in] shared; weight [N, out, in]; bias [N, out] or [out] -> [N, ..., out]: one ``linear`` (the device's
-    kernel) over the shards, concatenated."""
-    n, out, inner = weight.shape
-    if not weight.is_contiguous():    # read through a transpose (GPT-2's Conv1D [in, out]): a batched product
-        return _row_linear(x.expand(n, *x.shape), weight, bias)
-    if bias is not None:   # [N, out], or one bias every rank holds alike [out]
-        bias = bias.reshape(n * out) if bias.dim() == 2 else bias.repeat(n)
-    y = linear(x, weight.view(n * out, inner), bias)                                            # [..., N*out]
-    return y.view(*y.shape[:-1], n, out).movedim(-2, 0)
-
-
-def _row_linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
-    """x [N, ..., in]; weight [N, out, in]; bias [N, out] or [out] -> [N, ..., out]: one batched matmul, weight-
-    stationary (W @ xᵀ) for the few rows of a decode step in fp32."""
-    n, out, inner = weight.shape
-    rows = x.reshape(n, -1, inner)                                                       # [N, M, in]
-    count = rows.shape[1]
-    if x.dtype == torch.float32 and (count == 1 or count <= STATIONARY_ROWS and inner < STATIONARY_MAX_INNER):
-        y = torch.matmul(weight, rows.transpose(1, 2)).transpose(1, 2)                  # [N, M, out]
-        if bias is not None:
-            y = y + bias.unsqueeze(-2)
-    elif bias is None:
-        y = torch.bmm(rows, weight.transpose(1, 2))
-    else:
-        y = torch.baddbmm(bias.unsqueeze(-2), rows, weight.transpose(1, 2))
-    return y.reshape(*x.shape[:-1], out)
-
-
-def _sum_over_ranks(x: torch.Tensor) -> torch.Tensor:
-    """x [N, ...] -> rank 0's value plus every other rank's, in rank order (``InProcessGroup``'s all-reduce)."""
-    parts = x.unbind(0)
-    total = parts[0] + parts[1]
-    for part in parts[2:]:
-        total += part
-    return total
-
-
-def _cat_over_ranks(x: torch.Tensor, dim: int) -> torch.Tensor:
-    return torch.cat(x.unbind(0), dim=dim)
-
-
-def _fold_heads(x: torch.Tensor, dim: int) -> torch.Tensor:
-    """[N, ..., heads_r (at per-rank ``dim``), ...] -> [..., N * heads_r, ...], rank-major heads."""
-    return x.movedim(0, dim).flatten(dim, dim + 1)
-
-
-def _fold_cache(cache: torch.Tensor) -> torch.Tensor:
-    """The ranks' caches [rows, N, heads_r, ...] as one cache [rows, N * heads_r, ...] (a view)."""
-    return cache.flatten(1, 2)
-
-
-def _unfold_heads(x: torch.Tensor, n: int) -> torch.Tensor:
-    """[B, S, N * H_r, D] -> [N, B, S, H_r, D] (a view)."""
-    return x.unflatten(2, (n, x.shape[2] // n)).movedim(2, 0)
+    return b.emit(unfold_heads, [out, b.size], stacked=True, ndim=b.out_ndim())
