@@ -20,6 +20,7 @@ import torch
 from optimum_npu.device.collectives import InProcessGroup, TorchDistributedGroup
 from optimum_npu.device.cost import GraphCostModel
 from optimum_npu.device.device import DeviceRegistry, NPUDevice, get_device
+from optimum_npu.device.lockstep_group import LockstepGroup, RankStack, lockstep_default
 from optimum_npu.device.executor import Program
 from optimum_npu.device.sizing import plan_graph_memory
 from optimum_npu.device.kernels import KERNELS
@@ -70,10 +71,11 @@ class _Rank:
     """What one device holds: its weight shard, state tensors, programs and input bindings."""
 
     def __init__(self, rank: int, device: NPUDevice, graphs: dict[str, Graph], weights: dict[str, torch.Tensor],
-                 kernels: dict, segmented: bool, error: type[Exception]):
+                 kernels: dict, segmented: bool, error: type[Exception], state: dict[str, torch.Tensor] | None = None):
         self.rank = rank
         self.device = device
-        self.state = {n: torch.zeros(s.shape, dtype=dtype_from_name(s.dtype)) for n, s in state_specs(graphs).items()}
+        self.state = state if state is not None else {
+            n: torch.zeros(s.shape, dtype=dtype_from_name(s.dtype)) for n, s in state_specs(graphs).items()}
         program = SegmentedProgram if segmented else Program
         self.programs = {name: program(graph, kernels) for name, graph in graphs.items()}
         self.bindings = {name: self._bind(graph, weights, error) for name, graph in graphs.items()}
@@ -153,6 +155,8 @@ class DeviceEngine:
         if state_bytes:
             check_host_allocation(state_bytes * len(local_ranks), f"the KV cache of {owner}")
         distributed = collectives == "torch.distributed" and size > 1
+        # tensor parallelism in this process: the ranks' tensors stacked once, so graphs can run in lockstep
+        stack = RankStack(size, state_specs(graphs)) if len(local_ranks) > 1 else None
         for rank in local_ranks:
             device = get_device(spec, device_ids[rank], registry)
             request = {"weights": weight_bytes(rank)}
@@ -165,7 +169,12 @@ class DeviceEngine:
                                                                 request)))
             self.memory = request
             kernels = {**KERNELS, **communicator.kernels(rank)} if distributed else KERNELS
-            self.ranks.append(_Rank(rank, device, graphs, weights(rank), kernels, len(local_ranks) > 1, error))
+            rank_weights = weights(rank) if stack is None else stack.add_weights(rank, weights(rank))
+            self.ranks.append(_Rank(rank, device, graphs, rank_weights, kernels, stack is not None, error,
+                                    None if stack is None else stack.rank_state(rank)))
+        #: run the in-process ranks' graphs as one interpretation over stacked tensors (``lockstep_group``)
+        self.lockstep = lockstep_default()
+        self.lockstep_group = LockstepGroup(stack, graphs, KERNELS) if stack is not None else None
 
     @property
     def devices(self) -> list[NPUDevice]:
@@ -186,9 +195,12 @@ class DeviceEngine:
         if len(self.ranks) == 1:
             rank = self.ranks[0]
             return rank.programs[name](*rank.arguments(name, inputs))
-        programs = [rank.programs[name] for rank in self.ranks]
-        envs = [rank.environment(name, inputs) for rank in self.ranks]
-        outputs = SegmentedProgram.run_group(programs, envs, self.communicator.collective)[0]
+        if self.lockstep and name in self.lockstep_group.programs:
+            outputs = self.lockstep_group.run(name, inputs)
+        else:
+            programs = [rank.programs[name] for rank in self.ranks]
+            envs = [rank.environment(name, inputs) for rank in self.ranks]
+            outputs = SegmentedProgram.run_group(programs, envs, self.communicator.collective)[0]
         return outputs[0] if len(outputs) == 1 else tuple(outputs)
 
     def run(self, name: str, inputs: dict[str, torch.Tensor], phase: str = "",

@@ -1,0 +1,83 @@
+"""The functions lockstep steps call (``lockstep_ops`` emits them): stacked values are ``[N, *rank_shape]``."""
+
+from __future__ import annotations
+
+from typing import Callable
+
+import torch
+
+#: A row-parallel linear runs weight-stationary (W @ xᵀ) for one row, and for up to ``STATIONARY_ROWS`` rows when
+#: its shard is narrower than ``STATIONARY_MAX_INNER`` input features: a rank's shard has 1/N of the input features,
+#: and the CPU BLAS streams such a narrow [out, in/N] matrix slower as x @ Wᵀ. Measured (MKL, one thread, 24 cold
+#: [768, in/N] shards, W @ xᵀ time / bmm time): 0.47-0.53 at one row for in/N = 192-512, 0.83 for 1024; at 4 rows
+#: 0.61-0.75 for 192-512 but 1.39 for 1024. Rounding differs from F.linear's by about 1e-6 relative (fp32 only).
+STATIONARY_ROWS = 8
+STATIONARY_MAX_INNER = 1024
+
+
+def insert_dims(x: torch.Tensor, count: int) -> torch.Tensor:
+    """[N, *s] -> [N, 1 (``count`` times), *s] (a view)."""
+    return x[(slice(None),) + (None,) * count]
+
+
+def expanded(x: torch.Tensor, n: int) -> torch.Tensor:
+    """A shared value as every rank's: [*s] -> [N, *s] (a view)."""
+    return x.expand(n, *x.shape)
+
+
+def column_linear(linear: Callable, x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
+    """x [..., in] shared; weight [N, out, in]; bias [N, out] or [out] -> [N, ..., out]: one ``linear`` (the device's
+    kernel) over the shards, concatenated."""
+    n, out, inner = weight.shape
+    if not weight.is_contiguous():    # read through a transpose (GPT-2's Conv1D [in, out]): a batched product
+        return row_linear(x.expand(n, *x.shape), weight, bias)
+    if bias is not None:   # [N, out], or one bias every rank holds alike [out]
+        bias = bias.reshape(n * out) if bias.dim() == 2 else bias.repeat(n)
+    y = linear(x, weight.view(n * out, inner), bias)                                            # [..., N*out]
+    return y.view(*y.shape[:-1], n, out).movedim(-2, 0)
+
+
+def row_linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
+    """x [N, ..., in]; weight [N, out, in]; bias [N, out] or [out] -> [N, ..., out]: one batched matmul, weight-
+    stationary (W @ xᵀ) for the few rows of a decode step in fp32."""
+    n, out, inner = weight.shape
+    rows = x.reshape(n, -1, inner)                                                       # [N, M, in]
+    count = rows.shape[1]
+    if x.dtype == torch.float32 and (count == 1 or count <= STATIONARY_ROWS and inner < STATIONARY_MAX_INNER):
+        y = torch.matmul(weight, rows.transpose(1, 2)).transpose(1, 2)                  # [N, M, out]
+        if bias is not None:
+            y = y + bias.unsqueeze(-2)
+    elif bias is None:
+        y = torch.bmm(rows, weight.transpose(1, 2))
+    else:
+        y = torch.baddbmm(bias.unsqueeze(-2), rows, weight.transpose(1, 2))
+    return y.reshape(*x.shape[:-1], out)
+
+
+def sum_over_ranks(x: torch.Tensor) -> torch.Tensor:
+    """x [N, ...] -> rank 0's value plus every other rank's, in rank order (``InProcessGroup``'s all-reduce)."""
+    parts = x.unbind(0)
+    total = parts[0] + parts[1]
+    for part in parts[2:]:
+        total += part
+    return total
+
+
+def cat_over_ranks(x: torch.Tensor, dim: int) -> torch.Tensor:
+    """x [N, ...] -> the ranks' values concatenated along ``dim`` in rank order (``InProcessGroup``'s all-gather)."""
+    return torch.cat(x.unbind(0), dim=dim)
+
+
+def fold_heads(x: torch.Tensor, dim: int) -> torch.Tensor:
+    """[N, ..., heads_r (at per-rank ``dim``), ...] -> [..., N * heads_r, ...], rank-major heads."""
+    return x.movedim(0, dim).flatten(dim, dim + 1)
+
+
+def fold_cache(cache: torch.Tensor) -> torch.Tensor:
+    """The ranks' caches [rows, N, heads_r, ...] as one cache [rows, N * heads_r, ...] (a view)."""
+    return cache.flatten(1, 2)
+
+
+def unfold_heads(x: torch.Tensor, n: int) -> torch.Tensor:
+    """[B, S, N * H_r, D] -> [N, B, S, H_r, D] (a view)."""
+    return x.unflatten(2, (n, x.shape[2] // n)).movedim(2, 0)
