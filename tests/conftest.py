@@ -59,6 +59,18 @@ def _key(value: dict[str, Any]) -> str:
     return json.dumps(value, sort_keys=True, default=str)
 
 
+def pytest_configure(config):
+    """Under pytest-xdist, each worker gets its share of the cores as torch intra-op threads (one each for
+    ``-n 2`` on two cores), and so do the subprocesses it starts (``OMP_NUM_THREADS``). Two workers with two
+    threads each oversubscribe the cores: the tiny models' ops gain nothing from a second thread, and waiting
+    threads spin, which cost the suite about half of its CPU time on denoising loops."""
+    workers = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "0"))
+    if workers:
+        threads = max(1, len(os.sched_getaffinity(0)) // workers)
+        os.environ["OMP_NUM_THREADS"] = str(threads)
+        torch.set_num_threads(threads)
+
+
 @pytest.fixture(scope="session")
 def tokenizer():
     return build_tokenizer()
