@@ -75,8 +75,11 @@ def device_used() -> int:
     return get_device(ATOM, 0).memory.used
 
 
-def refused(root: Path, *fragments: str, error=ValueError, seconds: float = 5.0, **kwargs) -> str:
-    """Loads ``root``, which must be refused quickly with ``error`` naming every fragment; nothing stays reserved."""
+def refused(root: Path, *fragments: str, error=ValueError, seconds: float = 30.0, **kwargs) -> str:
+    """Loads ``root``, which must be refused with ``error`` naming every fragment; nothing stays reserved.
+
+    ``seconds`` is a bound against work that grows faster than the input (a quadratic pass over 300k names takes
+    hours), not a speed measurement: it is loose enough for a loaded 2-core machine."""
     before = device_used()
     start = time.perf_counter()
     model = None
@@ -163,7 +166,7 @@ def test_decode_graph_whose_batch_disagrees_with_its_name(copy_dir):
 @pytest.mark.parametrize("count", [10**6, 300_000])
 def test_huge_graph_lists_refused_quickly(copy_dir, count):
     # 10**6 names exceed the size bound of npu_config.json; 300k fit in it and reach the graph list check
-    message = refused(tamper(copy_dir, graphs=["prefill"] * count), seconds=3.0)
+    message = refused(tamper(copy_dir, graphs=["prefill"] * count))
     assert "graphs" in message or "over the limit" in message
 
 
