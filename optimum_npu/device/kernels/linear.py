@@ -30,7 +30,9 @@ STATIONARY_MAX_INNER = 2048
 
 def linear_kernel(input: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = None) -> torch.Tensor:
     """input [..., K]; weight [N, K]; bias [N] -> [..., N] (contiguous)."""
-    if weight.dim() != 2 or input.dim() < 2 or input.shape[-1] != weight.shape[1] or input.dtype != weight.dtype:
+    tensors = isinstance(input, torch.Tensor) and isinstance(weight, torch.Tensor) and (
+        bias is None or isinstance(bias, torch.Tensor))
+    if not tensors or weight.dim() != 2 or input.dim() < 2 or input.shape[-1] != weight.shape[1] or input.dtype != weight.dtype:
         return F.linear(input, weight, bias)   # what the dispatcher would do (and the errors it would raise)
     inner, width = weight.shape[1], weight.shape[0]
     rows = input.numel() // inner if inner else 0
