@@ -121,6 +121,10 @@ class LockstepGroup:
                 self.bindings[name] = binding
             except LockstepUnsupported as err:
                 self.refused[name] = str(err)
+            except (AttributeError, TypeError, ValueError, IndexError, KeyError) as err:
+                # a graph the translation cannot read (e.g. a tampered argument) runs rank by rank, where the
+                # executor refuses it with a translated error
+                self.refused[name] = f"not translatable: {type(err).__name__}"
 
     def run(self, name: str, inputs: dict[str, torch.Tensor]) -> list:
         """Rank 0's outputs of graph ``name`` (every rank's state updated)."""
