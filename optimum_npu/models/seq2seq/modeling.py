@@ -1,6 +1,6 @@
 """``NPUModelForSeq2SeqLM``: T5 and BART compiled into encoder buckets and decoder graphs, with Transformers'
-own ``generate()`` (greedy, beam search with beams as decode rows, sampling) and pipelines
-(translation, summarization, text2text-generation)."""
+own ``generate()`` (greedy, beam search with beams as decode rows, sampling). Transformers 5.23 has no
+translation / summarization / text2text-generation pipelines; ``generate()`` serves those uses."""
 
 from __future__ import annotations
 
@@ -154,11 +154,12 @@ class NPUModelForSeq2SeqLM(NPUPreTrainedModel, GenerationMixin):
 
     @classmethod
     def card_section(cls, repo_id: str) -> CardSection:
-        usage = ("## Use\n\n```python\nfrom transformers import AutoTokenizer, pipeline\n"
+        usage = ("## Use\n\n```python\nfrom transformers import AutoTokenizer\n"
                  f"from optimum_npu import {cls.__name__}\n\n"
                  f'model = {cls.__name__}.from_pretrained("{repo_id}")   # verified against npu_manifest.json\n'
                  f'tokenizer = AutoTokenizer.from_pretrained("{repo_id}")\n'
-                 'print(pipeline("text2text-generation", model=model, tokenizer=tokenizer)("translate: hello"))\n'
+                 'inputs = tokenizer(["translate English to German: hello"], return_tensors="pt")\n'
+                 'print(tokenizer.batch_decode(model.generate(**inputs, max_new_tokens=32), skip_special_tokens=True))\n'
                  "print(model.npu_stats)   # encoder, cross-KV, decode per token\n```")
         return CardSection("text2text-generation", usage, RUNTIME_OPTIONS)
 
