@@ -117,8 +117,8 @@ def device_passes(captured: Captured, plan: TensorParallelPlan | None, with_weig
     graphs = {name: shard_graph(graph, plan) if size > 1 else graph for name, graph in captured.graphs.items()}
     rank_weights: list[dict[str, torch.Tensor]] = []
     if with_weights:  # the union of what the graphs bind (encoder and decoder graphs bind different ones)
-        rank_weights = [shard_weights(captured.graphs.values(), captured.weights, plan, rank) if size > 1
-                        else captured.weights for rank in range(size)]
+        rank_weights = shard_weights(captured.graphs.values(), captured.weights, plan) if size > 1 \
+            else [captured.weights]
     graphs = {name: graph if graph is captured.graphs[name] else _propagated(graph) for name, graph in graphs.items()}
     return Compiled(graphs, rank_weights, captured.fusion, plan_graph_memory(graphs.values()), size)
 

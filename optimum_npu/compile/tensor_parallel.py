@@ -328,18 +328,18 @@ def _rename(value, renamed: dict[str, str]):
     return value
 
 
-def shard_weights(graphs: Graph | Iterable[Graph], weights: dict[str, torch.Tensor], plan: TensorParallelPlan,
-                  rank: int) -> dict[str, torch.Tensor]:
-    """Rank ``rank``'s tensors for ``shard_graph(graph, plan)`` of every graph, cut from the one-device ``weights``.
+def shard_weights(graphs: Iterable[Graph], weights: dict[str, torch.Tensor],
+                  plan: TensorParallelPlan) -> list[dict[str, torch.Tensor]]:
+    """Every rank's tensors for ``shard_graph(graph, plan)`` of every graph, cut from the one-device ``weights``.
 
-    The graphs of one artifact may bind different weights (an encoder-decoder's encoder and decoder graphs): the
+    The graphs of one artifact may bind different weights (an encoder-decoder's encoder and decoder graphs): each
     rank's tensors are the union of what they bind, each cut once. A weight two graphs would cut differently is
     refused (``TensorParallelError``): the ranks store one tensor per weight.
     """
     if plan.size == 1:
-        return weights
+        return [weights]
     layouts = {}
-    for graph in [graphs] if isinstance(graphs, Graph) else graphs:
+    for graph in graphs:
         for item in _split_layout(graph, plan)[0]:
             if item.spec.kind != "weight":
                 continue
@@ -349,13 +349,14 @@ def shard_weights(graphs: Graph | Iterable[Graph], weights: dict[str, torch.Tens
                     f"weight {item.spec.source} is cut as {seen[1].cut.style} {list(seen[1].spec.shape)} for graph "
                     f"{seen[0]!r} but as {item.cut.style} {list(item.spec.shape)} for graph {graph.name!r}; the "
                     "tensor-parallel plan must split a weight the same way wherever it is used")
-    shards: dict[str, torch.Tensor] = {}
+    ranks: list[dict[str, torch.Tensor]] = [{} for _ in range(plan.size)]
     for _, item in layouts.values():
         cut = item.cut
         part = item.spec.shape[cut.dim] if len(item.spec.shape) > cut.dim else 0  # scalars are replicated
-        shards[item.spec.source] = cut_shard(weights[item.full_source], cut.style, cut.dim, part, rank, plan.size,
-                                             cut.parts)
-    return shards
+        for rank, shards in enumerate(ranks):
+            shards[item.spec.source] = cut_shard(weights[item.full_source], cut.style, cut.dim, part, rank,
+                                                 plan.size, cut.parts)
+    return ranks
 
 
 def cut_shard(tensor: torch.Tensor, style: str, dim: int, part: int, rank: int, size: int,
