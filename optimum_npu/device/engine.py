@@ -20,14 +20,14 @@ import torch
 from optimum_npu.device.collectives import InProcessGroup, TorchDistributedGroup
 from optimum_npu.device.cost import GraphCostModel
 from optimum_npu.device.device import DeviceRegistry, NPUDevice, get_device
-from optimum_npu.device.lockstep_group import LockstepGroup, RankStack, lockstep_default
 from optimum_npu.device.executor import Program
-from optimum_npu.device.sizing import plan_graph_memory
 from optimum_npu.device.kernels import KERNELS
+from optimum_npu.device.kernels.real_rows import real_prefix, real_rows, skips_padding
+from optimum_npu.device.lockstep_group import LockstepGroup, RankStack, lockstep_default
 from optimum_npu.device.memory import check_host_allocation
 from optimum_npu.device.profiler import Profiler
-from optimum_npu.device.kernels.real_rows import real_prefix, real_rows, skips_padding
 from optimum_npu.device.segments import SegmentedProgram
+from optimum_npu.device.sizing import plan_graph_memory
 from optimum_npu.device.spec import NPUSpec
 from optimum_npu.schema import Graph, TensorSpec, dtype_from_name
 
