@@ -1,10 +1,12 @@
 """The simulator's host fast paths on and off, in one process on one compiled model, alternating.
 
-The device's linear kernel computes 2-8 fp32 rows weight-stationary and skips the padding rows of
-a decoder call (``device/kernels/linear.py``, ``real_rows.py``). Switching both off gives the plain
-``F.linear`` execution on every row (the code before issue #19's second pass), so this measures
-their effect without the noise of comparing two processes on a shared machine. Prints the median
-generate() seconds of each, their ratio, the per-repeat ratios, and whether the tokens agree.
+The device binds linear weights packed for oneDNN (``device/kernels/packed_linear.py``), its linear
+kernel takes the fastest product for each row count, and it skips the padding rows of a decoder call
+(``device/kernels/linear.py``, ``real_rows.py``). The "plain" contestant is the same compiled model loaded
+a second time with packing off (``OPTIMUM_NPU_PACKED_LINEAR=0``), run with ``linear.FAST_PRODUCTS`` off and
+no padding skipped: the ``F.linear`` execution on every row of the code before issue #19. This measures
+the fast paths' effect without the noise of comparing two processes on a shared machine. Prints the
+median generate() seconds of each, their ratio, the per-repeat ratios, and whether the tokens agree.
 
     python bench/bench_host_paths.py [--size bench] [--repeats 5] [--new-tokens 64] [--threads 1]
 """
@@ -14,6 +16,7 @@ from __future__ import annotations
 import argparse
 import os
 import statistics
+import tempfile
 import time
 
 os.environ.setdefault("TQDM_DISABLE", "1")
@@ -22,6 +25,7 @@ import torch
 
 from optimum_npu import NPUModelForCausalLM
 from optimum_npu.device.kernels import linear
+from optimum_npu.device.kernels.packed_linear import PACKED_LINEAR_ENV
 from optimum_npu.models.tiny import build_causal_lm, build_tokenizer
 
 PROMPT = "The simulated NPU runs the compiled graphs with real arithmetic and accounts for time."
@@ -36,15 +40,19 @@ def main() -> None:
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)
-    model = NPUModelForCausalLM.from_model(build_causal_lm("LlamaForCausalLM", size=args.size), npu_config={
+    fast_model = NPUModelForCausalLM.from_model(build_causal_lm("LlamaForCausalLM", size=args.size), npu_config={
         "max_seq_len": 256, "batch_size": 4, "decoder_batch_sizes": [1, 2, 4], "prefill_chunk_size": 128,
         "npu": "atom"}, compile_cache=False)
-    engine = model._runtime.engine
-    fast_rows, fast_padding = linear.STATIONARY_ROWS, dict(engine.skips_padding)
-
-    def use_fast_paths(fast: bool) -> None:
-        linear.STATIONARY_ROWS = fast_rows if fast else range(0)
-        engine.skips_padding = fast_padding if fast else dict.fromkeys(fast_padding, False)
+    with tempfile.TemporaryDirectory() as folder:
+        fast_model.save_pretrained(folder)
+        os.environ[PACKED_LINEAR_ENV] = "0"
+        try:
+            plain_model = NPUModelForCausalLM.from_pretrained(folder)
+        finally:
+            del os.environ[PACKED_LINEAR_ENV]
+    plain_engine = plain_model._runtime.engine
+    plain_engine.skips_padding = dict.fromkeys(plain_engine.skips_padding, False)
+    models = {True: fast_model, False: plain_model}
 
     tokenizer = build_tokenizer()
     print(f"{args.size} model, TP 1, {args.new_tokens} new tokens, median of {args.repeats} alternating runs, "
@@ -52,22 +60,24 @@ def main() -> None:
     print(f"{'batch':>5} {'plain s':>8} {'fast s':>8} {'speed-up':>9}  per-repeat speed-ups   tokens equal")
     for batch in (1, 4):
         inputs = tokenizer([PROMPT] * batch, return_tensors="pt", padding=True)
-        model.generate(**inputs, max_new_tokens=4, do_sample=False)   # warm-up
+        for model in models.values():
+            model.generate(**inputs, max_new_tokens=4, do_sample=False)   # warm-up
         seconds: dict[bool, list[float]] = {True: [], False: []}
         outputs = {}
         for repeat in range(args.repeats):
             for fast in ((True, False) if repeat % 2 == 0 else (False, True)):
-                use_fast_paths(fast)
+                linear.FAST_PRODUCTS = fast
                 start = time.perf_counter()
-                outputs[fast] = model.generate(**inputs, max_new_tokens=args.new_tokens,
-                                               min_new_tokens=args.new_tokens, do_sample=False)
+                outputs[fast] = models[fast].generate(**inputs, max_new_tokens=args.new_tokens,
+                                                      min_new_tokens=args.new_tokens, do_sample=False)
                 seconds[fast].append(time.perf_counter() - start)
-        use_fast_paths(True)
+        linear.FAST_PRODUCTS = True
         plain, fast = statistics.median(seconds[False]), statistics.median(seconds[True])
         pairs = " ".join(f"{b / a:.2f}" for a, b in zip(seconds[True], seconds[False]))
         print(f"{batch:>5} {plain:>8.2f} {fast:>8.2f} {plain / fast:>9.2f}  {pairs:<22} "
               f"{torch.equal(outputs[True], outputs[False])}")
-    model.release()
+    fast_model.release()
+    plain_model.release()
 
 
 if __name__ == "__main__":

@@ -22,9 +22,10 @@ from optimum_npu.device.cost import GraphCostModel
 from optimum_npu.device.device import DeviceRegistry, NPUDevice, get_device
 from optimum_npu.device.executor import Program
 from optimum_npu.device.kernels import KERNELS
+from optimum_npu.device.kernels.packed_linear import LinearPacking, packing_enabled
 from optimum_npu.device.kernels.real_rows import real_prefix, real_rows, skips_padding
 from optimum_npu.device.lockstep_group import LockstepGroup, RankStack, lockstep_default
-from optimum_npu.device.memory import check_host_allocation
+from optimum_npu.device.memory import check_host_allocation, host_available_bytes
 from optimum_npu.device.profiler import Profiler
 from optimum_npu.device.segments import SegmentedProgram
 from optimum_npu.device.sizing import plan_graph_memory
@@ -71,20 +72,23 @@ class _Rank:
     """What one device holds: its weight shard, state tensors, programs and input bindings."""
 
     def __init__(self, rank: int, device: NPUDevice, graphs: dict[str, Graph], weights: dict[str, torch.Tensor],
-                 kernels: dict, segmented: bool, error: type[Exception], state: dict[str, torch.Tensor] | None = None):
+                 kernels: dict, segmented: bool, error: type[Exception], state: dict[str, torch.Tensor] | None = None,
+                 packing: LinearPacking | None = None):
         self.rank = rank
         self.device = device
         self.state = state if state is not None else {
             n: torch.zeros(s.shape, dtype=dtype_from_name(s.dtype)) for n, s in state_specs(graphs).items()}
         program = SegmentedProgram if segmented else Program
         self.programs = {name: program(graph, kernels) for name, graph in graphs.items()}
-        self.bindings = {name: self._bind(graph, weights, error) for name, graph in graphs.items()}
+        self.bindings = {name: self._bind(graph, weights, error, packing) for name, graph in graphs.items()}
 
-    def _bind(self, graph: Graph, weights: dict[str, torch.Tensor], error: type[Exception]) -> list:
+    def _bind(self, graph: Graph, weights: dict[str, torch.Tensor], error: type[Exception],
+              packing: LinearPacking | None) -> list:
         binding = []
         for spec in graph.inputs:
             if spec.kind == "weight":
-                tensor = weights.get(spec.source)
+                packed = None if packing is None else packing.bound(graph.name, spec.name)
+                tensor = packed if packed is not None else weights.get(spec.source)
                 if tensor is None or tuple(tensor.shape) != spec.shape or tensor.dtype != dtype_from_name(spec.dtype):
                     raise error(f"graph {graph.name!r} needs weight {spec.source!r} {list(spec.shape)} "
                                 f"{spec.dtype}, which the weights of rank {self.rank} do not hold; recompile the model")
@@ -157,6 +161,12 @@ class DeviceEngine:
         distributed = collectives == "torch.distributed" and size > 1
         # tensor parallelism in this process: the ranks' tensors stacked once, so graphs can run in lockstep
         stack = RankStack(size, state_specs(graphs)) if len(local_ranks) > 1 else None
+        # the linear weights packed for the CPU's BLAS where the host has room (``kernels/packed_linear``): one rank's
+        # in its bindings, in-process ranks' in the lockstep group's
+        packing = None
+        if packing_enabled():
+            available = host_available_bytes()
+            packing = LinearPacking(graphs, None if available is None else available // 2, len(local_ranks))
         for rank in local_ranks:
             device = get_device(spec, device_ids[rank], registry)
             request = {"weights": weight_bytes(rank)}
@@ -170,11 +180,14 @@ class DeviceEngine:
             self.memory = request
             kernels = {**KERNELS, **communicator.kernels(rank)} if distributed else KERNELS
             rank_weights = weights(rank) if stack is None else stack.add_weights(rank, weights(rank))
+            if packing is not None and stack is None:
+                packing.pack(rank_weights)
             self.ranks.append(_Rank(rank, device, graphs, rank_weights, kernels, stack is not None, error,
-                                    None if stack is None else stack.rank_state(rank)))
+                                    None if stack is None else stack.rank_state(rank),
+                                    packing if stack is None else None))
         #: run the in-process ranks' graphs as one interpretation over stacked tensors (``lockstep_group``)
         self.lockstep = lockstep_default()
-        self.lockstep_group = LockstepGroup(stack, graphs, KERNELS) if stack is not None else None
+        self.lockstep_group = LockstepGroup(stack, graphs, KERNELS, packing) if stack is not None else None
 
     @property
     def devices(self) -> list[NPUDevice]:

@@ -25,7 +25,9 @@ from typing import Callable
 
 import torch
 
+from optimum_npu.device.kernels.packed_linear import LinearPacking, pack_matrix
 from optimum_npu.device.lockstep import LockstepProgram
+from optimum_npu.device.lockstep_kernels import PackedShards
 from optimum_npu.device.lockstep_steps import LockstepUnsupported
 from optimum_npu.schema import Graph, TensorSpec, dtype_from_name
 
@@ -107,24 +109,44 @@ class RankStack:
 
 
 class LockstepGroup:
-    """Every graph that can run in lockstep, translated once over ``stack``; ``run(name, inputs)`` runs one."""
+    """Every graph that can run in lockstep, translated once over ``stack``; ``run(name, inputs)`` runs one.
 
-    def __init__(self, stack: RankStack, graphs: dict[str, Graph], kernels: dict[str, Callable]):
+    With ``packing``, the linear weights it chooses are bound packed: a shared one as one packed matrix, a
+    stacked one as ``PackedShards`` (the per-rank path keeps reading the plain stack)."""
+
+    def __init__(self, stack: RankStack, graphs: dict[str, Graph], kernels: dict[str, Callable],
+                 packing: LinearPacking | None = None):
         stack.finish()
         self.programs: dict[str, LockstepProgram] = {}
         self.bindings: dict[str, list] = {}
         self.refused: dict[str, str] = {}
+        self._packed: dict[str, object] = {}   # weight source -> its packed form, shared by the graphs
         for name, graph in graphs.items():
             try:
                 binding, stacked, state = stack.binding(graph)
                 self.programs[name] = LockstepProgram(graph, stacked, state, stack.size, kernels)
-                self.bindings[name] = binding
+                self.bindings[name] = binding if packing is None else self._packed_binding(
+                    stack, graph, binding, stacked, packing)
             except LockstepUnsupported as err:
                 self.refused[name] = str(err)
             except (AttributeError, TypeError, ValueError, IndexError, KeyError) as err:
                 # a graph the translation cannot read (e.g. a tampered argument) runs rank by rank, where the
                 # executor refuses it with a translated error
                 self.refused[name] = f"not translatable: {type(err).__name__}"
+
+    def _packed_binding(self, stack: RankStack, graph: Graph, binding: list, stacked: set[str],
+                        packing: LinearPacking) -> list:
+        """``binding`` with the weights ``packing`` chooses for ``graph`` in their packed form."""
+        packed_binding = list(binding)
+        for index, spec in enumerate(graph.inputs):
+            source = packing.chosen(graph.name, spec.name) if spec.kind == "weight" else None
+            if source is None:
+                continue
+            if source not in self._packed:
+                tensor = stack.weights[source]
+                self._packed[source] = PackedShards(tensor) if spec.name in stacked else pack_matrix(tensor[0])
+            packed_binding[index] = self._packed[source]
+        return packed_binding
 
     def run(self, name: str, inputs: dict[str, torch.Tensor]) -> list:
         """Rank 0's outputs of graph ``name`` (every rank's state updated)."""

@@ -6,6 +6,8 @@ from typing import Callable
 
 import torch
 
+from optimum_npu.device.kernels.packed_linear import onednn_linear, pack_matrix
+
 #: A row-parallel linear runs weight-stationary (W @ xᵀ) for one row, and for up to ``STATIONARY_ROWS`` rows when
 #: its shard is narrower than ``STATIONARY_MAX_INNER`` input features: a rank's shard has 1/N of the input features,
 #: and the CPU BLAS streams such a narrow [out, in/N] matrix slower as x @ Wᵀ. Measured (MKL, one thread, 24 cold
@@ -13,6 +15,29 @@ import torch
 #: 0.61-0.75 for 192-512 but 1.39 for 1024. Rounding differs from F.linear's by about 1e-6 relative (fp32 only).
 STATIONARY_ROWS = 8
 STATIONARY_MAX_INNER = 1024
+
+
+class PackedShards:
+    """A stacked linear weight [N, out, in] whose packed copies (``kernels/packed_linear``) are made on first use:
+    the shards concatenated [N * out, in] for a column-parallel linear, each shard [out, in] for a row-parallel one."""
+
+    __slots__ = ("stack", "shape", "_concatenated", "_shards")
+
+    def __init__(self, stack: torch.Tensor):
+        self.stack, self.shape = stack, stack.shape
+        self._concatenated: torch.Tensor | None = None
+        self._shards: list[torch.Tensor] | None = None
+
+    def concatenated(self) -> torch.Tensor:
+        if self._concatenated is None:
+            n, out, inner = self.shape
+            self._concatenated = pack_matrix(self.stack.reshape(n * out, inner))
+        return self._concatenated
+
+    def shards(self) -> list[torch.Tensor]:
+        if self._shards is None:
+            self._shards = [pack_matrix(shard) for shard in self.stack.unbind(0)]
+        return self._shards
 
 
 def insert_dims(x: torch.Tensor, count: int) -> torch.Tensor:
@@ -29,21 +54,29 @@ def column_linear(linear: Callable, x: torch.Tensor, weight: torch.Tensor, bias:
     """x [..., in] shared; weight [N, out, in]; bias [N, out] or [out] -> [N, ..., out]: one ``linear`` (the device's
     kernel) over the shards, concatenated."""
     n, out, inner = weight.shape
-    if not weight.is_contiguous():    # read through a transpose (GPT-2's Conv1D [in, out]): a batched product
+    if type(weight) is PackedShards:
+        concatenated = weight.concatenated()                                                    # packed [N*out, in]
+    elif not weight.is_contiguous():    # read through a transpose (GPT-2's Conv1D [in, out]): a batched product
         return row_linear(x.expand(n, *x.shape), weight, bias)
+    else:
+        concatenated = weight.view(n * out, inner)
     if bias is not None:   # [N, out], or one bias every rank holds alike [out]
         bias = bias.reshape(n * out) if bias.dim() == 2 else bias.repeat(n)
-    y = linear(x, weight.view(n * out, inner), bias)                                            # [..., N*out]
+    y = linear(x, concatenated, bias)                                                           # [..., N*out]
     return y.view(*y.shape[:-1], n, out).movedim(-2, 0)
 
 
 def row_linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
-    """x [N, ..., in]; weight [N, out, in]; bias [N, out] or [out] -> [N, ..., out]: one batched matmul, weight-
-    stationary (W @ xᵀ) for the few rows of a decode step in fp32."""
+    """x [N, ..., in]; weight [N, out, in] (or its ``PackedShards``); bias [N, out] or [out] -> [N, ..., out]: one
+    batched matmul, weight-stationary (W @ xᵀ) for the few rows of a decode step in fp32; packed shards take one
+    packed product per rank."""
     n, out, inner = weight.shape
     rows = x.reshape(n, -1, inner)                                                       # [N, M, in]
     count = rows.shape[1]
-    if x.dtype == torch.float32 and (count == 1 or count <= STATIONARY_ROWS and inner < STATIONARY_MAX_INNER):
+    if type(weight) is PackedShards:                                                     # one packed product per rank
+        biases = [None] * n if bias is None else (bias.unbind(0) if bias.dim() == 2 else [bias] * n)
+        y = torch.stack([onednn_linear(part, shard, b) for part, shard, b in zip(rows, weight.shards(), biases)])
+    elif x.dtype == torch.float32 and (count == 1 or count <= STATIONARY_ROWS and inner < STATIONARY_MAX_INNER):
         y = torch.matmul(weight, rows.transpose(1, 2)).transpose(1, 2)                  # [N, M, out]
         if bias is not None:
             y = y + bias.unsqueeze(-2)

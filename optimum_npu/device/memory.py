@@ -28,6 +28,21 @@ def host_memory_bytes() -> int | None:
         return None
 
 
+def host_available_bytes() -> int | None:
+    """Memory this machine can still hand out (``MemAvailable``, else the free pages; None where unknown)."""
+    try:
+        with open("/proc/meminfo", encoding="ascii") as meminfo:
+            for line in meminfo:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        pass
+    try:
+        return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_AVPHYS_PAGES")
+    except (AttributeError, OSError, ValueError):
+        return None
+
+
 def check_host_allocation(nbytes: int, what: str) -> None:
     """The simulated device's tensors live in host memory: refuses ``nbytes`` larger than this machine's RAM
     before anything is allocated (an artifact may carry a spec with any DRAM size)."""

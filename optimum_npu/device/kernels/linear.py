@@ -1,18 +1,22 @@
-"""``aten.linear`` on the simulated device: weight-stationary for the few rows of a decode step,
-and only the real rows of a padded call.
+"""``aten.linear`` on the simulated device: the fastest host product for each row count, and only the real
+rows of a padded call.
 
-``F.linear`` computes ``x @ Wᵀ``; for 2 to 8 rows of fp32 the CPU BLAS streams the weight far
-less efficiently that way than as ``W @ xᵀ`` (the weight as the left operand, the activations
-as a narrow right one). Both read every weight once, so a decode step is bound by the weight
-bytes; measured on the development CPU (MKL, one thread) over the 76M benchmark model's
-matrices at 4 rows: ``W @ xᵀ`` 1.5-2.4x faster for inner sizes of 256-768, but 2x slower for
-the 2048-wide inner size of the MLP's down projection, which keeps ``F.linear``
-(``docs/benchmarks.md``). One row and many rows (prefill, encoders) keep ``F.linear`` too.
+A decode step multiplies a few rows by every weight, so its host time is the time to stream the
+weights. ``F.linear`` (``x @ Wᵀ`` through the CPU BLAS) streams them slowly for a few rows:
+measured on the development CPU (one thread, the 76M benchmark model's 84 layer matrices in
+sequence; ``docs/benchmarks.md``):
 
-The summation order of ``W @ xᵀ`` differs from ``F.linear``'s, so results differ by rounding
-(about 1e-6 relative in fp32); one row keeps ``F.linear``'s values exactly. Inside
-``real_rows`` (a padded prefill chunk or decode batch), only the real rows are computed and the
-padding rows are zeros.
+- a weight the engine packed at load (``packed_linear``) takes oneDNN's product on any row count:
+  at 4 rows 1.7x ``F.linear``, at 128 (a prefill chunk) 1.3x;
+- one row on a plain weight takes oneDNN's product too (1.1-1.2x ``F.linear``'s GEMV);
+- 2-8 rows on a plain weight (packing off, or no room for it) run weight-stationary, ``W @ xᵀ``, for
+  inner sizes below 2048 (1.5-2.4x per matrix; 0.4x for the 2048-wide down projection, which keeps
+  ``F.linear``), and other row counts ``F.linear``.
+
+Every path but ``F.linear`` sums in another order, so results differ by rounding (about 1e-6
+relative in fp32); other dtypes keep ``F.linear`` and its values exactly. Inside ``real_rows`` (a
+padded prefill chunk or decode batch), only the real rows are computed and the padding rows are
+zeros.
 """
 
 from __future__ import annotations
@@ -20,36 +24,51 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
+from optimum_npu.device.kernels.packed_linear import onednn_linear
 from optimum_npu.device.kernels.real_rows import real_row_count
 
-#: Rows (tokens x batch) for which the weight-stationary product is used.
+#: Rows (tokens x batch) for which the weight-stationary product is used on a plain weight.
 STATIONARY_ROWS = range(2, 9)
 #: Inner sizes (``in_features``) below which it is used; wider ones keep ``F.linear``.
 STATIONARY_MAX_INNER = 2048
+#: False: plain weights take ``F.linear`` on every row count (the execution before issue #19; an A/B switch).
+FAST_PRODUCTS = True
 
 
 def linear_kernel(input: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = None) -> torch.Tensor:
-    """input [..., K]; weight [N, K]; bias [N] -> [..., N] (contiguous)."""
+    """input [..., K]; weight [N, K] (plain or packed); bias [N] -> [..., N] (contiguous)."""
     tensors = isinstance(input, torch.Tensor) and isinstance(weight, torch.Tensor) and (
         bias is None or isinstance(bias, torch.Tensor))
-    if not tensors or weight.dim() != 2 or input.dim() < 2 or input.shape[-1] != weight.shape[1] or input.dtype != weight.dtype:
+    if tensors and weight.is_mkldnn:
+        if input.dim() < 1 or input.shape[-1] != weight.shape[1] or input.shape[-1] == 0:
+            return F.linear(input, weight.to_dense(), bias)   # the dispatcher's errors, on the plain weight
+        return _real_rows_of(input, weight, bias, onednn_linear)
+    if not tensors or weight.dim() != 2 or input.dim() < 2 or input.shape[-1] != weight.shape[1] or \
+            input.dtype != weight.dtype or input.shape[-1] == 0:
         return F.linear(input, weight, bias)   # what the dispatcher would do (and the errors it would raise)
-    inner, width = weight.shape[1], weight.shape[0]
-    rows = input.numel() // inner if inner else 0
+    return _real_rows_of(input, weight, bias, _rows)
+
+
+def _real_rows_of(input: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, product) -> torch.Tensor:
+    """``product`` over the real rows of a padded call (zeros in the padding rows), over every row otherwise."""
+    inner, width = input.shape[-1], weight.shape[0]
+    rows = input.numel() // inner
+    flat = input.reshape(rows, inner)                                             # [rows, K]
     real = real_row_count(input.shape[:-1])
     if real is None or real >= rows:
-        if rows not in STATIONARY_ROWS:
-            return F.linear(input, weight, bias)
-        return _rows(input.reshape(rows, inner), weight, bias).view(*input.shape[:-1], width)
+        return product(flat, weight, bias).view(*input.shape[:-1], width)
     out = input.new_zeros(rows, width)                                            # [rows, N]
-    out[:real] = _rows(input.reshape(rows, inner)[:real], weight, bias)           # padding rows stay 0
+    out[:real] = product(flat[:real], weight, bias)                               # padding rows stay 0
     return out.view(*input.shape[:-1], width)
 
 
 def _rows(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
-    """x [M, K] @ weightᵀ (+ bias) -> [M, N] contiguous, weight-stationary when that is the faster order."""
-    if (x.shape[0] not in STATIONARY_ROWS or weight.shape[1] >= STATIONARY_MAX_INNER
-            or x.dtype is not torch.float32):
+    """x [M, K] @ plain weightᵀ (+ bias) -> [M, N] contiguous, by the faster product for M rows."""
+    if x.dtype is not torch.float32 or not FAST_PRODUCTS:
+        return F.linear(x, weight, bias)
+    if x.shape[0] == 1 and weight.is_contiguous():
+        return onednn_linear(x, weight, bias)
+    if x.shape[0] not in STATIONARY_ROWS or weight.shape[1] >= STATIONARY_MAX_INNER:
         return F.linear(x, weight, bias)
     out = torch.mm(weight, x.t()).t().contiguous()                               # [M, N]
     if bias is not None:

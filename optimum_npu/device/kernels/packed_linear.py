@@ -1,0 +1,140 @@
+"""Linear weights packed once, at load, into the CPU BLAS's own layout (oneDNN), for the device's linear kernel.
+
+A decode step multiplies a few rows by every weight matrix, so its host time is the time to stream
+the weights from memory. A general matrix product packs (re-lays) the weight operand into the
+BLAS's blocked layout on every call, which reads and writes the weight again; a weight packed once
+at load is only read. Measured on the development CPU (one thread, the 76M benchmark model's 84
+layer matrices in sequence, 288 MiB, cold in cache; ``docs/benchmarks.md``): at 4 rows ``F.linear``
+8.0 GB/s, the packed product 12.8 GB/s; at 8 rows 6.1 against 12.1; at 128 rows (a prefill chunk)
+1.1 against 1.5; one row about the same. Rounding differs from ``F.linear``'s by about 1e-6
+relative (fp32).
+
+Only fp32 2-D weights that every graph reads as a linear's weight operand and nothing else are
+packed (an embedding tied to the output projection stays plain); the packed tensor replaces the
+plain one in the engine's bindings, so host memory does not grow. The simulated figures do not
+depend on it. ``OPTIMUM_NPU_PACKED_LINEAR=0`` keeps every weight plain (an A/B switch, and a
+fallback should a CPU's oneDNN build refuse a shape).
+"""
+
+from __future__ import annotations
+
+import math
+import os
+
+import torch
+
+from optimum_npu.schema import Graph, iter_refs
+
+#: Environment variable: ``0`` / ``false`` / ``off`` / ``no`` keeps linear weights in their plain layout.
+PACKED_LINEAR_ENV = "OPTIMUM_NPU_PACKED_LINEAR"
+#: The row count the packed layout is chosen for (a decode batch); it serves every row count.
+PACK_ROWS_HINT = 4
+_LINEAR = "aten.linear.default"
+
+
+def packing_enabled() -> bool:
+    """Whether new engines pack linear weights: oneDNN is present and ``OPTIMUM_NPU_PACKED_LINEAR`` is not off."""
+    if os.environ.get(PACKED_LINEAR_ENV, "1").strip().lower() in ("0", "false", "off", "no"):
+        return False
+    return torch.backends.mkldnn.is_available() and hasattr(torch.ops.mkldnn, "_reorder_linear_weight")
+
+
+class LinearPacking:
+    """Which linear weights of a rank's graphs are bound packed, and their packed copies.
+
+    A weight is packed when every graph reads it only as the weight operand of ``aten.linear`` and it
+    is an fp32 matrix; a graph binds the packed copy where its linears multiply two or more rows, and
+    the plain tensor where one row is multiplied (a batch-1 decode step: oneDNN's product on the plain
+    layout streams it fastest there). ``room`` (bytes) bounds the packed copies' total (``copies`` of each
+    graph-shaped weight: the ranks of a tensor-parallel group): a model whose copies would not fit keeps
+    every weight plain.
+    """
+
+    def __init__(self, graphs: dict[str, Graph], room: int | None, copies: int = 1):
+        self.inputs: dict[str, dict[str, str]] = {}      # graph -> {input name: weight source} bound packed
+        refused: set[str] = set()
+        for name, graph in graphs.items():
+            rows, refused_here = _linear_weight_rows(graph)
+            refused |= refused_here
+            self.inputs[name] = {input_name: source for input_name, (source, count) in rows.items() if count >= 2}
+        for chosen in self.inputs.values():
+            for input_name in [n for n, source in chosen.items() if source in refused]:
+                del chosen[input_name]
+        self.sources = {source for chosen in self.inputs.values() for source in chosen.values()}
+        sizes = {spec.source: math.prod(spec.shape) * 4 for graph in graphs.values() for spec in graph.inputs
+                 if spec.kind == "weight" and spec.source in self.sources}
+        self.nbytes = sum(sizes.values()) * copies
+        if room is not None and self.nbytes > room:
+            self.inputs, self.sources = {name: {} for name in graphs}, set()
+        self.packed: dict[str, torch.Tensor] = {}
+
+    def pack(self, weights: dict[str, torch.Tensor]) -> None:
+        """Packs this rank's copies of the chosen weights (one per distinct tensor)."""
+        by_tensor: dict[int, torch.Tensor] = {}
+        for source in self.sources:
+            tensor = weights.get(source)
+            if tensor is None or tensor.dtype != torch.float32 or tensor.dim() != 2 or tensor.device.type != "cpu":
+                continue
+            if id(tensor) not in by_tensor:
+                by_tensor[id(tensor)] = pack_matrix(tensor)
+            self.packed[source] = by_tensor[id(tensor)]
+
+    def chosen(self, graph_name: str, input_name: str) -> str | None:
+        """The weight source graph ``graph_name`` binds packed at input ``input_name``, or None (plain)."""
+        return self.inputs.get(graph_name, {}).get(input_name)
+
+    def bound(self, graph_name: str, input_name: str) -> torch.Tensor | None:
+        """The packed tensor graph ``graph_name`` binds to weight input ``input_name``, or None (plain)."""
+        source = self.chosen(graph_name, input_name)
+        return None if source is None else self.packed.get(source)
+
+
+def _linear_weight_rows(graph: Graph) -> tuple[dict[str, tuple[str, int]], set[str]]:
+    """The fp32 matrix weight inputs ``graph`` reads only as linear weights, with their source and the fewest
+    rows a linear multiplies them by; and the sources it reads otherwise (or in another dtype / rank)."""
+    source_of = {spec.name: spec.source for spec in graph.inputs if spec.kind == "weight"}
+    refused = {spec.source for spec in graph.inputs
+               if spec.kind == "weight" and (spec.dtype != "float32" or len(spec.shape) != 2)}
+    rows: dict[str, tuple[str, int]] = {}
+    for node in graph.nodes:
+        refs = iter_refs(node.args) + iter_refs(node.kwargs)
+        operand = _weight_operand(node) if node.op == _LINEAR else None
+        for ref in refs:
+            if ref not in source_of:
+                continue
+            if ref != operand or refs.count(ref) > 1:
+                refused.add(source_of[ref])
+                continue
+            count = _rows(node.meta.get("shape"))
+            previous = rows.get(ref, (None, count))[1]
+            rows[ref] = (source_of[ref], min(count, previous))
+    return {name: entry for name, entry in rows.items() if entry[0] not in refused}, refused
+
+
+def _rows(shape) -> int:
+    """The rows a linear's output ``shape`` (node metadata) holds: the product of its leading dims (1 if unknown)."""
+    if not isinstance(shape, list) or not shape or not all(isinstance(d, int) and d >= 0 for d in shape):
+        return 1
+    return math.prod(shape[:-1])
+
+
+def _weight_operand(node) -> str | None:
+    """The value a linear node reads as its weight (second positional argument), when it is a plain reference."""
+    if len(node.args) < 2 or not isinstance(node.args[1], dict) or set(node.args[1]) != {"ref"}:
+        return None
+    return node.args[1]["ref"]
+
+
+def pack_matrix(weight: torch.Tensor) -> torch.Tensor:
+    """A packed copy of an fp32 matrix [N, K] (a oneDNN-layout tensor of the same shape)."""
+    return torch.ops.mkldnn._reorder_linear_weight(weight.contiguous(), PACK_ROWS_HINT)
+
+
+def onednn_linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
+    """x [..., K] fp32; weight [N, K] packed, or plain and contiguous; bias [N] -> [..., N] contiguous: oneDNN's
+    product. Inputs it cannot take (another dtype or inner size) go through ``F.linear`` on the plain weight,
+    with its values and errors."""
+    if x.dtype is not torch.float32 or x.shape[-1] != weight.shape[1] or (
+            bias is not None and bias.dtype is not torch.float32):
+        return torch.nn.functional.linear(x, weight.to_dense() if weight.is_mkldnn else weight, bias)
+    return torch.ops.mkldnn._linear_pointwise(x, weight, bias, "none", [], "")

@@ -1,0 +1,101 @@
+"""Linear weights packed at load (``device/kernels/packed_linear.py``): which weights are packed, for which graphs,
+and that the packed products give ``F.linear``'s values up to rounding, on every row count and with padding rows."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from optimum_npu.device.kernels.linear import linear_kernel
+from optimum_npu.device.kernels.packed_linear import (PACKED_LINEAR_ENV, LinearPacking, pack_matrix,
+                                                      packing_enabled)
+from optimum_npu.device.kernels.real_rows import real_rows
+from optimum_npu.device.lockstep_kernels import PackedShards, column_linear, row_linear
+from optimum_npu.schema import Graph, Node, TensorSpec
+
+
+def _linear(name: str, x: str, weight: str, rows: int, out: int = 8) -> Node:
+    return Node(name, "aten.linear.default", [{"ref": x}, {"ref": weight}], {},
+                {"shape": [rows, out], "dtype": "float32"})
+
+
+def _graph(name: str, rows: int, extra: tuple[Node, ...] = (), dtype: str = "float32") -> Graph:
+    inputs = (TensorSpec("x", "input", (rows, 8), "float32"),
+              TensorSpec("w_up", "weight", (8, 8), dtype, source="up.weight"),
+              TensorSpec("w_head", "weight", (8, 8), "float32", source="head.weight"),
+              TensorSpec("ids", "input", (rows,), "int64"))
+    nodes = (_linear("up", "x", "w_up", rows), _linear("head", "up", "w_head", rows), *extra)
+    return Graph(name, inputs, nodes, (nodes[-1].name,))
+
+
+def test_packing_chooses_linear_only_weights_of_graphs_with_several_rows():
+    packing = LinearPacking({"prefill": _graph("prefill", 16), "decode_1": _graph("decode_1", 1)}, room=None)
+    assert packing.chosen("prefill", "w_up") == "up.weight" and packing.chosen("prefill", "w_head") == "head.weight"
+    assert packing.chosen("decode_1", "w_up") is None          # one row: the plain layout
+    assert packing.nbytes == 2 * 8 * 8 * 4
+
+
+def test_packing_refuses_weights_read_otherwise_or_in_another_dtype():
+    embedding = Node("embed", "aten.embedding.default", [{"ref": "w_head"}, {"ref": "ids"}], {},
+                     {"shape": [16, 8], "dtype": "float32"})
+    tied = LinearPacking({"prefill": _graph("prefill", 16, (embedding,)), "decode": _graph("decode", 4)}, room=None)
+    assert tied.chosen("decode", "w_head") is None              # read by an embedding in another graph
+    assert tied.chosen("decode", "w_up") == "up.weight"
+    bf16 = LinearPacking({"prefill": _graph("prefill", 16, dtype="bfloat16")}, room=None)
+    assert bf16.chosen("prefill", "w_up") is None and bf16.chosen("prefill", "w_head") == "head.weight"
+
+
+def test_packing_gives_up_when_the_copies_do_not_fit():
+    graphs = {"prefill": _graph("prefill", 16)}
+    assert LinearPacking(graphs, room=2 * 256).sources == {"up.weight", "head.weight"}
+    assert not LinearPacking(graphs, room=2 * 256 - 1).sources
+    assert not LinearPacking(graphs, room=2 * 256, copies=2).sources   # two ranks' copies
+
+
+def test_packing_switch(monkeypatch):
+    monkeypatch.setenv(PACKED_LINEAR_ENV, "off")
+    assert not packing_enabled()
+    monkeypatch.setenv(PACKED_LINEAR_ENV, "1")
+    assert packing_enabled() == torch.backends.mkldnn.is_available()
+
+
+def test_pack_binds_one_copy_per_distinct_tensor():
+    packing = LinearPacking({"prefill": _graph("prefill", 16)}, room=None)
+    shared = torch.randn(8, 8)
+    packing.pack({"up.weight": shared, "head.weight": shared})
+    assert packing.bound("prefill", "w_up") is packing.bound("prefill", "w_head")
+    assert packing.bound("prefill", "w_up").is_mkldnn and packing.bound("prefill", "x") is None
+
+
+@pytest.mark.parametrize("rows", [1, 3, 4, 16, 86])
+def test_packed_linear_matches_f_linear(rows):
+    gen = torch.Generator().manual_seed(rows)
+    x, weight, bias = torch.randn(rows, 1, 96, generator=gen), torch.randn(40, 96, generator=gen) / 96 ** 0.5, \
+        torch.randn(40)
+    packed = pack_matrix(weight)
+    for b in (None, bias):
+        got = linear_kernel(x, packed, b)
+        assert got.shape == (rows, 1, 40) and got.is_contiguous() and not got.is_mkldnn
+        torch.testing.assert_close(got, F.linear(x, weight, b), rtol=0, atol=1e-5)
+
+
+def test_packed_linear_computes_only_the_real_rows_and_refuses_like_f_linear():
+    x, weight = torch.randn(1, 16, 32), torch.randn(24, 32) / 32 ** 0.5
+    with real_rows((1, 16), 5):
+        got = linear_kernel(x, pack_matrix(weight))
+    torch.testing.assert_close(got[0, :5], F.linear(x, weight)[0, :5], rtol=0, atol=1e-5)
+    assert torch.equal(got[0, 5:], torch.zeros(11, 24))
+    with pytest.raises(RuntimeError, match="shapes cannot be multiplied"):
+        linear_kernel(torch.randn(2, 31), pack_matrix(weight))
+
+
+def test_lockstep_linears_over_packed_shards_match_the_stacked_weights():
+    n, gen = 4, torch.Generator().manual_seed(0)
+    stack, bias = torch.randn(n, 12, 32, generator=gen) / 32 ** 0.5, torch.randn(n, 12, generator=gen)
+    shared_x, stacked_x = torch.randn(3, 1, 32, generator=gen), torch.randn(n, 3, 1, 32, generator=gen)
+    for b in (None, bias):
+        torch.testing.assert_close(column_linear(linear_kernel, shared_x, PackedShards(stack), b),
+                                   column_linear(linear_kernel, shared_x, stack, b), rtol=0, atol=1e-5)
+        torch.testing.assert_close(row_linear(stacked_x, PackedShards(stack), b), row_linear(stacked_x, stack, b),
+                                   rtol=0, atol=1e-5)
