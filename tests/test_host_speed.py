@@ -10,7 +10,7 @@ import torch.nn.functional as F
 
 from optimum_npu import NPUModelForCausalLM
 from optimum_npu.device import engine as engine_module
-from optimum_npu.device.kernels import linear
+from optimum_npu.device.kernels import linear, packed_linear
 from optimum_npu.device.kernels.linear import linear_kernel
 from optimum_npu.device.kernels.packed_linear import PACKED_LINEAR_ENV
 from optimum_npu.device.kernels.real_rows import real_prefix, real_rows, skips_padding
@@ -21,7 +21,9 @@ PROMPTS = ["hello there", "the simulated device runs graphs", "a"]
 
 @pytest.mark.parametrize("rows", [1, 2, 3, 4, 8, 9, 16])
 @pytest.mark.parametrize("inner", [24, 2048])
-def test_linear_kernel_matches_f_linear(rows, inner):
+def test_linear_kernel_matches_f_linear(rows, inner, monkeypatch):
+    monkeypatch.setattr(linear, "ONE_ROW_ONEDNN_MIN_BYTES", 0)   # the fast products on these small weights too
+    monkeypatch.setattr(linear, "STATIONARY_MIN_BYTES", 0)
     gen = torch.Generator().manual_seed(rows)
     x, weight, bias = (torch.randn(rows, 1, inner, generator=gen), torch.randn(40, inner, generator=gen),
                        torch.randn(40, generator=gen))
@@ -34,6 +36,12 @@ def test_linear_kernel_matches_f_linear(rows, inner):
             torch.testing.assert_close(got, want, rtol=0, atol=1e-4)   # ~2e-6 of the scale
         else:
             torch.testing.assert_close(got, want, rtol=0, atol=1e-5)
+
+
+@pytest.mark.parametrize("rows", [1, 4])
+def test_small_plain_weights_keep_f_linear_exactly(rows):
+    x, weight = torch.randn(rows, 1, 256), torch.randn(256, 256)   # 256 KiB: below both size bars
+    assert torch.equal(linear_kernel(x, weight), F.linear(x, weight))
 
 
 def test_linear_kernel_keeps_other_dtypes_exact():
@@ -79,34 +87,47 @@ def _generate(model, tokenizer):
     return out.sequences, torch.stack(out.logits)
 
 
+def _load(artifact, monkeypatch, packed: bool) -> NPUModelForCausalLM:
+    """The artifact loaded with every eligible linear weight packed (the tiny model's matrices are below the size
+    bar, so it is lowered), or with packing off."""
+    with monkeypatch.context() as patch:
+        if packed:
+            patch.setattr(packed_linear, "PACK_MIN_BYTES", 0)
+        else:
+            patch.setenv(PACKED_LINEAR_ENV, "0")
+        return NPUModelForCausalLM.from_pretrained(artifact)
+
+
 def test_generate_with_the_fast_paths_matches_the_plain_execution(llama, tokenizer, monkeypatch):
-    model = llama.model
-    engine = model._runtime.engine
-    assert all(engine.skips_padding.values())
-    bound = {name: [t.is_mkldnn for t in engine.ranks[0].bindings[name] if isinstance(t, torch.Tensor)]
-             for name in ("prefill", "decoder_batch_1", "decoder_batch_4")}
-    assert any(bound["prefill"]) and any(bound["decoder_batch_4"])   # packed where the linears take 2+ rows
-    assert not any(bound["decoder_batch_1"])                         # one row: the plain layout
-    skipped = []
-    plain_rows = engine_module.real_rows
-
-    def counting_rows(grid, count):
-        skipped.append((grid, count))
-        return plain_rows(grid, count)
-
-    monkeypatch.setattr(engine_module, "real_rows", counting_rows)
-    fast_tokens, fast_logits = _generate(model, tokenizer)
-    assert any(grid[0] == 1 for grid, _ in skipped) and any(grid == (4, 1) for grid, _ in skipped)  # prefill, decode
-    monkeypatch.setenv(PACKED_LINEAR_ENV, "0")                               # plain weights in the bindings
-    plain = NPUModelForCausalLM.from_pretrained(llama.artifact)
-    plain_engine = plain._runtime.engine
-    assert not any(t.is_mkldnn for b in plain_engine.ranks[0].bindings.values() for t in b
-                   if isinstance(t, torch.Tensor))
-    monkeypatch.setattr(linear, "FAST_PRODUCTS", False)                       # F.linear everywhere, as before
-    monkeypatch.setattr(plain_engine, "skips_padding", dict.fromkeys(plain_engine.skips_padding, False))
+    fast, plain = _load(llama.artifact, monkeypatch, True), _load(llama.artifact, monkeypatch, False)
     try:
+        engine = fast._runtime.engine
+        assert all(engine.skips_padding.values())
+        bound = {name: [t.is_mkldnn for t in engine.ranks[0].bindings[name] if isinstance(t, torch.Tensor)]
+                 for name in ("prefill", "decoder_batch_1", "decoder_batch_4")}
+        assert any(bound["prefill"]) and any(bound["decoder_batch_4"])   # packed where the linears take 2+ rows
+        assert not any(bound["decoder_batch_1"])                         # one row: the plain layout
+        assert not any(t.is_mkldnn for b in plain._runtime.engine.ranks[0].bindings.values() for t in b
+                       if isinstance(t, torch.Tensor))
+        skipped = []
+        plain_rows = engine_module.real_rows
+
+        def counting_rows(grid, count):
+            skipped.append((grid, count))
+            return plain_rows(grid, count)
+
+        with monkeypatch.context() as patch:
+            patch.setattr(engine_module, "real_rows", counting_rows)
+            patch.setattr(linear, "ONE_ROW_ONEDNN_MIN_BYTES", 0)                # every fast product, whatever the size
+            patch.setattr(linear, "STATIONARY_MIN_BYTES", 0)
+            fast_tokens, fast_logits = _generate(fast, tokenizer)
+        assert any(grid[0] == 1 for grid, _ in skipped) and any(grid == (4, 1) for grid, _ in skipped)  # prefill, decode
+        plain_engine = plain._runtime.engine
+        monkeypatch.setattr(linear, "FAST_PRODUCTS", False)                   # F.linear everywhere, as before
+        monkeypatch.setattr(plain_engine, "skips_padding", dict.fromkeys(plain_engine.skips_padding, False))
         plain_tokens, plain_logits = _generate(plain, tokenizer)
     finally:
+        fast.release()
         plain.release()
     assert torch.equal(fast_tokens, plain_tokens)
     torch.testing.assert_close(fast_logits, plain_logits, rtol=0, atol=1e-5)

@@ -7,6 +7,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from optimum_npu.device.kernels import packed_linear
 from optimum_npu.device.kernels.linear import linear_kernel
 from optimum_npu.device.kernels.packed_linear import (PACKED_LINEAR_ENV, LinearPacking, pack_matrix,
                                                       packing_enabled)
@@ -15,15 +16,18 @@ from optimum_npu.device.lockstep_kernels import PackedShards, column_linear, row
 from optimum_npu.schema import Graph, Node, TensorSpec
 
 
-def _linear(name: str, x: str, weight: str, rows: int, out: int = 8) -> Node:
+SIDE = 128   # [128, 128] fp32 = 64 KiB: PACK_MIN_BYTES
+
+
+def _linear(name: str, x: str, weight: str, rows: int, out: int = SIDE) -> Node:
     return Node(name, "aten.linear.default", [{"ref": x}, {"ref": weight}], {},
                 {"shape": [rows, out], "dtype": "float32"})
 
 
 def _graph(name: str, rows: int, extra: tuple[Node, ...] = (), dtype: str = "float32") -> Graph:
-    inputs = (TensorSpec("x", "input", (rows, 8), "float32"),
-              TensorSpec("w_up", "weight", (8, 8), dtype, source="up.weight"),
-              TensorSpec("w_head", "weight", (8, 8), "float32", source="head.weight"),
+    inputs = (TensorSpec("x", "input", (rows, SIDE), "float32"),
+              TensorSpec("w_up", "weight", (SIDE, SIDE), dtype, source="up.weight"),
+              TensorSpec("w_head", "weight", (SIDE, SIDE), "float32", source="head.weight"),
               TensorSpec("ids", "input", (rows,), "int64"))
     nodes = (_linear("up", "x", "w_up", rows), _linear("head", "up", "w_head", rows), *extra)
     return Graph(name, inputs, nodes, (nodes[-1].name,))
@@ -33,12 +37,12 @@ def test_packing_chooses_linear_only_weights_of_graphs_with_several_rows():
     packing = LinearPacking({"prefill": _graph("prefill", 16), "decode_1": _graph("decode_1", 1)}, room=None)
     assert packing.chosen("prefill", "w_up") == "up.weight" and packing.chosen("prefill", "w_head") == "head.weight"
     assert packing.chosen("decode_1", "w_up") is None          # one row: the plain layout
-    assert packing.nbytes == 2 * 8 * 8 * 4
+    assert packing.nbytes == 2 * SIDE * SIDE * 4
 
 
 def test_packing_refuses_weights_read_otherwise_or_in_another_dtype():
     embedding = Node("embed", "aten.embedding.default", [{"ref": "w_head"}, {"ref": "ids"}], {},
-                     {"shape": [16, 8], "dtype": "float32"})
+                     {"shape": [16, SIDE], "dtype": "float32"})
     tied = LinearPacking({"prefill": _graph("prefill", 16, (embedding,)), "decode": _graph("decode", 4)}, room=None)
     assert tied.chosen("decode", "w_head") is None              # read by an embedding in another graph
     assert tied.chosen("decode", "w_up") == "up.weight"
@@ -46,11 +50,14 @@ def test_packing_refuses_weights_read_otherwise_or_in_another_dtype():
     assert bf16.chosen("prefill", "w_up") is None and bf16.chosen("prefill", "w_head") == "head.weight"
 
 
-def test_packing_gives_up_when_the_copies_do_not_fit():
+def test_packing_gives_up_when_the_copies_do_not_fit_and_skips_small_weights(monkeypatch):
     graphs = {"prefill": _graph("prefill", 16)}
-    assert LinearPacking(graphs, room=2 * 256).sources == {"up.weight", "head.weight"}
-    assert not LinearPacking(graphs, room=2 * 256 - 1).sources
-    assert not LinearPacking(graphs, room=2 * 256, copies=2).sources   # two ranks' copies
+    both = 2 * SIDE * SIDE * 4
+    assert LinearPacking(graphs, room=both).sources == {"up.weight", "head.weight"}
+    assert not LinearPacking(graphs, room=both - 1).sources
+    assert not LinearPacking(graphs, room=both, copies=2).sources   # two ranks' copies
+    monkeypatch.setattr(packed_linear, "PACK_MIN_BYTES", SIDE * SIDE * 4 + 1)
+    assert not LinearPacking(graphs, room=None).sources
 
 
 def test_packing_switch(monkeypatch):
@@ -62,7 +69,7 @@ def test_packing_switch(monkeypatch):
 
 def test_pack_binds_one_copy_per_distinct_tensor():
     packing = LinearPacking({"prefill": _graph("prefill", 16)}, room=None)
-    shared = torch.randn(8, 8)
+    shared = torch.randn(SIDE, SIDE)
     packing.pack({"up.weight": shared, "head.weight": shared})
     assert packing.bound("prefill", "w_up") is packing.bound("prefill", "w_head")
     assert packing.bound("prefill", "w_up").is_mkldnn and packing.bound("prefill", "x") is None

@@ -7,8 +7,10 @@ import pytest
 import torch
 
 from optimum_npu import NPUModelForCausalLM
+from optimum_npu.device.kernels import packed_linear
 from optimum_npu.device.lockstep import LockstepProgram
 from optimum_npu.device.lockstep_group import LOCKSTEP_ENV, lockstep_default
+from optimum_npu.device.lockstep_kernels import PackedShards
 from optimum_npu.device.lockstep_steps import LockstepUnsupported
 from optimum_npu.models.tiny import build_causal_lm, build_tokenizer
 from optimum_npu.schema import Graph, Node, TensorSpec
@@ -26,9 +28,13 @@ def hf_model():
 
 @pytest.fixture(scope="module")
 def models(hf_model):
-    built = {tp: NPUModelForCausalLM.from_model(hf_model, npu_config=KNOBS | {"tensor_parallel_size": tp,
-                                                                           "device": 0 if tp == 1 else tp})
-             for tp in (1, 2, 4)}
+    """TP 1, 2 and 4, with every linear weight packed (``kernels/packed_linear``; the tiny matrices are below
+    its size bar, which is lowered): lockstep reads packed shards, the per-rank path the plain stack."""
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(packed_linear, "PACK_MIN_BYTES", 0)
+        built = {tp: NPUModelForCausalLM.from_model(hf_model, npu_config=KNOBS | {"tensor_parallel_size": tp,
+                                                                               "device": 0 if tp == 1 else tp})
+                 for tp in (1, 2, 4)}
     yield built
     for model in built.values():
         model.release()
@@ -58,6 +64,7 @@ def test_lockstep_matches_the_per_rank_path_tp1_and_eager(models, references, in
     engine = models[tp]._runtime.engine
     assert engine.lockstep and engine.lockstep_group.refused == {}
     assert set(engine.lockstep_group.programs) == set(engine.graphs)
+    assert any(type(value) is PackedShards for value in engine.lockstep_group.bindings["prefill"])
     per_rank, per_rank_stats = generate(models[tp], inputs, lockstep=False)
     lockstep, lockstep_stats = generate(models[tp], inputs, lockstep=True)
     assert torch.equal(lockstep.sequences, per_rank.sequences)

@@ -10,10 +10,14 @@ layer matrices in sequence, 288 MiB, cold in cache; ``docs/benchmarks.md``): at 
 relative (fp32).
 
 Only fp32 2-D weights that every graph reads as a linear's weight operand and nothing else are
-packed (an embedding tied to the output projection stays plain); the packed tensor replaces the
-plain one in the engine's bindings, so host memory does not grow. The simulated figures do not
-depend on it. ``OPTIMUM_NPU_PACKED_LINEAR=0`` keeps every weight plain (an A/B switch, and a
-fallback should a CPU's oneDNN build refuse a shape).
+packed (an embedding tied to the output projection stays plain). The packed tensor replaces the
+plain one in the bindings of the graphs whose linears take two or more rows; graphs whose linears
+take one row (a batch-1 decode step) keep the plain tensor, which oneDNN streams faster there
+(1.1-1.2x ``F.linear``, against 0.95x for the packed layout). An engine with graphs of both kinds
+holds both copies, so packing is skipped when the copies would take more than the room the engine
+gives (half of the host's available memory). The simulated figures do not depend on it.
+``OPTIMUM_NPU_PACKED_LINEAR=0`` keeps every weight plain (an A/B switch, and a fallback should a CPU's
+oneDNN build refuse a shape).
 """
 
 from __future__ import annotations
@@ -29,6 +33,11 @@ from optimum_npu.schema import Graph, iter_refs
 PACKED_LINEAR_ENV = "OPTIMUM_NPU_PACKED_LINEAR"
 #: The row count the packed layout is chosen for (a decode batch); it serves every row count.
 PACK_ROWS_HINT = 4
+#: Smaller weights stay plain: oneDNN costs ~12 us per call, the time ``F.linear`` takes for 4 rows of a
+#: [128, 256] matrix in cache. Above it, packing pays in a model's run even where one matrix in cache says
+#: otherwise: the 3M demo model's weights (128 KiB - 704 KiB; [256, 256] in cache: 12.5 us by ``F.linear``,
+#: 21.5 us packed) gave batch-4 generate() 1.20x faster packed, all of its matrices read from L3 in turn.
+PACK_MIN_BYTES = 64 * 1024
 _LINEAR = "aten.linear.default"
 
 
@@ -43,7 +52,7 @@ class LinearPacking:
     """Which linear weights of a rank's graphs are bound packed, and their packed copies.
 
     A weight is packed when every graph reads it only as the weight operand of ``aten.linear`` and it
-    is an fp32 matrix; a graph binds the packed copy where its linears multiply two or more rows, and
+    is an fp32 matrix of at least ``PACK_MIN_BYTES``; a graph binds the packed copy where its linears multiply two or more rows, and
     the plain tensor where one row is multiplied (a batch-1 decode step: oneDNN's product on the plain
     layout streams it fastest there). ``room`` (bytes) bounds the packed copies' total (``copies`` of each
     graph-shaped weight: the ranks of a tensor-parallel group): a model whose copies would not fit keeps
@@ -56,7 +65,9 @@ class LinearPacking:
         for name, graph in graphs.items():
             rows, refused_here = _linear_weight_rows(graph)
             refused |= refused_here
-            self.inputs[name] = {input_name: source for input_name, (source, count) in rows.items() if count >= 2}
+            sizes = {spec.name: math.prod(spec.shape) * 4 for spec in graph.inputs}
+            self.inputs[name] = {input_name: source for input_name, (source, count) in rows.items()
+                                 if count >= 2 and sizes[input_name] >= PACK_MIN_BYTES}
         for chosen in self.inputs.values():
             for input_name in [n for n, source in chosen.items() if source in refused]:
                 del chosen[input_name]
