@@ -44,7 +44,7 @@ def fused_attend(query: torch.Tensor, keys: torch.Tensor, values: torch.Tensor, 
                       lambda: _plan(allowed_mask(key_pos, query_pos, window), group))
     used = plan.columns
     if used == 1:                                                                    # a decode step: views
-        q = query[:, :1].reshape(batch, kv_heads, group, head_dim)                   # [B, KVH, G, D]
+        q = (query if seq == 1 else query[:, :1]).reshape(batch, kv_heads, group, head_dim)  # [B, KVH, G, D]
     else:
         q = query[:, :used].permute(0, 2, 1, 3).reshape(batch, kv_heads, group * used, head_dim)  # [B, KVH, G*S', D]
     out = F.scaled_dot_product_attention(_float(q), _float(keys), _float(values), attn_mask=plan.mask,
