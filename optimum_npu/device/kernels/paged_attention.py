@@ -48,13 +48,12 @@ def paged_attention_kernel(
     block_table [B, MB] int32; positions [B, S] int64 (-1 = padding); position_bias [B, H, S, MB * BS] additive
     (seq2seq decoders with relative positions, T5); sinks [H] (attention-sink logits, gpt-oss).
     Returns [B, S, H, D]."""
-    call = _MEMO.get((positions, block_table), (k_cache.shape[2],),
-                     lambda: _call_indices(positions, block_table, k_cache.shape[2]))
+    call = _MEMO.get((positions, block_table), tuple(k_cache.shape[1:3]),
+                     lambda: _call_indices(positions, block_table, *k_cache.shape[1:3]))
     if call is None:
         return torch.zeros_like(query)
-    slots = (call.blocks, slice(None), call.offsets)
-    store_kv(k_cache, k_scale, slots, _new_tokens(key, call.tokens))                  # [N, KVH, D]
-    store_kv(v_cache, v_scale, slots, _new_tokens(value, call.tokens))
+    _store(k_cache, k_scale, call, _new_tokens(key, call.tokens))                     # [N, KVH, D]
+    _store(v_cache, v_scale, call, _new_tokens(value, call.tokens))
     context = call.key_pos.shape[1]
     keys = _gathered(k_cache, k_scale, call.table, context)                           # [B, KVH, T, D]
     values = _gathered(v_cache, v_scale, call.table, context)                         # [B, KVH, T, D]
@@ -72,6 +71,7 @@ class CallIndices(NamedTuple):
     tokens: slice | tuple[torch.Tensor, torch.Tensor]  # the new tokens in the flattened [B*S] grid, or (rows, cols)
     blocks: torch.Tensor                   # [N] their cache blocks
     offsets: torch.Tensor                  # [N] and offsets in them
+    rows: torch.Tensor                     # [N * KVH] their rows in a contiguous cache viewed [NB * KVH * BS, D]
     table: torch.Tensor | slice            # [B, nb] the context's blocks, or a slice of one block per row
     order: torch.Tensor | None             # [B] the row of each block of ``table`` when the slice is permuted
     inverse: torch.Tensor | None           # [B] the inverse permutation
@@ -83,7 +83,8 @@ class CallIndices(NamedTuple):
 _MEMO = CallMemo()
 
 
-def _call_indices(positions: torch.Tensor, block_table: torch.Tensor, block_size: int) -> CallIndices | None:
+def _call_indices(positions: torch.Tensor, block_table: torch.Tensor, kv_heads: int,
+                  block_size: int) -> CallIndices | None:
     """The call's ``CallIndices``; None when no query is real."""
     valid = positions >= 0                                                            # [B, S]
     rows, cols = valid.nonzero(as_tuple=True)                                         # [N], [N]
@@ -97,6 +98,7 @@ def _call_indices(positions: torch.Tensor, block_table: torch.Tensor, block_size
     token_pos = positions[rows, cols]                                                 # [N]
     blocks = block_table[rows, token_pos // block_size].long()                        # [N]
     offsets = token_pos % block_size                                                  # [N]
+    rows_in_cache = ((blocks[:, None] * kv_heads + torch.arange(kv_heads)) * block_size + offsets[:, None]).flatten()
     context = int(token_pos.max()) + 1
     table = block_table[:, : -(-context // block_size)].long()                        # [B, nb]
     order = inverse = None
@@ -111,7 +113,15 @@ def _call_indices(positions: torch.Tensor, block_table: torch.Tensor, block_size
                 query_pos = positions.index_select(0, order)
             table = slice(first, first + len(firsts))
     key_pos = torch.arange(context).expand(positions.shape[0], context)               # [B, T]
-    return CallIndices(tokens, blocks, offsets, table, order, inverse, key_pos, query_pos)
+    return CallIndices(tokens, blocks, offsets, rows_in_cache, table, order, inverse, key_pos, query_pos)
+
+
+def _store(cache: torch.Tensor, scales: torch.Tensor | None, call: CallIndices, new: torch.Tensor) -> None:
+    """Writes the new tokens [N, KVH, D] into the cache: one row copy into a contiguous cache of their dtype."""
+    if scales is None and cache.is_contiguous() and new.dtype == cache.dtype:
+        cache.view(-1, cache.shape[-1]).index_copy_(0, call.rows, new.reshape(-1, cache.shape[-1]))
+    else:
+        store_kv(cache, scales, (call.blocks, slice(None), call.offsets), new)
 
 
 def _new_tokens(x: torch.Tensor, tokens: slice | tuple) -> torch.Tensor:
