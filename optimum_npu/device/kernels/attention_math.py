@@ -4,16 +4,14 @@ from __future__ import annotations
 
 import torch
 
+from optimum_npu.device.kernels.attention_mask import allowed_mask
 from optimum_npu.device.kernels.call_memo import CallMemo
+from optimum_npu.device.kernels.fused_attention import fused_attend
 
-
-def allowed_mask(key_pos: torch.Tensor, query_pos: torch.Tensor, window: int) -> torch.Tensor:
-    """key_pos [B, T], query_pos [B, S] (-1 = invalid) -> [B, S, T]: causal, inside the window (0 = none)."""
-    keys, queries = key_pos[:, None, :], query_pos[:, :, None]
-    allowed = (keys >= 0) & (keys <= queries) & (queries >= 0)
-    if window:
-        allowed &= (queries - keys) < window
-    return allowed
+#: Plain attention (no softcap, bias, sinks or partitions) runs as one fused call (``fused_attention``); False
+#: sends it through the masked-softmax math below like the other variants (the baseline of
+#: ``bench/bench_attention_kernel.py``).
+FUSED = True
 
 
 def _grouped_mask(key_pos: torch.Tensor, query_pos: torch.Tensor, window: int, kv_heads: int,
@@ -54,6 +52,8 @@ def attend(query: torch.Tensor, keys: torch.Tensor, values: torch.Tensor, key_po
     ``sinks`` [H] (gpt-oss): one more logit per head in every softmax, which takes probability mass
     and contributes no value (the online softmax starts from it: running max = sink, denominator = 1).
     """
+    if FUSED and not (softcap or partition_len) and bias is None and sinks is None:
+        return fused_attend(query, keys, values, key_pos, query_pos, scale, window)
     batch, seq, heads, head_dim = query.shape
     kv_heads = keys.shape[1]
     group = heads // kv_heads

@@ -16,7 +16,7 @@ FP8_MAX = torch.finfo(FP8).max
 def store_kv(cache: torch.Tensor, scales: torch.Tensor | None, index: tuple, x: torch.Tensor) -> None:
     """Writes ``x`` [N, KVH, D] at ``cache[index]`` (its scales [N, KVH] at ``scales[index]`` when given)."""
     if scales is None:
-        cache[index] = x.to(cache.dtype)
+        cache[index] = x if x.dtype == cache.dtype else x.to(cache.dtype)
         return
     scale = x.float().abs().amax(dim=-1) / FP8_MAX                                      # [N, KVH]
     scale = torch.where(scale > 0, scale, torch.ones_like(scale))

@@ -10,9 +10,15 @@ context is processed partition by partition with an online softmax. ``sinks`` [H
 head to every softmax (gpt-oss's attention sinks). With ``k_scale`` / ``v_scale``
 ([num_blocks, kv_heads, block_size] float32) the cache is fp8: each token's key and value are stored
 scaled into float8 e4m3 and read back dequantised (``kv_quant``).
+
+On the host, a context of one block per row on consecutive pool blocks is read in place (a view of
+the pool, no copy): when the rows hold those blocks in another order, the queries are taken in the
+order of their blocks and the outputs put back in the rows' order.
 """
 
 from __future__ import annotations
+
+from typing import NamedTuple
 
 import torch
 from torch.library import custom_op
@@ -42,41 +48,87 @@ def paged_attention_kernel(
     block_table [B, MB] int32; positions [B, S] int64 (-1 = padding); position_bias [B, H, S, MB * BS] additive
     (seq2seq decoders with relative positions, T5); sinks [H] (attention-sink logits, gpt-oss).
     Returns [B, S, H, D]."""
-    rows, cols, blocks, offsets, table, key_pos = _MEMO.get(
-        (positions, block_table), (k_cache.shape[2],), lambda: _call_indices(positions, block_table, k_cache.shape[2]))
-    if rows.numel() == 0:
+    call = _MEMO.get((positions, block_table), tuple(k_cache.shape[1:3]),
+                     lambda: _call_indices(positions, block_table, *k_cache.shape[1:3]))
+    if call is None:
         return torch.zeros_like(query)
-    store_kv(k_cache, k_scale, (blocks, slice(None), offsets), key[rows, cols])      # [N, KVH, D]
-    store_kv(v_cache, v_scale, (blocks, slice(None), offsets), value[rows, cols])
-    context = key_pos.shape[1]
-    keys = _gathered(k_cache, k_scale, table, context)                      # [B, KVH, T, D]
-    values = _gathered(v_cache, v_scale, table, context)                    # [B, KVH, T, D]
-    return attend(query, keys, values, key_pos, positions, scale, softcap=softcap, partition_len=partition_len,
-                  bias=position_bias, sinks=sinks)
+    _store(k_cache, k_scale, call, _new_tokens(key, call.tokens))                     # [N, KVH, D]
+    _store(v_cache, v_scale, call, _new_tokens(value, call.tokens))
+    context = call.key_pos.shape[1]
+    keys = _gathered(k_cache, k_scale, call.table, context)                           # [B, KVH, T, D]
+    values = _gathered(v_cache, v_scale, call.table, context)                         # [B, KVH, T, D]
+    if call.order is not None:                      # the rows in the order of their cache blocks (module doc)
+        query = query.index_select(0, call.order)
+        position_bias = None if position_bias is None else position_bias.index_select(0, call.order)
+    out = attend(query, keys, values, call.key_pos, call.query_pos, scale, softcap=softcap,
+                 partition_len=partition_len, bias=position_bias, sinks=sinks)
+    return out if call.order is None else out.index_select(0, call.inverse)
+
+
+class CallIndices(NamedTuple):
+    """The index arithmetic of one graph call, shared by all its layers."""
+
+    tokens: slice | tuple[torch.Tensor, torch.Tensor]  # the new tokens in the flattened [B*S] grid, or (rows, cols)
+    blocks: torch.Tensor                   # [N] their cache blocks
+    offsets: torch.Tensor                  # [N] and offsets in them
+    rows: torch.Tensor                     # [N * KVH] their rows in a contiguous cache viewed [NB * KVH * BS, D]
+    table: torch.Tensor | slice            # [B, nb] the context's blocks, or a slice of one block per row
+    order: torch.Tensor | None             # [B] the row of each block of ``table`` when the slice is permuted
+    inverse: torch.Tensor | None           # [B] the inverse permutation
+    key_pos: torch.Tensor                  # [B, T] (T = the context: the last position + 1)
+    query_pos: torch.Tensor                # [B, S] positions (in ``order`` when given)
 
 
 #: The index arithmetic of the last call (the same for every layer of a graph call).
 _MEMO = CallMemo()
 
 
-def _call_indices(positions: torch.Tensor, block_table: torch.Tensor, block_size: int) -> tuple:
-    """Valid query rows/columns [N], their cache blocks and offsets [N], the context's block table [B, nb]
-    (or, when that is one block per row on consecutive blocks, their ``slice``) and key positions [B, T]
-    (T = the context: the last position + 1)."""
-    rows, cols = (positions >= 0).nonzero(as_tuple=True)                    # [N], [N]
+def _call_indices(positions: torch.Tensor, block_table: torch.Tensor, kv_heads: int,
+                  block_size: int) -> CallIndices | None:
+    """The call's ``CallIndices``; None when no query is real."""
+    valid = positions >= 0                                                            # [B, S]
+    rows, cols = valid.nonzero(as_tuple=True)                                         # [N], [N]
     if rows.numel() == 0:
-        return rows, cols, None, None, None, None
-    token_pos = positions[rows, cols]                                       # [N]
-    blocks = block_table[rows, token_pos // block_size].long()              # [N]
-    offsets = token_pos % block_size                                        # [N]
+        return None
+    count = rows.numel()
+    if count == valid.numel():
+        tokens = slice(None)                                                          # every token is real
+    else:
+        tokens = slice(0, count) if bool(valid.flatten()[:count].all()) else (rows, cols)  # a row-major prefix?
+    token_pos = positions[rows, cols]                                                 # [N]
+    blocks = block_table[rows, token_pos // block_size].long()                        # [N]
+    offsets = token_pos % block_size                                                  # [N]
+    rows_in_cache = ((blocks[:, None] * kv_heads + torch.arange(kv_heads)) * block_size + offsets[:, None]).flatten()
     context = int(token_pos.max()) + 1
-    table = block_table[:, : -(-context // block_size)].long()              # [B, nb]
+    table = block_table[:, : -(-context // block_size)].long()                        # [B, nb]
+    order = inverse = None
+    query_pos = positions
     if table.shape[1] == 1:
-        first = int(table[0, 0])
-        if table[:, 0].tolist() == list(range(first, first + table.shape[0])):
-            table = slice(first, first + table.shape[0])                    # the rows' blocks, in order
-    key_pos = torch.arange(context).expand(positions.shape[0], context)     # [B, T]
-    return rows, cols, blocks, offsets, table, key_pos
+        firsts = table[:, 0].tolist()
+        first = min(firsts)
+        if sorted(firsts) == list(range(first, first + len(firsts))):                # one block per row, consecutive
+            if firsts != sorted(firsts):                                              # ... in another order
+                inverse = table[:, 0] - first                                         # [B] row -> its block's place
+                order = torch.argsort(inverse)                                        # [B] place -> its row
+                query_pos = positions.index_select(0, order)
+            table = slice(first, first + len(firsts))
+    key_pos = torch.arange(context).expand(positions.shape[0], context)               # [B, T]
+    return CallIndices(tokens, blocks, offsets, rows_in_cache, table, order, inverse, key_pos, query_pos)
+
+
+def _store(cache: torch.Tensor, scales: torch.Tensor | None, call: CallIndices, new: torch.Tensor) -> None:
+    """Writes the new tokens [N, KVH, D] into the cache: one row copy into a contiguous cache of their dtype."""
+    if scales is None and cache.is_contiguous() and new.dtype == cache.dtype:
+        cache.view(-1, cache.shape[-1]).index_copy_(0, call.rows, new.reshape(-1, cache.shape[-1]))
+    else:
+        store_kv(cache, scales, (call.blocks, slice(None), call.offsets), new)
+
+
+def _new_tokens(x: torch.Tensor, tokens: slice | tuple) -> torch.Tensor:
+    """The real tokens [N, KVH, D] of ``x`` [B, S, KVH, D]."""
+    if not isinstance(tokens, slice):
+        return x[tokens]
+    return x.flatten(0, 1) if tokens.stop is None else x.flatten(0, 1)[tokens]
 
 
 def _gathered(cache: torch.Tensor, scales: torch.Tensor | None, table: torch.Tensor | slice,
