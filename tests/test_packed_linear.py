@@ -33,11 +33,12 @@ def _graph(name: str, rows: int, extra: tuple[Node, ...] = (), dtype: str = "flo
     return Graph(name, inputs, nodes, (nodes[-1].name,))
 
 
-def test_packing_chooses_linear_only_weights_of_graphs_with_several_rows():
+def test_packing_chooses_the_weights_read_only_by_linears():
     packing = LinearPacking({"prefill": _graph("prefill", 16), "decode_1": _graph("decode_1", 1)}, room=None)
-    assert packing.chosen("prefill", "w_up") == "up.weight" and packing.chosen("prefill", "w_head") == "head.weight"
-    assert packing.chosen("decode_1", "w_up") is None          # one row: the plain layout
-    assert packing.nbytes == 2 * SIDE * SIDE * 4
+    for graph in ("prefill", "decode_1"):
+        assert packing.chosen(graph, "w_up") == "up.weight" and packing.chosen(graph, "w_head") == "head.weight"
+        assert packing.chosen(graph, "x") is None
+    assert packing.nbytes == 2 * SIDE * SIDE * 4            # one copy per source, whatever the graphs
 
 
 def test_packing_refuses_weights_read_otherwise_or_in_another_dtype():

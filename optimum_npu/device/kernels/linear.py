@@ -8,8 +8,6 @@ sequence; ``docs/benchmarks.md``):
 
 - a weight the engine packed at load (``packed_linear``) takes oneDNN's product on any row count:
   at 4 rows 1.7x ``F.linear``, at 128 (a prefill chunk) 1.3x;
-- one row on a plain weight of 2 MiB or more takes oneDNN's product too (1.1-1.2x ``F.linear``'s GEMV;
-  on smaller ones oneDNN's ~12 us per call loses: 18 against 6 us for [256, 256]);
 - 2-8 rows on a plain weight of 512 KiB or more (packing off, or no room for it) run weight-stationary,
   ``W @ xᵀ``, for inner sizes below 2048 (1.5-2.4x per matrix; 0.4x for the 2048-wide down projection,
   which keeps ``F.linear``);
@@ -33,8 +31,7 @@ from optimum_npu.device.kernels.real_rows import real_row_count
 STATIONARY_ROWS = range(2, 9)
 #: Inner sizes (``in_features``) below which it is used; wider ones keep ``F.linear``.
 STATIONARY_MAX_INNER = 2048
-#: Plain weights smaller than these take ``F.linear``: for one row (oneDNN), and for 2-8 rows (weight-stationary).
-ONE_ROW_ONEDNN_MIN_BYTES = 2 * 1024 * 1024
+#: Plain weights smaller than this take ``F.linear`` for 2-8 rows too (its per-call cost is the lowest).
 STATIONARY_MIN_BYTES = 512 * 1024
 #: False: plain weights take ``F.linear`` on every row count (the execution before issue #19; an A/B switch).
 FAST_PRODUCTS = True
@@ -71,10 +68,8 @@ def _rows(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None) -> t
     """x [M, K] @ plain weightᵀ (+ bias) -> [M, N] contiguous, by the faster product for M rows."""
     if x.dtype is not torch.float32 or not FAST_PRODUCTS:
         return F.linear(x, weight, bias)
-    nbytes = weight.numel() * 4
-    if x.shape[0] == 1 and weight.is_contiguous() and nbytes >= ONE_ROW_ONEDNN_MIN_BYTES:
-        return onednn_linear(x, weight, bias)
-    if x.shape[0] not in STATIONARY_ROWS or weight.shape[1] >= STATIONARY_MAX_INNER or nbytes < STATIONARY_MIN_BYTES:
+    if x.shape[0] not in STATIONARY_ROWS or weight.shape[1] >= STATIONARY_MAX_INNER or \
+            weight.numel() * 4 < STATIONARY_MIN_BYTES:
         return F.linear(x, weight, bias)
     out = torch.mm(weight, x.t()).t().contiguous()                               # [M, N]
     if bias is not None:

@@ -6,16 +6,14 @@ BLAS's blocked layout on every call, which reads and writes the weight again; a 
 at load is only read. Measured on the development CPU (one thread, the 76M benchmark model's 84
 layer matrices in sequence, 288 MiB, cold in cache; ``docs/benchmarks.md``): at 4 rows ``F.linear``
 8.0 GB/s, the packed product 12.8 GB/s; at 8 rows 6.1 against 12.1; at 128 rows (a prefill chunk)
-1.1 against 1.5; one row about the same. Rounding differs from ``F.linear``'s by about 1e-6
-relative (fp32).
+1.1 against 1.5. At one row both stream alike (a batch-1 generate() of that model: 1.01x, within
+noise). Rounding differs from ``F.linear``'s by about 1e-6 relative (fp32).
 
-Only fp32 2-D weights that every graph reads as a linear's weight operand and nothing else are
-packed (an embedding tied to the output projection stays plain). The packed tensor replaces the
-plain one in the bindings of the graphs whose linears take two or more rows; graphs whose linears
-take one row (a batch-1 decode step) keep the plain tensor, which oneDNN streams faster there
-(1.1-1.2x ``F.linear``, against 0.95x for the packed layout). An engine with graphs of both kinds
-holds both copies, so packing is skipped when the copies would take more than the room the engine
-gives (half of the host's available memory). The simulated figures do not depend on it.
+Only fp32 matrices of at least ``PACK_MIN_BYTES`` that every graph reads as a linear's weight operand
+and nothing else are packed (an embedding tied to the output projection stays plain). The packed
+tensor replaces the plain one in the engine's bindings, so the engine holds one copy; packing is
+skipped when the copies would take more than the room the engine gives (half of the host's available
+memory: while loading, a weight exists in both layouts). The simulated figures do not depend on it.
 ``OPTIMUM_NPU_PACKED_LINEAR=0`` keeps every weight plain (an A/B switch, and a fallback should a CPU's
 oneDNN build refuse a shape).
 """
@@ -51,23 +49,18 @@ def packing_enabled() -> bool:
 class LinearPacking:
     """Which linear weights of a rank's graphs are bound packed, and their packed copies.
 
-    A weight is packed when every graph reads it only as the weight operand of ``aten.linear`` and it
-    is an fp32 matrix of at least ``PACK_MIN_BYTES``; a graph binds the packed copy where its linears multiply two or more rows, and
-    the plain tensor where one row is multiplied (a batch-1 decode step: oneDNN's product on the plain
-    layout streams it fastest there). ``room`` (bytes) bounds the packed copies' total (``copies`` of each
-    graph-shaped weight: the ranks of a tensor-parallel group): a model whose copies would not fit keeps
-    every weight plain.
+    A weight is packed when every graph reads it only as the weight operand of ``aten.linear`` and it is
+    an fp32 matrix of at least ``PACK_MIN_BYTES``. ``room`` (bytes) bounds the packed copies' total
+    (``copies`` of each graph-shaped weight: the ranks of a tensor-parallel group): a model whose copies
+    would not fit keeps every weight plain.
     """
 
     def __init__(self, graphs: dict[str, Graph], room: int | None, copies: int = 1):
         self.inputs: dict[str, dict[str, str]] = {}      # graph -> {input name: weight source} bound packed
         refused: set[str] = set()
         for name, graph in graphs.items():
-            rows, refused_here = _linear_weight_rows(graph)
+            self.inputs[name], refused_here = _linear_only_inputs(graph)
             refused |= refused_here
-            sizes = {spec.name: math.prod(spec.shape) * 4 for spec in graph.inputs}
-            self.inputs[name] = {input_name: source for input_name, (source, count) in rows.items()
-                                 if count >= 2 and sizes[input_name] >= PACK_MIN_BYTES}
         for chosen in self.inputs.values():
             for input_name in [n for n, source in chosen.items() if source in refused]:
                 del chosen[input_name]
@@ -100,33 +93,21 @@ class LinearPacking:
         return None if source is None else self.packed.get(source)
 
 
-def _linear_weight_rows(graph: Graph) -> tuple[dict[str, tuple[str, int]], set[str]]:
-    """The fp32 matrix weight inputs ``graph`` reads only as linear weights, with their source and the fewest
-    rows a linear multiplies them by; and the sources it reads otherwise (or in another dtype / rank)."""
+def _linear_only_inputs(graph: Graph) -> tuple[dict[str, str], set[str]]:
+    """The weight inputs of ``graph`` (name -> source) that are fp32 matrices of ``PACK_MIN_BYTES`` or more read
+    only as linear weights; and the sources it reads otherwise (or holds in another dtype or rank)."""
     source_of = {spec.name: spec.source for spec in graph.inputs if spec.kind == "weight"}
     refused = {spec.source for spec in graph.inputs
                if spec.kind == "weight" and (spec.dtype != "float32" or len(spec.shape) != 2)}
-    rows: dict[str, tuple[str, int]] = {}
+    chosen = {spec.name: spec.source for spec in graph.inputs if spec.kind == "weight" and spec.source not in refused
+              and math.prod(spec.shape) * 4 >= PACK_MIN_BYTES}
     for node in graph.nodes:
         refs = iter_refs(node.args) + iter_refs(node.kwargs)
         operand = _weight_operand(node) if node.op == _LINEAR else None
         for ref in refs:
-            if ref not in source_of:
-                continue
-            if ref != operand or refs.count(ref) > 1:
+            if ref in source_of and (ref != operand or refs.count(ref) > 1):
                 refused.add(source_of[ref])
-                continue
-            count = _rows(node.meta.get("shape"))
-            previous = rows.get(ref, (None, count))[1]
-            rows[ref] = (source_of[ref], min(count, previous))
-    return {name: entry for name, entry in rows.items() if entry[0] not in refused}, refused
-
-
-def _rows(shape) -> int:
-    """The rows a linear's output ``shape`` (node metadata) holds: the product of its leading dims (1 if unknown)."""
-    if not isinstance(shape, list) or not shape or not all(isinstance(d, int) and d >= 0 for d in shape):
-        return 1
-    return math.prod(shape[:-1])
+    return {name: source for name, source in chosen.items() if source not in refused}, refused
 
 
 def _weight_operand(node) -> str | None:
