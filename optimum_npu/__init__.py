@@ -13,7 +13,7 @@ from optimum_npu.version import __version__
 #: Public name -> the module that defines it (a fixed table: nothing here comes from outside).
 _EXPORTS = {
     "ArtifactError": "optimum_npu.compile.artifact",
-    "SaveTargetError": "optimum_npu.compile.artifact",
+    "SaveTargetError": "optimum_npu.compile.artifact_write",
     "DeviceOutOfMemoryError": "optimum_npu.device.memory",
     "PRESETS": "optimum_npu.device.spec",
     "NPUSpec": "optimum_npu.device.spec",

@@ -17,7 +17,7 @@ import pytest
 import torch
 from safetensors import safe_open
 
-import optimum_npu.compile.artifact as artifact_module
+import optimum_npu.compile.artifact_write as artifact_write_module
 from optimum_npu import ArtifactError, NPUConfigError, NPUModelForCausalLM, __version__
 from optimum_npu.compile.artifact import verify_artifact, write_manifest
 from optimum_npu.device.device import DEFAULT_REGISTRY, DeviceRegistry
@@ -436,7 +436,7 @@ def test_failed_save_keeps_previous_artifact_manifest_step(compiled, exported, t
     def failing_write_manifest(root):
         raise OSError("disk full while writing the manifest")
 
-    monkeypatch.setattr(artifact_module, "write_manifest", failing_write_manifest)
+    monkeypatch.setattr(artifact_write_module, "write_manifest", failing_write_manifest)
     with pytest.raises(OSError, match="disk full"):
         exported.save_pretrained(target)
     monkeypatch.undo()
@@ -453,7 +453,7 @@ def test_failed_save_keeps_previous_artifact_copy_step(compiled, exported, tmp_p
                 shutil.copy2(path, Path(dst) / path.relative_to(src))
         raise OSError("connection lost midway through the copy")
 
-    monkeypatch.setattr(artifact_module.shutil, "copytree", half_copytree)
+    monkeypatch.setattr(artifact_write_module.shutil, "copytree", half_copytree)
     with pytest.raises(OSError, match="midway"):
         exported.save_pretrained(target)
     monkeypatch.undo()
@@ -475,7 +475,7 @@ def test_failed_save_keeps_previous_artifact_rename_step(compiled, exported, tmp
             raise OSError("rename failed")
         return real_replace(src, dst)
 
-    monkeypatch.setattr(artifact_module.os, "replace", flaky_replace)
+    monkeypatch.setattr(artifact_write_module.os, "replace", flaky_replace)
     with pytest.raises(OSError, match="rename failed"):
         exported.save_pretrained(target)
     monkeypatch.undo()

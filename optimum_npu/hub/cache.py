@@ -30,7 +30,8 @@ import time
 from pathlib import Path
 from typing import Any
 
-from optimum_npu.compile.artifact import ArtifactError, copy_listed, read_manifest, verify_artifact
+from optimum_npu.compile.artifact import ArtifactError, read_manifest, verify_artifact
+from optimum_npu.compile.artifact_write import copy_listed
 from optimum_npu.hub.cache_key import CacheKey
 from optimum_npu.untrusted import expect_dict, load_json
 

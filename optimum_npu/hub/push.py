@@ -18,7 +18,8 @@ from typing import Any
 from huggingface_hub import CommitInfo, HfApi
 from huggingface_hub.errors import HfHubHTTPError
 
-from optimum_npu.compile.artifact import ArtifactError, copy_listed, read_manifest, verify_artifact
+from optimum_npu.compile.artifact import ArtifactError, read_manifest, verify_artifact
+from optimum_npu.compile.artifact_write import copy_listed
 from optimum_npu.schema import MANIFEST_FILE
 
 #: Repository files removed when absent from the pushed artifact (stale graphs and weight shards).

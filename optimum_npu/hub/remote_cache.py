@@ -18,7 +18,8 @@ from typing import Any
 from huggingface_hub import CommitOperationDelete, HfApi, hf_hub_download, snapshot_download
 from huggingface_hub.errors import EntryNotFoundError
 
-from optimum_npu.compile.artifact import ArtifactError, copy_listed, read_manifest
+from optimum_npu.compile.artifact import ArtifactError, read_manifest
+from optimum_npu.compile.artifact_write import copy_listed
 from optimum_npu.hub.cache import _KEY, ARTIFACT_DIR, ENTRY_FILE, CompileCache, _match_one
 from optimum_npu.untrusted import expect_dict, load_json
 

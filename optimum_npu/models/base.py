@@ -10,7 +10,8 @@ from typing import Any
 import torch
 from transformers import PreTrainedModel
 
-from optimum_npu.compile.artifact import ArtifactError, copy_artifact, verify_artifact
+from optimum_npu.compile.artifact import ArtifactError, verify_artifact
+from optimum_npu.compile.artifact_write import copy_artifact
 from optimum_npu.device.device import DeviceRegistry
 from optimum_npu.hub.card import CardSection, build_model_card
 from optimum_npu.hub.push import check_push, upload_artifact

@@ -14,7 +14,7 @@ from pathlib import Path
 import torch
 from transformers import CLIPModel, CLIPTextModelWithProjection, CLIPVisionModelWithProjection, PreTrainedModel
 
-from optimum_npu.compile.artifact import write_atomically
+from optimum_npu.compile.artifact_write import write_atomically
 from optimum_npu.compile.weights import save_weights
 from optimum_npu.device.spec import resolve_spec
 from optimum_npu.models.clip.npu_config import NPUCLIPConfig

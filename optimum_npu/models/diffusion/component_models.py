@@ -31,7 +31,8 @@ from diffusers.models.unets.unet_2d_condition import UNet2DConditionOutput
 from transformers.modeling_outputs import BaseModelOutput, BaseModelOutputWithPooling
 from transformers.models.clip.modeling_clip import CLIPTextModelOutput
 
-from optimum_npu.compile.artifact import ArtifactError, copy_artifact, verify_artifact
+from optimum_npu.compile.artifact import ArtifactError, verify_artifact
+from optimum_npu.compile.artifact_write import copy_artifact
 from optimum_npu.compile.weights import load_weights, stored_weight_bytes
 from optimum_npu.device.device import DeviceRegistry
 from optimum_npu.device.engine import DeviceEngine

@@ -22,7 +22,8 @@ from typing import Any
 
 import torch
 
-from optimum_npu.compile.artifact import copy_listed, graph_path, read_manifest, write_atomically, write_manifest
+from optimum_npu.compile.artifact import graph_path, read_manifest, write_manifest
+from optimum_npu.compile.artifact_write import copy_listed, write_atomically
 from optimum_npu.compile.capture import capture, capture_form
 from optimum_npu.compile.pipeline import run_pipeline
 from optimum_npu.compile.weights import save_weights

@@ -18,7 +18,8 @@ from typing import Any, ClassVar
 
 import torch
 
-from optimum_npu.compile.artifact import copy_artifact, verify_artifact
+from optimum_npu.compile.artifact import verify_artifact
+from optimum_npu.compile.artifact_write import copy_artifact
 from optimum_npu.device.device import DeviceRegistry
 from optimum_npu.device.profiler import Profiler
 from optimum_npu.hub.card import CardSection

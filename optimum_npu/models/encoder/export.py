@@ -17,7 +17,8 @@ from typing import Any
 import torch
 from transformers import GenerationConfig, PreTrainedModel
 
-from optimum_npu.compile.artifact import graph_path, write_atomically
+from optimum_npu.compile.artifact import graph_path
+from optimum_npu.compile.artifact_write import write_atomically
 from optimum_npu.compile.capture import capture, capture_form
 from optimum_npu.compile.pipeline import run_pipeline
 from optimum_npu.compile.weights import save_weights

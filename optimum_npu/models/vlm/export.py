@@ -9,7 +9,7 @@ from pathlib import Path
 import torch
 from transformers import GenerationConfig, PreTrainedModel
 
-from optimum_npu.compile.artifact import write_atomically
+from optimum_npu.compile.artifact_write import write_atomically
 from optimum_npu.device.spec import resolve_spec
 from optimum_npu.models.decoder.export import compile_decoder
 from optimum_npu.models.registry import Architecture
