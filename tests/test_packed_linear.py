@@ -33,22 +33,30 @@ def _graph(name: str, rows: int, extra: tuple[Node, ...] = (), dtype: str = "flo
     return Graph(name, inputs, nodes, (nodes[-1].name,))
 
 
+def _spec(graph: Graph, name: str) -> TensorSpec:
+    return next(spec for spec in graph.inputs if spec.name == name)
+
+
 def test_packing_chooses_the_weights_read_only_by_linears():
-    packing = LinearPacking({"prefill": _graph("prefill", 16), "decode_1": _graph("decode_1", 1)}, room=None)
-    for graph in ("prefill", "decode_1"):
-        assert packing.chosen(graph, "w_up") == "up.weight" and packing.chosen(graph, "w_head") == "head.weight"
-        assert packing.chosen(graph, "x") is None
+    graphs = {"prefill": _graph("prefill", 16), "decode_1": _graph("decode_1", 1)}
+    packing = LinearPacking(graphs, room=None)
+    assert packing.sources == {"up.weight", "head.weight"}
+    for graph in graphs.values():
+        assert packing.chosen(_spec(graph, "w_up")) and packing.chosen(_spec(graph, "w_head"))
+        assert not packing.chosen(_spec(graph, "x"))
     assert packing.nbytes == 2 * SIDE * SIDE * 4            # one copy per source, whatever the graphs
 
 
 def test_packing_refuses_weights_read_otherwise_or_in_another_dtype():
     embedding = Node("embed", "aten.embedding.default", [{"ref": "w_head"}, {"ref": "ids"}], {},
                      {"shape": [16, SIDE], "dtype": "float32"})
-    tied = LinearPacking({"prefill": _graph("prefill", 16, (embedding,)), "decode": _graph("decode", 4)}, room=None)
-    assert tied.chosen("decode", "w_head") is None              # read by an embedding in another graph
-    assert tied.chosen("decode", "w_up") == "up.weight"
-    bf16 = LinearPacking({"prefill": _graph("prefill", 16, dtype="bfloat16")}, room=None)
-    assert bf16.chosen("prefill", "w_up") is None and bf16.chosen("prefill", "w_head") == "head.weight"
+    decode = _graph("decode", 4)
+    tied = LinearPacking({"prefill": _graph("prefill", 16, (embedding,)), "decode": decode}, room=None)
+    assert not tied.chosen(_spec(decode, "w_head"))              # read by an embedding in another graph
+    assert tied.chosen(_spec(decode, "w_up")) and tied.sources == {"up.weight"}
+    prefill = _graph("prefill", 16, dtype="bfloat16")
+    bf16 = LinearPacking({"prefill": prefill}, room=None)
+    assert not bf16.chosen(_spec(prefill, "w_up")) and bf16.sources == {"head.weight"}
 
 
 def test_packing_gives_up_when_the_copies_do_not_fit_and_skips_small_weights(monkeypatch):
@@ -69,11 +77,13 @@ def test_packing_switch(monkeypatch):
 
 
 def test_pack_binds_one_copy_per_distinct_tensor():
-    packing = LinearPacking({"prefill": _graph("prefill", 16)}, room=None)
+    graph = _graph("prefill", 16)
+    packing = LinearPacking({"prefill": graph}, room=None)
     shared = torch.randn(SIDE, SIDE)
     packing.pack({"up.weight": shared, "head.weight": shared})
-    assert packing.bound("prefill", "w_up") is packing.bound("prefill", "w_head")
-    assert packing.bound("prefill", "w_up").is_mkldnn and packing.bound("prefill", "x") is None
+    up, head, x = (_spec(graph, name) for name in ("w_up", "w_head", "x"))
+    assert packing.bound(up) is packing.bound(head)
+    assert packing.bound(up).is_mkldnn and packing.bound(x) is None
 
 
 @pytest.mark.parametrize("rows", [1, 3, 4, 16, 86])

@@ -87,7 +87,7 @@ class _Rank:
         binding = []
         for spec in graph.inputs:
             if spec.kind == "weight":
-                packed = None if packing is None else packing.bound(graph.name, spec.name)
+                packed = None if packing is None else packing.bound(spec)
                 tensor = packed if packed is not None else weights.get(spec.source)
                 if tensor is None or tuple(tensor.shape) != spec.shape or tensor.dtype != dtype_from_name(spec.dtype):
                     raise error(f"graph {graph.name!r} needs weight {spec.source!r} {list(spec.shape)} "
@@ -179,12 +179,15 @@ class DeviceEngine:
                                                                 request)))
             self.memory = request
             kernels = {**KERNELS, **communicator.kernels(rank)} if distributed else KERNELS
-            rank_weights = weights(rank) if stack is None else stack.add_weights(rank, weights(rank))
-            if packing is not None and stack is None:
-                packing.pack(rank_weights)
-            self.ranks.append(_Rank(rank, device, graphs, rank_weights, kernels, stack is not None, error,
-                                    None if stack is None else stack.rank_state(rank),
-                                    packing if stack is None else None))
+            if stack is None:
+                rank_weights, rank_state, rank_packing = weights(rank), None, packing
+                if packing is not None:
+                    packing.pack(rank_weights)
+            else:   # the lockstep group binds the packed forms; the per-rank path reads the plain stack
+                rank_weights, rank_state, rank_packing = (stack.add_weights(rank, weights(rank)),
+                                                          stack.rank_state(rank), None)
+            self.ranks.append(_Rank(rank, device, graphs, rank_weights, kernels, stack is not None, error, rank_state,
+                                    rank_packing))
         #: run the in-process ranks' graphs as one interpretation over stacked tensors (``lockstep_group``)
         self.lockstep = lockstep_default()
         self.lockstep_group = LockstepGroup(stack, graphs, KERNELS, packing) if stack is not None else None

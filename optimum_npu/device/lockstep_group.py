@@ -139,13 +139,12 @@ class LockstepGroup:
         """``binding`` with the weights ``packing`` chooses for ``graph`` in their packed form."""
         packed_binding = list(binding)
         for index, spec in enumerate(graph.inputs):
-            source = packing.chosen(graph.name, spec.name) if spec.kind == "weight" else None
-            if source is None:
+            if not packing.chosen(spec):
                 continue
-            if source not in self._packed:
-                tensor = stack.weights[source]
-                self._packed[source] = PackedShards(tensor) if spec.name in stacked else pack_matrix(tensor[0])
-            packed_binding[index] = self._packed[source]
+            if spec.source not in self._packed:
+                tensor = stack.weights[spec.source]
+                self._packed[spec.source] = PackedShards(tensor) if spec.name in stacked else pack_matrix(tensor[0])
+            packed_binding[index] = self._packed[spec.source]
         return packed_binding
 
     def run(self, name: str, inputs: dict[str, torch.Tensor]) -> list:

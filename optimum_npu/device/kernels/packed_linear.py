@@ -25,7 +25,7 @@ import os
 
 import torch
 
-from optimum_npu.schema import Graph, iter_refs
+from optimum_npu.schema import Graph, TensorSpec, iter_refs
 
 #: Environment variable: ``0`` / ``false`` / ``off`` / ``no`` keeps linear weights in their plain layout.
 PACKED_LINEAR_ENV = "OPTIMUM_NPU_PACKED_LINEAR"
@@ -56,20 +56,17 @@ class LinearPacking:
     """
 
     def __init__(self, graphs: dict[str, Graph], room: int | None, copies: int = 1):
-        self.inputs: dict[str, dict[str, str]] = {}      # graph -> {input name: weight source} bound packed
+        chosen: dict[str, int] = {}                      # weight source -> its bytes
         refused: set[str] = set()
-        for name, graph in graphs.items():
-            self.inputs[name], refused_here = _linear_only_inputs(graph)
+        for graph in graphs.values():
+            chosen_here, refused_here = _linear_only_weights(graph)
+            chosen.update(chosen_here)
             refused |= refused_here
-        for chosen in self.inputs.values():
-            for input_name in [n for n, source in chosen.items() if source in refused]:
-                del chosen[input_name]
-        self.sources = {source for chosen in self.inputs.values() for source in chosen.values()}
-        sizes = {spec.source: math.prod(spec.shape) * 4 for graph in graphs.values() for spec in graph.inputs
-                 if spec.kind == "weight" and spec.source in self.sources}
-        self.nbytes = sum(sizes.values()) * copies
+        #: the weight sources bound packed (in every graph that reads them)
+        self.sources = set(chosen) - refused
+        self.nbytes = sum(chosen[source] for source in self.sources) * copies
         if room is not None and self.nbytes > room:
-            self.inputs, self.sources = {name: {} for name in graphs}, set()
+            self.sources = set()
         self.packed: dict[str, torch.Tensor] = {}
 
     def pack(self, weights: dict[str, torch.Tensor]) -> None:
@@ -83,31 +80,30 @@ class LinearPacking:
                 by_tensor[id(tensor)] = pack_matrix(tensor)
             self.packed[source] = by_tensor[id(tensor)]
 
-    def chosen(self, graph_name: str, input_name: str) -> str | None:
-        """The weight source graph ``graph_name`` binds packed at input ``input_name``, or None (plain)."""
-        return self.inputs.get(graph_name, {}).get(input_name)
+    def chosen(self, spec: TensorSpec) -> bool:
+        """Whether graph input ``spec`` is a weight bound packed."""
+        return spec.kind == "weight" and spec.source in self.sources
 
-    def bound(self, graph_name: str, input_name: str) -> torch.Tensor | None:
-        """The packed tensor graph ``graph_name`` binds to weight input ``input_name``, or None (plain)."""
-        source = self.chosen(graph_name, input_name)
-        return None if source is None else self.packed.get(source)
+    def bound(self, spec: TensorSpec) -> torch.Tensor | None:
+        """The packed tensor bound to graph input ``spec``, or None (plain)."""
+        return self.packed.get(spec.source) if self.chosen(spec) else None
 
 
-def _linear_only_inputs(graph: Graph) -> tuple[dict[str, str], set[str]]:
-    """The weight inputs of ``graph`` (name -> source) that are fp32 matrices of ``PACK_MIN_BYTES`` or more read
-    only as linear weights; and the sources it reads otherwise (or holds in another dtype or rank)."""
+def _linear_only_weights(graph: Graph) -> tuple[dict[str, int], set[str]]:
+    """The weight sources of ``graph`` that are fp32 matrices of ``PACK_MIN_BYTES`` or more read only as linear
+    weights (with their bytes); and the sources it reads otherwise (or holds in another dtype or rank)."""
     source_of = {spec.name: spec.source for spec in graph.inputs if spec.kind == "weight"}
     refused = {spec.source for spec in graph.inputs
                if spec.kind == "weight" and (spec.dtype != "float32" or len(spec.shape) != 2)}
-    chosen = {spec.name: spec.source for spec in graph.inputs if spec.kind == "weight" and spec.source not in refused
-              and math.prod(spec.shape) * 4 >= PACK_MIN_BYTES}
     for node in graph.nodes:
         refs = iter_refs(node.args) + iter_refs(node.kwargs)
         operand = _weight_operand(node) if node.op == _LINEAR else None
         for ref in refs:
             if ref in source_of and (ref != operand or refs.count(ref) > 1):
                 refused.add(source_of[ref])
-    return {name: source for name, source in chosen.items() if source not in refused}, refused
+    chosen = {spec.source: math.prod(spec.shape) * 4 for spec in graph.inputs
+              if spec.kind == "weight" and spec.source not in refused and math.prod(spec.shape) * 4 >= PACK_MIN_BYTES}
+    return chosen, refused
 
 
 def _weight_operand(node) -> str | None:
@@ -123,10 +119,9 @@ def pack_matrix(weight: torch.Tensor) -> torch.Tensor:
 
 
 def onednn_linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
-    """x [..., K] fp32; weight [N, K] packed, or plain and contiguous; bias [N] -> [..., N] contiguous: oneDNN's
-    product. Inputs it cannot take (another dtype or inner size) go through ``F.linear`` on the plain weight,
-    with its values and errors."""
+    """x [..., K] fp32; weight packed [N, K]; bias [N] -> [..., N] contiguous: oneDNN's product. Inputs it cannot
+    take (another dtype or inner size) go through ``F.linear`` on the plain weight, with its values and errors."""
     if x.dtype is not torch.float32 or x.shape[-1] != weight.shape[1] or (
             bias is not None and bias.dtype is not torch.float32):
-        return torch.nn.functional.linear(x, weight.to_dense() if weight.is_mkldnn else weight, bias)
+        return torch.nn.functional.linear(x, weight.to_dense(), bias)
     return torch.ops.mkldnn._linear_pointwise(x, weight, bias, "none", [], "")
