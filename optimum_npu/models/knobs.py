@@ -31,6 +31,15 @@ def coerce_knobs(cls: type[Config], value: Any, family: str, example: str, hint:
     return cls(**value)
 
 
+def refuse_changed_knobs(where: str, changed: list[str], allowed: str) -> None:
+    """Raises when a load-time ``npu_config`` (named ``where``) changes compile knobs (``changed``, sorted);
+    ``allowed``: the runtime options that may change, as the message lists them."""
+    if changed:
+        raise NPUConfigError(f"{where} {changed} differ from the compiled artifact's knobs; compile knobs cannot "
+                             f"change at load time (only {allowed} can): recompile with "
+                             "from_pretrained(checkpoint, export=True, npu_config=...)")
+
+
 def check_device_and_profile(device: Any, profile: Any) -> None:
     """``device``: one device id >= 0; ``profile``: a bool."""
     if not isinstance(device, int) or isinstance(device, bool) or device < 0:

@@ -22,6 +22,7 @@ from typing import Any, ClassVar
 from optimum_npu.device.spec import PRESETS
 from optimum_npu.models.decoder.npu_config import SUPPORTED_DTYPES, NPUConfigError
 from optimum_npu.models.decoder.stored_config import short_repr
+from optimum_npu.models.knobs import refuse_changed_knobs
 
 #: Most resolutions (each one graph per guidance mode for the denoiser, one for each VAE part).
 MAX_RESOLUTIONS = 16
@@ -179,11 +180,8 @@ class ComponentConfig:
         asked = type(self).coerce(requested, where)
         given = set(requested) if isinstance(requested, dict) else set(self.knobs())
         stored, wanted = self.to_dict(), asked.to_dict()
-        changed = sorted(k for k in stored if k in given and wanted[k] != stored[k])
-        if changed:
-            raise NPUConfigError(f"{where} {changed} differ from the compiled artifact's knobs; compile knobs cannot "
-                                 "change at load time (only 'device' and 'profile' can): recompile with "
-                                 "from_pretrained(checkpoint, export=True, npu_config=...)")
+        refuse_changed_knobs(where, sorted(k for k in stored if k in given and wanted[k] != stored[k]),
+                             "'device' and 'profile'")
         return replace(self, **asked.runtime())
 
     def graph_rows(self) -> set[int]:

@@ -23,6 +23,7 @@ from optimum_npu.models.diffusion.components import KIND_FAMILY
 from optimum_npu.models.diffusion.export import PIPELINE_OPTIONS, TOKENIZERS
 from optimum_npu.models.diffusion.npu_config import NPUDiffusionConfig
 from optimum_npu.models.diffusion.stored_component import StoredComponent, read_component
+from optimum_npu.models.knobs import refuse_changed_knobs
 from optimum_npu.schema import NPU_CONFIG_FILE
 from optimum_npu.untrusted import expect_dict, load_json
 
@@ -127,9 +128,6 @@ def _runtime_options(config: NPUDiffusionConfig, requested: Any) -> dict[str, An
     asked = NPUDiffusionConfig.coerce(requested)   # refuses what is not a config
     given = set(requested) | {k for entry in requested.values() if isinstance(entry, dict) for k in entry}
     stored, wanted = config.to_dict(), asked.to_dict()
-    changed = sorted(k for k in stored if k in given and wanted[k] != stored[k])
-    if changed:
-        raise NPUConfigError(f"npu_config {changed} differ from the compiled artifact's knobs; compile knobs cannot "
-                             "change at load time (only each component's 'device' and 'profile' can): recompile "
-                             "with from_pretrained(checkpoint, export=True, npu_config=...)")
+    refuse_changed_knobs("npu_config", sorted(k for k in stored if k in given and wanted[k] != stored[k]),
+                         "each component's 'device' and 'profile'")
     return asked.runtime()

@@ -16,6 +16,7 @@ from optimum_npu.models.decoder.stored_config import short_repr, stored_knob_err
 from optimum_npu.models.encoder.modalities import FEEDS
 from optimum_npu.models.encoder.npu_config import AXES, RUNTIME_OPTIONS, NPUEncoderConfig
 from optimum_npu.models.encoder.tasks import TASKS, EncoderTask, task_of_architecture
+from optimum_npu.models.knobs import refuse_changed_knobs
 from optimum_npu.schema import NPU_CONFIG_FILE, Graph
 from optimum_npu.untrusted import expect_dict
 
@@ -94,8 +95,5 @@ def runtime_options(knobs: dict[str, Any], requested: Any, config_class: type = 
                              f"{list(RUNTIME_OPTIONS)}")
     changed = sorted(k for k, v in requested.items() if k not in RUNTIME_OPTIONS and v != knobs.get(k)
                      and not (isinstance(v, (list, tuple)) and list(v) == knobs.get(k)))
-    if changed:
-        raise NPUConfigError(f"npu_config {changed} differ from the compiled artifact's knobs; compile knobs cannot "
-                             f"change at load time (only {list(RUNTIME_OPTIONS)} can): recompile with "
-                             "from_pretrained(checkpoint, export=True, npu_config=...)")
+    refuse_changed_knobs("npu_config", changed, str(list(RUNTIME_OPTIONS)))
     return {key: value for key, value in requested.items() if key in RUNTIME_OPTIONS}
