@@ -24,6 +24,7 @@ from optimum_npu.device.executor import Program
 from optimum_npu.device.kernels import KERNELS
 from optimum_npu.device.kernels.packed_linear import LinearPacking, packing_enabled
 from optimum_npu.device.kernels.real_rows import real_prefix, real_rows, skips_padding
+from optimum_npu.device.linear_merging import LinearMerging, merging_enabled
 from optimum_npu.device.lockstep_group import LockstepGroup, RankStack, lockstep_default
 from optimum_npu.device.memory import check_host_allocation, host_available_bytes
 from optimum_npu.device.profiler import Profiler
@@ -73,17 +74,23 @@ class _Rank:
 
     def __init__(self, rank: int, device: NPUDevice, graphs: dict[str, Graph], weights: dict[str, torch.Tensor],
                  kernels: dict, segmented: bool, error: type[Exception], state: dict[str, torch.Tensor] | None = None,
-                 packing: LinearPacking | None = None):
+                 packing: LinearPacking | None = None, merging: LinearMerging | None = None):
         self.rank = rank
         self.device = device
         self.state = state if state is not None else {
             n: torch.zeros(s.shape, dtype=dtype_from_name(s.dtype)) for n, s in state_specs(graphs).items()}
-        program = SegmentedProgram if segmented else Program
-        self.programs = {name: program(graph, kernels) for name, graph in graphs.items()}
-        self.bindings = {name: self._bind(graph, weights, error, packing) for name, graph in graphs.items()}
+        merged = {}
+        if segmented:
+            self.programs = {name: SegmentedProgram(graph, kernels) for name, graph in graphs.items()}
+        else:   # sibling linears read their merged product (``linear_merging``): their own weights are not bound
+            merged = merging.pack(weights) if merging is not None else {}
+            self.programs = {name: Program(graph, kernels, merging.rewrites(graph, merged) if merged else None)
+                             for name, graph in graphs.items()}
+        unbound = {source for weight_sources, _ in merged for source in weight_sources}
+        self.bindings = {name: self._bind(graph, weights, error, packing, unbound) for name, graph in graphs.items()}
 
     def _bind(self, graph: Graph, weights: dict[str, torch.Tensor], error: type[Exception],
-              packing: LinearPacking | None) -> list:
+              packing: LinearPacking | None, unbound: set[str]) -> list:
         binding = []
         for spec in graph.inputs:
             if spec.kind == "weight":
@@ -92,7 +99,7 @@ class _Rank:
                 if tensor is None or tuple(tensor.shape) != spec.shape or tensor.dtype != dtype_from_name(spec.dtype):
                     raise error(f"graph {graph.name!r} needs weight {spec.source!r} {list(spec.shape)} "
                                 f"{spec.dtype}, which the weights of rank {self.rank} do not hold; recompile the model")
-                binding.append(tensor)
+                binding.append(None if spec.source in unbound else tensor)
             elif spec.kind == STATE_KIND:
                 binding.append(self.state[spec.name])
             else:
@@ -163,10 +170,13 @@ class DeviceEngine:
         stack = RankStack(size, state_specs(graphs)) if len(local_ranks) > 1 else None
         # the linear weights packed for the CPU's BLAS where the host has room (``kernels/packed_linear``): one rank's
         # in its bindings, in-process ranks' in the lockstep group's
-        packing = None
+        packing = merging = None
         if packing_enabled():
             available = host_available_bytes()
             packing = LinearPacking(graphs, None if available is None else available // 2, len(local_ranks))
+            if merging_enabled():   # packed sibling linears merge; their members are not packed one by one
+                merging = LinearMerging(graphs, packing.sources)
+                packing.merged = merging.sources
         for rank in local_ranks:
             device = get_device(spec, device_ids[rank], registry)
             request = {"weights": weight_bytes(rank)}
@@ -187,10 +197,10 @@ class DeviceEngine:
                 rank_weights, rank_state, rank_packing = (stack.add_weights(rank, weights(rank)),
                                                           stack.rank_state(rank), None)
             self.ranks.append(_Rank(rank, device, graphs, rank_weights, kernels, stack is not None, error, rank_state,
-                                    rank_packing))
+                                    rank_packing, merging))
         #: run the in-process ranks' graphs as one interpretation over stacked tensors (``lockstep_group``)
         self.lockstep = lockstep_default()
-        self.lockstep_group = LockstepGroup(stack, graphs, KERNELS, packing) if stack is not None else None
+        self.lockstep_group = LockstepGroup(stack, graphs, KERNELS, packing, merging) if stack is not None else None
 
     @property
     def devices(self) -> list[NPUDevice]:

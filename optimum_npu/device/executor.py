@@ -11,7 +11,8 @@ from __future__ import annotations
 
 import math
 import operator
-from typing import Any, Callable, Iterable, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Callable, Iterable, Mapping, Sequence
 
 import torch
 
@@ -80,6 +81,22 @@ def _no_op_source(node: Node, dtypes: dict[str, str]) -> str | None:
     if source is None or dtype is None or dtypes.get(source) != dtype or node.kwargs.get("memory_format"):
         return None
     return source
+
+
+@dataclass(frozen=True)
+class HostNode:
+    """A step the host runs in place of graph nodes (``NodeProgram``'s ``rewrites``): never read from a file.
+
+    The device's own rewrites (``linear_merging``) build these from validated graphs: ``fn`` is one of
+    the project's functions, ``args`` are encoded like a node's (``{"ref": name}`` for graph values)
+    or in-memory constants (a packed weight), and ``op`` a label for errors.
+    """
+
+    name: str
+    op: str
+    fn: Callable
+    args: list
+    meta: dict = field(default_factory=dict)
 
 
 class _SlotList:
@@ -160,18 +177,29 @@ class NodeProgram:
         kernels: operator overrides by name.
         dtypes: value dtypes (``value_dtypes``); when given, metadata asserts and same-dtype
             casts are not executed (they forward their input: same arithmetic, less dispatch).
+        rewrites: host steps by node name: a node named here runs as those steps instead (an empty
+            list drops it: another node's steps define its value).
     """
 
     def __init__(self, name: str, input_names: Sequence[str], nodes: Iterable[Node], output_names: Sequence[str],
-                 kernels: dict[str, Callable], dtypes: dict[str, str] | None = None):
+                 kernels: dict[str, Callable], dtypes: dict[str, str] | None = None,
+                 rewrites: Mapping[str, list[HostNode]] | None = None):
         self.name = name
         slot_of: dict[str, int] = {}
         for input_name in input_names:
             slot_of[input_name] = len(slot_of)
         self.num_inputs = len(slot_of)
         self.steps: list[_Step] = []
-        self.step_nodes: list[Node] = []
+        self.step_nodes: list[Node | HostNode] = []
+        rewrites = rewrites or {}
         for node in nodes:
+            if node.name in rewrites:
+                for host in rewrites[node.name]:
+                    slot_of[host.name] = len(slot_of)
+                    self.steps.append(_Step(host.fn, [_template(a, slot_of) for a in host.args], {},
+                                            slot_of[host.name]))
+                    self.step_nodes.append(host)
+                continue
             if dtypes is not None and node.op in _ASSERTS and node.name not in output_names:
                 continue
             source = _no_op_source(node, dtypes) if dtypes is not None else None
@@ -212,16 +240,18 @@ class Program:
     """An executable graph: ``program(*tensors)`` with tensors in ``graph.inputs`` order.
 
     ``kernels`` overrides operators by name (default: the device's direct kernels); pass
-    ``{}`` to go through the dispatcher, e.g. to propagate shapes with fake tensors.
+    ``{}`` to go through the dispatcher, e.g. to propagate shapes with fake tensors. ``rewrites``:
+    host steps run in place of named nodes (``NodeProgram``).
     """
 
-    def __init__(self, graph: Graph, kernels: dict[str, Callable] | None = None):
+    def __init__(self, graph: Graph, kernels: dict[str, Callable] | None = None,
+                 rewrites: Mapping[str, list[HostNode]] | None = None):
         kernels = KERNELS if kernels is None else kernels
         self.graph = graph
         # shape propagation (kernels={}) keeps every node; execution skips the no-ops
         dtypes = value_dtypes(graph) if kernels else None
         self.nodes = NodeProgram(graph.name, [spec.name for spec in graph.inputs], graph.nodes,
-                                 list(graph.outputs), kernels, dtypes)
+                                 list(graph.outputs), kernels, dtypes, rewrites)
 
     def __call__(self, *tensors: torch.Tensor):
         with torch.no_grad():

@@ -26,6 +26,7 @@ import torch
 
 from optimum_npu.device.executor import GraphExecutionError, resolve_op, value_dtypes
 from optimum_npu.device.kernels import KERNELS
+from optimum_npu.device.lockstep_kernels import MergedShards, merged_column_linear, rank_columns
 from optimum_npu.device.lockstep_ops import translate
 from optimum_npu.device.lockstep_steps import Arguments, Call, LockstepUnsupported, Ref
 from optimum_npu.schema import Graph, Node
@@ -43,12 +44,15 @@ class LockstepProgram:
         state: the state inputs (KV caches), held [rows, N, ...] (``RankStack``): only attention kernels read them.
         size: the number of ranks.
         kernels: operator overrides by name (the device's kernels).
+        merges: sibling column-parallel linears run as one product (``linear_merging``), by their first
+            member's name: the group and its ``MergedShards``. A group whose input is per-rank, or whose
+            weights are not all per-rank, runs node by node.
     Raises:
         LockstepUnsupported: a node has no rule for its stacked operands.
     """
 
     def __init__(self, graph: Graph, stacked: set[str], state: set[str], size: int,
-                 kernels: dict[str, Callable] | None = None):
+                 kernels: dict[str, Callable] | None = None, merges: dict[str, tuple] | None = None):
         self.graph, self.size = graph, size
         self.kernels = KERNELS if kernels is None else kernels
         self.dtypes = value_dtypes(graph)
@@ -62,8 +66,13 @@ class LockstepProgram:
             self.slot_of[spec.name] = len(self.stacked) - 1
         self.num_inputs = len(self.stacked)
         outputs = set(graph.outputs)
+        nodes = {node.name: node for node in graph.nodes}
         for node in graph.nodes:
+            if node.name in self.slot_of:      # a merged linear's member, defined with its group
+                continue
             if node.op in _ASSERTS and node.name not in outputs:
+                continue
+            if node.name in (merges or {}) and self._merged(nodes, *merges[node.name]):
                 continue
             forwarded = self._same_dtype_source(node)
             if forwarded is not None:
@@ -72,6 +81,27 @@ class LockstepProgram:
             self.node = node
             self.slot_of[node.name] = translate(self, node, Arguments(node, self.ref))
         self.outputs = [self.slot_of[name] for name in graph.outputs]
+
+    def _merged(self, nodes: dict[str, Node], group, shards: MergedShards) -> bool:
+        """Emits a sibling group's one product over a shared input and the members' columns; False (nothing
+        emitted) when the input is per-rank or a member's weight or bias is shared."""
+        members = [nodes[name] for name in group.members]
+        operands = [Arguments(member, self.ref) for member in members]
+        weights = [a.get("weight") for a in operands]
+        biases = [a.get("bias") for a in operands]
+        if self.stacked[self.slot_of[group.input]] or not all(self.stacked[w] for w in weights) or \
+                (group.biases is not None and not all(type(b) is Ref for b in biases)):
+            return False
+        self.node = members[0]
+        product = self.emit(merged_column_linear, [self.op("aten.linear.default"), self.ref(group.input), shards],
+                            stacked=False, ndim=None)
+        start = 0
+        for member, width in zip(members, group.widths):
+            self.node = member
+            self.slot_of[member.name] = self.emit(rank_columns, [product, start, width, self.size], stacked=True,
+                                                  ndim=self.out_ndim())
+            start += width * self.size
+        return True
 
     # ---- builder API used by the rules -----------------------------------------------------------
     def ref(self, name: str) -> Ref:

@@ -26,8 +26,9 @@ from typing import Callable
 import torch
 
 from optimum_npu.device.kernels.packed_linear import LinearPacking, pack_matrix
+from optimum_npu.device.linear_merging import LinearMerging
 from optimum_npu.device.lockstep import LockstepProgram
-from optimum_npu.device.lockstep_kernels import PackedShards
+from optimum_npu.device.lockstep_kernels import MergedShards, PackedShards
 from optimum_npu.device.lockstep_steps import LockstepUnsupported
 from optimum_npu.schema import Graph, TensorSpec, dtype_from_name
 
@@ -112,19 +113,23 @@ class LockstepGroup:
     """Every graph that can run in lockstep, translated once over ``stack``; ``run(name, inputs)`` runs one.
 
     With ``packing``, the linear weights it chooses are bound packed: a shared one as one packed matrix, a
-    stacked one as ``PackedShards`` (the per-rank path keeps reading the plain stack)."""
+    stacked one as ``PackedShards`` (the per-rank path keeps reading the plain stack). With ``merging``, the
+    sibling linears it merges run as one product over their ranks' shards (``MergedShards``) where they are
+    column-parallel; both packed forms are made on first use."""
 
     def __init__(self, stack: RankStack, graphs: dict[str, Graph], kernels: dict[str, Callable],
-                 packing: LinearPacking | None = None):
+                 packing: LinearPacking | None = None, merging: LinearMerging | None = None):
         stack.finish()
         self.programs: dict[str, LockstepProgram] = {}
         self.bindings: dict[str, list] = {}
         self.refused: dict[str, str] = {}
         self._packed: dict[str, object] = {}   # weight source -> its packed form, shared by the graphs
+        self._merged: dict[tuple, MergedShards] = {}   # merge key -> its shards, shared by the graphs
         for name, graph in graphs.items():
             try:
                 binding, stacked, state = stack.binding(graph)
-                self.programs[name] = LockstepProgram(graph, stacked, state, stack.size, kernels)
+                merges = self._merges(stack, graph, merging) if merging is not None else None
+                self.programs[name] = LockstepProgram(graph, stacked, state, stack.size, kernels, merges)
                 self.bindings[name] = binding if packing is None else self._packed_binding(
                     stack, graph, binding, stacked, packing)
             except LockstepUnsupported as err:
@@ -133,6 +138,21 @@ class LockstepGroup:
                 # a graph the translation cannot read (e.g. a tampered argument) runs rank by rank, where the
                 # executor refuses it with a translated error
                 self.refused[name] = f"not translatable: {type(err).__name__}"
+
+    def _merges(self, stack: RankStack, graph: Graph, merging: LinearMerging) -> dict[str, tuple]:
+        """``graph``'s merged groups whose weights (and biases) the ranks hold stacked, by first member."""
+        merges = {}
+        for group in merging.groups.get(graph.name, ()):
+            sources = [*group.weights, *(group.biases or ())]
+            if any(source in stack.unstacked or source not in stack.weights for source in sources) or \
+                    any(source in stack.shared for source in group.weights):
+                continue
+            if group.key not in self._merged:
+                self._merged[group.key] = MergedShards([stack.weights[s] for s in group.weights], None if
+                                                       group.biases is None else
+                                                       [_held(stack, s) for s in group.biases])
+            merges[group.members[0]] = (group, self._merged[group.key])
+        return merges
 
     def _packed_binding(self, stack: RankStack, graph: Graph, binding: list, stacked: set[str],
                         packing: LinearPacking) -> list:
@@ -151,3 +171,8 @@ class LockstepGroup:
         """Rank 0's outputs of graph ``name`` (every rank's state updated)."""
         arguments = [inputs[item] if isinstance(item, str) else item for item in self.bindings[name]]
         return self.programs[name](arguments)
+
+
+def _held(stack: RankStack, source: str) -> torch.Tensor:
+    """A weight as the lockstep program holds it: one tensor when every rank's is the same, else the stack."""
+    return stack.weights[source][0] if source in stack.shared else stack.weights[source]

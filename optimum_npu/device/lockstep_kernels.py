@@ -40,6 +40,39 @@ class PackedShards:
         return self._shards
 
 
+class MergedShards:
+    """Sibling column-parallel linears' stacked weights [N, out_i, in] (and biases [N, out_i] or [out_i]) as one
+    packed matrix [sum_i N * out_i, in] (projection-major, then rank), made on first use (``linear_merging``)."""
+
+    __slots__ = ("weights", "biases", "widths", "_packed")
+
+    def __init__(self, weights: list[torch.Tensor], biases: list[torch.Tensor] | None):
+        self.weights, self.biases = weights, biases
+        self.widths = [w.shape[1] for w in weights]
+        self._packed: tuple[torch.Tensor, torch.Tensor | None] | None = None
+
+    def packed(self) -> tuple[torch.Tensor, torch.Tensor | None]:
+        if self._packed is None:
+            n = self.weights[0].shape[0]
+            weight = pack_matrix(torch.cat([w.reshape(-1, w.shape[-1]) for w in self.weights]))
+            bias = None if self.biases is None else torch.cat(
+                [b.reshape(-1) if b.dim() == 2 else b.repeat(n) for b in self.biases])
+            self._packed = weight, bias
+        return self._packed
+
+
+def merged_column_linear(linear: Callable, x: torch.Tensor, merged: MergedShards) -> torch.Tensor:
+    """x [..., in] shared -> [..., sum_i N * out_i]: one ``linear`` over every sibling's shards."""
+    weight, bias = merged.packed()
+    return linear(x, weight, bias)
+
+
+def rank_columns(y: torch.Tensor, start: int, width: int, n: int) -> torch.Tensor:
+    """Columns ``start:start + n * width`` of a merged product y [..., total] as a stacked value [N, ..., width]
+    (a view)."""
+    return y.narrow(-1, start, n * width).unflatten(-1, (n, width)).movedim(-2, 0)
+
+
 def insert_dims(x: torch.Tensor, count: int) -> torch.Tensor:
     """[N, *s] -> [N, 1 (``count`` times), *s] (a view)."""
     return x[(slice(None),) + (None,) * count]

@@ -68,11 +68,13 @@ class LinearPacking:
         if room is not None and self.nbytes > room:
             self.sources = set()
         self.packed: dict[str, torch.Tensor] = {}
+        #: chosen sources a rank reads through a merged product (``linear_merging``): ``pack`` leaves them out
+        self.merged: set[str] = set()
 
     def pack(self, weights: dict[str, torch.Tensor]) -> None:
-        """Packs this rank's copies of the chosen weights (one per distinct tensor)."""
+        """Packs this rank's copies of the chosen weights (one per distinct tensor) but the ``merged`` ones."""
         by_tensor: dict[int, torch.Tensor] = {}
-        for source in self.sources:
+        for source in self.sources - self.merged:
             tensor = weights.get(source)
             if tensor is None or tensor.dtype != torch.float32 or tensor.dim() != 2 or tensor.device.type != "cpu":
                 continue
