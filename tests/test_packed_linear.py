@@ -12,7 +12,8 @@ from optimum_npu.device.kernels.linear import linear_kernel
 from optimum_npu.device.kernels.packed_linear import (PACKED_LINEAR_ENV, LinearPacking, pack_matrix,
                                                       packing_enabled)
 from optimum_npu.device.kernels.real_rows import real_rows
-from optimum_npu.device.lockstep_kernels import PackedShards, column_linear, row_linear
+from optimum_npu.device.lockstep_kernels import (PackedShards, column_linear, reduced_row_linear, row_linear,
+                                                 sum_over_ranks)
 from optimum_npu.schema import Graph, Node, TensorSpec
 
 
@@ -117,3 +118,14 @@ def test_lockstep_linears_over_packed_shards_match_the_stacked_weights():
                                    column_linear(linear_kernel, shared_x, stack, b), rtol=0, atol=1e-5)
         torch.testing.assert_close(row_linear(stacked_x, PackedShards(stack), b), row_linear(stacked_x, stack, b),
                                    rtol=0, atol=1e-5)
+
+
+@pytest.mark.parametrize("rows", [1, 4, 16])
+def test_a_row_parallel_linear_reduced_with_its_all_reduce_is_the_sum_of_the_ranks_products(rows):
+    n, gen = 4, torch.Generator().manual_seed(rows)
+    stack, x = torch.randn(n, 12, 32, generator=gen) / 32 ** 0.5, torch.randn(n, rows, 1, 32, generator=gen)
+    want = sum_over_ranks(row_linear(x, stack, None))                                    # [rows, 1, 12]
+    assert torch.equal(reduced_row_linear(linear_kernel, x, stack), want)                 # plain stack: the same ops
+    got = reduced_row_linear(linear_kernel, x, PackedShards(stack))                       # one product, joined shards
+    assert got.shape == want.shape
+    torch.testing.assert_close(got, want, rtol=0, atol=1e-5)

@@ -10,7 +10,7 @@ from optimum_npu import NPUModelForCausalLM
 from optimum_npu.device.kernels import packed_linear
 from optimum_npu.device.lockstep import LockstepProgram
 from optimum_npu.device.lockstep_group import LOCKSTEP_ENV, lockstep_default
-from optimum_npu.device.lockstep_kernels import PackedShards
+from optimum_npu.device.lockstep_kernels import PackedShards, merged_column_linear, reduced_row_linear
 from optimum_npu.device.lockstep_steps import LockstepUnsupported
 from optimum_npu.models.tiny import build_causal_lm, build_tokenizer
 from optimum_npu.schema import Graph, Node, TensorSpec
@@ -65,6 +65,8 @@ def test_lockstep_matches_the_per_rank_path_tp1_and_eager(models, references, in
     assert engine.lockstep and engine.lockstep_group.refused == {}
     assert set(engine.lockstep_group.programs) == set(engine.graphs)
     assert any(type(value) is PackedShards for value in engine.lockstep_group.bindings["prefill"])
+    functions = {step.fn for step in engine.lockstep_group.programs["prefill"].steps}
+    assert {merged_column_linear, reduced_row_linear} <= functions     # q/k/v and gate/up merged; o and down reduced
     per_rank, per_rank_stats = generate(models[tp], inputs, lockstep=False)
     lockstep, lockstep_stats = generate(models[tp], inputs, lockstep=True)
     assert torch.equal(lockstep.sequences, per_rank.sequences)

@@ -29,7 +29,7 @@ from optimum_npu.device.kernels import KERNELS
 from optimum_npu.device.lockstep_kernels import MergedShards, merged_column_linear, rank_columns
 from optimum_npu.device.lockstep_ops import translate
 from optimum_npu.device.lockstep_steps import Arguments, Call, LockstepUnsupported, Ref
-from optimum_npu.schema import Graph, Node
+from optimum_npu.schema import Graph, Node, iter_refs
 
 _ASSERTS = {"aten._assert_tensor_metadata.default"}
 _CASTS = {"aten.to.dtype", "aten.to.device", "aten._to_copy.default", "aten.to.dtype_layout"}
@@ -67,6 +67,10 @@ class LockstepProgram:
         self.num_inputs = len(self.stacked)
         outputs = set(graph.outputs)
         nodes = {node.name: node for node in graph.nodes}
+        #: how many nodes (and graph outputs) read each value
+        self.readers: dict[str, int] = {}
+        for name in [*graph.outputs, *(ref for node in graph.nodes for ref in iter_refs([node.args, node.kwargs]))]:
+            self.readers[name] = self.readers.get(name, 0) + 1
         for node in graph.nodes:
             if node.name in self.slot_of:      # a merged linear's member, defined with its group
                 continue

@@ -12,7 +12,9 @@ arguments, prepended sizes) or to an operator that does the N ranks' work at onc
 - paged / sliding-window attention: one call with the ranks folded into the heads (rank r's heads
   are heads r * H_r ... of the call) over the ranks' caches viewed as one cache with N times the heads;
 - all-reduce: rank 0's operand plus the others', in rank order (as ``InProcessGroup``); all-gather:
-  the ranks' operands concatenated in rank order. Both give shared values.
+  the ranks' operands concatenated in rank order. Both give shared values. An all-reduce that is the only
+  reader of a row-parallel linear (no bias) runs with it as one product over the joined shards
+  (``reduced_row_linear``).
 
 Anything else with a stacked operand (expert-parallel collectives, quantized linears, convolutions,
 multi-output ops) raises ``LockstepUnsupported``: the engine runs that graph rank by rank.
@@ -23,8 +25,9 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from optimum_npu.device.lockstep_kernels import (cat_over_ranks, column_linear, expanded, fold_cache, fold_heads,
-                                                 insert_dims, row_linear, sum_over_ranks, unfold_heads)
-from optimum_npu.device.lockstep_steps import Arguments, Ref
+                                                 insert_dims, reduced_row_linear, row_linear, sum_over_ranks,
+                                                 unfold_heads)
+from optimum_npu.device.lockstep_steps import Arguments, Call, Ref
 from optimum_npu.schema import ALL_GATHER, ALL_REDUCE, Node
 from optimum_npu.schema_ops import ALLOWED_OPS
 
@@ -208,11 +211,30 @@ def _collective(b: LockstepProgram, node: Node, a: Arguments) -> int:
     x = a.get("x")
     if a.get("group_size") != b.size:
         raise b.refuse(f"a collective over {a.get('group_size')} devices in a group of {b.size}")
+    if node.op == ALL_REDUCE and _stacked(b, x):
+        fused = _reduce_row_linear(b, x, node)
+        if fused is not None:
+            return fused
     if not _stacked(b, x):
         x = _broadcast(b, x)
     if node.op == ALL_REDUCE:
         return b.emit(sum_over_ranks, [x], stacked=False, ndim=b.out_ndim())
     return b.emit(cat_over_ranks, [x, a.get("dim")], stacked=False, ndim=b.out_ndim())
+
+
+def _reduce_row_linear(b: LockstepProgram, x: Ref, reduce: Node) -> Ref | None:
+    """Rewrites the row-parallel linear that produced ``x`` into one step with the all-reduce ``reduce`` now
+    read: when ``reduce`` reads the linear's own value, nothing else reads it and it has no bias. None (nothing
+    rewritten) otherwise."""
+    index = next((i for i in range(len(b.steps) - 1, -1, -1) if b.steps[i].slot == x), None)
+    step = b.steps[index] if index is not None else None
+    if step is None or step.fn is not row_linear or step.args[2] is not None or b.readers.get(step.node) != 1 or \
+            not reduce.args or reduce.args[0] != {"ref": step.node}:
+        return None
+    b.steps[index] = Call(reduced_row_linear, [b.op("aten.linear.default"), step.args[0], step.args[1]], {},
+                          step.slot, step.node)
+    b.stacked[step.slot] = False
+    return x
 
 
 def _attention(b: LockstepProgram, node: Node, a: Arguments) -> int:
