@@ -126,6 +126,6 @@ def test_a_row_parallel_linear_reduced_with_its_all_reduce_is_the_sum_of_the_ran
     stack, x = torch.randn(n, 12, 32, generator=gen) / 32 ** 0.5, torch.randn(n, rows, 1, 32, generator=gen)
     want = sum_over_ranks(row_linear(x, stack, None))                                    # [rows, 1, 12]
     assert torch.equal(reduced_row_linear(linear_kernel, x, stack), want)                 # plain stack: the same ops
-    got = reduced_row_linear(linear_kernel, x, PackedShards(stack))                       # one product, joined shards
-    assert got.shape == want.shape
+    got = reduced_row_linear(linear_kernel, x, PackedShards(stack))      # one product over the joined shards
+    assert got.shape == want.shape                                        # (one row: the plain stack's products)
     torch.testing.assert_close(got, want, rtol=0, atol=1e-5)
