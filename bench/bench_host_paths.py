@@ -1,10 +1,12 @@
 """The simulator's host fast paths on and off, in one process on one compiled model, alternating.
 
-The device binds linear weights packed for oneDNN (``device/kernels/packed_linear.py``), its linear
-kernel takes the fastest product for each row count, and it skips the padding rows of a decoder call
-(``device/kernels/linear.py``, ``real_rows.py``). The "plain" contestant is the same compiled model loaded
-a second time with packing off (``OPTIMUM_NPU_PACKED_LINEAR=0``), run with ``linear.FAST_PRODUCTS`` off and
-no padding skipped: the ``F.linear`` execution on every row of the code before issue #19. This measures
+The device binds linear weights packed for oneDNN (``device/kernels/packed_linear.py``) and merges sibling
+linears into one product (``device/linear_merging.py``), runs RMS norms and rotary embeddings as one host
+step each (``device/host_fusion.py``), its linear kernel takes the fastest product for each row count, and
+it skips the padding rows of a decoder call (``device/kernels/linear.py``, ``real_rows.py``). The "plain"
+contestant is the same compiled model loaded a second time with packing (hence merging) and host fusion off
+(``OPTIMUM_NPU_PACKED_LINEAR=0``, ``OPTIMUM_NPU_HOST_FUSION=0``), run with ``linear.FAST_PRODUCTS`` off and
+no padding skipped: the node-by-node ``F.linear`` execution on every row of the code before issue #19. This measures
 the fast paths' effect without the noise of comparing two processes on a shared machine. Prints the
 median generate() seconds of each, their ratio, the per-repeat ratios, and whether the tokens agree.
 
@@ -24,6 +26,7 @@ os.environ.setdefault("TQDM_DISABLE", "1")
 import torch
 
 from optimum_npu import NPUModelForCausalLM
+from optimum_npu.device.host_fusion import HOST_FUSION_ENV
 from optimum_npu.device.kernels import linear
 from optimum_npu.device.kernels.packed_linear import PACKED_LINEAR_ENV
 from optimum_npu.models.tiny import build_causal_lm, build_tokenizer
@@ -45,11 +48,11 @@ def main() -> None:
         "npu": "atom"}, compile_cache=False)
     with tempfile.TemporaryDirectory() as folder:
         fast_model.save_pretrained(folder)
-        os.environ[PACKED_LINEAR_ENV] = "0"
+        os.environ[PACKED_LINEAR_ENV] = os.environ[HOST_FUSION_ENV] = "0"
         try:
             plain_model = NPUModelForCausalLM.from_pretrained(folder)
         finally:
-            del os.environ[PACKED_LINEAR_ENV]
+            del os.environ[PACKED_LINEAR_ENV], os.environ[HOST_FUSION_ENV]
     plain_engine = plain_model._runtime.engine
     plain_engine.skips_padding = dict.fromkeys(plain_engine.skips_padding, False)
     models = {True: fast_model, False: plain_model}

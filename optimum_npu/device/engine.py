@@ -20,7 +20,8 @@ import torch
 from optimum_npu.device.collectives import InProcessGroup, TorchDistributedGroup
 from optimum_npu.device.cost import GraphCostModel
 from optimum_npu.device.device import DeviceRegistry, NPUDevice, get_device
-from optimum_npu.device.executor import Program
+from optimum_npu.device.executor import Program, value_dtypes
+from optimum_npu.device.host_fusion import host_fusion_enabled, host_fusion_rewrites
 from optimum_npu.device.kernels import KERNELS
 from optimum_npu.device.kernels.packed_linear import LinearPacking, packing_enabled
 from optimum_npu.device.kernels.real_rows import real_prefix, real_rows, skips_padding
@@ -69,6 +70,15 @@ def state_specs(graphs: dict[str, Graph]) -> dict[str, TensorSpec]:
     return specs
 
 
+def _host_rewrites(graph: Graph, merging: LinearMerging | None, merged: dict) -> dict:
+    """The host steps one rank runs in place of ``graph``'s nodes: merged sibling linears (``linear_merging``),
+    fused RMS norms and rotary embeddings (``host_fusion``)."""
+    rewrites = host_fusion_rewrites(graph, value_dtypes(graph)) if host_fusion_enabled() else {}
+    if merged:
+        rewrites.update(merging.rewrites(graph, merged))
+    return rewrites
+
+
 class _Rank:
     """What one device holds: its weight shard, state tensors, programs and input bindings."""
 
@@ -84,7 +94,7 @@ class _Rank:
             self.programs = {name: SegmentedProgram(graph, kernels) for name, graph in graphs.items()}
         else:   # sibling linears read their merged product (``linear_merging``): their own weights are not bound
             merged = merging.pack(weights) if merging is not None else {}
-            self.programs = {name: Program(graph, kernels, merging.rewrites(graph, merged) if merged else None)
+            self.programs = {name: Program(graph, kernels, _host_rewrites(graph, merging, merged))
                              for name, graph in graphs.items()}
         unbound = {source for weight_sources, _ in merged for source in weight_sources}
         self.bindings = {name: self._bind(graph, weights, error, packing, unbound) for name, graph in graphs.items()}
