@@ -7,6 +7,7 @@ import pytest
 import torch
 
 from optimum_npu import NPUModelForCausalLM
+from optimum_npu.device.host_fusion import rms_normalized, rotate_half_embedded
 from optimum_npu.device.kernels import packed_linear
 from optimum_npu.device.lockstep import LockstepProgram
 from optimum_npu.device.lockstep_group import LOCKSTEP_ENV, lockstep_default
@@ -67,6 +68,7 @@ def test_lockstep_matches_the_per_rank_path_tp1_and_eager(models, references, in
     assert any(type(value) is PackedShards for value in engine.lockstep_group.bindings["prefill"])
     functions = {step.fn for step in engine.lockstep_group.programs["prefill"].steps}
     assert {merged_column_linear, reduced_row_linear} <= functions     # q/k/v and gate/up merged; o and down reduced
+    assert {rms_normalized, rotate_half_embedded} <= functions          # fused host steps (``host_fusion``)
     per_rank, per_rank_stats = generate(models[tp], inputs, lockstep=False)
     lockstep, lockstep_stats = generate(models[tp], inputs, lockstep=True)
     assert torch.equal(lockstep.sequences, per_rank.sequences)

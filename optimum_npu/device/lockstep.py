@@ -27,7 +27,7 @@ import torch
 from optimum_npu.device.executor import GraphExecutionError, resolve_op, value_dtypes
 from optimum_npu.device.kernels import KERNELS
 from optimum_npu.device.lockstep_kernels import MergedShards, merged_column_linear, rank_columns
-from optimum_npu.device.lockstep_ops import translate
+from optimum_npu.device.lockstep_ops import translate, translate_host
 from optimum_npu.device.lockstep_steps import Arguments, Call, LockstepUnsupported, Ref
 from optimum_npu.schema import Graph, Node, iter_refs
 
@@ -47,12 +47,15 @@ class LockstepProgram:
         merges: sibling column-parallel linears run as one product (``linear_merging``), by their first
             member's name: the group and its ``MergedShards``. A group whose input is per-rank, or whose
             weights are not all per-rank, runs node by node.
+        rewrites: host-fused steps by the name of the node they replace (``host_fusion``; an empty list
+            drops a node whose value only the fused step read).
     Raises:
         LockstepUnsupported: a node has no rule for its stacked operands.
     """
 
     def __init__(self, graph: Graph, stacked: set[str], state: set[str], size: int,
-                 kernels: dict[str, Callable] | None = None, merges: dict[str, tuple] | None = None):
+                 kernels: dict[str, Callable] | None = None, merges: dict[str, tuple] | None = None,
+                 rewrites: dict[str, list] | None = None):
         self.graph, self.size = graph, size
         self.kernels = KERNELS if kernels is None else kernels
         self.dtypes = value_dtypes(graph)
@@ -77,6 +80,11 @@ class LockstepProgram:
             if node.op in _ASSERTS and node.name not in outputs:
                 continue
             if node.name in (merges or {}) and self._merged(nodes, *merges[node.name]):
+                continue
+            if node.name in (rewrites or {}):
+                self.node = node
+                for host in rewrites[node.name]:
+                    self.slot_of[host.name] = translate_host(self, host)
                 continue
             forwarded = self._same_dtype_source(node)
             if forwarded is not None:

@@ -25,6 +25,8 @@ from typing import Callable
 
 import torch
 
+from optimum_npu.device.executor import value_dtypes
+from optimum_npu.device.host_fusion import host_fusion_enabled, host_fusion_rewrites
 from optimum_npu.device.kernels.packed_linear import LinearPacking, pack_matrix
 from optimum_npu.device.linear_merging import LinearMerging
 from optimum_npu.device.lockstep import LockstepProgram
@@ -115,7 +117,8 @@ class LockstepGroup:
     With ``packing``, the linear weights it chooses are bound packed: a shared one as one packed matrix, a
     stacked one as ``PackedShards`` (the per-rank path keeps reading the plain stack). With ``merging``, the
     sibling linears it merges run as one product over their ranks' shards (``MergedShards``) where they are
-    column-parallel; both packed forms are made on first use."""
+    column-parallel; both packed forms are made on first use. RMS norms and rotary embeddings run as one step
+    each (``host_fusion``), as on one rank."""
 
     def __init__(self, stack: RankStack, graphs: dict[str, Graph], kernels: dict[str, Callable],
                  packing: LinearPacking | None = None, merging: LinearMerging | None = None):
@@ -129,7 +132,8 @@ class LockstepGroup:
             try:
                 binding, stacked, state = stack.binding(graph)
                 merges = self._merges(stack, graph, merging) if merging is not None else None
-                self.programs[name] = LockstepProgram(graph, stacked, state, stack.size, kernels, merges)
+                rewrites = host_fusion_rewrites(graph, value_dtypes(graph)) if host_fusion_enabled() else None
+                self.programs[name] = LockstepProgram(graph, stacked, state, stack.size, kernels, merges, rewrites)
                 self.bindings[name] = binding if packing is None else self._packed_binding(
                     stack, graph, binding, stacked, packing)
             except LockstepUnsupported as err:

@@ -27,6 +27,7 @@ from typing import TYPE_CHECKING
 from optimum_npu.device.lockstep_kernels import (cat_over_ranks, column_linear, expanded, fold_cache, fold_heads,
                                                  insert_dims, reduced_row_linear, row_linear, sum_over_ranks,
                                                  unfold_heads)
+from optimum_npu.device.executor import HostNode
 from optimum_npu.device.lockstep_steps import Arguments, Call, Ref
 from optimum_npu.schema import ALL_GATHER, ALL_REDUCE, Node
 from optimum_npu.schema_ops import ALLOWED_OPS
@@ -98,6 +99,20 @@ def translate(b: LockstepProgram, node: Node, a: Arguments) -> int:
     if node.op == "aten.embedding.default":
         return _embedding(b, a)
     raise b.refuse("no lockstep rule for this operator with per-rank operands")
+
+
+def translate_host(b: LockstepProgram, host: HostNode) -> int:
+    """Emits a host-fused step (``host_fusion``: RMS norm, rotary embedding): element-wise over the leading
+    dimensions, so stacked operands are right-aligned to the output's rank like a pointwise op's."""
+    args = [b.ref(_name) if isinstance(arg, dict) and isinstance(_name := arg.get("ref"), str) else arg
+            for arg in host.args]
+    if not any(_stacked(b, arg) for arg in args):
+        return b.emit(host.fn, args, stacked=False, ndim=b.out_ndim())
+    ndim = b.out_ndim()
+    if ndim is None or any(type(arg) is Ref and b.source[arg] for arg in args):
+        raise b.refuse("a fused host step without a static shape, or reading a state tensor")
+    return b.emit(host.fn, [_align(b, arg, ndim) if _stacked(b, arg) else arg for arg in args], stacked=True,
+                  ndim=ndim)
 
 
 def _stacked(b: LockstepProgram, ref) -> bool:
