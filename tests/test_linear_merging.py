@@ -92,17 +92,24 @@ def test_a_weight_read_alone_in_another_graph_or_unpacked_does_not_merge():
 
 
 def test_columns_are_copied_where_a_view_of_the_graph_could_not_read_them():
+    heads = Node("heads", "aten.view.default", [{"ref": "q"}, [ROWS, 1, 3, 8]], {}, {"shape": [ROWS, 1, 3, 8]})
+    doubled = Node("doubled", "aten.mul.Tensor", [{"ref": "heads"}, 2.0], {}, {"shape": [ROWS, 1, 3, 8]})
     flat = Node("flat", "aten.view.default", [{"ref": "k"}, [ROWS * 8]], {}, {"shape": [ROWS * 8]})
-    split = Node("heads", "aten.view.default", [{"ref": "q"}, [ROWS, 1, 3, 8]], {}, {"shape": [ROWS, 1, 3, 8]})
-    graph = _graph("decode", flat, split, outputs=("sum", "flat", "heads", "v"))
+    turned = Node("turned", "aten.transpose.int", [{"ref": "v"}, 1, 2], {}, {"shape": [ROWS, 8, 1]})
+    turned_flat = Node("turned_flat", "aten.view.default", [{"ref": "turned"}, [ROWS * 8]], {}, {"shape": [ROWS * 8]})
+    graph = _graph("decode", heads, doubled, flat, turned, turned_flat, outputs=("sum", "doubled", "flat",
+                                                                                  "turned_flat"))
     merging = LinearMerging({"decode": graph}, SOURCES)
     rewrites = merging.rewrites(graph, merging.pack(_weights()))
     parts = {step.name: step.fn for steps in rewrites.values() for step in steps}
-    assert parts["q"] is columns                       # splitting the last dim is a view of strided columns
-    assert parts["k"] is contiguous_columns            # flattening [4, 1, 8] columns of a [4, 1, 40] product is not
-    assert parts["v"] is contiguous_columns            # a graph output goes to the caller contiguous
+    assert parts["q"] is columns                # splitting the last dim is a view of strided columns
+    assert parts["k"] is contiguous_columns     # flattening [4, 1, 8] columns of a [4, 1, 40] product is not
+    assert parts["v"] is contiguous_columns     # nor after a transpose (the view op is followed)
     values, program = _run(graph, _weights(), torch.randn(ROWS, 1, INNER), merging)
-    assert values[program.nodes.slot_of["flat"]].shape == (ROWS * 8,)
+    assert values[program.nodes.slot_of["turned_flat"]].shape == (ROWS * 8,)
+    as_output = _graph("decode", outputs=("sum", "q"))
+    rewrites = LinearMerging({"decode": as_output}, SOURCES).rewrites(as_output, merging.pack(_weights()))
+    assert {step.name: step.fn for steps in rewrites.values() for step in steps}["q"] is contiguous_columns  # caller's
 
 
 def test_the_merge_switch(monkeypatch):

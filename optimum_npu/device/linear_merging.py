@@ -26,15 +26,22 @@ from dataclasses import dataclass
 
 import torch
 
-from optimum_npu.device.executor import HostNode
+from optimum_npu.device.executor import HostNode, resolve_op
 from optimum_npu.device.kernels.linear import linear_kernel
 from optimum_npu.device.kernels.packed_linear import pack_matrix
-from optimum_npu.schema import Graph, Node, TensorSpec, iter_refs
+from optimum_npu.schema import Graph, GraphFormatError, Node, TensorSpec, decode_arg, iter_refs
 
 #: Environment variable: ``0`` / ``false`` / ``off`` / ``no`` keeps sibling linears as separate products.
 MERGED_LINEAR_ENV = "OPTIMUM_NPU_MERGED_LINEAR"
 _LINEAR = "aten.linear.default"
-_VIEW = "aten.view.default"
+#: Ops whose result may share the input's memory (so a ``view`` after them still sees its strides); tried on meta.
+_VIEW_OPS = {"aten.view.default", "aten.reshape.default", "aten.transpose.int", "aten.permute.default",
+             "aten.unsqueeze.default", "aten.squeeze.dim", "aten.slice.Tensor", "aten.select.int",
+             "aten.expand.default", "aten.alias.default", "aten.flatten.using_ints", "aten.to.dtype", "aten.to.device",
+             "aten.to.dtype_layout"}
+#: View ops with several results: a member read by one is copied contiguous.
+_MULTI_VIEW_OPS = {"aten.split.Tensor", "aten.split_with_sizes.default", "aten.chunk.default", "aten.unbind.int"}
+_MAX_VIEW_CHAIN = 16
 
 #: A merge's identity: its weight sources and bias sources (None: no biases), in member order.
 MergeKey = tuple[tuple[str, ...], "tuple[str, ...] | None"]
@@ -190,21 +197,37 @@ def _sibling_groups(graph: Graph, sources: set[str]) -> tuple[list[SiblingGroup]
 
 
 def _strided_columns_read(graph: Graph, member: Node, total: int) -> bool:
-    """Whether every reader of ``member``'s value takes it as strided columns of a [..., total] product: it is
-    not a graph output, and each ``view`` of it is possible on such columns (tried on a meta tensor)."""
+    """Whether every reader of ``member``'s value can take it as strided columns of a [..., total] product: it is
+    not a graph output, and every ``view`` reached through view-producing ops (transpose, unsqueeze, casts that
+    change nothing, ...) is possible on such columns, tried with the ops themselves on a meta tensor. Anything
+    else that reads it computes a new tensor and takes any strides."""
     shape = member.meta.get("shape")
-    if member.name in graph.outputs or not isinstance(shape, list) or not shape or \
-            not all(type(d) is int and d >= 0 for d in shape):
+    if not isinstance(shape, list) or not shape or not all(type(d) is int and d >= 0 for d in shape):
         return False
-    strided = torch.empty(*shape[:-1], total, device="meta").narrow(-1, 0, shape[-1])
+    users: dict[str, list[Node]] = defaultdict(list)
     for node in graph.nodes:
-        if member.name not in iter_refs(node.args) + iter_refs(node.kwargs) or node.op != _VIEW:
+        for ref in set(iter_refs(node.args) + iter_refs(node.kwargs)):
+            users[ref].append(node)
+    strided = torch.empty(*shape[:-1], total, device="meta").narrow(-1, 0, shape[-1])
+    return _views_possible(graph, users, member.name, strided, depth=0)
+
+
+def _views_possible(graph: Graph, users: dict[str, list[Node]], name: str, value: torch.Tensor, depth: int) -> bool:
+    if name in graph.outputs or depth > _MAX_VIEW_CHAIN:
+        return False
+    for user in users.get(name, ()):
+        if user.op in _MULTI_VIEW_OPS:
+            return False
+        if user.op not in _VIEW_OPS:
             continue
-        size = node.args[1] if len(node.args) == 2 and _ref(node.args[0]) == member.name else None
-        if not isinstance(size, list) or not all(type(d) is int for d in size):
+        if iter_refs(user.args) + iter_refs(user.kwargs) != [name]:
             return False
         try:
-            strided.view(size)
-        except (RuntimeError, ValueError, TypeError):
+            op = resolve_op(user.op, {})
+            viewed = op(*decode_arg(user.args, lambda _: value),
+                        **{key: decode_arg(arg, lambda _: value) for key, arg in user.kwargs.items()})
+        except (RuntimeError, ValueError, TypeError, IndexError, GraphFormatError):
+            return False
+        if not isinstance(viewed, torch.Tensor) or not _views_possible(graph, users, user.name, viewed, depth + 1):
             return False
     return True

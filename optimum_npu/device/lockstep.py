@@ -96,7 +96,7 @@ class LockstepProgram:
 
     def _merged(self, nodes: dict[str, Node], group, shards: MergedShards) -> bool:
         """Emits a sibling group's one product over a shared input and the members' columns; False (nothing
-        emitted) when the input is per-rank or a member's weight or bias is shared."""
+        emitted) when the input is per-rank, a member's weight is shared or a bias is not a graph value."""
         members = [nodes[name] for name in group.members]
         operands = [Arguments(member, self.ref) for member in members]
         weights = [a.get("weight") for a in operands]
