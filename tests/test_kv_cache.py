@@ -210,3 +210,28 @@ class TestBlockManager:
         assert manager.can_append([b]) and manager.can_allocate(prompt("c", [1]))
         manager.append([b])
         assert len(manager.tables["b"]) == 3 and prompt("c", [1]).request_id not in manager.slots
+
+
+def test_sliding_layers_of_one_call_share_the_ring_index_arithmetic(monkeypatch):
+    """Every sliding layer of a graph call reads the same positions and slots: their index arithmetic is done once,
+    gives what a fresh computation gives, and is redone when the positions change."""
+    from optimum_npu.device.kernels import sliding_window_attention as sliding
+
+    computed = []
+    ring_call = sliding._ring_call
+    monkeypatch.setattr(sliding, "_ring_call", lambda *args: computed.append(args) or ring_call(*args))
+    monkeypatch.setattr(sliding, "_MEMO", sliding.CallMemo())
+    gen = torch.Generator().manual_seed(0)
+    positions, slots = torch.tensor([[5, 6, -1], [9, 10, 11]]), torch.tensor([1, 0], dtype=torch.int32)
+    query, key, value = (torch.randn(2, 3, n, 8, generator=gen) for n in (4, 2, 2))
+    rings = [[torch.randn(3, 2, 4, 8, generator=gen) for _ in range(2)] for _ in range(3)]
+    outs = [sliding.sliding_window_attention_kernel(query, key, value, k, v, slots, positions, 4, 0.35)
+            for k, v in rings]
+    assert len(computed) == 1                                                   # three layers, one computation
+    fresh = ring_call(positions, slots, 4)
+    assert torch.equal(fresh.key_pos, sliding._MEMO._entry[3].key_pos)
+    assert torch.equal(rings[0][0][1, :, 5 % 4], key[0, 0]) and torch.equal(rings[2][1][0, :, 11 % 4], value[1, 2])
+    assert not torch.equal(outs[0], outs[1])                                   # each layer its own ring
+    positions.add_(1)                                                           # an in-place change: computed again
+    sliding.sliding_window_attention_kernel(query, key, value, *rings[0], slots, positions, 4, 0.35)
+    assert len(computed) == 2
