@@ -17,8 +17,8 @@ from optimum_npu import NPUStableDiffusionPipeline, NPUStableDiffusionXLPipeline
 from optimum_npu.compile.artifact import write_manifest
 from optimum_npu.compile.capture import capture
 from optimum_npu.compile.pipeline import run_pipeline
-from optimum_npu.compile.tensor_parallel import (TensorParallelError, TensorParallelPlan, WeightSplit, module_regex,
-                                                 shard_graph)
+from optimum_npu.compile.tensor_parallel import shard_graph
+from optimum_npu.compile.tensor_parallel_plan import TensorParallelError, TensorParallelPlan, WeightSplit, module_regex
 from optimum_npu.device.device import DeviceRegistry
 from optimum_npu.device.engine import DeviceEngine
 from optimum_npu.device.spec import PRESETS

@@ -263,7 +263,7 @@ def test_a_tp_style_on_the_routed_experts_is_refused():
     them along the wrong dimension."""
     import dataclasses
 
-    from optimum_npu.compile.tensor_parallel import TensorParallelError
+    from optimum_npu.compile.tensor_parallel_plan import TensorParallelError
     from optimum_npu.models.adapters.moe import MIXTRAL
     from optimum_npu.models.adapters.tp_plan import decoder_tp_plan
     from optimum_npu.models.model_config import DecoderModelConfig

@@ -14,7 +14,8 @@ import torch
 from safetensors import safe_open
 
 from optimum_npu import NPUModelForCausalLM
-from optimum_npu.compile.tensor_parallel import TensorParallelError, TensorParallelPlan, shard_graph
+from optimum_npu.compile.tensor_parallel import shard_graph
+from optimum_npu.compile.tensor_parallel_plan import TensorParallelError, TensorParallelPlan
 from optimum_npu.models.adapters.phi3 import PHI3
 from optimum_npu.models.adapters.tp_plan import decoder_tp_plan
 from optimum_npu.models.model_config import DecoderModelConfig

@@ -35,7 +35,8 @@ from optimum_npu.compile.quantization_config import QuantizationConfig
 from optimum_npu.compile.quantize import Prequantized, quantize_graphs
 from optimum_npu.compile.quantize_kv import quantize_kv_graphs
 from optimum_npu.compile.shape_prop import propagate_shapes
-from optimum_npu.compile.tensor_parallel import TensorParallelPlan, shard_graph, shard_weights
+from optimum_npu.compile.tensor_parallel import shard_graph, shard_weights
+from optimum_npu.compile.tensor_parallel_plan import TensorParallelPlan
 from optimum_npu.device.cost import GraphCostModel
 from optimum_npu.device.fusion import FusedGroup, find_groups
 from optimum_npu.device.ops import GraphIndex

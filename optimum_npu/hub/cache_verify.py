@@ -29,7 +29,8 @@ from safetensors import safe_open
 from transformers import AutoConfig, GenerationConfig
 
 from optimum_npu.compile.artifact import ArtifactError, read_graph, read_manifest
-from optimum_npu.compile.tensor_parallel import Cut, TensorParallelPlan, cut_shard, weight_cut
+from optimum_npu.compile.tensor_parallel import Cut, cut_shard, weight_cut
+from optimum_npu.compile.tensor_parallel_plan import TensorParallelPlan
 from optimum_npu.compile.weights import read_aliases
 from optimum_npu.hub.canonical import _public_dict, canonical_json
 from optimum_npu.schema import weights_file

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from typing import Callable
 
-from optimum_npu.compile.tensor_parallel import (STYLES, TensorParallelError, TensorParallelPlan, WeightSplit,
-                                                 module_regex)
+from optimum_npu.compile.tensor_parallel_plan import (STYLES, TensorParallelError, TensorParallelPlan, WeightSplit,
+                                                      module_regex)
 from optimum_npu.models.adapters.spec import DecoderAdapter
 
 #: Fused column-parallel styles -> the full extent of each part, from the normalised model config.

@@ -16,7 +16,7 @@ import torch
 from safetensors import safe_open
 
 from optimum_npu.compile.artifact import verify_artifact
-from optimum_npu.compile.tensor_parallel import TensorParallelPlan
+from optimum_npu.compile.tensor_parallel_plan import TensorParallelPlan
 from optimum_npu.device.spec import resolve_spec
 from optimum_npu.hub.cache_key import CacheKey, compute_cache_key
 from optimum_npu.hub.cache_verify import CacheMismatchError, check_same, check_stored_documents, check_weights

@@ -14,7 +14,7 @@ from optimum_npu.compile.artifact import graph_path
 from optimum_npu.compile.artifact_write import write_atomically
 from optimum_npu.compile.capture import capture, capture_form
 from optimum_npu.compile.pipeline import run_pipeline
-from optimum_npu.compile.tensor_parallel import TensorParallelPlan
+from optimum_npu.compile.tensor_parallel_plan import TensorParallelPlan
 from optimum_npu.compile.weights import save_weights
 from optimum_npu.device.spec import resolve_spec
 from optimum_npu.models.adapters.tp_plan import decoder_tp_plan

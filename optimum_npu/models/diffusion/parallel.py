@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import contextlib
 
-from optimum_npu.compile.tensor_parallel import TensorParallelPlan
+from optimum_npu.compile.tensor_parallel_plan import TensorParallelPlan
 from optimum_npu.models.diffusion.sd3_parallel import head_split_attention, sd3_tensor_parallel_plan
 from optimum_npu.models.diffusion.unet_parallel import head_split_unet_attention, unet_tensor_parallel_plan
 

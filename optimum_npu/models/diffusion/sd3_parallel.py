@@ -18,7 +18,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from optimum_npu.compile.tensor_parallel import TensorParallelPlan, WeightSplit, module_regex
+from optimum_npu.compile.tensor_parallel_plan import TensorParallelPlan, WeightSplit, module_regex
 from optimum_npu.models.diffusion.head_split import merge_heads, split_heads, swapped_attention
 
 COLUMN = ("attn.to_q", "attn.to_k", "attn.to_v", "attn.add_q_proj", "attn.add_k_proj", "attn.add_v_proj",

@@ -29,7 +29,7 @@ from diffusers.models.attention import BasicTransformerBlock
 from diffusers.models.resnet import ResnetBlock2D
 from torch import nn
 
-from optimum_npu.compile.tensor_parallel import TensorParallelError, TensorParallelPlan, WeightSplit, module_regex
+from optimum_npu.compile.tensor_parallel_plan import TensorParallelError, TensorParallelPlan, WeightSplit, module_regex
 from optimum_npu.models.decoder.npu_config import NPUConfigError
 from optimum_npu.models.diffusion.head_split import HeadSplitAttention, swapped_attention
 

@@ -9,7 +9,7 @@ names no logits weight). HF's Transformers views the heads with ``-1``, so the g
 
 from __future__ import annotations
 
-from optimum_npu.compile.tensor_parallel import TensorParallelPlan, WeightSplit
+from optimum_npu.compile.tensor_parallel_plan import TensorParallelPlan, WeightSplit
 from optimum_npu.models.decoder.npu_config import NPUConfigError
 
 _BERT_LAYER = r"^(\w+\.)?encoder\.layer\.\d+\."

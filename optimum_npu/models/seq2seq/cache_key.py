@@ -11,7 +11,7 @@ from typing import Any
 import torch
 
 from optimum_npu.compile.artifact import verify_artifact
-from optimum_npu.compile.tensor_parallel import TensorParallelPlan
+from optimum_npu.compile.tensor_parallel_plan import TensorParallelPlan
 from optimum_npu.device.spec import resolve_spec
 from optimum_npu.hub.cache_key import CacheKey, compute_cache_key
 from optimum_npu.hub.cache_verify import check_same, check_stored_documents, check_weights

@@ -12,7 +12,7 @@ The compile pass is ``compile/tensor_parallel.py``; HF's modules view heads with
 
 from __future__ import annotations
 
-from optimum_npu.compile.tensor_parallel import TensorParallelPlan, WeightSplit
+from optimum_npu.compile.tensor_parallel_plan import TensorParallelPlan, WeightSplit
 from optimum_npu.models.decoder.npu_config import NPUConfigError
 from optimum_npu.models.seq2seq.architectures import Seq2SeqModelConfig
 from optimum_npu.models.seq2seq.npu_config import ENCODER_KIND
