@@ -170,6 +170,11 @@ class Graph:
         validate_graph(self)
 
 
+def ref_name(value: Any) -> str | None:
+    """The graph value an encoded argument names when it is a reference (``{"ref": name}``), else None."""
+    return value["ref"] if isinstance(value, dict) and isinstance(value.get("ref"), str) else None
+
+
 def iter_refs(value: Any) -> list[str]:
     """Names of the graph values an encoded argument refers to."""
     if isinstance(value, dict):

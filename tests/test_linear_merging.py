@@ -23,9 +23,14 @@ WIDTHS = {"q": 24, "k": 8, "v": 8}
 PROMPTS = ["sibling linears read one merged product", "a"]
 
 
+def _meta(shape: list[int]) -> dict:
+    """A node's metadata as a validated graph carries it: output shape and dtype."""
+    return {"shape": shape, "dtype": "float32"}
+
+
 def _linear(name: str, x: str, weight: str, width: int, bias: str | None = None) -> Node:
     args = [{"ref": x}, {"ref": weight}] + ([{"ref": bias}] if bias else [])
-    return Node(name, "aten.linear.default", args, {}, {"shape": [ROWS, 1, width], "dtype": "float32"})
+    return Node(name, "aten.linear.default", args, {}, _meta([ROWS, 1, width]))
 
 
 def _graph(name: str, *extra: Node, biases: bool = False, outputs: tuple[str, ...] = ("sum",)) -> Graph:
@@ -37,9 +42,9 @@ def _graph(name: str, *extra: Node, biases: bool = False, outputs: tuple[str, ..
         if biases:
             inputs.append(TensorSpec(f"b_{proj}", "weight", (width,), "float32", source=f"{proj}.bias"))
         nodes.append(_linear(proj, "x", f"w_{proj}", width, f"b_{proj}" if biases else None))
-    nodes += [Node("kv", "aten.mul.Tensor", [{"ref": "k"}, {"ref": "v"}], {}, {"shape": [ROWS, 1, 8]}),
-              Node("kv3", "aten.cat.default", [[{"ref": "kv"}] * 3, -1], {}, {"shape": [ROWS, 1, 24]}),
-              Node("sum", "aten.add.Tensor", [{"ref": "q"}, {"ref": "kv3"}], {}, {"shape": [ROWS, 1, 24]}), *extra]
+    nodes += [Node("kv", "aten.mul.Tensor", [{"ref": "k"}, {"ref": "v"}], {}, _meta([ROWS, 1, 8])),
+              Node("kv3", "aten.cat.default", [[{"ref": "kv"}] * 3, -1], {}, _meta([ROWS, 1, 24])),
+              Node("sum", "aten.add.Tensor", [{"ref": "q"}, {"ref": "kv3"}], {}, _meta([ROWS, 1, 24])), *extra]
     return Graph(name, tuple(inputs), tuple(nodes), outputs)
 
 
@@ -83,7 +88,7 @@ def test_siblings_on_one_input_merge_and_each_reads_its_columns(biases):
 
 def test_a_weight_read_alone_in_another_graph_or_unpacked_does_not_merge():
     alone = Node("q_again", "aten.linear.default", [{"ref": "sum"}, {"ref": "w_q"}], {},
-                 {"shape": [ROWS, 1, 24], "dtype": "float32"})
+                 _meta([ROWS, 1, 24]))
     merging = LinearMerging({"decode": _graph("decode"), "prefill": _graph("prefill", alone)}, SOURCES)
     assert [g.members for g in merging.groups["decode"]] == [] and merging.sources == set()
     partial = LinearMerging({"decode": _graph("decode")}, {"q.weight", "k.weight"})   # v is not packed
@@ -92,11 +97,11 @@ def test_a_weight_read_alone_in_another_graph_or_unpacked_does_not_merge():
 
 
 def test_columns_are_copied_where_a_view_of_the_graph_could_not_read_them():
-    heads = Node("heads", "aten.view.default", [{"ref": "q"}, [ROWS, 1, 3, 8]], {}, {"shape": [ROWS, 1, 3, 8]})
-    doubled = Node("doubled", "aten.mul.Tensor", [{"ref": "heads"}, 2.0], {}, {"shape": [ROWS, 1, 3, 8]})
-    flat = Node("flat", "aten.view.default", [{"ref": "k"}, [ROWS * 8]], {}, {"shape": [ROWS * 8]})
-    turned = Node("turned", "aten.transpose.int", [{"ref": "v"}, 1, 2], {}, {"shape": [ROWS, 8, 1]})
-    turned_flat = Node("turned_flat", "aten.view.default", [{"ref": "turned"}, [ROWS * 8]], {}, {"shape": [ROWS * 8]})
+    heads = Node("heads", "aten.view.default", [{"ref": "q"}, [ROWS, 1, 3, 8]], {}, _meta([ROWS, 1, 3, 8]))
+    doubled = Node("doubled", "aten.mul.Tensor", [{"ref": "heads"}, 2.0], {}, _meta([ROWS, 1, 3, 8]))
+    flat = Node("flat", "aten.view.default", [{"ref": "k"}, [ROWS * 8]], {}, _meta([ROWS * 8]))
+    turned = Node("turned", "aten.transpose.int", [{"ref": "v"}, 1, 2], {}, _meta([ROWS, 8, 1]))
+    turned_flat = Node("turned_flat", "aten.view.default", [{"ref": "turned"}, [ROWS * 8]], {}, _meta([ROWS * 8]))
     graph = _graph("decode", heads, doubled, flat, turned, turned_flat, outputs=("sum", "doubled", "flat",
                                                                                   "turned_flat"))
     merging = LinearMerging({"decode": graph}, SOURCES)

@@ -27,7 +27,7 @@ from optimum_npu.compile.quantize_experts import QWEIGHT, SCALE, quantize_expert
 from optimum_npu.device.kernels import QUANTIZED_LINEAR
 from optimum_npu.device.kernels.quantized_linear import quantize_weight
 from optimum_npu.device.ops import FREE_OPS
-from optimum_npu.schema import Graph, Node, TensorSpec, dtype_name, iter_refs
+from optimum_npu.schema import Graph, Node, TensorSpec, dtype_name, iter_refs, ref_name
 
 LINEAR = "aten.linear.default"
 #: Views through which a linear may read its weight (``Conv1D``: ``linear(x, w.t())``).
@@ -53,10 +53,6 @@ def quantized_split(split, source: str | None, shape: tuple[int, ...]):
     return dataclasses.replace(split, out_dim=0)
 
 
-def _ref(value) -> str | None:
-    return value.get("ref") if isinstance(value, dict) else None
-
-
 @dataclasses.dataclass(frozen=True)
 class _Target:
     """A linear to rewrite: the node, its weight input, and whether the weight is read transposed ([in, out])."""
@@ -68,7 +64,7 @@ class _Target:
 
 def _targets(graph: Graph, keep: tuple[str, ...]) -> list[_Target]:
     weights = {spec.name: spec for spec in graph.inputs if spec.kind == "weight"}
-    views = {node.name: _ref(node.args[0]) for node in graph.nodes if node.op in _TRANSPOSES}
+    views = {node.name: ref_name(node.args[0]) for node in graph.nodes if node.op in _TRANSPOSES}
     readers: dict[str, set[str]] = {}  # weight input -> ops reading it (through its views)
     for node in graph.nodes:
         for ref in iter_refs(node.args) + iter_refs(node.kwargs):
@@ -79,7 +75,7 @@ def _targets(graph: Graph, keep: tuple[str, ...]) -> list[_Target]:
     for node in graph.nodes:
         if node.op != LINEAR:
             continue
-        ref = _ref(node.args[1])
+        ref = ref_name(node.args[1])
         weight = ref if ref in weights else views.get(ref)
         if weight not in weights or weights[weight].source in keep or readers.get(weight) != {LINEAR}:
             continue

@@ -21,7 +21,7 @@ from optimum_npu.compile.quantization_config import QuantizationConfig
 from optimum_npu.device.kernels import MOE
 from optimum_npu.device.kernels.quantized_linear import quantize_weight
 from optimum_npu.device.ops import argument
-from optimum_npu.schema import Graph, Node, TensorSpec, dtype_name
+from optimum_npu.schema import Graph, Node, TensorSpec, dtype_name, ref_name
 from optimum_npu.schema_ops import ALLOWED_OPS
 
 #: The weights of an ``npu.moe`` node that are quantized, and the argument taking each one's scales.
@@ -32,10 +32,6 @@ _TRANSPOSE = "aten.transpose.int"
 QWEIGHT, SCALE = ".qweight", ".weight_scale"
 
 
-def _ref(value) -> str | None:
-    return value.get("ref") if isinstance(value, dict) else None
-
-
 def router_weights(graph: Graph) -> set[str]:
     """Sources of the weights of the linears computing an ``npu.moe`` node's router logits (left unquantized)."""
     producers = {node.name: node for node in graph.nodes}
@@ -43,9 +39,9 @@ def router_weights(graph: Graph) -> set[str]:
     found = set()
     for node in graph.nodes:
         if node.op == MOE:
-            router = producers.get(_ref(argument(node, "router_logits")))
+            router = producers.get(ref_name(argument(node, "router_logits")))
             if router is not None and router.op == "aten.linear.default":
-                found.add(sources.get(_ref(router.args[1])))
+                found.add(sources.get(ref_name(router.args[1])))
     return found - {None}
 
 
@@ -72,7 +68,7 @@ def quantize_expert_graph(graph: Graph, weights: dict[str, torch.Tensor], config
     """``graph`` with the expert weights of its ``npu.moe`` nodes quantized (``done``: full-precision source ->
     (values source, scales source), shared by the graphs of one model; ``weights`` gains the new tensors)."""
     specs = {spec.name: spec for spec in graph.inputs}
-    views = {node.name: _ref(node.args[0]) for node in graph.nodes
+    views = {node.name: ref_name(node.args[0]) for node in graph.nodes
              if node.op == _TRANSPOSE and list(node.args[1:]) in ([1, 2], [2, 1], [-1, -2], [-2, -1])}
     new_inputs: dict[str, TensorSpec] = {}
     nodes = []
@@ -81,7 +77,7 @@ def quantize_expert_graph(graph: Graph, weights: dict[str, torch.Tensor], config
             nodes.append(node)
             continue
         for name, scale_name in EXPERT_WEIGHTS.items():
-            ref = _ref(argument(node, name))
+            ref = ref_name(argument(node, name))
             stored = ref if ref in specs else views.get(ref)
             if stored not in specs or specs[stored].kind != "weight":
                 continue

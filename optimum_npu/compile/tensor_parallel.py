@@ -44,7 +44,7 @@ from optimum_npu.compile.quantize import quantized_split
 from optimum_npu.compile.shape_prop import propagate_shapes
 from optimum_npu.compile.tensor_parallel_plan import TensorParallelError, TensorParallelPlan, WeightSplit
 from optimum_npu.device.kernels import MOE, QUANTIZED_LINEAR
-from optimum_npu.schema import ALL_GATHER, ALL_REDUCE, Graph, Node, TensorSpec
+from optimum_npu.schema import ALL_GATHER, ALL_REDUCE, Graph, Node, TensorSpec, ref_name
 
 LINEAR = "aten.linear.default"
 #: Convolutions (input, weight [C_out, C_in / groups, k...], bias, stride, padding, dilation, groups).
@@ -57,20 +57,16 @@ _BIAS_POSITION = {LINEAR: 2, QUANTIZED_LINEAR: 3, **{conv: 2 for conv in CONVOLU
 _WEIGHT_VIEWS = WEIGHT_VIEWS
 
 
-def _ref(value) -> str | None:
-    return value["ref"] if isinstance(value, dict) and "ref" in value else None
-
-
 def _linear_weights(graph: Graph) -> list[tuple[Node, str | None, str | None]]:
     """(linear or convolution node, weight input name, bias input name), a weight read through a transpose
     included."""
     inputs = {spec.name for spec in graph.inputs}
-    views = {node.name: _ref(node.args[0]) for node in graph.nodes if node.op in _WEIGHT_VIEWS}
+    views = {node.name: ref_name(node.args[0]) for node in graph.nodes if node.op in _WEIGHT_VIEWS}
     found = []
     for node in graph.nodes:
         if node.op in _BIAS_POSITION:
             position = _BIAS_POSITION[node.op]
-            weight, bias = _ref(node.args[1]), _ref(node.args[position]) if len(node.args) > position else None
+            weight, bias = ref_name(node.args[1]), ref_name(node.args[position]) if len(node.args) > position else None
             weight = weight if weight in inputs else views.get(weight)
             found.append((node, weight if weight in inputs else None, bias if bias in inputs else None))
     return found
@@ -136,7 +132,7 @@ class _SplitInput:
 def _split_layout(graph: Graph, plan: TensorParallelPlan):
     """Inputs of the sharded graph and the names of the logits projection's weight and bias inputs."""
     head, head_weight, head_bias = _logits_linear(graph, plan)
-    tied = head is not None and sum(1 for node in graph.nodes for arg in node.args if _ref(arg) == head_weight) > 1
+    tied = head is not None and sum(1 for node in graph.nodes for arg in node.args if ref_name(arg) == head_weight) > 1
     head_input = f"{head_weight}_lm_head" if tied else head_weight
     specs = list(graph.inputs)
     if tied:  # the embedding keeps the full table; the logits projection reads a vocabulary shard of it
@@ -185,8 +181,9 @@ def shard_graph(graph: Graph, plan: TensorParallelPlan) -> Graph:
         args = _rename(node.args, renamed)
         if node is head:
             args = [args[0], {"ref": head_input}, *args[2:]]
-        if node.op == GROUP_NORM and cuts.get(_ref(node.args[2])) == "colwise":   # each rank: its channels' groups
-            args[1] = _divide(node.args[1], f"groups of the group norm reading {sources[_ref(node.args[2])]} (whole "
+        norm_weight = ref_name(node.args[2]) if node.op == GROUP_NORM else None
+        if norm_weight is not None and cuts.get(norm_weight) == "colwise":   # each rank: its channels' groups
+            args[1] = _divide(node.args[1], f"groups of the group norm reading {sources[norm_weight]} (whole "
                               "groups per device)", plan)
         if node.op == MOE and plan.expert_parallel:
             experts = experts_per_layer(graph, node)
@@ -197,7 +194,7 @@ def shard_graph(graph: Graph, plan: TensorParallelPlan) -> Graph:
         if node is head:
             gathered = f"{node.name}_all_gather"
             nodes.append(Node(gathered, ALL_GATHER, [{"ref": node.name}, -1, plan.size], {}))
-            vocab = next(spec.shape[0] for spec in graph.inputs if spec.name == _ref(node.args[1]))
+            vocab = next(spec.shape[0] for spec in graph.inputs if spec.name == ref_name(node.args[1]))
             if vocab % plan.size:  # drop the rows added to make the vocabulary divisible
                 nodes.append(Node(f"{gathered}_unpad", "aten.slice.Tensor", [{"ref": gathered}, -1, 0, vocab], {}))
                 gathered = f"{gathered}_unpad"

@@ -186,7 +186,6 @@ class DeviceEngine:
             packing = LinearPacking(graphs, None if available is None else available // 2, len(local_ranks))
             if merging_enabled():   # packed sibling linears merge; their members are not packed one by one
                 merging = LinearMerging(graphs, packing.sources)
-                packing.merged = merging.sources
         for rank in local_ranks:
             device = get_device(spec, device_ids[rank], registry)
             request = {"weights": weight_bytes(rank)}
@@ -202,7 +201,7 @@ class DeviceEngine:
             if stack is None:
                 rank_weights, rank_state, rank_packing = weights(rank), None, packing
                 if packing is not None:
-                    packing.pack(rank_weights)
+                    packing.pack(rank_weights, merging.sources if merging is not None else frozenset())
             else:   # the lockstep group binds the packed forms; the per-rank path reads the plain stack
                 rank_weights, rank_state, rank_packing = (stack.add_weights(rank, weights(rank)),
                                                           stack.rank_state(rank), None)

@@ -21,7 +21,8 @@ from collections import Counter
 import torch
 
 from optimum_npu.device.executor import HostNode
-from optimum_npu.schema import Graph, Node, iter_refs
+from optimum_npu.device.ops import GraphIndex
+from optimum_npu.schema import Graph, Node, ref_name
 
 #: Environment variable: ``0`` / ``false`` / ``off`` / ``no`` runs norms and rotary embeddings node by node.
 HOST_FUSION_ENV = "OPTIMUM_NPU_HOST_FUSION"
@@ -68,19 +69,15 @@ class _Matcher:
     """Exact structural matches on one graph (values read once, float32, constant arguments as expected)."""
 
     def __init__(self, graph: Graph, dtypes: dict[str, str]):
-        self.nodes = {node.name: node for node in graph.nodes}
-        self.dtypes = dtypes
-        self.readers: Counter = Counter(graph.outputs)
-        self.users: dict[str, list[Node]] = {}
-        for node in graph.nodes:
-            for ref in set(iter_refs(node.args) + iter_refs(node.kwargs)):
-                self.readers[ref] += iter_refs(node.args).count(ref) + iter_refs(node.kwargs).count(ref)
-                self.users.setdefault(ref, []).append(node)
+        index = GraphIndex(graph)
+        self.nodes, self.users, self.dtypes = index.nodes, index.consumers, dtypes
+        #: how many times each value is read (every reference of every node, and the graph's outputs)
+        self.readers = Counter(graph.outputs) + Counter(ref for node in graph.nodes for ref in index.refs(node))
 
     def node(self, encoded, op: str, arity: int) -> Node | None:
         """The node an argument refers to, when it is ``op`` with ``arity`` positional arguments and no
         keywords, read by one node only (an intermediate of the chain), in float32."""
-        name = _ref(encoded)
+        name = ref_name(encoded)
         node = self.nodes.get(name) if name is not None else None
         if node is None or node.op != op or len(node.args) != arity or node.kwargs or self.readers[name] != 1 \
                 or self.dtypes.get(name) != "float32":
@@ -100,7 +97,7 @@ class _Matcher:
                 not self.last_dim(mean.name, mean.args[1][0]) or square.args[1] not in (2, 2.0) or \
                 self.readers[rsqrt.name] != 1:
             return None
-        x = _ref(square.args[0])
+        x = ref_name(square.args[0])
         users = self.users.get(rsqrt.name, [])
         scaled = users[0] if len(users) == 1 else None
         if x is None or self.dtypes.get(x) != "float32" or scaled is None or scaled.op != _MUL or scaled.kwargs or \
@@ -114,12 +111,12 @@ class _Matcher:
         users = self.users.get(neg.name, [])
         cat = users[0] if len(users) == 1 and self.readers[neg.name] == 1 else None
         if second is None or cat is None or cat.op != "aten.cat.default" or cat.kwargs or len(cat.args) != 2 or \
-                not isinstance(cat.args[0], list) or len(cat.args[0]) != 2 or _ref(cat.args[0][0]) != neg.name:
+                not isinstance(cat.args[0], list) or len(cat.args[0]) != 2 or ref_name(cat.args[0][0]) != neg.name:
             return None
         first = self.node(cat.args[0][1], "aten.slice.Tensor", 4)
-        x = _ref(second.args[0])
+        x = ref_name(second.args[0])
         shape = self.nodes[x].meta.get("shape") if x in self.nodes else None
-        if first is None or x is None or _ref(first.args[0]) != x or self.dtypes.get(x) != "float32" or \
+        if first is None or x is None or ref_name(first.args[0]) != x or self.dtypes.get(x) != "float32" or \
                 not isinstance(shape, list) or not shape or type(shape[-1]) is not int or shape[-1] % 2 or \
                 not self.last_dim(cat.name, cat.args[1]) or not all(
                     self.last_dim(x, s.args[1]) for s in (first, second)) or \
@@ -145,15 +142,9 @@ class _Matcher:
         return users[0]
 
 
-def _ref(encoded) -> str | None:
-    if isinstance(encoded, dict) and set(encoded) == {"ref"} and isinstance(encoded["ref"], str):
-        return encoded["ref"]
-    return None
-
-
 def _other(node: Node, known: str) -> str | None:
     """The other operand of a two-operand node, when one operand is ``known`` and the other a reference."""
-    names = [_ref(arg) for arg in node.args]
+    names = [ref_name(arg) for arg in node.args]
     if len(names) != 2 or known not in names or None in names or names[0] == names[1]:
         return None
     return names[1] if names[0] == known else names[0]

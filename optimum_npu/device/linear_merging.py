@@ -29,7 +29,8 @@ import torch
 from optimum_npu.device.executor import HostNode, resolve_op
 from optimum_npu.device.kernels.linear import linear_kernel
 from optimum_npu.device.kernels.packed_linear import pack_matrix
-from optimum_npu.schema import Graph, GraphFormatError, Node, TensorSpec, decode_arg, iter_refs
+from optimum_npu.device.ops import GraphIndex, argument
+from optimum_npu.schema import Graph, GraphFormatError, Node, TensorSpec, decode_arg, iter_refs, ref_name
 
 #: Environment variable: ``0`` / ``false`` / ``off`` / ``no`` keeps sibling linears as separate products.
 MERGED_LINEAR_ENV = "OPTIMUM_NPU_MERGED_LINEAR"
@@ -107,7 +108,7 @@ class LinearMerging:
 
     def rewrites(self, graph: Graph, merged: dict[MergeKey, tuple]) -> dict[str, list[HostNode]]:
         """The host steps replacing ``graph``'s merged linears (``NodeProgram``'s ``rewrites``)."""
-        nodes = {node.name: node for node in graph.nodes}
+        index = GraphIndex(graph)
         rewrites: dict[str, list[HostNode]] = {}
         for group in self.groups.get(graph.name, ()):
             if group.key not in merged:
@@ -117,7 +118,7 @@ class LinearMerging:
             steps = [HostNode(product, "host.merged_linear", linear_kernel, [{"ref": group.input}, weight, bias])]
             start, total = 0, sum(group.widths)
             for member, width in zip(group.members, group.widths):
-                strided = _strided_columns_read(graph, nodes[member], total)
+                strided = _strided_columns_read(index, index.nodes[member], total)
                 steps.append(HostNode(member, "host.linear_columns", columns if strided else contiguous_columns,
                                        [{"ref": product}, start, width]))
                 start += width
@@ -141,21 +142,11 @@ def _fits(tensor: torch.Tensor | None, shape: tuple) -> bool:
         tensor.device.type == "cpu" and all(want is None or have == want for have, want in zip(tensor.shape, shape))
 
 
-def _ref(encoded) -> str | None:
-    """The value an argument names when it is a plain reference."""
-    if isinstance(encoded, dict) and set(encoded) == {"ref"} and isinstance(encoded["ref"], str):
-        return encoded["ref"]
-    return None
-
-
 def _linear_operands(node: Node, specs: dict[str, TensorSpec]) -> tuple[str, TensorSpec, TensorSpec | None] | None:
     """(input, weight spec, bias spec or None) of a linear reading a weight input, and a bias input of its width."""
-    args, kwargs = node.args, node.kwargs
-    if not 2 <= len(args) <= 3 or set(kwargs) - {"bias"} or (len(args) == 3 and kwargs):
-        return None
-    x, weight = _ref(args[0]), specs.get(_ref(args[1]) or "")
-    bias_arg = args[2] if len(args) == 3 else kwargs.get("bias")
-    bias = None if bias_arg is None else specs.get(_ref(bias_arg) or "")
+    x, weight = ref_name(argument(node, "input")), specs.get(ref_name(argument(node, "weight")) or "")
+    bias_arg = argument(node, "bias")
+    bias = None if bias_arg is None else specs.get(ref_name(bias_arg) or "")
     if x is None or weight is None or weight.kind != "weight" or len(weight.shape) != 2 or \
             (bias_arg is not None and (bias is None or bias.kind != "weight" or bias.dtype != "float32"
                                        or tuple(bias.shape) != tuple(weight.shape[:1]))):
@@ -196,7 +187,7 @@ def _sibling_groups(graph: Graph, sources: set[str]) -> tuple[list[SiblingGroup]
     return groups, reads
 
 
-def _strided_columns_read(graph: Graph, member: Node, total: int) -> bool:
+def _strided_columns_read(index: GraphIndex, member: Node, total: int) -> bool:
     """Whether every reader of ``member``'s value can take it as strided columns of a [..., total] product: it is
     not a graph output, and every ``view`` reached through view-producing ops (transpose, unsqueeze, casts that
     change nothing, ...) is possible on such columns, tried with the ops themselves on a meta tensor. Anything
@@ -204,18 +195,14 @@ def _strided_columns_read(graph: Graph, member: Node, total: int) -> bool:
     shape = member.meta.get("shape")
     if not isinstance(shape, list) or not shape or not all(type(d) is int and d >= 0 for d in shape):
         return False
-    users: dict[str, list[Node]] = defaultdict(list)
-    for node in graph.nodes:
-        for ref in set(iter_refs(node.args) + iter_refs(node.kwargs)):
-            users[ref].append(node)
     strided = torch.empty(*shape[:-1], total, device="meta").narrow(-1, 0, shape[-1])
-    return _views_possible(graph, users, member.name, strided, depth=0)
+    return _views_possible(index, member.name, strided, depth=0)
 
 
-def _views_possible(graph: Graph, users: dict[str, list[Node]], name: str, value: torch.Tensor, depth: int) -> bool:
-    if name in graph.outputs or depth > _MAX_VIEW_CHAIN:
+def _views_possible(index: GraphIndex, name: str, value: torch.Tensor, depth: int) -> bool:
+    if name in index.outputs or depth > _MAX_VIEW_CHAIN:
         return False
-    for user in users.get(name, ()):
+    for user in index.consumers.get(name, ()):
         if user.op in _MULTI_VIEW_OPS:
             return False
         if user.op not in _VIEW_OPS:
@@ -228,6 +215,6 @@ def _views_possible(graph: Graph, users: dict[str, list[Node]], name: str, value
                         **{key: decode_arg(arg, lambda _: value) for key, arg in user.kwargs.items()})
         except (RuntimeError, ValueError, TypeError, IndexError, GraphFormatError):
             return False
-        if not isinstance(viewed, torch.Tensor) or not _views_possible(graph, users, user.name, viewed, depth + 1):
+        if not isinstance(viewed, torch.Tensor) or not _views_possible(index, user.name, viewed, depth + 1):
             return False
     return True

@@ -25,7 +25,7 @@ import os
 
 import torch
 
-from optimum_npu.schema import Graph, TensorSpec, iter_refs
+from optimum_npu.schema import Graph, TensorSpec, iter_refs, ref_name
 
 #: Environment variable: ``0`` / ``false`` / ``off`` / ``no`` keeps linear weights in their plain layout.
 PACKED_LINEAR_ENV = "OPTIMUM_NPU_PACKED_LINEAR"
@@ -68,13 +68,12 @@ class LinearPacking:
         if room is not None and self.nbytes > room:
             self.sources = set()
         self.packed: dict[str, torch.Tensor] = {}
-        #: chosen sources a rank reads through a merged product (``linear_merging``): ``pack`` leaves them out
-        self.merged: set[str] = set()
 
-    def pack(self, weights: dict[str, torch.Tensor]) -> None:
-        """Packs this rank's copies of the chosen weights (one per distinct tensor) but the ``merged`` ones."""
+    def pack(self, weights: dict[str, torch.Tensor], leave: set[str] = frozenset()) -> None:
+        """Packs this rank's copies of the chosen weights (one per distinct tensor) but those in ``leave`` (the
+        ones a rank reads through a merged product, ``linear_merging``)."""
         by_tensor: dict[int, torch.Tensor] = {}
-        for source in self.sources - self.merged:
+        for source in self.sources - leave:
             tensor = weights.get(source)
             if tensor is None or tensor.dtype != torch.float32 or tensor.dim() != 2 or tensor.device.type != "cpu":
                 continue
@@ -99,20 +98,13 @@ def _linear_only_weights(graph: Graph) -> tuple[dict[str, int], set[str]]:
                if spec.kind == "weight" and (spec.dtype != "float32" or len(spec.shape) != 2)}
     for node in graph.nodes:
         refs = iter_refs(node.args) + iter_refs(node.kwargs)
-        operand = _weight_operand(node) if node.op == _LINEAR else None
+        operand = ref_name(node.args[1]) if node.op == _LINEAR and len(node.args) > 1 else None   # the weight
         for ref in refs:
             if ref in source_of and (ref != operand or refs.count(ref) > 1):
                 refused.add(source_of[ref])
     chosen = {spec.source: math.prod(spec.shape) * 4 for spec in graph.inputs
               if spec.kind == "weight" and spec.source not in refused and math.prod(spec.shape) * 4 >= PACK_MIN_BYTES}
     return chosen, refused
-
-
-def _weight_operand(node) -> str | None:
-    """The value a linear node reads as its weight (second positional argument), when it is a plain reference."""
-    if len(node.args) < 2 or not isinstance(node.args[1], dict) or set(node.args[1]) != {"ref"}:
-        return None
-    return node.args[1]["ref"]
 
 
 def pack_matrix(weight: torch.Tensor) -> torch.Tensor:
